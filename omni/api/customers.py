@@ -1,0 +1,141 @@
+"""Customer resources: context, facts, cart, profile, identities, history, search."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from omni.api.messages import check_channel
+from omni.auth import caller
+from omni.errors import BadRequest, NotFound, PreconditionRequired, ValidationFailed
+from omni.ids import decode_cursor, is_customer_id
+from omni.model import (
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    CartInput,
+    FactsPatch,
+    IdentityLink,
+    ProfilePatch,
+    SearchResult,
+    json_size,
+    FACT_VALUE_MAX_BYTES,
+)
+from omni.search import index_profile, normalize_phone, search
+from omni.state import REDIS, SETTINGS, STORE
+from omni.web_io import etag, if_match, json_response, not_modified, query_int, query_str, read_json
+
+
+def _cid(request: web.Request) -> str:
+    cid = request.match_info["id"]
+    if not is_customer_id(cid):
+        raise NotFound(f"no customer {cid}")
+    return cid
+
+
+async def _context_response(request: web.Request, cid: str, status: int = 200) -> web.Response:
+    context = await request.app[STORE].context(cid)
+    tag = etag(context.version)
+    if status == 200 and not_modified(request, tag):
+        return web.Response(status=304, headers={"ETag": tag})
+    return json_response(context, status=status, headers={"ETag": tag})
+
+
+async def context(request: web.Request) -> web.Response:
+    return await _context_response(request, _cid(request))
+
+
+async def context_by_identity(request: web.Request) -> web.Response:
+    channel = query_str(request, "channel", required=True) or ""
+    external_id = query_str(request, "external_id", required=True) or ""
+    check_channel(request, channel)
+    cid = await request.app[STORE].find(channel, external_id)
+    if cid is None:
+        raise NotFound(f"no customer has that {channel} identity")
+    return await _context_response(request, cid)
+
+
+async def patch_facts(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    patch = await read_json(request, FactsPatch)
+    for name, fact in patch.facts.items():
+        if fact is not None and json_size(fact.value) > FACT_VALUE_MAX_BYTES:
+            raise ValidationFailed(
+                f"a fact value is limited to {FACT_VALUE_MAX_BYTES} bytes of JSON",
+                field=f"facts.{name}.value",
+            )
+    await request.app[STORE].patch_facts(cid, patch, if_match(request))
+    return await _context_response(request, cid)
+
+
+async def get_cart(request: web.Request) -> web.Response:
+    cart, rev = await request.app[STORE].cart(_cid(request))
+    tag = etag(rev)
+    if not_modified(request, tag):
+        return web.Response(status=304, headers={"ETag": tag})
+    return json_response(cart, headers={"ETag": tag})
+
+
+async def put_cart(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    version = if_match(request)
+    if version is None:
+        raise PreconditionRequired(
+            "PUT cart needs If-Match with the version you read (GET the cart for its ETag)"
+        )
+    data = await read_json(request, CartInput)
+    if len({item.currency for item in data.items}) > 1:
+        raise ValidationFailed("every item in a cart must have the same currency", field="items")
+    if data.stage == "placed" and not data.order_id:
+        raise ValidationFailed("a placed cart needs its order_id", field="order_id")
+    cart, rev = await request.app[STORE].put_cart(cid, data, version, caller(request).name)
+    return json_response(cart, headers={"ETag": etag(rev)})
+
+
+async def patch_profile(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    patch = await read_json(request, ProfilePatch)
+    changes = msgspec.structs.asdict(patch)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if "phone" in changes:
+        phone = normalize_phone(changes["phone"])
+        if phone is None:
+            raise ValidationFailed("phone must be in E.164 form, like +14155550100", field="phone")
+        changes["phone"] = phone
+    store = request.app[STORE]
+    old = await store.profile(cid)
+    # A changed email or phone is unverified unless this request says otherwise.
+    if "email" in changes and changes["email"] != old.email:
+        changes.setdefault("email_verified", False)
+    if "phone" in changes and changes["phone"] != old.phone:
+        changes.setdefault("phone_verified", False)
+    new = msgspec.structs.replace(old, **changes)
+    _, before = await store.put_profile(cid, new, if_match(request))
+    await index_profile(request.app[REDIS], cid, before, new)
+    return await _context_response(request, cid)
+
+
+async def link_identity(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    link = await read_json(request, IdentityLink)
+    check_channel(request, link.channel)
+    identity, created = await request.app[STORE].link_identity(cid, link)
+    return json_response(identity, status=201 if created else 200)
+
+
+async def history(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    limit = query_int(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
+    before = query_str(request, "before")
+    channel = query_str(request, "channel")
+    if channel is not None and channel not in request.app[SETTINGS].channels.enabled:
+        raise BadRequest(f"unknown channel {channel!r}", field="channel")
+    page = await request.app[STORE].history(
+        cid, limit=limit, before=decode_cursor(before) if before else None, channel=channel
+    )
+    return json_response(page)
+
+
+async def find_customers(request: web.Request) -> web.Response:
+    q = query_str(request, "q", required=True) or ""
+    found = await search(request.app[REDIS], q, request.app[SETTINGS].channels.enabled)
+    return json_response(SearchResult(customers=found))

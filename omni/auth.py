@@ -1,0 +1,55 @@
+"""API keys and roles: `Authorization: Bearer <key>`, roles ordered bot < agent < admin."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from aiohttp import web
+
+from omni.errors import Forbidden, Unauthenticated
+from omni.settings import ROLES, ApiKey, Role
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_KEYS = web.AppKey("api_keys", tuple[ApiKey, ...])
+CALLER = "omni.caller"
+
+
+def _rank(role: Role) -> int:
+    return ROLES.index(role)
+
+
+def authenticate(request: web.Request) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send an API key as Authorization: Bearer <key>")
+    token = token.strip()
+    found = None
+    # Compare against every key in constant time, so timing does not reveal a prefix.
+    for key in request.app[API_KEYS]:
+        if hmac.compare_digest(key.key.reveal().encode(), token.encode()):
+            found = key
+    if found is None:
+        raise Unauthenticated("that API key is not known")
+    return found
+
+
+def require(role: Role, handler: Handler) -> Handler:
+    """Wrap a handler so only keys of `role` or above reach it."""
+
+    @wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        caller = authenticate(request)
+        if _rank(caller.role) < _rank(role):
+            raise Forbidden(f"a {caller.role} key may not do this; it needs the {role} role")
+        request[CALLER] = caller
+        return await handler(request)
+
+    return guarded
+
+
+def caller(request: web.Request) -> ApiKey:
+    key: ApiKey = request[CALLER]
+    return key

@@ -1,0 +1,58 @@
+"""Identifiers: time-ordered ids for customers, messages and conversations, and the
+opaque history cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import time
+
+from omni.errors import BadRequest
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def ulid(now_ms: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds, 80 random bits, Crockford base32 (26 chars)."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_customer_id() -> str:
+    return "cus_" + ulid()
+
+
+def new_message_id() -> str:
+    return "msg_" + ulid()
+
+
+def is_customer_id(value: str) -> bool:
+    return value.startswith("cus_") and bool(_ULID_RE.match(value[4:]))
+
+
+def encode_cursor(entry_id: str) -> str:
+    """Make a timeline entry id into an opaque cursor for `before=`."""
+    raw = f"v1.{entry_id}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """Return the entry id inside a cursor, or raise BadRequest naming `before`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise BadRequest("the cursor is not one this API issued", field="before") from None
+    version, _, entry_id = raw.partition(".")
+    if version != "v1" or not _STREAM_ID_RE.match(entry_id):
+        raise BadRequest("the cursor is not one this API issued", field="before")
+    return entry_id

@@ -1,0 +1,68 @@
+"""Logging: structlog configured once by the CLI; redaction runs before rendering.
+
+Personal data never reaches a log line: values under keys that hold message content or
+contact details are replaced outright, and any string is scrubbed of e-mail addresses
+and phone numbers, wherever in the event they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from omni.settings import LogSettings
+
+_SENSITIVE_KEYS = frozenset(
+    {"text", "body", "transcript", "email", "phone", "name", "q", "query", "caption", "digits"}
+)
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(\.[\w-]+)+")
+# "+33 6 12 34 56 78" or a bare 9-15 digit run; not dates, times or IP addresses.
+_PHONE = re.compile(r"\+\d[\d ()-]{6,}\d|(?<![\w.:-])\d{9,15}(?![\w.:-])")
+_REDACTED = "[redacted]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PHONE.sub("[phone]", _EMAIL.sub("[email]", value))
+    if isinstance(value, dict):
+        return {k: _REDACTED if k in _SENSITIVE_KEYS else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: no e-mail, phone number or message text survives it."""
+    for key, value in list(event.items()):
+        if key in _SENSITIVE_KEYS:
+            event[key] = _REDACTED
+        elif key not in ("timestamp", "level", "request_id", "duration_ms"):
+            event[key] = _scrub(value)
+    return event
+
+
+def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    as_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )

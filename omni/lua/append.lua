@@ -1,0 +1,60 @@
+-- Append one message to a customer's timeline, exactly once, and update the customer.
+-- KEYS: 1 customer hash, 2 timeline, 3 channel timeline, 4 message-id index
+-- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
+--       6 profile blob ('' when none), 7 direction
+-- Returns {created, entry id, conversation number, blob of the stored message}.
+local existing = redis.call('HGET', KEYS[4], ARGV[1])
+if existing then
+  local entry = redis.call('XRANGE', KEYS[2], existing, existing)[1]
+  local conv = 0
+  local blob = ''
+  if entry then
+    for i = 1, #entry[2], 2 do
+      if entry[2][i] == 'm' then blob = entry[2][i + 1] end
+      if entry[2][i] == 'v' then conv = tonumber(entry[2][i + 1]) end
+    end
+  end
+  return {0, existing, conv, blob}
+end
+
+local channel = ARGV[3]
+local state = redis.call('HMGET', KEYS[1], 'cv_n', 'cv_status', 'cv_channels', 'last_channel')
+local conv = tonumber(state[1])
+local status = state[2]
+if (not conv) or status == 'resolved' then
+  conv = redis.call('HINCRBY', KEYS[1], 'cv_n', 1)
+  redis.call('HSET', KEYS[1], 'cv_status', 'open', 'cv_channels', channel)
+  redis.call('HDEL', KEYS[1], 'cv_switched', 'cv_topic')
+  status = 'new'
+end
+
+local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'v', conv)
+-- The channel index shares the entry id, so both streams order alike.
+redis.call('XADD', KEYS[3], id, 'v', conv)
+redis.call('HSET', KEYS[4], ARGV[1], id)
+
+local ms = string.match(id, '^(%d+)')
+if status == 'new' then
+  redis.call('HSET', KEYS[1], 'cv_started', ms)
+else
+  local channels = state[3] or ''
+  if not string.find(',' .. channels .. ',', ',' .. channel .. ',', 1, true) then
+    redis.call('HSET', KEYS[1], 'cv_channels', channels .. ',' .. channel)
+  end
+  if state[4] and state[4] ~= channel then
+    redis.call('HSET', KEYS[1], 'cv_switched', ms)
+  end
+end
+if redis.call('HSETNX', KEYS[1], 'created', ms) == 1 then
+  redis.call('HSET', KEYS[1], 'first_seen', ms)
+end
+if ARGV[7] == 'inbound' then
+  redis.call('HSET', KEYS[1], 'last_seen', ms, 'last_channel', channel)
+  redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
+end
+local profile_set = 0
+if ARGV[6] ~= '' then
+  profile_set = redis.call('HSETNX', KEYS[1], 'p', ARGV[6])
+end
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+return {1, id, conv, profile_set}

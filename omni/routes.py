@@ -1,0 +1,118 @@
+"""The route table: every public route once, with what the OpenAPI document says of it.
+
+`add_routes` registers these on the app (wrapping each in its role check) and
+`omni.openapi.build` describes the same list, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+from omni.api import customers, messages, ops
+from omni.auth import Handler, require
+from omni.model import (
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    Cart,
+    CartInput,
+    Context,
+    FactsPatch,
+    HistoryPage,
+    Identity,
+    IdentityLink,
+    InboundMessage,
+    Message,
+    ProfilePatch,
+    SearchResult,
+)
+from omni.settings import Role
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["query", "path", "header"]
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    role: Role | None = None
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    etag: bool = False
+
+
+_ID = Param("id", "path", "customer id (cus_…)", required=True)
+_IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
+_IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", ops.healthz, "Liveness: the process answers", "operations"),
+    Route("GET", "/readyz", ops.readyz, "Readiness: Redis answers (503 when not)", "operations",
+          errors=(503,)),
+    Route("GET", "/openapi.json", ops.openapi, "This document", "operations"),
+    Route("POST", "/v1/messages", messages.ingest,
+          "Ingest a normalized inbound message (idempotent on channel + channel_message_id)",
+          "messages", role="bot", body=InboundMessage, response=Message, status=201,
+          errors=(400, 413, 415, 422)),
+    Route("GET", "/v1/context", customers.context_by_identity,
+          "Resolve a channel identity and return its customer's context", "context", role="bot",
+          response=Context, etag=True, errors=(400, 404, 422),
+          params=(Param("channel", "query", "channel name", required=True),
+                  Param("external_id", "query", "the customer's id on that channel",
+                        required=True), _IF_NONE_MATCH)),
+    Route("GET", "/v1/customers", customers.find_customers,
+          "Find customers by name, e-mail, phone (E.164) or channel:external_id", "customers",
+          role="agent", response=SearchResult, errors=(400, 422),
+          params=(Param("q", "query", "what to look for", required=True),)),
+    Route("GET", "/v1/customers/{id}/context", customers.context,
+          "The customer's context document", "context", role="bot", response=Context,
+          etag=True, params=(_ID, _IF_NONE_MATCH), errors=(404,)),
+    Route("PATCH", "/v1/customers/{id}/facts", customers.patch_facts,
+          "Set facts (objects) or clear them (null); If-Match honoured", "context", role="bot",
+          body=FactsPatch, response=Context, etag=True, params=(_ID, _IF_MATCH),
+          errors=(400, 404, 412, 413, 415, 422)),
+    Route("PATCH", "/v1/customers/{id}/profile", customers.patch_profile,
+          "Update the profile (name, e-mail, phone, locale, verified flags)", "customers",
+          role="agent", body=ProfilePatch, response=Context, etag=True, params=(_ID, _IF_MATCH),
+          errors=(400, 404, 412, 413, 415, 422)),
+    Route("GET", "/v1/customers/{id}/cart", customers.get_cart,
+          "The cart / purchase journey", "cart", role="bot", response=Cart, etag=True,
+          params=(_ID, _IF_NONE_MATCH), errors=(404,)),
+    Route("PUT", "/v1/customers/{id}/cart", customers.put_cart,
+          "Replace the cart; If-Match is required", "cart", role="bot", body=CartInput,
+          response=Cart, etag=True, params=(_ID, _IF_MATCH),
+          errors=(400, 404, 412, 413, 415, 422, 428)),
+    Route("POST", "/v1/customers/{id}/identities", customers.link_identity,
+          "Link a channel identity to this customer", "customers", role="agent",
+          body=IdentityLink, response=Identity, status=201, params=(_ID,),
+          errors=(400, 404, 409, 413, 415, 422)),
+    Route("GET", "/v1/customers/{id}/history", customers.history,
+          "The cross-channel timeline, newest first, cursor-paginated", "history", role="bot",
+          response=HistoryPage, errors=(400, 404),
+          params=(_ID,
+                  Param("limit", "query", f"page size, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
+                        {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}),
+                  Param("before", "query", "next_cursor from the previous page"),
+                  Param("channel", "query", "only this channel's messages"))),
+)  # fmt: skip
+
+
+def add_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        handler = require(route.role, route.handler) if route.role else route.handler
+        app.router.add_route(route.method, route.path, handler)

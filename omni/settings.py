@@ -1,0 +1,247 @@
+"""Settings: one frozen object built from `config/omni.toml`, `OMNI_CONFIG` and `OMNI_*`.
+
+Precedence, lowest first: the defaults in the dataclasses below, the file named by
+`OMNI_CONFIG` (or `config/omni.toml` in the working directory when present), then
+environment variables `OMNI_<SECTION>_<KEY>`. A bad value raises `ConfigError`
+whose message names the setting; the CLI prints that one line and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omni.errors import ConfigError
+
+Role = Literal["bot", "agent", "admin"]
+ROLES: tuple[Role, ...] = ("bot", "agent", "admin")
+
+
+class Secret:
+    """A string whose repr never shows it, so settings can be logged or printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self._value else "Secret('')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: Secret
+    role: Role
+    name: str
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""
+    data_dir: Path = Path("./var")
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    body_max: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    enabled: tuple[str, ...] = ("web", "mobile", "instagram", "voice", "sms", "whatsapp", "email")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: Literal["auto", "json", "console"] = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    api_keys: tuple[ApiKey, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings the way `omni serve` does: defaults, file, environment."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        path = env.get("OMNI_CONFIG") or ""
+        if path and not Path(path).is_file():
+            raise ConfigError(f"OMNI_CONFIG: no such file: {path}")
+        if not path and Path("config/omni.toml").is_file():
+            path = "config/omni.toml"
+        if path:
+            raw = _read_toml(Path(path).read_text(), origin=path)
+        _apply_env(raw, env)
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
+        """Validate a TOML-shaped mapping; every error names its setting."""
+        known = {"server", "redis", "limits", "channels", "auth", "log"}
+        for section in raw:
+            if section not in known:
+                raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(known))})")
+        server = _section(raw, "server")
+        redis = _section(raw, "redis")
+        limits = _section(raw, "limits")
+        channels = _section(raw, "channels")
+        log = _section(raw, "log")
+        auth = _section(raw, "auth")
+        fmt = _str(log, "log.format", "auto")
+        if fmt not in ("auto", "json", "console"):
+            raise ConfigError(f"log.format: must be auto, json or console, not {fmt!r}")
+        level = _str(log, "log.level", "info").lower()
+        if level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log.level: must be debug, info, warning or error, not {level!r}")
+        enabled = channels.get("enabled", list(ChannelSettings.enabled))
+        if not isinstance(enabled, list) or not all(
+            isinstance(c, str) and c.isidentifier() and c.islower() for c in enabled
+        ):
+            raise ConfigError("channels.enabled: must be a list of lower-case channel names")
+        return cls(
+            server=ServerSettings(
+                host=_str(server, "server.host", "127.0.0.1"),
+                port=_int(server, "server.port", 8080, low=0, high=65535),
+                public_url=_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip("/"),
+                shutdown_timeout=_float(server, "server.shutdown_timeout", 10.0),
+            ),
+            redis=RedisSettings(
+                url=_str(redis, "redis.url", ""),
+                data_dir=Path(_str(redis, "redis.data_dir", "./var")),
+            ),
+            limits=LimitSettings(
+                body_max=_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+            ),
+            channels=ChannelSettings(enabled=tuple(enabled)),
+            log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
+            api_keys=_api_keys(auth),
+        )
+
+
+def _read_toml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Apply OMNI_<SECTION>_<KEY>; values are parsed as TOML when they can be."""
+    for name, value in env.items():
+        if not name.startswith("OMNI_") or name in ("OMNI_CONFIG",):
+            continue
+        if name == "OMNI_API_KEYS":
+            raw.setdefault("auth", {})["env_keys"] = value
+            continue
+        rest = name[len("OMNI_") :].lower()
+        section, _, key = rest.partition("_")
+        if not key:
+            continue
+        raw.setdefault(section, {})[key] = _env_value(value)
+
+
+def _env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a table")
+    return value
+
+
+def _str(section: Mapping[str, Any], name: str, default: str) -> str:
+    value = section.get(name.split(".", 1)[1], default)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: must be a string")
+    return value
+
+
+def _int(section: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
+    value = section.get(name.split(".", 1)[1], default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: must be a whole number, not {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, not {value}")
+    return value
+
+
+def _float(section: Mapping[str, Any], name: str, default: float) -> float:
+    value = section.get(name.split(".", 1)[1], default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{name}: must be a non-negative number, not {value!r}")
+    return float(value)
+
+
+def _api_keys(auth: Mapping[str, Any]) -> tuple[ApiKey, ...]:
+    keys: list[ApiKey] = []
+    entries = auth.get("api_keys", [])
+    if not isinstance(entries, list):
+        raise ConfigError("auth.api_keys: must be a list of {key, role, name} tables")
+    for index, entry in enumerate(entries):
+        where = f"auth.api_keys[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table with key, role and name")
+        keys.append(_api_key(where, entry.get("key"), entry.get("role"), entry.get("name")))
+    env_keys = auth.get("env_keys", "")
+    for index, item in enumerate(p for p in str(env_keys).split(",") if p.strip()):
+        role, sep, key = item.strip().partition(":")
+        if not sep:
+            raise ConfigError(f"OMNI_API_KEYS: entry {index + 1} must be role:key")
+        keys.append(_api_key(f"OMNI_API_KEYS entry {index + 1}", key, role, f"env {role}"))
+    seen: set[str] = set()
+    for api_key in keys:
+        if api_key.key.reveal() in seen:
+            raise ConfigError(f"auth.api_keys: the key named {api_key.name!r} is listed twice")
+        seen.add(api_key.key.reveal())
+    return tuple(keys)
+
+
+def _api_key(where: str, key: object, role: object, name: object) -> ApiKey:
+    if not isinstance(key, str) or len(key) < 8:
+        raise ConfigError(f"{where}.key: must be a string of at least 8 characters")
+    if role not in ROLES:
+        raise ConfigError(f"{where}.role: must be one of bot, agent, admin, not {role!r}")
+    if name is None:
+        name = role
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: must be a string")
+    return ApiKey(key=Secret(key), role=role, name=name)  # type: ignore[arg-type]

@@ -1,0 +1,16 @@
+"""Typed keys for what the application holds; resources are opened in `omni.app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from omni.settings import Settings
+from omni.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", Store)
+OPENAPI = web.AppKey("openapi", dict[str, Any])  # the document served at /openapi.json

@@ -1,0 +1,106 @@
+"""Reading requests and writing responses: JSON bodies into model types, query
+parameters, conditional-request headers, and JSON out. Every bad input becomes a
+problem naming the field, here and nowhere else."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from omni.errors import BadRequest, PreconditionFailed, UnsupportedMediaType, ValidationFailed
+
+T = TypeVar("T")
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
+_ETAG = re.compile(r'^"(\d{1,19})"$')
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def problem_field(message: str) -> str | None:
+    """The JSON path msgspec names in a validation error, as `items[0].sku`."""
+    at = _AT.search(message)
+    path = at.group("path").lstrip(".") if at else ""
+    named = _MISSING.search(message) or _UNKNOWN.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or None
+
+
+async def read_json(request: web.Request, kind: type[T]) -> T:
+    """Decode the body into `kind`: 415 unless JSON, 400 if malformed, 422 if invalid."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {request.content_type or 'nothing'}"
+        )
+    body = await request.read()
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        message = _AT.sub("", str(exc))
+        raise ValidationFailed(message, field=problem_field(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}", field=name)
+    value = int(raw)
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}, not {value}", field=name)
+    return value
+
+
+def query_str(request: web.Request, name: str, *, required: bool = False) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"the query parameter {name} is required", field=name)
+        return None
+    return value
+
+
+def etag(version: str) -> str:
+    return f'"{version}"'
+
+
+def if_match(request: web.Request) -> str | None:
+    """The revision an If-Match names: None when absent, '' for `*` (any version).
+
+    A weak tag or anything we never issued can never match, so it is 412 (RFC 9110).
+    """
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw == "*":
+        return ""
+    match = _ETAG.match(raw)
+    if not match:
+        raise PreconditionFailed(f"If-Match {raw} is not a version this API issued")
+    return match.group(1)
+
+
+def not_modified(request: web.Request, tag: str) -> bool:
+    wanted = request.headers.get("If-None-Match", "")
+    return tag in [t.strip() for t in wanted.split(",")]
