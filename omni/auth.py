@@ -13,7 +13,7 @@ from omni.settings import ROLES, ApiKey, Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_KEYS = web.AppKey("api_keys", tuple[ApiKey, ...])
-CALLER = "omni.caller"
+CALLER = web.RequestKey("caller", ApiKey)
 
 
 def _rank(role: Role) -> int:
@@ -51,5 +51,4 @@ def require(role: Role, handler: Handler) -> Handler:
 
 
 def caller(request: web.Request) -> ApiKey:
-    key: ApiKey = request[CALLER]
-    return key
+    return request[CALLER]
