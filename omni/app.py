@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
 from omni.middleware import request_middleware
@@ -33,7 +33,16 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         app[EMBEDDED] = embedded
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
-    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+    # A blocking pool makes a burst of requests wait for a connection instead of
+    # failing with "Too many connections" the moment the pool is exhausted.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis.max_connections,
+        timeout=settings.redis.pool_timeout,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+    )
+    client = Redis(connection_pool=pool)
     app[REDIS] = client
     app[STORE] = Store(client)
     try:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     log = structlog.get_logger("omni")
-    redis = settings.redis.url and "external" or f"embedded, data in {settings.redis.data_dir}"
+    redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"
     log.info("omni serving", url=f"http://{host}:{port}", redis=redis)
     try:
         web.run_app(

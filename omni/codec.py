@@ -26,8 +26,13 @@ T = TypeVar("T")
 _DERIVED = ("customer_id", "conversation_id", "received_at")
 
 
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return _HEADER + packed
+
+
 def encode(record: msgspec.Struct) -> bytes:
-    return _HEADER + msgpack.packb(msgspec.to_builtins(record), use_bin_type=True)
+    return _pack(msgspec.to_builtins(record))
 
 
 def decode(blob: bytes, kind: type[T]) -> T:
@@ -35,7 +40,7 @@ def decode(blob: bytes, kind: type[T]) -> T:
 
 
 def encode_value(value: Any) -> bytes:
-    return _HEADER + msgpack.packb(value, use_bin_type=True)
+    return _pack(value)
 
 
 def decode_value(blob: bytes) -> Any:
@@ -46,7 +51,7 @@ def encode_message(message: Message) -> bytes:
     data = msgspec.to_builtins(message)
     for name in _DERIVED:
         data.pop(name, None)
-    return _HEADER + msgpack.packb(data, use_bin_type=True)
+    return _pack(data)
 
 
 def decode_message(

@@ -64,5 +64,6 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: module-level loggers must follow a later configure() (tests do).
+        cache_logger_on_first_use=False,
     )

@@ -78,7 +78,9 @@ class Voice(Struct, frozen=True, omit_defaults=True):
     digits: Annotated[str, Meta(max_length=64, pattern=r"^[0-9*#w]*$")] | None = None
 
 
-Metadata = Annotated[dict[Annotated[str, Meta(max_length=64)], MetaValue], Meta(max_length=METADATA_MAX)]
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=64)], MetaValue], Meta(max_length=METADATA_MAX)
+]
 
 
 class Message(Struct, frozen=True, omit_defaults=True):
@@ -243,7 +245,9 @@ class ProfilePatch(Struct, frozen=True, forbid_unknown_fields=True, omit_default
     email_verified: bool | None = None
     phone: Annotated[str, Meta(max_length=32)] | None = None
     phone_verified: bool | None = None
-    locale: Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")] | None = None
+    locale: (
+        Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")] | None
+    ) = None
 
 
 class HistoryPage(Struct, frozen=True):

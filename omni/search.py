@@ -76,7 +76,7 @@ async def search(redis: Redis, query: str, channels: tuple[str, ...]) -> list[Cu
         candidates.add(q)
     elif match and match.group(1) in channels:
         found = await redis.get(keys.identity(match.group(1), match.group(2)))
-        if found:
+        if isinstance(found, bytes):
             candidates.add(found.decode())
     elif "@" in q:
         candidates = await _members(redis, [keys.search_index("email", q.casefold())])
@@ -116,7 +116,9 @@ async def _summaries(
             continue
         fields = {k.decode(): v for k, v in state.items()}
         profile = codec.decode(fields["p"], Profile) if "p" in fields else Profile()
-        identities = [codec.decode(v, Identity) for k, v in sorted(fields.items()) if k.startswith("i:")]
+        identities = [
+            codec.decode(v, Identity) for k, v in sorted(fields.items()) if k.startswith("i:")
+        ]
         if not _still_matches(cid, query, phone, profile, identities):
             continue
         found.append(

@@ -64,6 +64,8 @@ class ServerSettings:
 class RedisSettings:
     url: str = ""
     data_dir: Path = Path("./var")
+    max_connections: int = 64
+    pool_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class Settings:
             redis=RedisSettings(
                 url=_str(redis, "redis.url", ""),
                 data_dir=Path(_str(redis, "redis.data_dir", "./var")),
+                max_connections=_int(redis, "redis.max_connections", 64, low=1, high=10_000),
+                pool_timeout=_float(redis, "redis.pool_timeout", 5.0),
             ),
             limits=LimitSettings(
                 body_max=_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
@@ -244,4 +248,4 @@ def _api_key(where: str, key: object, role: object, name: object) -> ApiKey:
         name = role
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
-    return ApiKey(key=Secret(key), role=role, name=name)  # type: ignore[arg-type]
+    return ApiKey(key=Secret(key), role=role, name=name)

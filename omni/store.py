@@ -63,10 +63,18 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
     return f"{channel}#" + hashlib.blake2b(channel_message_id.encode(), digest_size=16).hexdigest()
 
 
-def _s(value: bytes | str | None) -> str | None:
+def _s(value: object) -> str | None:
+    """A Redis reply as text (redis-py types replies loosely)."""
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _b(value: object) -> bytes:
+    """A Redis reply as bytes: the client is built without decode_responses."""
+    if not isinstance(value, bytes):
+        raise StoreError(f"expected bytes from Redis, got {type(value).__name__}")
+    return value
 
 
 class Store:
@@ -91,7 +99,7 @@ class Store:
         )
         if existing is None:
             return candidate, True
-        return existing.decode(), False
+        return _b(existing).decode(), False
 
     async def find(self, channel: str, external_id: str) -> str | None:
         return _s(await self.redis.get(keys.identity(channel, external_id)))
@@ -115,10 +123,12 @@ class Store:
         field = f"i:{link.channel}:{link.external_id}"
         old = await self.redis.hget(keys.customer(cid), field)
         if old is not None:
-            stored = codec.decode(old, Identity)
+            stored = codec.decode(_b(old), Identity)
             if stored.verified or not link.verified:
                 return stored, False
-        await self._write(keys=[keys.customer(cid)], args=["ident", "", 1, field, codec.encode(identity)])
+        await self._write(
+            keys=[keys.customer(cid)], args=["ident", "", 1, field, codec.encode(identity)]
+        )
         return identity, existing is None
 
     # -- messages ---------------------------------------------------------------------
@@ -174,7 +184,7 @@ class Store:
         if not created:
             return self._message(cid, entry, result[3], conv), False
         if int(result[3]) and message.author.name:
-            from omni.search import index_profile  # noqa: PLC0415 - avoids a cycle
+            from omni.search import index_profile
 
             await index_profile(self.redis, cid, None, Profile(name=message.author.name))
         stored = msgspec.structs.replace(
@@ -215,7 +225,7 @@ class Store:
         else:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.exists(keys.customer(cid))
-                self._by_channel(
+                await self._by_channel(
                     keys=[keys.timeline(cid), keys.channel_timeline(cid, channel)],
                     args=[start, limit + 1],
                     client=pipe,
@@ -293,7 +303,7 @@ class Store:
         rev = await self.redis.hget(keys.customer(cid), "rev")
         if rev is None:
             raise NotFound(f"no customer {cid}")
-        return rev.decode()
+        return _b(rev).decode()
 
     # -- optimistic writes ------------------------------------------------------------
 
@@ -326,7 +336,10 @@ class Store:
     async def patch_facts(self, cid: str, patch: FactsPatch, if_match: str | None) -> str:
         at = iso(now_ms()) or ""
         sets = [
-            (f"f:{name}", codec.encode(Fact(value=f.value, at=at, confidence=f.confidence, source=f.source)))
+            (
+                f"f:{name}",
+                codec.encode(Fact(value=f.value, at=at, confidence=f.confidence, source=f.source)),
+            )
             for name, f in sorted(patch.facts.items())
             if f is not None
         ]
@@ -345,13 +358,15 @@ class Store:
         blob, rev = await self.redis.hmget(keys.customer(cid), ["cart", "rev"])
         if rev is None:
             raise NotFound(f"no customer {cid}")
-        return (codec.decode(blob, Cart) if blob else EMPTY_CART), rev.decode()
+        return (codec.decode(_b(blob), Cart) if blob else EMPTY_CART), _b(rev).decode()
 
-    async def put_profile(self, cid: str, profile: Profile, if_match: str | None) -> tuple[str, Profile | None]:
+    async def put_profile(
+        self, cid: str, profile: Profile, if_match: str | None
+    ) -> tuple[str, Profile | None]:
         rev, old = await self._write_part(cid, "profile", if_match, [("p", codec.encode(profile))])
-        return rev, codec.decode(old, Profile) if old else None
+        return rev, codec.decode(_b(old), Profile) if old else None
 
     async def profile(self, cid: str) -> Profile:
         await self._require(cid)
         blob = await self.redis.hget(keys.customer(cid), "p")
-        return codec.decode(blob, Profile) if blob else Profile()
+        return codec.decode(_b(blob), Profile) if blob else Profile()

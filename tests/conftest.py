@@ -80,3 +80,23 @@ async def ingest(client: TestClient, **fields: Any) -> dict[str, Any]:
     assert response.status in (200, 201), await response.text()
     data: dict[str, Any] = await response.json()
     return data
+
+
+async def snapshot(redis: Redis) -> dict[bytes, Any]:
+    """Every key and its full contents, to assert that a rejected request wrote nothing."""
+    state: dict[bytes, Any] = {}
+    async for key in redis.scan_iter(count=1000):
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            state[key] = await redis.get(key)
+        elif kind == "hash":
+            state[key] = await redis.hgetall(key)
+        elif kind == "stream":
+            state[key] = await redis.xrange(key)
+        elif kind == "set":
+            state[key] = await redis.smembers(key)
+        elif kind == "zset":
+            state[key] = await redis.zrange(key, 0, -1, withscores=True)
+        else:
+            state[key] = await redis.lrange(key, 0, -1)
+    return state

@@ -65,7 +65,8 @@ async def test_every_canonical_field_round_trips(client: TestClient) -> None:
         "text": "order four four one seven",
         "sent_at": "2026-11-23T10:00:00Z",
         "attachments": [
-            {"type": "image", "url": "https://cdn.example/a.jpg", "mime": "image/jpeg", "size": 1200},
+            {"type": "image", "url": "https://cdn.example/a.jpg", "mime": "image/jpeg",
+             "size": 1200},
             {"type": "location", "latitude": 48.85, "longitude": 2.35},
             {"type": "product", "product": {"id": "sku-1", "name": "Runner", "price": 8900,
                                             "currency": "EUR"}},

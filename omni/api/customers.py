@@ -10,6 +10,7 @@ from omni.auth import caller
 from omni.errors import BadRequest, NotFound, PreconditionRequired, ValidationFailed
 from omni.ids import decode_cursor, is_customer_id
 from omni.model import (
+    FACT_VALUE_MAX_BYTES,
     PAGE_DEFAULT,
     PAGE_MAX,
     CartInput,
@@ -18,7 +19,6 @@ from omni.model import (
     ProfilePatch,
     SearchResult,
     json_size,
-    FACT_VALUE_MAX_BYTES,
 )
 from omni.search import index_profile, normalize_phone, search
 from omni.state import REDIS, SETTINGS, STORE

@@ -1,0 +1,117 @@
+"""Appending and reading a context cost the same for 10 messages as for 10,000.
+
+Nothing here times anything: the proof is the Redis commands each path issues, counted
+with INFO commandstats (which counts commands run inside Lua scripts too) and read
+with MONITOR, for a customer with a short history and one with a long one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from omni.model import InboundMessage
+from omni.store import Store
+from tests.conftest import BOT
+
+LONG = 10_000
+
+
+async def _seed(store: Store, external_id: str, count: int) -> str:
+    cid = ""
+    for start in range(0, count, 50):
+        batch = [
+            store.ingest(
+                InboundMessage(channel="web", external_id=external_id,
+                               channel_message_id=f"{external_id}-{i}", text="x" * 100)
+            )
+            for i in range(start, min(start + 50, count))
+        ]  # fmt: skip
+        results = await asyncio.gather(*batch)
+        cid = results[0][0].customer_id
+    return cid
+
+
+async def _commandstats(redis: Redis) -> dict[str, int]:
+    info = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+
+
+async def _measure(redis: Redis, action: Any) -> dict[str, int]:
+    await redis.config_resetstat()
+    await action()
+    stats = await _commandstats(redis)
+    # Neither the measurement's own commands nor a new pool connection's handshake
+    # (HELLO, CLIENT SETINFO) are part of the path.
+    ignored = ("config|resetstat", "info", "hello")
+    return {k: v for k, v in stats.items() if k not in ignored and not k.startswith("client|")}
+
+
+async def _paths(client: TestClient, short: str, long: str) -> list[tuple[str, Any, Any]]:
+    async def ingest(external_id: str) -> None:
+        body = {"channel": "web", "external_id": external_id,
+                "channel_message_id": f"{external_id}-new", "text": "y" * 100}  # fmt: skip
+        response = await client.post("/v1/messages", json=body, headers=BOT)
+        assert response.status == 201
+
+    async def read(cid: str) -> None:
+        response = await client.get(f"/v1/customers/{cid}/context", headers=BOT)
+        assert response.status == 200
+        assert 0 < len((await response.json())["recent_messages"]) <= 20
+
+    return [
+        ("ingest", lambda: ingest("short"), lambda: ingest("long")),
+        ("context", lambda: read(short), lambda: read(long)),
+    ]
+
+
+async def test_ingest_and_context_issue_the_same_commands_at_10_and_10000(
+    client: TestClient, redis: Redis
+) -> None:
+    store = Store(redis)
+    short = await _seed(store, "short", 10)
+    long = await _seed(store, "long", LONG)
+    assert await redis.xlen(f"omni:{{{long}}}:tl") == LONG
+    for name, on_short, on_long in await _paths(client, short, long):
+        small, large = await _measure(redis, on_short), await _measure(redis, on_long)
+        assert small == large, f"{name}: {small} != {large}"
+        assert sum(small.values()) <= 12, f"{name} issues too many commands: {small}"
+
+
+async def test_no_command_in_the_hot_paths_ranges_over_the_timeline(
+    client: TestClient, redis: Redis, redis_url: str
+) -> None:
+    store = Store(redis)
+    short = await _seed(store, "short", 10)
+    long = await _seed(store, "long", 1_000)
+    seen: list[list[str]] = []
+    watcher = Redis.from_url(redis_url, decode_responses=True)
+    async with watcher.monitor() as monitor:
+        listening = asyncio.create_task(_collect(monitor, seen))
+        await asyncio.sleep(0.05)
+        for _, on_short, on_long in await _paths(client, short, long):
+            await on_short()
+            await on_long()
+        await asyncio.sleep(0.1)
+        listening.cancel()
+    await watcher.aclose()
+    ranges = [c for c in seen if c[0].upper() in ("XRANGE", "XREVRANGE", "LRANGE", "ZRANGE")]
+    assert ranges, "the context read must read the recent messages"
+    for command in ranges:
+        upper = [part.upper() for part in command]
+        bounded = "COUNT" in upper or command[2] == command[3]
+        assert bounded, f"unbounded range in a hot path: {command}"
+    forbidden = {"XLEN", "HGETALL", "HKEYS", "HVALS", "KEYS", "SCAN", "SMEMBERS"}
+    for command in seen:
+        if command[0].upper() in forbidden:
+            assert not command[1].endswith((":tl", ":mid")), f"whole-history read: {command}"
+
+
+async def _collect(monitor: Any, seen: list[list[str]]) -> None:
+    async for event in monitor.listen():
+        parts = event["command"].split()
+        if parts:
+            seen.append([p.strip('"') for p in parts])
