@@ -45,6 +45,10 @@ class Secret:
         return bool(self._value)
 
 
+# Secrets are immutable, so one empty one can be every unset secret's default.
+NO_SECRET = Secret("")
+
+
 @dataclass(frozen=True)
 class ApiKey:
     key: Secret
@@ -79,6 +83,52 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True)
+class InstagramSettings:
+    app_secret: Secret = NO_SECRET
+    verify_token: Secret = NO_SECRET
+    access_token: Secret = NO_SECRET
+    account_id: str = ""
+    graph_url: str = "https://graph.instagram.com/v22.0"
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    auth_token: Secret = NO_SECRET
+    agent_number: str = ""
+    language: str = "en-US"
+    voice: str = "Polly.Joanna"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    identity_secret: Secret = NO_SECRET
+    session_secret: Secret = NO_SECRET
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MobileSettings:
+    identity_secret: Secret = NO_SECRET
+    push_url: str = ""
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    url: str
+    secret: Secret
+    timeout_ms: int = 3000
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    max_attempts: int = 8
+    base_delay_ms: int = 500
+    max_delay_ms: int = 300_000
+    visibility_timeout_ms: int = 30_000
+    in_process_worker: bool = True
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
@@ -92,6 +142,12 @@ class Settings:
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     log: LogSettings = field(default_factory=LogSettings)
     api_keys: tuple[ApiKey, ...] = ()
+    instagram: InstagramSettings = field(default_factory=InstagramSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    mobile: MobileSettings = field(default_factory=MobileSettings)
+    bots: dict[str, BotSettings] = field(default_factory=dict)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,7 +167,10 @@ class Settings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
-        known = {"server", "redis", "limits", "channels", "auth", "log"}
+        known = {
+            "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
+            "mobile", "bots", "outbox",
+        }  # fmt: skip
         for section in raw:
             if section not in known:
                 raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(known))})")
@@ -151,6 +210,21 @@ class Settings:
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
+            instagram=_instagram(_section(raw, "instagram")),
+            twilio=_twilio(_section(raw, "twilio")),
+            web=WebSettings(
+                identity_secret=_secret(web := _section(raw, "web"), "web.identity_secret"),
+                session_secret=_secret(web, "web.session_secret"),
+                allowed_origins=tuple(_str_list(web, "web.allowed_origins")),
+            ),
+            mobile=MobileSettings(
+                identity_secret=_secret(
+                    mobile := _section(raw, "mobile"), "mobile.identity_secret"
+                ),
+                push_url=_str(mobile, "mobile.push_url", "").rstrip("/"),
+            ),
+            bots=_bots(_section(raw, "bots"), tuple(enabled)),
+            outbox=_outbox(_section(raw, "outbox")),
         )
 
 
@@ -191,7 +265,7 @@ def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def _str(section: Mapping[str, Any], name: str, default: str) -> str:
-    value = section.get(name.split(".", 1)[1], default)
+    value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -200,7 +274,7 @@ def _str(section: Mapping[str, Any], name: str, default: str) -> str:
 
 
 def _int(section: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
-    value = section.get(name.split(".", 1)[1], default)
+    value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name}: must be a whole number, not {value!r}")
     if not low <= value <= high:
@@ -209,7 +283,7 @@ def _int(section: Mapping[str, Any], name: str, default: int, *, low: int, high:
 
 
 def _float(section: Mapping[str, Any], name: str, default: float) -> float:
-    value = section.get(name.split(".", 1)[1], default)
+    value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{name}: must be a non-negative number, not {value!r}")
     return float(value)
@@ -249,3 +323,80 @@ def _api_key(where: str, key: object, role: object, name: object) -> ApiKey:
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     return ApiKey(key=Secret(key), role=role, name=name)
+
+
+def _secret(section: Mapping[str, Any], name: str) -> Secret:
+    return Secret(_str(section, name, ""))
+
+
+def _str_list(section: Mapping[str, Any], name: str) -> list[str]:
+    value = section.get(name.rsplit(".", 1)[1], [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}: must be a list of strings")
+    return value
+
+
+def _url(section: Mapping[str, Any], name: str, default: str = "") -> str:
+    value = _str(section, name, default).rstrip("/")
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: must be an http:// or https:// URL, not {value!r}")
+    return value
+
+
+def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
+    return InstagramSettings(
+        app_secret=_secret(section, "instagram.app_secret"),
+        verify_token=_secret(section, "instagram.verify_token"),
+        access_token=_secret(section, "instagram.access_token"),
+        account_id=_str(section, "instagram.account_id", ""),
+        graph_url=_url(section, "instagram.graph_url", InstagramSettings.graph_url),
+    )
+
+
+def _twilio(section: Mapping[str, Any]) -> TwilioSettings:
+    agent = _str(section, "twilio.agent_number", "")
+    if agent and not agent.startswith(("+", "client:", "sip:")):
+        raise ConfigError("twilio.agent_number: must be E.164 (+…), client:<name> or sip:<uri>")
+    return TwilioSettings(
+        auth_token=_secret(section, "twilio.auth_token"),
+        agent_number=agent,
+        language=_str(section, "twilio.language", "en-US"),
+        voice=_str(section, "twilio.voice", "Polly.Joanna"),
+    )
+
+
+def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, BotSettings]:
+    bots = {}
+    for channel, table in section.items():
+        where = f"bots.{channel}"
+        if channel not in channels:
+            raise ConfigError(f"{where}: {channel!r} is not in channels.enabled")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table with url, secret and timeout_ms")
+        url = _url(table, f"{where}.url")
+        if not url:
+            raise ConfigError(f"{where}.url: is required")
+        secret = _secret(table, f"{where}.secret")
+        if len(secret.reveal()) < 16:
+            raise ConfigError(f"{where}.secret: must be at least 16 characters")
+        bots[channel] = BotSettings(
+            url=url,
+            secret=secret,
+            timeout_ms=_int(table, f"{where}.timeout_ms", 3000, low=100, high=60_000),
+        )
+    return bots
+
+
+def _outbox(section: Mapping[str, Any]) -> OutboxSettings:
+    in_process = section.get("in_process_worker", True)
+    if not isinstance(in_process, bool):
+        raise ConfigError("outbox.in_process_worker: must be true or false")
+    return OutboxSettings(
+        max_attempts=_int(section, "outbox.max_attempts", 8, low=1, high=100),
+        base_delay_ms=_int(section, "outbox.base_delay_ms", 500, low=1, high=3_600_000),
+        max_delay_ms=_int(section, "outbox.max_delay_ms", 300_000, low=1, high=86_400_000),
+        visibility_timeout_ms=_int(
+            section, "outbox.visibility_timeout_ms", 30_000, low=100, high=3_600_000
+        ),
+        in_process_worker=in_process,
+    )
