@@ -49,8 +49,8 @@ def _mapped(exc: BaseException) -> ProblemError | None:
         problem = _MAPPED.get(cls)
         if problem is not None:
             detail = _DETAIL[problem]
-            if isinstance(exc, web.HTTPRequestEntityTooLarge):
-                detail = f"the body is larger than the {exc.max_size}-byte limit"  # type: ignore[attr-defined]
+            if isinstance(exc, web.HTTPRequestEntityTooLarge) and exc.text:
+                detail = exc.text  # "Maximum request body size N exceeded."
             return problem(detail)
     return None
 

@@ -126,14 +126,18 @@ class InboundMessage(Struct, frozen=True, forbid_unknown_fields=True):
     metadata: Metadata = {}
 
 
-class Identity(Struct, frozen=True, omit_defaults=True):
+class Identity(Struct, frozen=True):
+    """A channel identity; `verified` is always shown, false included."""
+
     channel: str
     external_id: str
     verified: bool = False
     linked_at: str | None = None
 
 
-class Profile(Struct, frozen=True, omit_defaults=True):
+class Profile(Struct, frozen=True):
+    """Every field is always shown (null when unknown), the verified flags included."""
+
     name: str | None = None
     email: str | None = None
     email_verified: bool = False
@@ -171,7 +175,9 @@ class FactSource(Struct, frozen=True, omit_defaults=True):
     message_id: Annotated[str, Meta(max_length=512)] | None = None
 
 
-class Fact(Struct, frozen=True, omit_defaults=True):
+class Fact(Struct, frozen=True):
+    """A stored fact; confidence and source are always shown, defaults included."""
+
     value: Any
     at: str
     confidence: float = 1.0

@@ -230,7 +230,9 @@ class Store:
                     args=[start, limit + 1],
                     client=pipe,
                 )
-                exists, entries = await pipe.execute()
+                exists, raw = await pipe.execute()
+            # A script's reply is not parsed like XREVRANGE's: fields come as a flat list.
+            entries = [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in raw]
         if not exists:
             raise NotFound(f"no customer {cid}")
         more = len(entries) > limit
@@ -366,7 +368,11 @@ class Store:
         rev, old = await self._write_part(cid, "profile", if_match, [("p", codec.encode(profile))])
         return rev, codec.decode(_b(old), Profile) if old else None
 
-    async def profile(self, cid: str) -> Profile:
-        await self._require(cid)
-        blob = await self.redis.hget(keys.customer(cid), "p")
-        return codec.decode(_b(blob), Profile) if blob else Profile()
+    async def profile(self, cid: str) -> tuple[Profile, str]:
+        """The profile and the revision it was read at (an If-Match for writing it back)."""
+        if not is_customer_id(cid):
+            raise NotFound(f"no customer {cid}")
+        blob, rev = await self.redis.hmget(keys.customer(cid), ["p", "rev"])
+        if rev is None:
+            raise NotFound(f"no customer {cid}")
+        return (codec.decode(_b(blob), Profile) if blob else Profile()), _b(rev).decode()

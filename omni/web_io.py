@@ -11,10 +11,16 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from omni.errors import BadRequest, PreconditionFailed, UnsupportedMediaType, ValidationFailed
+from omni.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 T = TypeVar("T")
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 _ETAG = re.compile(r'^"(\d{1,19})"$')
@@ -49,11 +55,22 @@ async def read_json(request: web.Request, kind: type[T]) -> T:
         raise UnsupportedMediaType(
             f"send the body as application/json, not {request.content_type or 'nothing'}"
         )
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"the body is larger than the {request.client_max_size}-byte limit"
+        ) from None
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        message = _AT.sub("", str(exc))
+        # Typed decoding stops at the first schema error, even in a body that is not
+        # JSON at all (`{"bogus": ` is "unknown field"): malformed is 400, not 422.
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError as bad:
+            raise BadRequest(f"the body is not valid JSON: {bad}") from None
+        message = _AT.sub(lambda at: " as a key" if "`key`" in at.group(0) else "", str(exc))
         raise ValidationFailed(message, field=problem_field(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
@@ -102,5 +119,7 @@ def if_match(request: web.Request) -> str | None:
 
 
 def not_modified(request: web.Request, tag: str) -> bool:
+    """If-None-Match names this version (weak comparison, RFC 9110 13.1.2) or is `*`."""
     wanted = request.headers.get("If-None-Match", "")
-    return tag in [t.strip() for t in wanted.split(",")]
+    tags = [t.strip().removeprefix("W/") for t in wanted.split(",")]
+    return "*" in tags or tag in tags

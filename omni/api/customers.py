@@ -7,7 +7,13 @@ from aiohttp import web
 
 from omni.api.messages import check_channel
 from omni.auth import caller
-from omni.errors import BadRequest, NotFound, PreconditionRequired, ValidationFailed
+from omni.errors import (
+    BadRequest,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+    ValidationFailed,
+)
 from omni.ids import decode_cursor, is_customer_id
 from omni.model import (
     FACT_VALUE_MAX_BYTES,
@@ -23,6 +29,8 @@ from omni.model import (
 from omni.search import index_profile, normalize_phone, search
 from omni.state import REDIS, SETTINGS, STORE
 from omni.web_io import etag, if_match, json_response, not_modified, query_int, query_str, read_json
+
+_PROFILE_ATTEMPTS = 20  # re-reads of a profile that others keep changing under a patch
 
 
 def _cid(request: web.Request) -> str:
@@ -102,14 +110,26 @@ async def patch_profile(request: web.Request) -> web.Response:
             raise ValidationFailed("phone must be in E.164 form, like +14155550100", field="phone")
         changes["phone"] = phone
     store = request.app[STORE]
-    old = await store.profile(cid)
-    # A changed email or phone is unverified unless this request says otherwise.
-    if "email" in changes and changes["email"] != old.email:
-        changes.setdefault("email_verified", False)
-    if "phone" in changes and changes["phone"] != old.phone:
-        changes.setdefault("phone_verified", False)
-    new = msgspec.structs.replace(old, **changes)
-    _, before = await store.put_profile(cid, new, if_match(request))
+    given = if_match(request)
+    attempt = 0
+    while True:
+        old, rev = await store.profile(cid)
+        fields = dict(changes)
+        # A changed email or phone is unverified unless this request says otherwise.
+        if "email" in fields and fields["email"] != old.email:
+            fields.setdefault("email_verified", False)
+        if "phone" in fields and fields["phone"] != old.phone:
+            fields.setdefault("phone_verified", False)
+        new = msgspec.structs.replace(old, **fields)
+        # Without an If-Match, write only over the profile just read: a concurrent edit
+        # makes the write stale and the patch is merged again instead of losing that edit.
+        try:
+            _, before = await store.put_profile(cid, new, given or rev)
+            break
+        except PreconditionFailed:
+            attempt += 1
+            if given or attempt >= _PROFILE_ATTEMPTS:
+                raise
     await index_profile(request.app[REDIS], cid, before, new)
     return await _context_response(request, cid)
 

@@ -56,5 +56,9 @@ local profile_set = 0
 if ARGV[6] ~= '' then
   profile_set = redis.call('HSETNX', KEYS[1], 'p', ARGV[6])
 end
-redis.call('HINCRBY', KEYS[1], 'rev', 1)
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+if profile_set == 1 then
+  -- The profile changed: an If-Match read before this is stale for profile writes.
+  redis.call('HSET', KEYS[1], 'profile_rev', rev)
+end
 return {1, id, conv, profile_set}
