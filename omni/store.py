@@ -154,7 +154,9 @@ class Store:
             reply_to=inbound.reply_to,
             metadata=inbound.metadata,
         )
-        identity = Identity(channel=inbound.channel, external_id=inbound.external_id)
+        identity = Identity(
+            channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
+        )
         profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
         return await self.append(cid, message, identity=identity, profile=profile)
 
