@@ -39,3 +39,54 @@ def identity(channel: str, external_id: str) -> str:
 
 def search_index(kind: str, value: str) -> str:
     return f"{PREFIX}:ix:{kind}:{{{value}}}"
+
+
+# -- the outbox (omni.outbox) ---------------------------------------------------------
+#
+#     omni:outbox:{<q>}:stream     stream  queued deliveries: d = delivery id, o = owner
+#     omni:outbox:{<q>}:delayed    zset    "<delivery id> <owner>" scored by due time (ms)
+#     omni:outbox:{<q>}:dead       stream  dead letters: d, o, k (kind), r (reason), t (ms)
+#     omni:outbox:{<q>}:dead:ix    hash    delivery id -> its dead-letter entry id
+#     omni:outbox:{<q>}:once:<id>  string  guard: a delivery id is pushed to the stream once
+#     omni:{C}:dlv:<id>            hash    a delivery: kind, state, attempts, payload, reason
+#     omni:{C}:dlvs                zset    a customer's delivery ids by creation time (ms)
+#
+# The queue's keys share the queue's hash tag, so each queue transition is one atomic
+# script in one slot; a delivery's record carries its owner's tag (the customer, or the
+# delivery id itself for a delivery that belongs to no customer), so it lives, and is
+# erased, with the customer.
+
+
+def outbox_stream(queue: str) -> str:
+    """The stream of queued deliveries, read by the workers' consumer group."""
+    return f"{PREFIX}:outbox:{{{queue}}}:stream"
+
+
+def outbox_delayed(queue: str) -> str:
+    """Retries waiting for their backoff: members "<delivery id> <owner>", score due ms."""
+    return f"{PREFIX}:outbox:{{{queue}}}:delayed"
+
+
+def outbox_dead(queue: str) -> str:
+    """The dead-letter stream: deliveries that failed for good, until re-queued."""
+    return f"{PREFIX}:outbox:{{{queue}}}:dead"
+
+
+def outbox_dead_index(queue: str) -> str:
+    """Delivery id -> dead-letter entry id, to re-queue a dead letter by delivery id."""
+    return f"{PREFIX}:outbox:{{{queue}}}:dead:ix"
+
+
+def outbox_once(queue: str, delivery_id: str) -> str:
+    """The guard that makes pushing one delivery id onto the stream happen once."""
+    return f"{PREFIX}:outbox:{{{queue}}}:once:{delivery_id}"
+
+
+def delivery(owner: str, delivery_id: str) -> str:
+    """One delivery's record; `owner` is its customer id, or the delivery id itself."""
+    return f"{PREFIX}:{{{owner}}}:dlv:{delivery_id}"
+
+
+def deliveries(cid: str) -> str:
+    """A customer's delivery ids, scored by creation time, newest last."""
+    return f"{PREFIX}:{{{cid}}}:dlvs"
