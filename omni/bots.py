@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import aiohttp
@@ -38,7 +37,7 @@ from msgspec import Meta, Struct
 from adapters.base import Delivery
 from omni.model import TEXT_MAX, Context, Message, Payload
 from omni.outbox import Job
-from omni.settings import Secret
+from omni.settings import BotSettings
 
 KIND = "bot"
 SIGNATURE_HEADER = "X-Omni-Signature"
@@ -47,15 +46,6 @@ ATTEMPT_HEADER = "X-Omni-Attempt"
 REPLIES_MAX = 10
 ANSWER_MAX_BYTES = 256 * 1024
 _RETRY_STATUSES = frozenset({408, 425, 429})
-
-
-@dataclass(frozen=True)
-class BotTarget:
-    """One `[bots.<channel>]` section."""
-
-    url: str
-    secret: Secret
-    timeout_ms: int = 5_000
 
 
 class BotReply(Struct, frozen=True):
@@ -145,7 +135,7 @@ class BotDispatcher:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        bots: Mapping[str, BotTarget],
+        bots: Mapping[str, BotSettings],
         on_replies: RepliesCallback | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -22,8 +22,11 @@ SCHEMA = 1
 _HEADER = bytes([SCHEMA])
 T = TypeVar("T")
 
-# Fields the timeline entry carries for a message, so its blob need not.
-_DERIVED = ("customer_id", "conversation_id", "received_at")
+# Fields the timeline entry and the annotations carry for a message, so its blob need not.
+_DERIVED = (
+    "customer_id", "conversation_id", "received_at", "status", "deleted_at", "reaction",
+    "read_at",
+)  # fmt: skip
 
 
 def _pack(value: Any) -> bytes:

@@ -8,6 +8,7 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:tl         stream  the timeline: one entry per message, field m = msgpack
     omni:{C}:tl:<ch>    stream  per-channel index: same entry ids as tl, no payload
     omni:{C}:mid        hash    "<channel>:<channel message id>" -> timeline entry id
+    omni:{C}:ann        hash    annotations by entry id: delivery status, deleted, reaction
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
 """
@@ -31,6 +32,13 @@ def channel_timeline(cid: str, channel: str) -> str:
 
 def message_ids(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:mid"
+
+
+def notes(cid: str) -> str:
+    """What happened to messages after they were stored, by timeline entry id:
+    `s:<entry>` delivery status, `d:<entry>` deleted at, `r:<entry>` reaction,
+    `rd:<entry>` read at. The timeline itself is append-only."""
+    return f"{PREFIX}:{{{cid}}}:ann"
 
 
 def identity(channel: str, external_id: str) -> str:
@@ -90,3 +98,8 @@ def delivery(owner: str, delivery_id: str) -> str:
 def deliveries(cid: str) -> str:
     """A customer's delivery ids, scored by creation time, newest last."""
     return f"{PREFIX}:{{{cid}}}:dlvs"
+
+
+def live_channel() -> str:
+    """The pub/sub channel every omni process listens on for live customer events."""
+    return f"{PREFIX}:live"

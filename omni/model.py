@@ -83,8 +83,24 @@ Metadata = Annotated[
 ]
 
 
+DeliveryState = Literal["queued", "sent", "delivered", "failed"]
+
+
+class MessageStatus(Struct, frozen=True, omit_defaults=True):
+    """Where an outbound message is on its way to the customer."""
+
+    state: DeliveryState
+    at: str
+    reason: str | None = None
+    attempts: int = 0
+
+
 class Message(Struct, frozen=True, omit_defaults=True):
-    """One message on the timeline, whatever its channel (DESIGN.md: canonical message)."""
+    """One message on the timeline, whatever its channel (DESIGN.md: canonical message).
+
+    `status`, `deleted_at`, `reaction` and `read_at` are what happened to the message
+    after it was stored (annotations): they are read beside it, never stored in it.
+    """
 
     id: str
     customer_id: str
@@ -99,9 +115,31 @@ class Message(Struct, frozen=True, omit_defaults=True):
     attachments: list[Attachment] = []
     quick_reply: Payload | None = None
     postback: Payload | None = None
+    quick_replies: list[Payload] = []  # offered to the customer with an outbound message
     voice: Voice | None = None
     reply_to: str | None = None
     metadata: dict[str, MetaValue] = {}
+    status: MessageStatus | None = None
+    deleted_at: str | None = None
+    reaction: str | None = None
+    read_at: str | None = None
+
+
+class OutboundRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/customers/{id}/messages`: a reply from a bot or an agent."""
+
+    text: Annotated[str, Meta(min_length=1, max_length=TEXT_MAX)] | None = None
+    channel: (
+        Annotated[
+            str, Meta(min_length=1, max_length=32, description="default: the customer's last")
+        ]
+        | None
+    ) = None
+    attachments: Annotated[list[Attachment], Meta(max_length=ATTACHMENTS_MAX)] = []
+    quick_replies: Annotated[list[Payload], Meta(max_length=13)] = []
+    client_message_id: (
+        Annotated[str, Meta(min_length=1, max_length=128, description="repeats send once")] | None
+    ) = None
 
 
 class InboundMessage(Struct, frozen=True, forbid_unknown_fields=True):

@@ -8,7 +8,7 @@ import msgspec
 
 from omni import __version__
 from omni.errors import PROBLEM_CLASSES
-from omni.routes import Route
+from omni.route import Route
 
 _REF = "#/components/schemas/{name}"
 _PROBLEM_SCHEMA = {

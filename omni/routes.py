@@ -6,13 +6,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
 from aiohttp import web
 
 from omni.api import customers, messages, ops
-from omni.auth import Handler, require
+from omni.auth import require
 from omni.model import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -28,33 +25,7 @@ from omni.model import (
     ProfilePatch,
     SearchResult,
 )
-from omni.settings import Role
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: Literal["query", "path", "header"]
-    description: str
-    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    tag: str
-    role: Role | None = None
-    body: Any = None
-    response: Any = None
-    status: int = 200
-    params: tuple[Param, ...] = ()
-    errors: tuple[int, ...] = ()
-    etag: bool = False
-
+from omni.route import Param, Route
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omni.errors import ConfigError
+from omni.outbox import OutboxConfig
 
 Role = Literal["bot", "agent", "admin"]
 ROLES: tuple[Role, ...] = ("bot", "agent", "admin")
@@ -120,15 +121,6 @@ class BotSettings:
 
 
 @dataclass(frozen=True)
-class OutboxSettings:
-    max_attempts: int = 8
-    base_delay_ms: int = 500
-    max_delay_ms: int = 300_000
-    visibility_timeout_ms: int = 30_000
-    in_process_worker: bool = True
-
-
-@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
@@ -147,7 +139,10 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     mobile: MobileSettings = field(default_factory=MobileSettings)
     bots: dict[str, BotSettings] = field(default_factory=dict)
-    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    # `omni serve` also runs a delivery worker in its own process (so `make run` is
+    # complete); deployments with `omni worker` processes may turn it off.
+    in_process_worker: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -224,7 +219,8 @@ class Settings:
                 push_url=_str(mobile, "mobile.push_url", "").rstrip("/"),
             ),
             bots=_bots(_section(raw, "bots"), tuple(enabled)),
-            outbox=_outbox(_section(raw, "outbox")),
+            outbox=_outbox(outbox := _section(raw, "outbox")),
+            in_process_worker=_bool(outbox, "outbox.in_process_worker", True),
         )
 
 
@@ -387,16 +383,28 @@ def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, Bo
     return bots
 
 
-def _outbox(section: Mapping[str, Any]) -> OutboxSettings:
-    in_process = section.get("in_process_worker", True)
-    if not isinstance(in_process, bool):
-        raise ConfigError("outbox.in_process_worker: must be true or false")
-    return OutboxSettings(
-        max_attempts=_int(section, "outbox.max_attempts", 8, low=1, high=100),
-        base_delay_ms=_int(section, "outbox.base_delay_ms", 500, low=1, high=3_600_000),
-        max_delay_ms=_int(section, "outbox.max_delay_ms", 300_000, low=1, high=86_400_000),
-        visibility_timeout_ms=_int(
-            section, "outbox.visibility_timeout_ms", 30_000, low=100, high=3_600_000
-        ),
-        in_process_worker=in_process,
+def _bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = section.get(name.rsplit(".", 1)[1], default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: must be true or false")
+    return value
+
+
+def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
+    defaults = OutboxConfig()
+    return OutboxConfig(
+        queue=_str(section, "outbox.queue", defaults.queue),
+        group=_str(section, "outbox.group", defaults.group),
+        **{
+            name: _int(section, f"outbox.{name}", getattr(defaults, name), low=1, high=86_400_000)
+            for name in (
+                "max_attempts",
+                "base_delay_ms",
+                "max_delay_ms",
+                "visibility_timeout_ms",
+                "handler_timeout_ms",
+                "batch",
+                "block_ms",
+            )
+        },
     )

@@ -38,6 +38,7 @@ from omni.model import (
     IdentityLink,
     InboundMessage,
     Message,
+    MessageStatus,
     Profile,
     cart_of,
 )
@@ -84,7 +85,7 @@ class Store:
         self.redis = redis
         self._append = _script(redis, "append")
         self._write = _script(redis, "write_field")
-        self._by_channel = _script(redis, "history_by_channel")
+        self._read = _script(redis, "read_page")
 
     # -- identities -------------------------------------------------------------------
 
@@ -158,11 +159,20 @@ class Store:
             channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
         )
         profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
-        return await self.append(cid, message, identity=identity, profile=profile)
+        stored, _, created = await self.append(cid, message, identity=identity, profile=profile)
+        return stored, created
 
     async def append(
-        self, cid: str, message: Message, *, identity: Identity, profile: bytes = b""
-    ) -> tuple[Message, bool]:
+        self,
+        cid: str,
+        message: Message,
+        *,
+        identity: Identity,
+        profile: bytes = b"",
+        status: MessageStatus | None = None,
+    ) -> tuple[Message, str, bool]:
+        """Append once; returns the stored message, its timeline entry id and whether it
+        is new. `status` starts an outbound message's delivery status."""
         assert message.channel_message_id is not None
         result = await self._append(
             keys=[
@@ -170,6 +180,7 @@ class Store:
                 keys.timeline(cid),
                 keys.channel_timeline(cid, message.channel),
                 keys.message_ids(cid),
+                keys.notes(cid),
             ],
             args=[
                 dedupe_field(message.channel, message.channel_message_id),
@@ -179,12 +190,13 @@ class Store:
                 codec.encode(identity),
                 profile,
                 message.direction,
+                codec.encode(status) if status else b"",
             ],
         )
         created, entry, conv = int(result[0]), _s(result[1]), int(result[2])
         assert entry is not None
         if not created:
-            return self._message(cid, entry, result[3], conv), False
+            return self._message(cid, entry, result[3], conv), entry, False
         if int(result[3]) and message.author.name:
             from omni.search import index_profile
 
@@ -193,23 +205,54 @@ class Store:
             message,
             conversation_id=conversation_id(cid, conv),
             received_at=iso(entry_ms(entry)) or "",
+            status=status,
         )
-        return stored, True
+        return stored, entry, True
 
-    def _message(self, cid: str, entry: str, blob: bytes, conv: int) -> Message:
-        return codec.decode_message(
+    def _message(
+        self,
+        cid: str,
+        entry: str,
+        blob: bytes,
+        conv: int,
+        notes: list[Any] = (),  # type: ignore[assignment]
+    ) -> Message:
+        message = codec.decode_message(
             blob,
             customer_id=cid,
             conversation_id=conversation_id(cid, conv),
             received_at=iso(entry_ms(entry)) or "",
         )
+        if not any(notes):
+            return message
+        status, deleted, reaction, read = notes
+        return msgspec.structs.replace(
+            message,
+            status=codec.decode(_b(status), MessageStatus) if status else None,
+            deleted_at=iso(_s(deleted)),
+            reaction=_s(reaction),
+            read_at=iso(_s(read)),
+        )
 
-    def _entries(self, cid: str, entries: list[Any]) -> list[Message]:
+    def _entries(self, cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
+        """Messages from script-read entries (flat field lists) and their annotations."""
         messages = []
-        for entry_id, fields in entries:
+        for index, (entry_id, flat) in enumerate(entries):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             conv = int(fields.get(b"v", b"0"))
-            messages.append(self._message(cid, _s(entry_id) or "", fields[b"m"], conv))
+            mine = notes[4 * index : 4 * index + 4] if notes else []
+            messages.append(self._message(cid, _s(entry_id) or "", fields[b"m"], conv, mine))
         return messages
+
+    async def _page(
+        self, cid: str, *, start: str, count: int, channel: str | None, state: bool
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        index = keys.channel_timeline(cid, channel) if channel else keys.timeline(cid)
+        found, entries, notes = await self._read(
+            keys=[keys.customer(cid), keys.timeline(cid), index, keys.notes(cid)],
+            args=[start, count, "1" if state else "0"],
+        )
+        return found, entries, notes
 
     async def history(
         self, cid: str, *, limit: int, before: str | None, channel: str | None
@@ -219,42 +262,28 @@ class Store:
         Paging by entry id keeps pages stable while new messages arrive on top.
         """
         start = f"({before}" if before else "+"
-        if channel is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.exists(keys.customer(cid))
-                pipe.xrevrange(keys.timeline(cid), start, "-", count=limit + 1)
-                exists, entries = await pipe.execute()
-        else:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.exists(keys.customer(cid))
-                await self._by_channel(
-                    keys=[keys.timeline(cid), keys.channel_timeline(cid, channel)],
-                    args=[start, limit + 1],
-                    client=pipe,
-                )
-                exists, raw = await pipe.execute()
-            # A script's reply is not parsed like XREVRANGE's: fields come as a flat list.
-            entries = [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in raw]
-        if not exists:
+        exists, entries, notes = await self._page(
+            cid, start=start, count=limit + 1, channel=channel, state=False
+        )
+        if not exists[0]:
             raise NotFound(f"no customer {cid}")
         more = len(entries) > limit
         entries = entries[:limit]
         cursor = encode_cursor(_s(entries[-1][0]) or "") if more and entries else None
-        return HistoryPage(messages=self._entries(cid, entries), next_cursor=cursor)
+        return HistoryPage(messages=self._entries(cid, entries, notes), next_cursor=cursor)
 
     # -- context ----------------------------------------------------------------------
 
     async def context(self, cid: str) -> Context:
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.customer(cid))
-            pipe.xrevrange(keys.timeline(cid), "+", "-", count=RECENT_MESSAGES)
-            state, entries = await pipe.execute()
-        if not state:
+        flat, entries, notes = await self._page(
+            cid, start="+", count=RECENT_MESSAGES, channel=None, state=True
+        )
+        if not flat:
             raise NotFound(f"no customer {cid}")
-        fields = {k.decode(): v for k, v in state.items()}
-        recent = self._entries(cid, entries)
+        fields = {_b(k).decode(): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        recent = self._entries(cid, entries, notes)
         recent.reverse()
         return Context(
             version=_s(fields.get("rev")) or "0",
@@ -378,3 +407,54 @@ class Store:
         if rev is None:
             raise NotFound(f"no customer {cid}")
         return (codec.decode(_b(blob), Profile) if blob else Profile()), _b(rev).decode()
+
+    # -- annotations: what happens to a message after it is stored --------------------
+
+    async def entry_of(self, cid: str, channel: str, channel_message_id: str) -> str | None:
+        """The timeline entry of a message, by the channel's id for it."""
+        found = await self.redis.hget(
+            keys.message_ids(cid), dedupe_field(channel, channel_message_id)
+        )
+        return _s(found)
+
+    async def link_channel_message(
+        self, cid: str, channel: str, channel_message_id: str, entry: str
+    ) -> None:
+        """Let the channel's id for a message we sent find it, so the channel's echo of
+        our own send de-duplicates against it instead of storing it twice."""
+        await self.redis.hsetnx(
+            keys.message_ids(cid), dedupe_field(channel, channel_message_id), entry
+        )
+
+    async def set_status(self, cid: str, entry: str, status: MessageStatus) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.notes(cid), f"s:{entry}", codec.encode(status))
+            pipe.hincrby(keys.customer(cid), "rev", 1)
+            await pipe.execute()
+
+    async def annotate(
+        self, cid: str, entry: str, kind: str, at_ms: int, value: str | None = None
+    ) -> None:
+        """Record a reaction (or its removal), a deletion or a read on a stored message."""
+        field = {"deleted": "d", "reaction": "r", "unreaction": "r", "read": "rd"}[kind]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if kind == "unreaction":
+                pipe.hdel(keys.notes(cid), f"r:{entry}")
+            else:
+                stored = value if kind == "reaction" else str(at_ms)
+                pipe.hset(keys.notes(cid), f"{field}:{entry}", stored or "")
+            pipe.hincrby(keys.customer(cid), "rev", 1)
+            await pipe.execute()
+
+    async def message_at(self, cid: str, entry: str) -> Message | None:
+        _exists, entries, notes = await self._page(
+            cid, start=entry, count=1, channel=None, state=False
+        )
+        if not entries or _s(entries[0][0]) != entry:
+            return None
+        return self._entries(cid, entries, notes)[0]
+
+    async def last_inbound_ms(self, cid: str, channel: str) -> int | None:
+        """When the customer last wrote on `channel` (Instagram's reply window)."""
+        value = await self.redis.hget(keys.customer(cid), f"in:{channel}")
+        return int(value) if value else None

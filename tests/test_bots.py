@@ -20,13 +20,12 @@ from omni.bots import (
     SIGNATURE_HEADER,
     BotDispatcher,
     BotReply,
-    BotTarget,
     parse_answer,
     sign,
     verify_signature,
 )
 from omni.outbox import Job
-from omni.settings import Secret
+from omni.settings import BotSettings, Secret
 
 SECRET = "bot-secret-0001"
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -167,7 +166,7 @@ async def test_posts_a_signed_request_and_hands_over_the_replies(
     async def on_replies(j: Job, replies: list[BotReply]) -> None:
         got.append((j, replies))
 
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET))}, on_replies)
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET))}, on_replies)
     outcome = await dispatcher(job(attempt=2))
     assert outcome.status == "delivered"
     assert receiver.rejected == 0
@@ -189,7 +188,7 @@ async def test_a_wrong_secret_is_refused_by_the_bot_and_not_retried(
 ) -> None:
     receiver = BotReceiver()
     url = await serve(aiohttp_server, receiver)
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret("not-the-secret"))})
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret("not-the-secret"))})
     outcome = await dispatcher(job())
     assert (outcome.status, outcome.retry) == ("failed", False)
     assert outcome.reason == "the bot answered HTTP 401"
@@ -213,7 +212,7 @@ async def test_a_malformed_answer_is_a_failed_delivery_with_a_reason(
     receiver = BotReceiver()
     receiver.default = answer
     url = await serve(aiohttp_server, receiver)
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET))})
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET))})
     outcome = await dispatcher(job())
     assert (outcome.status, outcome.retry) == ("failed", False)
     assert reason in (outcome.reason or "")
@@ -224,7 +223,7 @@ async def test_a_bot_that_does_not_answer_in_time_is_retried(
 ) -> None:
     receiver = BotReceiver(delay_s=0.3)
     url = await serve(aiohttp_server, receiver)
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET), timeout_ms=50)})
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET), timeout_ms=50)})
     outcome = await dispatcher(job())
     assert (outcome.status, outcome.retry) == ("failed", True)
     assert outcome.reason == "the bot did not answer within 50 ms"
@@ -237,7 +236,7 @@ async def test_status_codes_decide_retry(
     receiver = BotReceiver()
     receiver.default = (status, {"error": "x"})
     url = await serve(aiohttp_server, receiver)
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET))})
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET))})
     outcome = await dispatcher(job())
     assert (outcome.status, outcome.retry) == ("failed", retry)
     assert outcome.reason == f"the bot answered HTTP {status}"
@@ -247,7 +246,7 @@ async def test_an_unreachable_bot_is_retried(session: aiohttp.ClientSession) -> 
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    target = BotTarget(f"http://127.0.0.1:{port}/bot", Secret(SECRET), timeout_ms=2000)
+    target = BotSettings(f"http://127.0.0.1:{port}/bot", Secret(SECRET), timeout_ms=2000)
     outcome = await BotDispatcher(session, {"web": target})(job())
     assert (outcome.status, outcome.retry) == ("failed", True)
     assert (outcome.reason or "").startswith("the bot cannot be reached")
@@ -271,7 +270,7 @@ async def test_replies_that_cannot_be_stored_make_the_delivery_retry(
     async def broken(j: Job, replies: list[BotReply]) -> None:
         raise ConnectionError("redis went away")
 
-    dispatcher = BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET))}, broken)
+    dispatcher = BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET))}, broken)
     outcome = await dispatcher(job())
     assert (outcome.status, outcome.retry) == ("failed", True)
     assert outcome.reason == "storing the bot's replies failed: ConnectionError"

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 
 from adapters.base import Delivery
 from omni import keys
-from omni.bots import BotDispatcher, BotTarget, bot_event
+from omni.bots import BotDispatcher, bot_event
 from omni.model import InboundMessage
 from omni.outbox import Job, Outbox, OutboxConfig
-from omni.settings import Secret
+from omni.settings import BotSettings, Secret
 from omni.store import Store
 from omni.worker import Handler, Worker
 from tests.test_bots import SECRET, BotReceiver, ServerFactory, serve
@@ -48,7 +48,7 @@ async def bot_setup(
 ) -> tuple[BotReceiver, BotDispatcher]:
     receiver = BotReceiver()
     url = await serve(aiohttp_server, receiver)
-    return receiver, BotDispatcher(session, {"web": BotTarget(url, Secret(SECRET))})
+    return receiver, BotDispatcher(session, {"web": BotSettings(url, Secret(SECRET))})
 
 
 async def enqueue_bot(outbox: Outbox, key: str = "msg-1") -> str:

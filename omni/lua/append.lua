@@ -1,7 +1,8 @@
 -- Append one message to a customer's timeline, exactly once, and update the customer.
--- KEYS: 1 customer hash, 2 timeline, 3 channel timeline, 4 message-id index
+-- KEYS: 1 customer hash, 2 timeline, 3 channel timeline, 4 message-id index,
+--       5 annotations
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
---       6 profile blob ('' when none), 7 direction
+--       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none)
 -- Returns {created, entry id, conversation number, blob of the stored message}.
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
 if existing then
@@ -48,8 +49,12 @@ end
 if redis.call('HSETNX', KEYS[1], 'created', ms) == 1 then
   redis.call('HSET', KEYS[1], 'first_seen', ms)
 end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[5], 's:' .. id, ARGV[8])
+end
 if ARGV[7] == 'inbound' then
-  redis.call('HSET', KEYS[1], 'last_seen', ms, 'last_channel', channel)
+  -- 'in:<channel>' is when the customer last wrote there (Instagram's reply window).
+  redis.call('HSET', KEYS[1], 'last_seen', ms, 'last_channel', channel, 'in:' .. channel, ms)
   redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
 end
 local profile_set = 0

@@ -1,0 +1,113 @@
+"""The worker's handlers: a reply to a channel goes out through the channel's sender and
+its outcome is written on the message; a bot webhook carries the context as it is when
+the bot is called, and the bot's replies go back out through `omni.replies`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+
+import msgspec
+import structlog
+
+from adapters.base import Delivery
+from omni.bots import BotDispatcher, BotReply
+from omni.clock import iso, now_ms
+from omni.live import Live
+from omni.model import Author, DeliveryState, Message, MessageStatus, OutboundRequest
+from omni.outbox import Job
+from omni.replies import Replies
+from omni.store import Store
+
+log = structlog.get_logger("omni.delivery")
+
+# What a channel gives the worker to send one message to one recipient on it.
+Sender = Callable[[Message, str], Awaitable[Delivery]]
+
+
+class ChannelDelivery:
+    """The handler for one channel's replies (delivery kind = the channel's name)."""
+
+    def __init__(self, store: Store, live: Live, sender: Sender | None, max_attempts: int):
+        self.store = store
+        self.live = live
+        self.sender = sender
+        self.max_attempts = max_attempts
+
+    async def __call__(self, job: Job) -> Delivery:
+        payload = job.payload
+        cid = job.customer_id or ""
+        message = msgspec.convert(payload["message"], Message)
+        entry = str(payload["entry"])
+        if self.sender is None:
+            outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
+        else:
+            try:
+                outcome = await self.sender(message, str(payload["recipient"]))
+            except Exception as exc:
+                log.exception("sender failed", channel=job.kind)
+                outcome = Delivery(status="failed", reason=type(exc).__name__, retry=True)
+        state: DeliveryState = outcome.status
+        if state == "failed" and outcome.retry and job.attempt < self.max_attempts:
+            state = "queued"  # the worker will try again; the reason says why it waits
+        status = MessageStatus(
+            state=state, at=iso(now_ms()) or "", reason=outcome.reason, attempts=job.attempt
+        )
+        await self.store.set_status(cid, entry, status)
+        if outcome.channel_message_id:
+            await self.store.link_channel_message(
+                cid, message.channel, outcome.channel_message_id, entry
+            )
+        await self.live.publish(
+            cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
+        )
+        return outcome
+
+
+class BotDelivery:
+    """The handler for bot webhooks: adds the current context, then calls the bot."""
+
+    def __init__(self, store: Store, dispatcher: BotDispatcher):
+        self.store = store
+        self.dispatcher = dispatcher
+
+    async def __call__(self, job: Job) -> Delivery:
+        context = await self.store.context(job.customer_id or "")
+        payload = {**job.payload, "context": msgspec.to_builtins(context)}
+        return await self.dispatcher(dataclasses.replace(job, payload=payload))
+
+
+def bot_replies(replies_out: Replies) -> Callable[[Job, list[BotReply]], Awaitable[None]]:
+    """What to do with the replies in a bot's answer: send each on the channel the
+    customer wrote on; ids made from the delivery id make a retried call send once."""
+
+    async def on_replies(job: Job, replies: list[BotReply]) -> None:
+        channel = str(job.payload["bot"])
+        for index, reply in enumerate(replies):
+            request = OutboundRequest(
+                text=reply.text,
+                channel=channel,
+                quick_replies=reply.quick_replies,
+                client_message_id=f"{job.delivery_id}:{index}",
+            )
+            author = Author(kind="bot", name=f"{channel} bot")
+            await replies_out.send(job.customer_id or "", request, author)
+
+    return on_replies
+
+
+def handlers(
+    store: Store,
+    live: Live,
+    replies: Replies,
+    dispatcher_factory: Callable[[Callable[[Job, list[BotReply]], Awaitable[None]]], BotDispatcher],
+    senders: Mapping[str, Sender],
+    channels: tuple[str, ...],
+    max_attempts: int,
+) -> dict[str, Callable[[Job], Awaitable[Delivery]]]:
+    table: dict[str, Callable[[Job], Awaitable[Delivery]]] = {
+        channel: ChannelDelivery(store, live, senders.get(channel), max_attempts)
+        for channel in channels
+    }
+    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)))
+    return table

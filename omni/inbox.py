@@ -1,0 +1,116 @@
+"""Where every inbound channel event lands: messages are stored once, the channel's bot
+is told about each new one (through the outbox), and live listeners hear of it; marks
+(reactions, reads, deletions) annotate the message they point at."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import structlog
+
+from adapters.base import ChannelEvent, Marked, Received
+from omni.clock import iso, now_ms
+from omni.ids import new_message_id
+from omni.live import Live
+from omni.model import Author, Identity, InboundMessage, Message, MessageStatus
+from omni.outbox import Outbox
+from omni.settings import BotSettings
+from omni.store import Store
+
+log = structlog.get_logger("omni.inbox")
+
+
+class Inbox:
+    def __init__(
+        self, store: Store, outbox: Outbox, live: Live, bots: Mapping[str, BotSettings]
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.live = live
+        self.bots = bots
+
+    async def ingest(self, inbound: InboundMessage) -> tuple[Message, bool]:
+        message, created = await self.store.ingest(inbound)
+        if created:
+            await self._tell(message)
+        return message, created
+
+    async def receive(self, channel: str, events: Sequence[ChannelEvent]) -> list[Message]:
+        """Apply a channel request's events in order; returns the messages stored (or
+        found already stored) for them. Only returns once everything is stored."""
+        stored = []
+        for event in events:
+            if isinstance(event, Received):
+                if event.direction == "inbound":
+                    message, _ = await self.ingest(event.message)
+                else:
+                    message = await self._echo(event.message)
+                stored.append(message)
+            elif isinstance(event, Marked):
+                await self._mark(event)
+            else:
+                log.info("channel event skipped", channel=channel, reason=event.reason)
+        return stored
+
+    async def _tell(self, message: Message) -> None:
+        await self.live.publish(message.customer_id, "message", msgspec.to_builtins(message))
+        if message.channel in self.bots:
+            # The context is read when the bot is called, so the bot gets it fresh.
+            await self.outbox.enqueue(
+                "bot",
+                {"bot": message.channel, "message": msgspec.to_builtins(message)},
+                idempotency_key=f"bot:{message.id}",
+                customer_id=message.customer_id,
+            )
+
+    async def _echo(self, inbound: InboundMessage) -> Message:
+        """The channel's copy of a message sent from our side. Ours de-duplicates against
+        the stored reply (its channel id was linked at delivery); one sent from the
+        channel's own app by a person is stored as an agent's message."""
+        cid, _ = await self.store.resolve(inbound.channel, inbound.external_id)
+        author_id = inbound.metadata.get("author_id")
+        message = Message(
+            id=new_message_id(),
+            customer_id=cid,
+            conversation_id="",
+            channel=inbound.channel,
+            direction="outbound",
+            author=Author(kind="agent", id=str(author_id) if author_id else None),
+            received_at="",
+            channel_message_id=inbound.channel_message_id,
+            sent_at=inbound.sent_at,
+            text=inbound.text,
+            attachments=inbound.attachments,
+            reply_to=inbound.reply_to,
+            metadata=inbound.metadata,
+        )
+        stored, _, created = await self.store.append(
+            cid,
+            message,
+            identity=Identity(channel=inbound.channel, external_id=inbound.external_id),
+            status=MessageStatus(state="delivered", at=iso(now_ms()) or ""),
+        )
+        if created:
+            await self.live.publish(cid, "message", msgspec.to_builtins(stored))
+        return stored
+
+    async def _mark(self, event: Marked) -> None:
+        cid = await self.store.find(event.channel, event.external_id)
+        target = event.channel_message_id
+        if cid is None or target is None or event.kind == "referral":
+            log.info("mark not applied", channel=event.channel, kind=event.kind)
+            return
+        entry = await self.store.entry_of(cid, event.channel, target)
+        if entry is None:
+            log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
+            return
+        at = event.at_ms or now_ms()
+        if event.kind == "delivered":
+            await self.store.set_status(
+                cid, entry, MessageStatus(state="delivered", at=iso(at) or "")
+            )
+        else:
+            emoji = event.detail.get("emoji") or event.detail.get("reaction")
+            await self.store.annotate(cid, entry, event.kind, at, str(emoji) if emoji else None)
+        await self.live.publish(cid, f"message.{event.kind}", {"entry": entry, "at": iso(at)})
