@@ -14,10 +14,12 @@ from omni.auth import API_KEYS
 from omni.middleware import request_middleware
 from omni.openapi import build
 from omni.redis_server import EmbeddedRedis
-from omni.routes import ROUTES, add_routes
+from omni.routes import add_routes, all_routes
+from omni.services import open_services
 from omni.settings import Settings
-from omni.state import OPENAPI, REDIS, SETTINGS, STORE
+from omni.state import OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
 EMBEDDED = web.AppKey("embedded_redis", EmbeddedRedis)
@@ -54,13 +56,38 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
             log.info("embedded redis stopped")
 
 
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The outbox, live events and channel adapters; with `in_process_worker`, a worker
+    in this process too, so `omni serve` alone delivers replies and bot webhooks."""
+    settings = app[SETTINGS]
+    async with open_services(settings, app[REDIS], app[STORE]) as services:
+        app[SERVICES] = services
+        tasks = [asyncio.create_task(services.live.run(), name="omni-live")]
+        stop = asyncio.Event()
+        if settings.in_process_worker:
+            worker = Worker(app[REDIS], services.handlers, config=settings.outbox)
+            tasks.append(asyncio.create_task(worker.run(stop), name="omni-worker"))
+        try:
+            yield
+        finally:
+            stop.set()
+            tasks[0].cancel()
+            # The worker finishes the round in progress; what it cannot finish in
+            # time stays unacked in the stream for the next worker to take over.
+            _, pending = await asyncio.wait(tasks, timeout=settings.server.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[request_middleware], client_max_size=settings.limits.body_max
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
-    app[OPENAPI] = build(ROUTES)
+    app[OPENAPI] = build(all_routes())
     add_routes(app)
     app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(_services)
     return app

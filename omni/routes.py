@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from omni import channels
 from omni.api import customers, messages, ops
 from omni.auth import require
 from omni.model import (
@@ -83,7 +84,12 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
+def all_routes() -> tuple[Route, ...]:
+    """The core's routes and every channel's (those authenticate the channel's way)."""
+    return ROUTES + tuple(r for module in channels.MODULES for r in module.ROUTES)
+
+
 def add_routes(app: web.Application) -> None:
-    for route in ROUTES:
+    for route in all_routes():
         handler = require(route.role, route.handler) if route.role else route.handler
         app.router.add_route(route.method, route.path, handler)

@@ -87,7 +87,7 @@ class ChannelSettings:
 class InstagramSettings:
     app_secret: Secret = NO_SECRET
     verify_token: Secret = NO_SECRET
-    access_token: Secret = NO_SECRET
+    page_token: Secret = NO_SECRET
     account_id: str = ""
     graph_url: str = "https://graph.instagram.com/v22.0"
 
@@ -110,6 +110,7 @@ class WebSettings:
 @dataclass(frozen=True)
 class MobileSettings:
     identity_secret: Secret = NO_SECRET
+    session_secret: Secret = NO_SECRET
     push_url: str = ""
 
 
@@ -216,6 +217,7 @@ class Settings:
                 identity_secret=_secret(
                     mobile := _section(raw, "mobile"), "mobile.identity_secret"
                 ),
+                session_secret=_secret(mobile, "mobile.session_secret"),
                 push_url=_str(mobile, "mobile.push_url", "").rstrip("/"),
             ),
             bots=_bots(_section(raw, "bots"), tuple(enabled)),
@@ -343,7 +345,7 @@ def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
     return InstagramSettings(
         app_secret=_secret(section, "instagram.app_secret"),
         verify_token=_secret(section, "instagram.verify_token"),
-        access_token=_secret(section, "instagram.access_token"),
+        page_token=_secret(section, "instagram.page_token"),
         account_id=_str(section, "instagram.account_id", ""),
         graph_url=_url(section, "instagram.graph_url", InstagramSettings.graph_url),
     )

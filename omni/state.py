@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from omni.services import Services
 from omni.settings import Settings
 from omni.store import Store
 
@@ -14,3 +15,4 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 OPENAPI = web.AppKey("openapi", dict[str, Any])  # the document served at /openapi.json
+SERVICES = web.AppKey("services", Services)  # outbox, live events, inbox, replies, adapters

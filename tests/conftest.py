@@ -46,6 +46,9 @@ def make_settings(redis_url: str, **sections: dict[str, Any]) -> Settings:
                 {"key": "test-admin-key-001", "role": "admin", "name": "test admin"},
             ]
         },
+        # The in-process worker is switched on by the tests that deliver; elsewhere it
+        # would write its stream and group into databases tests compare key by key.
+        "outbox": {"in_process_worker": False},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
