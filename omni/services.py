@@ -44,7 +44,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
         adapters: dict[str, Any] = {}
         senders: dict[str, Sender] = {}
         for module in channels.MODULES:
-            adapter, sender = module.setup(settings, session)
+            adapter, sender = module.setup(settings, session, store)
             if adapter is not None:
                 adapters[module.NAME] = adapter
             if sender is not None:

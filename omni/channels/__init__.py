@@ -2,7 +2,7 @@
 
     NAME     the channel's name ("instagram")
     ROUTES   its routes (tuple of omni.route.Route), authenticated the channel's own way
-    setup(settings, session) -> (adapter or None, sender or None)
+    setup(settings, session, store) -> (adapter or None, sender or None)
              the configured adapter (None when the channel is not configured, and its
              routes then answer 404), and the worker's sender for replies on it
 

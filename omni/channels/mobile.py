@@ -9,10 +9,13 @@ import aiohttp
 from omni.delivery import Sender
 from omni.route import Route
 from omni.settings import Settings
+from omni.store import Store
 
 NAME = "mobile"
 ROUTES: tuple[Route, ...] = ()
 
 
-def setup(settings: Settings, session: aiohttp.ClientSession) -> tuple[Any | None, Sender | None]:
+def setup(
+    settings: Settings, session: aiohttp.ClientSession, store: Store
+) -> tuple[Any | None, Sender | None]:
     return None, None
