@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.errors import ConfigError
 from omni.logs import configure
+from omni.services import open_services
 from omni.settings import Settings
+from omni.store import Store
+from omni.worker import Worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +26,35 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host", help="bind address (default: server.host)")
     serve.add_argument("--port", type=int, help="port (default: server.port)")
+    commands.add_parser("worker", help="deliver queued replies and bot webhooks (needs redis.url)")
     return parser
+
+
+async def _work(settings: Settings) -> None:
+    """One worker until SIGTERM/SIGINT; the round in progress finishes first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
+    try:
+        async with open_services(settings, redis, Store(redis)) as services:
+            await Worker(redis, services.handlers, config=settings.outbox).run(stop)
+    finally:
+        await redis.aclose()
+
+
+def _worker(settings: Settings) -> int:
+    if not settings.redis.url:
+        print(
+            "omni: configuration error: redis.url: `omni worker` needs a shared Redis "
+            "(set OMNI_REDIS_URL); `omni serve` without one runs its own worker",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(_work(settings))
+    structlog.get_logger("omni").info("omni worker stopped")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2
     configure(settings.log)
+    if args.command == "worker":
+        return _worker(settings)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     log = structlog.get_logger("omni")

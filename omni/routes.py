@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import channels
-from omni.api import customers, messages, ops
+from omni.api import customers, messages, ops, replies
 from omni.auth import require
 from omni.model import (
     PAGE_DEFAULT,
@@ -23,6 +23,7 @@ from omni.model import (
     IdentityLink,
     InboundMessage,
     Message,
+    OutboundRequest,
     ProfilePatch,
     SearchResult,
 )
@@ -30,6 +31,12 @@ from omni.route import Param, Route
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
+_LIMIT = Param(
+    "limit",
+    "query",
+    "page size, 1 to 200 (default 50)",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+)
 _IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
 
 ROUTES: tuple[Route, ...] = (
@@ -81,6 +88,22 @@ ROUTES: tuple[Route, ...] = (
                         {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}),
                   Param("before", "query", "next_cursor from the previous page"),
                   Param("channel", "query", "only this channel's messages"))),
+    Route("POST", "/v1/customers/{id}/messages", replies.send,
+          "Send a reply (bot or agent) on the given channel or the one the customer used "
+          "last; 202 with status queued, the delivery status then shows in the history",
+          "messages", role="bot", body=OutboundRequest, response=Message, status=202,
+          params=(_ID,), errors=(400, 404, 413, 415, 422)),
+    Route("GET", "/v1/customers/{id}/deliveries", replies.deliveries,
+          "The customer's deliveries (replies and bot webhooks), newest first", "deliveries",
+          role="agent", response=replies.DeliveryList, params=(_ID, _LIMIT), errors=(400, 404)),
+    Route("GET", "/v1/deliveries/dead", replies.dead_letters,
+          "Dead letters: deliveries that failed for good, oldest first", "deliveries",
+          role="agent", response=replies.DeadLetterPage, errors=(400,),
+          params=(_LIMIT, Param("after", "query", "next_after from the previous page"))),
+    Route("POST", "/v1/deliveries/{delivery_id}/retry", replies.retry,
+          "Send a dead letter again, with a fresh set of attempts", "deliveries",
+          role="agent", status=202, errors=(404,),
+          params=(Param("delivery_id", "path", "the delivery id (dlv_…)", required=True),)),
 )  # fmt: skip
 
 

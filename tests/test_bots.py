@@ -27,7 +27,7 @@ from omni.bots import (
 from omni.outbox import Job
 from omni.settings import BotSettings, Secret
 
-SECRET = "bot-secret-0001"
+SECRET = "bot-secret-0000001"
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from omni.errors import ValidationFailed
 from omni.model import InboundMessage
-from omni.state import SETTINGS, STORE
+from omni.state import SERVICES, SETTINGS
 from omni.web_io import json_response, read_json
 
 
@@ -26,7 +26,8 @@ async def ingest(request: web.Request) -> web.Response:
         raise ValidationFailed(
             "a message needs text, attachments, a quick reply, a postback or voice", field="text"
         )
-    message, created = await request.app[STORE].ingest(inbound)
+    # Through the inbox, so the channel's bot hears of it like any channel message.
+    message, created = await request.app[SERVICES].inbox.ingest(inbound)
     headers = {"Location": f"/v1/customers/{message.customer_id}/history"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
