@@ -29,7 +29,11 @@ What each webhook event becomes (`parse`):
     postback                     Received with `postback` (payload "" when Meta withheld it)
     reaction react / unreact     Marked reaction / unreaction, detail {action, reaction, emoji}
     read                         Marked read (channel_message_id = the mid that was seen)
-    referral                     Marked referral, detail {ref, source, type}
+    referral                     Received with no text and metadata event="referral",
+                                 referral_{ref,source,type}, ad_id: the customer opened the
+                                 thread from an ig.me link or an ad, which the bot should
+                                 hear of (and which Meta answers with an open window); its
+                                 id is derived from the event, so a redelivery stores once
     changes[] (dashboard Test)   Skipped; so is any event kind this module does not know
 
 Every Marked carries detail `event_id`, a stable id for de-duplication (reactions and
@@ -42,13 +46,13 @@ metadata `truncated=true` and `text_length`.
 
 Outbound (`deliver`): attachments (image, video, audio, file with an http(s) URL) are sent
 first, one request each, then the text, split into parts of at most 1000 UTF-8 bytes
-at cluster boundaries. Quick replies come from `message.metadata["quick_replies"]`, a JSON
-string: a list of `{"title", "payload"}` objects (or of strings, used as both), and ride
-on the last text part. Text parts carry `messaging_type: RESPONSE`; media parts carry no
-messaging type, as in Meta's examples; `human_agent=True` tags every part
-`MESSAGE_TAG`/`HUMAN_AGENT`. A Graph error becomes `Delivery(status="failed")` whose
-`reason` starts with one of the `REASON_*` slugs below, with `retry` set for rate
-limits, 5xx, timeouts and network errors.
+at cluster boundaries. Quick replies come from `message.quick_replies` (the title, or the
+payload when there is no title, is the button's label) and ride on the last text part.
+Text parts carry `messaging_type: RESPONSE`; media parts carry no messaging type, as in
+Meta's examples; `human_agent=True` tags every part `MESSAGE_TAG`/`HUMAN_AGENT`. A Graph
+error becomes `Delivery(status="failed")` whose `reason` starts with one of the
+`REASON_*` slugs below, with `retry` set for rate limits, 5xx, timeouts and network
+errors.
 """
 
 from __future__ import annotations
@@ -271,7 +275,7 @@ class InstagramAdapter:
                 )
             payload = {"type": attachment.type, "payload": {"url": url}}
             bodies.append({**base, **tag, "message": {"attachment": payload}})
-        quick_replies = _quick_replies(message.metadata.get("quick_replies"))
+        quick_replies = _quick_replies(message.quick_replies)
         parts = split_text(_clean(message.text)) if message.text else []
         if quick_replies and not parts:
             raise ValueError("quick replies need text")
@@ -642,8 +646,21 @@ def _read(read: dict[str, Any], ctx: _Context) -> ChannelEvent:
 
 
 def _referral(referral: dict[str, Any], ctx: _Context) -> ChannelEvent:
-    detail = {key: _scalar(referral.get(key)) for key in ("ref", "source", "type", "ad_id")}
-    return ctx.mark("referral", None, detail, *detail.values(), ctx.at_ms)
+    bag = ctx.bag()
+    bag.put("event", "referral")
+    values = [_scalar(referral.get(key)) for key in ("ref", "source", "type")]
+    for key, value in zip(("ref", "source", "type"), values, strict=True):
+        bag.put(f"referral_{key}", value)
+    bag.put("ad_id", _id(referral.get("ad_id")))
+    mid = "ref_" + _digest(ctx.account, ctx.sender, ctx.at_ms, *values)
+    inbound = InboundMessage(
+        channel=CHANNEL,
+        external_id=ctx.customer,
+        channel_message_id=mid,
+        sent_at=iso(ctx.at_ms),
+        metadata=bag.data,
+    )
+    return Received(_validated(inbound))
 
 
 _HANDLERS = {"postback": _postback, "reaction": _reaction, "read": _read, "referral": _referral}
@@ -735,28 +752,20 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(_clean(joined).encode()).hexdigest()[:32]
 
 
-def _quick_replies(raw: MetaValue) -> list[dict[str, str]]:
-    """`metadata["quick_replies"]`: a JSON list of {"title","payload"} objects or strings."""
-    if raw is None or raw == "":
-        return []
-    try:
-        items = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        items = None
-    if not isinstance(items, list) or len(items) > QUICK_REPLIES_MAX:
-        raise ValueError(f"quick_replies must be a JSON list of at most {QUICK_REPLIES_MAX}")
+def _quick_replies(options: Sequence[Payload]) -> list[dict[str, str]]:
+    """The Send API's quick replies; a button without a title shows its payload."""
+    if len(options) > QUICK_REPLIES_MAX:
+        raise ValueError(f"at most {QUICK_REPLIES_MAX} quick replies")
     replies = []
-    for item in items:
-        title, payload = (item, item) if isinstance(item, str) else (None, None)
-        if isinstance(item, dict):
-            title, payload = item.get("title"), item.get("payload", item.get("title"))
-        if not isinstance(title, str) or not title or not isinstance(payload, str) or not payload:
-            raise ValueError("each quick reply needs a title and a payload")
+    for option in options:
+        payload = _clean(option.payload)
+        title = _clean(option.title or payload)
+        if not payload:
+            raise ValueError("each quick reply needs a payload")
         if len(payload) > QUICK_REPLY_PAYLOAD_MAX:
             raise ValueError(
                 f"a quick reply payload is at most {QUICK_REPLY_PAYLOAD_MAX} characters"
             )
-        title = _clean(title)
         title = title[: safe_cut(title, QUICK_REPLY_TITLE_MAX) or QUICK_REPLY_TITLE_MAX]
-        replies.append({"content_type": "text", "title": title, "payload": _clean(payload)})
+        replies.append({"content_type": "text", "title": title, "payload": payload})
     return replies

@@ -59,6 +59,10 @@ SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWIML_CONTENT_TYPE: Final = "text/xml"
 BASE_PATH: Final = "/channels/voice/twilio"
 TERMINAL_STATUSES: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+REASON_NOT_IN_CALL: Final = (
+    "voice replies are spoken during a call, by the voice bot: a reply sent while the "
+    "customer is not on the line cannot reach them; send it on another channel"
+)
 
 WebhookKind = Literal["call", "gather", "status", "dial"]
 Meta = Mapping[str, str | int | None]
@@ -79,6 +83,8 @@ _FLOAT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,20})?")
 # Characters XML 1.0 cannot carry; dropped from spoken text rather than breaking the document.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MODES = frozenset({"speech", "dtmf", "speech dtmf", "dtmf speech"})
+AGENT_DIGIT: Final = "0"
+_AGENT_WORDS = re.compile(r"\b(agent|human|representative|operator)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,13 @@ class CallWebhook:
     @property
     def next_turn(self) -> int:
         return (self.turn or 0) + 1
+
+    @property
+    def wants_agent(self) -> bool:
+        """The caller asked for a person: keyed 0, or said agent, human or representative."""
+        if self.digits:
+            return self.digits == AGENT_DIGIT
+        return bool(self.transcript and _AGENT_WORDS.search(self.transcript))
 
     @property
     def agent_answered(self) -> bool:
@@ -167,7 +180,7 @@ class VoiceAdapter:
     def __init__(
         self,
         auth_token: str | Secret,
-        agent_number: str,
+        agent_number: str | None,
         public_url: str,
         *,
         language: str = "en-US",
@@ -179,8 +192,10 @@ class VoiceAdapter:
         token = auth_token.reveal() if isinstance(auth_token, Secret) else auth_token
         if not token:
             raise ConfigError("voice: auth_token is empty")
-        if not (_E164.fullmatch(agent_number) or _CLIENT.fullmatch(agent_number)):
-            raise ConfigError("voice: agent_number must be E.164 (+14155550142) or client:<name>")
+        if agent_number and not _dial_target(agent_number):
+            raise ConfigError(
+                "voice: agent_number must be E.164 (+14155550142), client:<name> or sip:<uri>"
+            )
         parts = urlsplit(public_url)
         try:
             port = parts.port
@@ -199,7 +214,7 @@ class VoiceAdapter:
         # The forms a signature is checked against, as twilio-python's add_port/remove_port.
         self._forms = (bare, ported)
         self._token = token
-        self.agent_number = agent_number
+        self.agent_number = agent_number or None  # None: no one to transfer calls to
         self.language = language
         self.say_voice = say_voice
         self.speech_model = speech_model
@@ -275,10 +290,9 @@ class VoiceAdapter:
         return _read(kind, params, ours)
 
     async def deliver(self, message: Message, recipient: str) -> Delivery:
-        """Voice has no asynchronous send: a reply is spoken in the call's next TwiML."""
-        return Delivery(
-            status="failed", reason="voice replies are spoken in the live call", retry=False
-        )
+        """Voice has no asynchronous send: Twilio only speaks what omni answers to one of
+        its own webhooks, so a reply queued outside a call has no way into the line."""
+        return Delivery(status="failed", reason=REASON_NOT_IN_CALL, retry=False)
 
     # -- TwiML for the routes -----------------------------------------------------------
 
@@ -315,6 +329,8 @@ class VoiceAdapter:
 
     def transfer(self, say_first: str | None = None, *, turn: int | None = None) -> str:
         """Dial the agent number from the live call; Twilio then calls /dial."""
+        if self.agent_number is None:
+            raise ValueError("no agent_number is configured to transfer the call to")
         action = self.url("/dial") if turn is None else self.url("/dial", turn=turn)
         return dial(
             [self.agent_number],
@@ -395,6 +411,12 @@ def _read(kind: WebhookKind, params: Mapping[str, str], ours: Mapping[str, str])
         dial_status=dial_status,
         dial_call_id=params.get("DialCallSid") or None,
         dial_duration_s=_int(params, "DialCallDuration"),
+    )
+
+
+def _dial_target(target: str) -> bool:
+    return bool(
+        _E164.fullmatch(target) or _CLIENT.fullmatch(target) or target.startswith(("sip:", "sips:"))
     )
 
 

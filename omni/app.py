@@ -71,13 +71,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             stop.set()
-            tasks[0].cancel()
+            live, workers = tasks[0], tasks[1:]
+            live.cancel()
             # The worker finishes the round in progress; what it cannot finish in
             # time stays unacked in the stream for the next worker to take over.
-            _, pending = await asyncio.wait(tasks, timeout=settings.server.shutdown_timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if workers:
+                _, pending = await asyncio.wait(workers, timeout=settings.server.shutdown_timeout)
+                for task in pending:
+                    task.cancel()
+            # Bounded: a subscription stuck on a dead connection must not hold up exit.
+            await asyncio.wait(tasks, timeout=2)
+            await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
 
 
 def create_app(settings: Settings) -> web.Application:

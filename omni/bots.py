@@ -17,9 +17,12 @@ bytes, compares in constant time and refuses a stale `t` (a replay); `verify_sig
 does all three. More than one `sha256=` may be sent while a secret is being rotated.
 
 The answer: any 2xx with an empty body, or `{"replies": [{"text": "…"}, …]}` (at most
-`REPLIES_MAX`). 408, 425, 429, 5xx, timeouts and unreachable bots are retried by the
-worker; any other status and a malformed answer are a failed delivery with a reason
-(a dead letter, which the operator can re-queue once the bot is fixed).
+`REPLIES_MAX`), optionally with `"handoff": true` to hand the customer to a human agent
+(on the phone, the call is transferred to `[twilio] agent_number` once the replies are
+spoken; other channels ignore it for now). 408, 425, 429, 5xx, timeouts and unreachable
+bots are retried by the worker; any other status and a malformed answer are a failed
+delivery with a reason (a dead letter, which the operator can re-queue once the bot is
+fixed).
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ class BotReply(Struct, frozen=True):
 
 class BotAnswer(Struct, frozen=True):
     replies: Annotated[list[BotReply], Meta(max_length=REPLIES_MAX)] = []
+    handoff: bool = False  # the bot asks for a human agent to take over
 
 
 RepliesCallback = Callable[[Job, list[BotReply]], Awaitable[None]]
+AnswerCallback = Callable[[Job, BotAnswer], Awaitable[None]]
 
 
 def sign(secret: str | bytes, body: bytes, t: int) -> str:
@@ -130,6 +135,9 @@ class BotDispatcher:
     so the bot sees the same delivery id again: a bot should answer a repeat the same
     way (or with no replies), and `on_replies` should enqueue with idempotency keys
     made from the delivery id, so a repeat stores and sends nothing twice.
+
+    `on_answer` receives every well-formed answer whole (empty ones and `handoff`
+    included), for a caller that waits on the bot itself, as the voice channel does.
     """
 
     def __init__(
@@ -138,10 +146,13 @@ class BotDispatcher:
         bots: Mapping[str, BotSettings],
         on_replies: RepliesCallback | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        on_answer: AnswerCallback | None = None,
     ) -> None:
         self.session = session
         self.bots = dict(bots)
         self.on_replies = on_replies
+        self.on_answer = on_answer
         self.clock = clock
 
     async def __call__(self, job: Job) -> Delivery:
@@ -176,14 +187,16 @@ class BotDispatcher:
         if not 200 <= status < 300:
             return Delivery(status="failed", reason=f"the bot answered HTTP {status}")
         try:
-            replies = parse_answer(answer).replies
+            parsed = parse_answer(answer)
         except ValueError as exc:
             return Delivery(status="failed", reason=str(exc))
-        if replies and self.on_replies is not None:
-            try:
-                await self.on_replies(job, replies)
-            except Exception as exc:
-                return _retry(f"storing the bot's replies failed: {type(exc).__name__}")
+        try:
+            if self.on_answer is not None:
+                await self.on_answer(job, parsed)
+            if parsed.replies and self.on_replies is not None:
+                await self.on_replies(job, parsed.replies)
+        except Exception as exc:
+            return _retry(f"storing the bot's replies failed: {type(exc).__name__}")
         return Delivery(status="delivered")
 
 

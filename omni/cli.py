@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host", help="bind address (default: server.host)")
     serve.add_argument("--port", type=int, help="port (default: server.port)")
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other `omni serve` processes (SO_REUSEPORT): the kernel "
+        "spreads connections over them, one process per core",
+    )
     commands.add_parser("worker", help="deliver queued replies and bot webhooks (needs redis.url)")
     return parser
 
@@ -67,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log)
     if args.command == "worker":
         return _worker(settings)
+    if args.reuse_port and not settings.redis.url:
+        # Each process would start its own embedded server on one data_dir.
+        print(
+            "omni: configuration error: redis.url: processes sharing a port with "
+            "--reuse-port need one shared Redis (set OMNI_REDIS_URL)",
+            file=sys.stderr,
+        )
+        return 2
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     log = structlog.get_logger("omni")
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             create_app(settings),
             host=host,
             port=port,
+            reuse_port=args.reuse_port or None,
             shutdown_timeout=settings.server.shutdown_timeout,
             access_log=None,
             print=None,

@@ -51,7 +51,11 @@ class ChannelDelivery:
         if state == "failed" and outcome.retry and job.attempt < self.max_attempts:
             state = "queued"  # the worker will try again; the reason says why it waits
         status = MessageStatus(
-            state=state, at=iso(now_ms()) or "", reason=outcome.reason, attempts=job.attempt
+            state=state,
+            at=iso(now_ms()) or "",
+            reason=outcome.reason,
+            attempts=job.attempt,
+            channel_message_id=outcome.channel_message_id,
         )
         await self.store.set_status(cid, entry, status)
         if outcome.channel_message_id:

@@ -5,12 +5,14 @@
     ├── StoreError                 Redis said something we did not expect
     │   └── CorruptRecord          a stored record that does not decode
     └── ProblemError               answered to the client as application/problem+json
+        ├── Moved                  308: a customer merged into another; Location names it
         ├── BadRequest             400: the request cannot be read (malformed JSON, cursor)
         ├── Unauthenticated        401: no API key, an unknown one, or a bad signature
         ├── Forbidden              403: the key's role may not do this
         ├── NotFound               404: no such customer or resource
         ├── MethodNotAllowed       405: the route exists, not with this method
         ├── Conflict               409: the request contradicts stored state
+        ├── Gone                   410: it existed and is no more (an expired link token)
         ├── PreconditionFailed     412: If-Match names a version that is no longer current
         ├── PayloadTooLarge        413: body over [limits] body_max
         ├── UnsupportedMediaType   415: a body that is not JSON where JSON is required
@@ -73,6 +75,19 @@ class ProblemError(OmniError):
         return body
 
 
+class Moved(ProblemError):
+    """The customer was merged into `customer_id`: the same request there answers it."""
+
+    status = 308
+    slug = "merged"
+    title = "Customer merged"
+
+    def __init__(self, source: str, survivor: str) -> None:
+        super().__init__(f"{source} was merged into {survivor}", customer_id=survivor)
+        self.source = source
+        self.survivor = survivor
+
+
 class BadRequest(ProblemError):
     status = 400
     slug = "bad-request"
@@ -107,6 +122,12 @@ class Conflict(ProblemError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class Gone(ProblemError):
+    status = 410
+    slug = "gone"
+    title = "Gone"
 
 
 class PreconditionFailed(ProblemError):

@@ -39,20 +39,27 @@ def is_customer_id(value: str) -> bool:
     return value.startswith("cus_") and bool(_ULID_RE.match(value[4:]))
 
 
-def encode_cursor(entry_id: str) -> str:
-    """Make a timeline entry id into an opaque cursor for `before=`."""
-    raw = f"v1.{entry_id}".encode()
+Cursor = tuple[str, str | None]  # (timeline entry id, the customer whose timeline holds it)
+
+
+def encode_cursor(entry_id: str, owner: str | None = None) -> str:
+    """Make a timeline position into an opaque cursor for `before=`. The owner is named
+    when a merged customer's history interleaves several timelines (whose entry ids
+    can tie)."""
+    raw = (f"v2.{entry_id}.{owner}" if owner else f"v1.{entry_id}").encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str) -> str:
-    """Return the entry id inside a cursor, or raise BadRequest naming `before`."""
+def decode_cursor(cursor: str) -> Cursor:
+    """Return the position inside a cursor, or raise BadRequest naming `before`."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
         raise BadRequest("the cursor is not one this API issued", field="before") from None
-    version, _, entry_id = raw.partition(".")
-    if version != "v1" or not _STREAM_ID_RE.match(entry_id):
+    version, _, rest = raw.partition(".")
+    entry_id, _, owner = rest.partition(".") if version == "v2" else (rest, "", "")
+    valid = version in ("v1", "v2") and _STREAM_ID_RE.match(entry_id)
+    if not valid or (version == "v2" and not is_customer_id(owner)):
         raise BadRequest("the cursor is not one this API issued", field="before")
-    return entry_id
+    return entry_id, owner or None

@@ -11,6 +11,7 @@ import structlog
 
 from adapters.base import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
+from omni.identity import claim_verified_phone, note_typed_contacts
 from omni.ids import new_message_id
 from omni.live import Live
 from omni.model import Author, Identity, InboundMessage, Message, MessageStatus
@@ -30,10 +31,17 @@ class Inbox:
         self.live = live
         self.bots = bots
 
-    async def ingest(self, inbound: InboundMessage) -> tuple[Message, bool]:
+    async def ingest(
+        self, inbound: InboundMessage, *, notify_bot: bool = True
+    ) -> tuple[Message, bool]:
+        """Store once and tell listeners; `notify_bot=False` is for a channel that calls
+        its bot itself while the customer waits (voice), so the bot is not called twice."""
+        await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
         message, created = await self.store.ingest(inbound)
         if created:
-            await self._tell(message)
+            if message.text:
+                await note_typed_contacts(self.store, message)
+            await self._tell(message, notify_bot=notify_bot)
         return message, created
 
     async def receive(self, channel: str, events: Sequence[ChannelEvent]) -> list[Message]:
@@ -53,9 +61,9 @@ class Inbox:
                 log.info("channel event skipped", channel=channel, reason=event.reason)
         return stored
 
-    async def _tell(self, message: Message) -> None:
+    async def _tell(self, message: Message, *, notify_bot: bool = True) -> None:
         await self.live.publish(message.customer_id, "message", msgspec.to_builtins(message))
-        if message.channel in self.bots:
+        if notify_bot and message.channel in self.bots:
             # The context is read when the bot is called, so the bot gets it fresh.
             await self.outbox.enqueue(
                 "bot",

@@ -9,7 +9,12 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:tl:<ch>    stream  per-channel index: same entry ids as tl, no payload
     omni:{C}:mid        hash    "<channel>:<channel message id>" -> timeline entry id
     omni:{C}:ann        hash    annotations by entry id: delivery status, deleted, reaction
+    omni:{C}:ev         stream  live events, capped: field e = JSON {customer_id, type, data}
+    omni:{C}:calls      hash    phone calls: CallSid -> "<latest status> <sequence number>"
+    omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
+    omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
+    omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
 """
 
@@ -39,6 +44,29 @@ def notes(cid: str) -> str:
     `s:<entry>` delivery status, `d:<entry>` deleted at, `r:<entry>` reaction,
     `rd:<entry>` read at. The timeline itself is append-only."""
     return f"{PREFIX}:{{{cid}}}:ann"
+
+
+def calls(cid: str) -> str:
+    """The latest status of each of the customer's phone calls, by CallSid: status
+    callbacks arrive in any order, and a finished call must not look live again."""
+    return f"{PREFIX}:{{{cid}}}:calls"
+
+
+def devices(cid: str) -> str:
+    """The customer's registered app installs (push tokens), by device id."""
+    return f"{PREFIX}:{{{cid}}}:dev"
+
+
+def presence(cid: str, channel: str) -> str:
+    """The customer's live sockets on a channel, each scored by when it expires unless
+    its socket refreshes it: a reply goes over a socket instead of a push while any live."""
+    return f"{PREFIX}:{{{cid}}}:on:{channel}"
+
+
+def push_token(digest: str) -> str:
+    """Who holds a push token now, so a token that moves to another customer (a shared
+    device, a new login) stops receiving the previous customer's pushes."""
+    return f"{PREFIX}:push:{{{digest}}}"
 
 
 def identity(channel: str, external_id: str) -> str:
@@ -100,6 +128,53 @@ def deliveries(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:dlvs"
 
 
+def events(cid: str) -> str:
+    """The customer's recent live events (capped), replayed to an agent's event stream
+    that reconnects with Last-Event-ID; the entry ids are the events' ids."""
+    return f"{PREFIX}:{{{cid}}}:ev"
+
+
+def events_all() -> str:
+    """Every customer's recent live events (capped), for the team inbox's stream."""
+    return f"{PREFIX}:events"
+
+
+def handoff_due() -> str:
+    """Conversations an agent holds whose reply is due, scored by when (ms); the
+    customer's hash says whether it still is (this is only where to look)."""
+    return f"{PREFIX}:handoff:due"
+
+
+def metrics() -> str:
+    """Service-wide conversation metrics (hash): first-response times, resolutions and
+    handoffs per channel, summed over every process, for /metrics."""
+    return f"{PREFIX}:metrics"
+
+
 def live_channel() -> str:
-    """The pub/sub channel every omni process listens on for live customer events."""
+    """The pub/sub channel every omni process listens on: each message is the id of a
+    customer with a new event in its stream (omni.live reads the event from there)."""
     return f"{PREFIX}:live"
+
+
+# -- link tokens (omni.links) ---------------------------------------------------------
+
+
+def link_secret() -> str:
+    """The key link tokens are signed with, created once by whichever process is first."""
+    return f"{PREFIX}:link:secret"
+
+
+def link_nonce(nonce: str) -> str:
+    """Present while a link token is unused; deleting it is using the token."""
+    return f"{PREFIX}:link:nonce:{{{nonce}}}"
+
+
+def link_code(code: str) -> str:
+    """A six-digit code standing for a link token, for the phone."""
+    return f"{PREFIX}:link:code:{{{code}}}"
+
+
+def stats() -> str:
+    """Service-wide counters (hash): repeated questions, questions omni answered, …"""
+    return f"{PREFIX}:stats"

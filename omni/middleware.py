@@ -16,6 +16,7 @@ from omni.auth import Handler
 from omni.errors import (
     BadRequest,
     MethodNotAllowed,
+    Moved,
     NotFound,
     PayloadTooLarge,
     ProblemError,
@@ -66,6 +67,14 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     return response
 
 
+def _location(problem: Moved, request: web.Request) -> str:
+    # 308 keeps the method and body, so a write to an absorbed id lands on the survivor.
+    location = request.rel_url.path.replace(problem.source, problem.survivor, 1)
+    if request.rel_url.query_string:
+        location += "?" + request.rel_url.query_string
+    return location
+
+
 def _route(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -83,6 +92,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except ProblemError as problem:
         response = problem_response(problem, request_id)
+        if isinstance(problem, Moved):
+            response.headers["Location"] = _location(problem, request)
     except web.HTTPException as exc:
         mapped = _mapped(exc)
         if mapped is None:

@@ -93,6 +93,7 @@ class MessageStatus(Struct, frozen=True, omit_defaults=True):
     at: str
     reason: str | None = None
     attempts: int = 0
+    channel_message_id: str | None = None  # the provider's id for what it accepted
 
 
 class Message(Struct, frozen=True, omit_defaults=True):
@@ -194,8 +195,17 @@ class Customer(Struct, frozen=True):
 
 
 class Assignee(Struct, frozen=True, omit_defaults=True):
+    """Who answers the customer: the bot, an agent (`id`), or the agents' queue (kind
+    agent, no id: the conversation waits for one, status pending)."""
+
     kind: Literal["bot", "agent"]
     id: str | None = None
+    since: str | None = None  # when it took the conversation
+    reason: str | None = None  # why it was handed over
+    reply_due: str | None = None  # the agent must answer by then, or it goes back to the queue
+
+
+Responder = Literal["bot", "agent"]
 
 
 class Conversation(Struct, frozen=True):
@@ -206,6 +216,79 @@ class Conversation(Struct, frozen=True):
     channels: list[str]
     started_at: str | None
     switched_at: str | None
+    # The service measures of this conversation: when it was first answered and by
+    # whom, and who resolved it ("bot" when no agent took part in it).
+    first_response_at: str | None = None
+    first_response_by: Responder | None = None
+    resolved_at: str | None = None
+    resolved_by: Responder | None = None
+
+
+class HandoffRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/customers/{id}/handoff`: who answers the customer from now on.
+
+    `{"to": "agent"}` from a bot puts the conversation in the agents' queue (or with
+    `agent_id`, with that agent); from an agent it takes the conversation over
+    (`agent_id` defaults to the caller). `{"to": "bot"}` hands it back (agents only).
+    """
+
+    to: Literal["agent", "bot"]
+    agent_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    reason: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+
+
+class ResolveRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/customers/{id}/resolve`: the conversation is done; the next message
+    from the customer starts a new one."""
+
+    reason: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+
+
+class Pending(Struct, frozen=True):
+    """The question a bot is waiting on: the fact it wants and how it asked."""
+
+    fact: str
+    prompt: str | None
+    asked_at: str
+    channel: str | None  # where it was asked
+
+
+class PendingInput(Struct, frozen=True, forbid_unknown_fields=True):
+    fact: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+    prompt: Annotated[str, Meta(max_length=1000)] | None = None
+    channel: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
+
+
+class ConversationPatch(Struct, frozen=True, forbid_unknown_fields=True):
+    """`PATCH /v1/customers/{id}/conversation`: set (or clear, with null) the question
+    the bot is waiting on and the topic. An absent field is left as it is."""
+
+    pending: PendingInput | msgspec.UnsetType | None = msgspec.UNSET
+    topic: Annotated[str, Meta(max_length=200)] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Continuity(Struct, frozen=True):
+    """What the next channel's bot needs to pick up where the last one left off."""
+
+    came_from: str | None  # the channel the customer used before the current one
+    came_at: str | None  # when they were last there
+    current_channel: str | None
+    topic: str | None  # set by a bot, or the customer's last words
+    pending: Pending | None
+    answered: Fact | None  # the pending question's answer, when omni already has it
+    resume_hint: str | None
+    # "The customer did not have to repeat themselves", counted: questions a bot set
+    # pending although omni knew the answer, and asks (?ask=) omni answered instead.
+    repeated_questions: int = 0
+    answered_for_bot: int = 0
+
+
+class Known(Struct, frozen=True):
+    """`?ask=`: a fact the bot asked about, with what omni knows of it."""
+
+    value: Any
+    source: FactSource
+    at: str
 
 
 class FactSource(Struct, frozen=True, omit_defaults=True):
@@ -275,6 +358,8 @@ class Context(Struct, frozen=True):
     facts: dict[str, Fact]
     cart: Cart
     recent_messages: list[Message]
+    continuity: Continuity | None = None
+    known: dict[str, Known | None] | None = None  # only with ?ask=: null = not known
 
 
 class IdentityLink(Struct, frozen=True, forbid_unknown_fields=True):

@@ -69,7 +69,7 @@ class Replies:
                 channel,
                 {"entry": entry, "recipient": to, "message": msgspec.to_builtins(stored)},
                 idempotency_key=stored.id,
-                customer_id=cid,
+                customer_id=stored.customer_id,  # the survivor, if cid was merged away
             )
-            await self.live.publish(cid, "message", msgspec.to_builtins(stored))
+            await self.live.publish(stored.customer_id, "message", msgspec.to_builtins(stored))
         return stored, created

@@ -9,14 +9,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import channels
-from omni.api import customers, messages, ops, replies
+from omni.api import customers, links, merges, messages, ops, replies
 from omni.auth import require
+from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
+from omni.merge import MergeResult
 from omni.model import (
     PAGE_DEFAULT,
     PAGE_MAX,
     Cart,
     CartInput,
     Context,
+    ConversationPatch,
     FactsPatch,
     HistoryPage,
     Identity,
@@ -37,6 +40,7 @@ _LIMIT = Param(
     "page size, 1 to 200 (default 50)",
     {"type": "integer", "minimum": 1, "maximum": 200},
 )
+_ASK = Param("ask", "query", "comma-separated fact names the bot is about to ask for")
 _IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
 
 ROUTES: tuple[Route, ...] = (
@@ -59,12 +63,18 @@ ROUTES: tuple[Route, ...] = (
           role="agent", response=SearchResult, errors=(400, 422),
           params=(Param("q", "query", "what to look for", required=True),)),
     Route("GET", "/v1/customers/{id}/context", customers.context,
-          "The customer's context document", "context", role="bot", response=Context,
-          etag=True, params=(_ID, _IF_NONE_MATCH), errors=(404,)),
+          "The customer's context document, with its continuity block; ?ask=a,b says which "
+          "of those facts omni already knows", "context", role="bot", response=Context,
+          etag=True, params=(_ID, _IF_NONE_MATCH, _ASK), errors=(400, 404)),
     Route("PATCH", "/v1/customers/{id}/facts", customers.patch_facts,
           "Set facts (objects) or clear them (null); If-Match honoured", "context", role="bot",
           body=FactsPatch, response=Context, etag=True, params=(_ID, _IF_MATCH),
           errors=(400, 404, 412, 413, 415, 422)),
+    Route("PATCH", "/v1/customers/{id}/conversation", customers.patch_conversation,
+          "Set or clear (null) the question the bot is waiting on ({fact, prompt}) and the "
+          "topic; the next channel's bot sees it in the context's continuity block", "context",
+          role="bot", body=ConversationPatch, response=Context, etag=True,
+          params=(_ID, _IF_MATCH), errors=(400, 404, 412, 413, 415, 422)),
     Route("PATCH", "/v1/customers/{id}/profile", customers.patch_profile,
           "Update the profile (name, e-mail, phone, locale, verified flags)", "customers",
           role="agent", body=ProfilePatch, response=Context, etag=True, params=(_ID, _IF_MATCH),
@@ -80,6 +90,21 @@ ROUTES: tuple[Route, ...] = (
           "Link a channel identity to this customer", "customers", role="agent",
           body=IdentityLink, response=Identity, status=201, params=(_ID,),
           errors=(400, 404, 409, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/merge", merges.merge,
+          "Merge another customer into this one: one timeline, identities, facts (newest "
+          "wins), the more recent cart; idempotent; the absorbed id then answers 308",
+          "customers", role="agent", body=merges.MergeRequest, response=MergeResult,
+          params=(_ID,), errors=(400, 404, 409, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/link-tokens", links.issue,
+          "A short-lived, single-use token (with a URL and a six-digit code) that links "
+          "another channel's identity to this customer when presented there", "continuity",
+          role="bot", body=LinkTokenRequest, response=LinkToken, status=201, params=(_ID,),
+          errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/link-tokens/redeem", links.redeem,
+          "Present a link token (or its code) from a channel identity: the identity joins "
+          "the token's customer (its own record merged in); forged 401, expired or used 410",
+          "continuity", role="bot", body=Redeem, response=Linked,
+          errors=(400, 401, 404, 410, 413, 415, 422)),
     Route("GET", "/v1/customers/{id}/history", customers.history,
           "The cross-channel timeline, newest first, cursor-paginated", "history", role="bot",
           response=HistoryPage, errors=(400, 404),

@@ -17,6 +17,7 @@ from omni import channels
 from omni.bots import BotDispatcher
 from omni.delivery import Sender, handlers
 from omni.inbox import Inbox
+from omni.links import LinkTokens
 from omni.live import Live
 from omni.outbox import Job, Outbox
 from omni.replies import Replies
@@ -31,6 +32,7 @@ class Services:
     live: Live
     inbox: Inbox
     replies: Replies
+    links: LinkTokens
     adapters: dict[str, Any]
     handlers: dict[str, Callable[[Job], Awaitable[Delivery]]]
 
@@ -56,6 +58,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
             live=live,
             inbox=Inbox(store, outbox, live, settings.bots),
             replies=replies,
+            links=LinkTokens(redis, store, settings.server.public_url),
             adapters=adapters,
             handlers=handlers(
                 store,

@@ -112,6 +112,13 @@ class MobileSettings:
     identity_secret: Secret = NO_SECRET
     session_secret: Secret = NO_SECRET
     push_url: str = ""
+    # Push (optional): the bearer the push endpoint expects (an APNs provider JWT, an FCM
+    # OAuth token, or a relay's key), the FCM project, the APNs topic (bundle id) for
+    # devices that do not name their app, and the APNs sandbox base URL.
+    push_auth: Secret = NO_SECRET
+    fcm_project: str = ""
+    apns_topic: str = ""
+    apns_sandbox_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,16 @@ class BotSettings:
     url: str
     secret: Secret
     timeout_ms: int = 3000
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    # An agent who holds a conversation and has not answered the customer this long
+    # after the customer wrote (or after taking it over) loses it: it goes back to the
+    # agents' queue and shows as waiting (conversation status "pending").
+    reply_timeout_s: float = 300.0
+    # How often each omni process looks for conversations whose agent reply is overdue.
+    sweep_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,7 @@ class Settings:
     # `omni serve` also runs a delivery worker in its own process (so `make run` is
     # complete); deployments with `omni worker` processes may turn it off.
     in_process_worker: bool = True
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -165,7 +183,7 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox",
+            "mobile", "bots", "outbox", "handoff",
         }  # fmt: skip
         for section in raw:
             if section not in known:
@@ -218,11 +236,16 @@ class Settings:
                     mobile := _section(raw, "mobile"), "mobile.identity_secret"
                 ),
                 session_secret=_secret(mobile, "mobile.session_secret"),
-                push_url=_str(mobile, "mobile.push_url", "").rstrip("/"),
+                push_url=_url(mobile, "mobile.push_url"),
+                push_auth=_secret(mobile, "mobile.push_auth"),
+                fcm_project=_str(mobile, "mobile.fcm_project", ""),
+                apns_topic=_str(mobile, "mobile.apns_topic", ""),
+                apns_sandbox_url=_url(mobile, "mobile.apns_sandbox_url"),
             ),
             bots=_bots(_section(raw, "bots"), tuple(enabled)),
             outbox=_outbox(outbox := _section(raw, "outbox")),
             in_process_worker=_bool(outbox, "outbox.in_process_worker", True),
+            handoff=_handoff(_section(raw, "handoff")),
         )
 
 
@@ -410,3 +433,13 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
             )
         },
     )
+
+
+def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
+    timeout = _float(section, "handoff.reply_timeout_s", HandoffSettings.reply_timeout_s)
+    sweep = _float(section, "handoff.sweep_interval_s", HandoffSettings.sweep_interval_s)
+    if timeout <= 0:
+        raise ConfigError("handoff.reply_timeout_s: must be more than 0 seconds")
+    if not 0.01 <= sweep <= 3600:
+        raise ConfigError("handoff.sweep_interval_s: must be between 0.01 and 3600 seconds")
+    return HandoffSettings(reply_timeout_s=timeout, sweep_interval_s=sweep)

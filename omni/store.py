@@ -9,6 +9,7 @@ not grow with the history (tests/test_flat_cost.py counts the commands).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from importlib import resources
 from typing import Any
@@ -19,8 +20,9 @@ from redis.commands.core import AsyncScript
 
 from omni import codec, keys
 from omni.clock import entry_ms, iso, now_ms
-from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError
-from omni.ids import encode_cursor, is_customer_id, new_customer_id, new_message_id
+from omni.continuity import continuity
+from omni.errors import Conflict, Moved, NotFound, PreconditionFailed, StoreError
+from omni.ids import Cursor, encode_cursor, is_customer_id, new_customer_id, new_message_id
 from omni.model import (
     EMPTY_CART,
     RECENT_MESSAGES,
@@ -30,6 +32,7 @@ from omni.model import (
     CartInput,
     Context,
     Conversation,
+    ConversationPatch,
     Customer,
     Fact,
     FactsPatch,
@@ -39,6 +42,9 @@ from omni.model import (
     InboundMessage,
     Message,
     MessageStatus,
+    MetaValue,
+    Pending,
+    PendingInput,
     Profile,
     cart_of,
 )
@@ -62,6 +68,64 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
     if len(field) <= _DEDUPE_FIELD_MAX:
         return field
     return f"{channel}#" + hashlib.blake2b(channel_message_id.encode(), digest_size=16).hexdigest()
+
+
+SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
+_MERGE_HOPS = 4
+
+
+def _money(minor: int, currency: str | None) -> str:
+    return f"{minor / 100:.2f} {currency}" if currency else f"{minor / 100:.2f}"
+
+
+def _cart_text(before: Cart | None, cart: Cart) -> str:
+    count = cart.totals.item_count
+    summary = f"{count} item{'' if count == 1 else 's'}, " + _money(
+        cart.totals.subtotal, cart.currency
+    )
+    if cart.stage == "placed":
+        return f"Order {cart.order_id} placed: {summary}"
+    previous = (before or EMPTY_CART).stage
+    moved = f"{previous} → {cart.stage}" if previous != cart.stage else cart.stage
+    return f"Cart {moved}: {summary}"
+
+
+def _start(before: Cursor | None, owner: str) -> str:
+    """Where `owner`'s timeline is read from for a page before `before` (exclusive):
+    ties on the entry id are ordered by owner, so a smaller owner still holds it."""
+    if before is None:
+        return "+"
+    entry, after_owner = before
+    if after_owner is not None and owner < after_owner:
+        return entry
+    return f"({entry}"
+
+
+def _start_after(after: Cursor, owner: str) -> str:
+    """Where `owner`'s timeline is read from for messages after `after` (exclusive), in
+    the same (entry id, owner) order as `_start`."""
+    entry, after_owner = after
+    if after_owner is not None and owner > after_owner:
+        return entry
+    return f"({entry}"
+
+
+def _order(entry_id: str, owner: str) -> tuple[int, int, str]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq), owner
+
+
+def _absorbed(value: object) -> list[str]:
+    return [c for c in (_s(value) or "").split(",") if c]
+
+
+def _of_conversation(value: object, number: int) -> tuple[str, str] | None:
+    """(ms, who) from a "<conversation number>:<ms>:<who>" field (omni.handoff writes
+    them), when it is about conversation `number` and not an earlier one."""
+    parts = (_s(value) or "").split(":")
+    if len(parts) != 3 or parts[0] != str(number):
+        return None
+    return parts[1], parts[2]
 
 
 def _s(value: object) -> str | None:
@@ -104,6 +168,21 @@ class Store:
 
     async def find(self, channel: str, external_id: str) -> str | None:
         return _s(await self.redis.get(keys.identity(channel, external_id)))
+
+    async def ensure_customer(self, channel: str, external_id: str) -> str:
+        """The customer of a channel identity, made now if new, before it has written
+        anything (a chat socket or an app install that needs somewhere to belong).
+        Only absent fields are written, so an existing customer is left as it is."""
+        cid, _ = await self.resolve(channel, external_id)
+        ms = now_ms()
+        identity = Identity(channel=channel, external_id=external_id, linked_at=iso(ms))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(keys.customer(cid), "created", ms)
+            pipe.hsetnx(keys.customer(cid), "first_seen", ms)
+            pipe.hsetnx(keys.customer(cid), f"i:{channel}:{external_id}", codec.encode(identity))
+            pipe.hsetnx(keys.customer(cid), "rev", 1)
+            await pipe.execute()
+        return cid
 
     async def link_identity(self, cid: str, link: IdentityLink) -> tuple[Identity, bool]:
         await self._require(cid)
@@ -174,7 +253,41 @@ class Store:
         """Append once; returns the stored message, its timeline entry id and whether it
         is new. `status` starts an outbound message's delivery status."""
         assert message.channel_message_id is not None
-        result = await self._append(
+        for _ in range(_MERGE_HOPS):
+            result = await self._append_once(cid, message, identity, profile, status)
+            if int(result[0]) != -3:
+                break
+            # Merged away while this message was on its way: it belongs to the survivor.
+            cid = _s(result[1]) or ""
+            message = msgspec.structs.replace(message, customer_id=cid)
+        else:
+            raise StoreError(f"customer {cid} is merged in a chain longer than {_MERGE_HOPS}")
+        created, entry, conv = int(result[0]), _s(result[1]), int(result[2])
+        assert entry is not None
+        if not created:
+            return self._message(cid, entry, result[3], conv), entry, False
+        if int(result[3]) and message.author.name:
+            from omni.search import index_profile
+
+            await index_profile(self.redis, cid, None, Profile(name=message.author.name))
+        stored = msgspec.structs.replace(
+            message,
+            conversation_id=conversation_id(cid, conv),
+            received_at=iso(entry_ms(entry)) or "",
+            status=status,
+        )
+        return stored, entry, True
+
+    async def _append_once(
+        self,
+        cid: str,
+        message: Message,
+        identity: Identity,
+        profile: bytes,
+        status: MessageStatus | None,
+    ) -> list[Any]:
+        assert message.channel_message_id is not None
+        result: list[Any] = await self._append(
             keys=[
                 keys.customer(cid),
                 keys.timeline(cid),
@@ -193,21 +306,7 @@ class Store:
                 codec.encode(status) if status else b"",
             ],
         )
-        created, entry, conv = int(result[0]), _s(result[1]), int(result[2])
-        assert entry is not None
-        if not created:
-            return self._message(cid, entry, result[3], conv), entry, False
-        if int(result[3]) and message.author.name:
-            from omni.search import index_profile
-
-            await index_profile(self.redis, cid, None, Profile(name=message.author.name))
-        stored = msgspec.structs.replace(
-            message,
-            conversation_id=conversation_id(cid, conv),
-            received_at=iso(entry_ms(entry)) or "",
-            status=status,
-        )
-        return stored, entry, True
+        return result
 
     def _message(
         self,
@@ -255,26 +354,121 @@ class Store:
         return found, entries, notes
 
     async def history(
-        self, cid: str, *, limit: int, before: str | None, channel: str | None
+        self,
+        cid: str,
+        *,
+        limit: int,
+        before: Cursor | None,
+        channel: str | None,
+        follow: bool = True,
     ) -> HistoryPage:
-        """A page of the timeline, newest first; `before` is an entry id (exclusive).
+        """A page of the timeline, newest first; `before` is a position (exclusive).
 
-        Paging by entry id keeps pages stable while new messages arrive on top.
+        Paging by entry id keeps pages stable while new messages arrive on top. A merged
+        customer's page interleaves its own timeline with those of the customers it
+        absorbed, ordered by (entry id, owner). With `follow`, an absorbed id reads its
+        survivor's history; without, it raises Moved.
         """
-        start = f"({before}" if before else "+"
         exists, entries, notes = await self._page(
-            cid, start=start, count=limit + 1, channel=channel, state=False
+            cid, start=_start(before, cid), count=limit + 1, channel=channel, state=False
         )
-        if not exists[0]:
+        if not exists or not int(exists[0]):
             raise NotFound(f"no customer {cid}")
-        more = len(entries) > limit
-        entries = entries[:limit]
-        cursor = encode_cursor(_s(entries[-1][0]) or "") if more and entries else None
-        return HistoryPage(messages=self._entries(cid, entries, notes), next_cursor=cursor)
+        moved = _s(exists[1])
+        if moved:
+            if not follow:
+                raise Moved(cid, moved)
+            return await self.history(moved, limit=limit, before=before, channel=channel)
+        absorbed = _absorbed(exists[2])
+        rows = self._rows(cid, cid, entries, notes)
+        if absorbed:
+            pages = await asyncio.gather(
+                *(
+                    self._page(
+                        owner,
+                        start=_start(before, owner),
+                        count=limit + 1,
+                        channel=channel,
+                        state=False,
+                    )
+                    for owner in absorbed
+                )
+            )
+            for owner, (_, their_entries, their_notes) in zip(absorbed, pages, strict=True):
+                rows += self._rows(cid, owner, their_entries, their_notes)
+            rows.sort(key=lambda row: row[0], reverse=True)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = None
+        if more and rows:
+            (ms, seq, owner), _ = rows[-1]
+            cursor = encode_cursor(f"{ms}-{seq}", owner if absorbed else None)
+        return HistoryPage(messages=[message for _, message in rows], next_cursor=cursor)
+
+    def _rows(
+        self, cid: str, owner: str, entries: list[Any], notes: list[Any]
+    ) -> list[tuple[tuple[int, int, str], Message]]:
+        """(sort key, message) for entries of `owner`'s timeline shown as `cid`'s."""
+        messages = self._entries(cid, entries, notes)
+        rows = []
+        for (entry_id, _), message in zip(entries, messages, strict=True):
+            ms, _, seq = (_s(entry_id) or "0-0").partition("-")
+            rows.append(((int(ms), int(seq), owner), message))
+        return rows
+
+    async def absorbed(self, cid: str) -> list[str]:
+        """The customers merged into `cid` (their records stay, read with its own)."""
+        return _absorbed(await self.redis.hget(keys.customer(cid), "absorbed"))
+
+    async def read_after(
+        self, cid: str, channel: str, *, after: Cursor | None, limit: int
+    ) -> tuple[list[tuple[Cursor, Message]], bool]:
+        """A channel's messages after a position (exclusive), oldest first, each with its
+        position, and whether more follow; without `after`, the latest `limit`. A merged
+        customer's absorbed timelines are read with its own, ordered as in `history`
+        (entry id, then owner). Costs one page per timeline whatever their length."""
+        moved, absorbed = await self.redis.hmget(keys.customer(cid), ["merged_into", "absorbed"])
+        if moved is not None:
+            return await self.read_after(_b(moved).decode(), channel, after=after, limit=limit)
+        owners = [cid, *_absorbed(absorbed)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for owner in owners:
+                index = keys.channel_timeline(owner, channel)
+                if after is None:
+                    pipe.xrevrange(index, "+", "-", count=limit)
+                else:
+                    pipe.xrange(index, _start_after(after, owner), "+", count=limit + 1)
+            found = await pipe.execute()
+        rows = sorted(
+            (_order(_s(entry_id) or "0-0", owner), owner)
+            for owner, entries in zip(owners, found, strict=True)
+            for entry_id, _ in entries or []
+        )
+        more = len(rows) > limit and after is not None
+        rows = rows[-limit:] if after is None else rows[:limit]
+        if not rows:
+            return [], False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (ms, seq, _), owner in rows:
+                pipe.xrange(keys.timeline(owner), f"{ms}-{seq}", f"{ms}-{seq}")
+                pipe.hmget(keys.notes(owner), [f"{n}:{ms}-{seq}" for n in ("s", "d", "r", "rd")])
+            replies = await pipe.execute()
+        page = []
+        for at, ((ms, seq, _), owner) in enumerate(rows):
+            stored, notes = replies[2 * at], replies[2 * at + 1]
+            if not stored:
+                raise StoreError("a channel index names a timeline entry that is not there")
+            entry_id, fields = stored[0]
+            flat = [v for pair in fields.items() for v in pair]
+            message = self._entries(cid, [(entry_id, flat)], notes)[0]
+            page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
+        return page, more
 
     # -- context ----------------------------------------------------------------------
 
-    async def context(self, cid: str) -> Context:
+    async def context(self, cid: str, *, follow: bool = True) -> Context:
+        """The customer's context; an absorbed id gives its survivor's (with `follow`)
+        or raises Moved."""
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
         flat, entries, notes = await self._page(
@@ -283,19 +477,33 @@ class Store:
         if not flat:
             raise NotFound(f"no customer {cid}")
         fields = {_b(k).decode(): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
-        recent = self._entries(cid, entries, notes)
+        moved = _s(fields.get("merged_into"))
+        if moved:
+            if not follow:
+                raise Moved(cid, moved)
+            return await self.context(moved)
+        absorbed = _absorbed(fields.get("absorbed"))
+        if absorbed:
+            page = await self.history(cid, limit=RECENT_MESSAGES, before=None, channel=None)
+            recent = page.messages
+        else:
+            recent = self._entries(cid, entries, notes)
         recent.reverse()
+        facts = {
+            name[2:]: codec.decode(value, Fact)
+            for name, value in sorted(fields.items())
+            if name.startswith("f:")
+        }
+        pending = codec.decode(fields["cv_pending"], Pending) if "cv_pending" in fields else None
+        counts = (int(fields.get("q_repeated", 0)), int(fields.get("q_answered", 0)))
         return Context(
             version=_s(fields.get("rev")) or "0",
             customer=self._customer(cid, fields),
             conversation=self._conversation(cid, fields),
-            facts={
-                name[2:]: codec.decode(value, Fact)
-                for name, value in sorted(fields.items())
-                if name.startswith("f:")
-            },
+            facts=facts,
             cart=codec.decode(fields["cart"], Cart) if "cart" in fields else EMPTY_CART,
             recent_messages=recent,
+            continuity=continuity(recent, facts, pending, _s(fields.get("cv_topic")), counts),
         )
 
     def _customer(self, cid: str, fields: dict[str, bytes]) -> Customer:
@@ -316,14 +524,23 @@ class Store:
         number = int(fields.get("cv_n", b"0"))
         channels = _s(fields.get("cv_channels")) or ""
         assignee = fields.get("cv_assignee")
+        holder = codec.decode(assignee, Assignee) if assignee else Assignee(kind="bot")
+        if fields.get("ho_due"):
+            holder = msgspec.structs.replace(holder, reply_due=iso(fields["ho_due"]))
+        first = _of_conversation(fields.get("cv_first"), number)
+        resolved = _of_conversation(fields.get("cv_resolved"), number)
         return Conversation(
             id=conversation_id(cid, number) if number else None,
             status=_s(fields.get("cv_status")) or "open",  # type: ignore[arg-type]
             topic=_s(fields.get("cv_topic")),
-            assignee=codec.decode(assignee, Assignee) if assignee else Assignee(kind="bot"),
+            assignee=holder,
             channels=[c for c in channels.split(",") if c],
             started_at=iso(fields.get("cv_started")),
             switched_at=iso(fields.get("cv_switched")),
+            first_response_at=iso(first[0]) if first else None,
+            first_response_by=first[1] if first else None,  # type: ignore[arg-type]
+            resolved_at=iso(resolved[0]) if resolved else None,
+            resolved_by=resolved[1] if resolved else None,  # type: ignore[arg-type]
         )
 
     async def _require(self, cid: str) -> None:
@@ -357,6 +574,8 @@ class Store:
         status, rev, old = await self._write(keys=[keys.customer(cid)], args=args)
         if status == -2:
             raise NotFound(f"no customer {cid}")
+        if status == -3:
+            raise Moved(cid, _s(old) or "")
         if status == -1:
             raise PreconditionFailed(
                 f"If-Match {if_match} is stale: the {part} changed since; read it and retry",
@@ -382,15 +601,85 @@ class Store:
 
     async def put_cart(self, cid: str, data: CartInput, if_match: str, by: str) -> tuple[Cart, str]:
         cart = cart_of(data, updated_at=iso(now_ms()) or "", updated_by=by)
-        rev, _ = await self._write_part(cid, "cart", if_match, [("cart", codec.encode(cart))])
-        return cart, rev
+        rev, old = await self._write_part(cid, "cart", if_match, [("cart", codec.encode(cart))])
+        before = codec.decode(old, Cart) if old else None
+        # Each change is an event on the timeline, so an agent (or the next channel's
+        # bot) sees how the purchase went, not only where it stands.
+        await self.record_event(cid, f"cart:{rev}", _cart_text(before, cart), {
+            "kind": "cart", "stage": cart.stage, "previous_stage": (before or EMPTY_CART).stage,
+            "item_count": cart.totals.item_count, "subtotal": cart.totals.subtotal,
+            "currency": cart.currency, "order_id": cart.order_id,
+        })  # fmt: skip
+        # The event moved the revision on; the ETag names the cart as stored now.
+        return cart, await self.revision(cid)
+
+    async def record_event(
+        self, cid: str, key: str, text: str, metadata: dict[str, MetaValue]
+    ) -> Message:
+        """Put an event (a cart change, a merge) on the customer's timeline, once per
+        `key`: it shows in the history like a message from the system."""
+        event = Message(
+            id=new_message_id(),
+            customer_id=cid,
+            conversation_id="",
+            channel=SYSTEM_CHANNEL,
+            direction="outbound",
+            author=Author(kind="system", name="omni"),
+            received_at="",
+            channel_message_id=key,
+            text=text,
+            metadata={k: v for k, v in metadata.items() if v is not None},
+        )
+        identity = Identity(channel=SYSTEM_CHANNEL, external_id=cid)
+        stored, _, _ = await self.append(cid, event, identity=identity)
+        return stored
+
+    async def patch_conversation(
+        self, cid: str, patch: ConversationPatch, if_match: str | None, channel: str | None
+    ) -> tuple[str, bool]:
+        """Set or clear the pending question and the topic; returns the revision and
+        whether the pending question asks for a fact omni already holds (a repeat)."""
+        sets: list[tuple[str, bytes]] = []
+        deletes: list[str] = []
+        repeated = False
+        if isinstance(patch.pending, PendingInput):
+            asked = patch.pending
+            pending = Pending(
+                fact=asked.fact,
+                prompt=asked.prompt,
+                asked_at=iso(now_ms()) or "",
+                channel=asked.channel or channel,
+            )
+            sets.append(("cv_pending", codec.encode(pending)))
+            repeated = bool(await self.redis.hexists(keys.customer(cid), f"f:{asked.fact}"))
+        elif patch.pending is None:
+            deletes.append("cv_pending")
+        if isinstance(patch.topic, str):
+            sets.append(("cv_topic", patch.topic.encode()))
+        elif patch.topic is None:
+            deletes.append("cv_topic")
+        rev, _ = await self._write_part(cid, "conversation", if_match, sets, deletes)
+        if repeated:
+            await self.count(cid, "q_repeated")
+        return rev, repeated
+
+    async def count(self, cid: str, name: str, by: int = 1) -> None:
+        """A counter kept per customer and service-wide (for /metrics)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.customer(cid), name, by)
+            pipe.hincrby(keys.stats(), name, by)
+            await pipe.execute()
 
     async def cart(self, cid: str) -> tuple[Cart, str]:
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
-        blob, rev = await self.redis.hmget(keys.customer(cid), ["cart", "rev"])
+        blob, rev, moved = await self.redis.hmget(
+            keys.customer(cid), ["cart", "rev", "merged_into"]
+        )
         if rev is None:
             raise NotFound(f"no customer {cid}")
+        if moved is not None:
+            raise Moved(cid, _b(moved).decode())
         return (codec.decode(_b(blob), Cart) if blob else EMPTY_CART), _b(rev).decode()
 
     async def put_profile(
@@ -403,9 +692,11 @@ class Store:
         """The profile and the revision it was read at (an If-Match for writing it back)."""
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
-        blob, rev = await self.redis.hmget(keys.customer(cid), ["p", "rev"])
+        blob, rev, moved = await self.redis.hmget(keys.customer(cid), ["p", "rev", "merged_into"])
         if rev is None:
             raise NotFound(f"no customer {cid}")
+        if moved is not None:
+            raise Moved(cid, _b(moved).decode())
         return (codec.decode(_b(blob), Profile) if blob else Profile()), _b(rev).decode()
 
     # -- annotations: what happens to a message after it is stored --------------------

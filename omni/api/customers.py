@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 from aiohttp import web
 
@@ -20,8 +22,11 @@ from omni.model import (
     PAGE_DEFAULT,
     PAGE_MAX,
     CartInput,
+    ConversationPatch,
     FactsPatch,
     IdentityLink,
+    Known,
+    PendingInput,
     ProfilePatch,
     SearchResult,
     json_size,
@@ -30,6 +35,8 @@ from omni.search import index_profile, normalize_phone, search
 from omni.state import REDIS, SETTINGS, STORE
 from omni.web_io import etag, if_match, json_response, not_modified, query_int, query_str, read_json
 
+ASK_MAX = 20
+_FACT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _PROFILE_ATTEMPTS = 20  # re-reads of a profile that others keep changing under a patch
 
 
@@ -40,12 +47,53 @@ def _cid(request: web.Request) -> str:
     return cid
 
 
-async def _context_response(request: web.Request, cid: str, status: int = 200) -> web.Response:
-    context = await request.app[STORE].context(cid)
+async def _context_response(
+    request: web.Request, cid: str, status: int = 200, *, follow: bool = False
+) -> web.Response:
+    # By id, an absorbed customer answers 308 to its survivor; by identity, the
+    # identity may still point at it while a merge runs, so its survivor answers.
+    store = request.app[STORE]
+    context = await store.context(cid, follow=follow)
     tag = etag(context.version)
-    if status == 200 and not_modified(request, tag):
+    ask = _ask(request)
+    if ask:
+        known = {
+            name: Known(value=f.value, source=f.source, at=f.at)
+            if (f := context.facts.get(name))
+            else None
+            for name in ask
+        }
+        answered = sum(1 for k in known.values() if k is not None)
+        if answered:
+            # Each known fact is a question the bot does not have to ask the customer.
+            await store.count(context.customer.id, "q_answered", answered)
+        context = msgspec.structs.replace(context, known=known)
+    elif status == 200 and not_modified(request, tag):
         return web.Response(status=304, headers={"ETag": tag})
     return json_response(context, status=status, headers={"ETag": tag})
+
+
+def _ask(request: web.Request) -> list[str]:
+    raw = query_str(request, "ask")
+    if raw is None:
+        return []
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if len(names) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
+        raise BadRequest(
+            f"ask is up to {ASK_MAX} comma-separated fact names (letters, digits, _ . -)",
+            field="ask",
+        )
+    return names
+
+
+async def patch_conversation(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    patch = await read_json(request, ConversationPatch)
+    if isinstance(patch.pending, PendingInput) and patch.pending.channel is not None:
+        check_channel(request, patch.pending.channel, field="pending.channel")
+    channel = request.query.get("channel")
+    await request.app[STORE].patch_conversation(cid, patch, if_match(request), channel)
+    return await _context_response(request, cid)
 
 
 async def context(request: web.Request) -> web.Response:
@@ -59,7 +107,7 @@ async def context_by_identity(request: web.Request) -> web.Response:
     cid = await request.app[STORE].find(channel, external_id)
     if cid is None:
         raise NotFound(f"no customer has that {channel} identity")
-    return await _context_response(request, cid)
+    return await _context_response(request, cid, follow=True)
 
 
 async def patch_facts(request: web.Request) -> web.Response:
@@ -150,7 +198,11 @@ async def history(request: web.Request) -> web.Response:
     if channel is not None and channel not in request.app[SETTINGS].channels.enabled:
         raise BadRequest(f"unknown channel {channel!r}", field="channel")
     page = await request.app[STORE].history(
-        cid, limit=limit, before=decode_cursor(before) if before else None, channel=channel
+        cid,
+        limit=limit,
+        before=decode_cursor(before) if before else None,
+        channel=channel,
+        follow=False,
     )
     return json_response(page)
 

@@ -3,7 +3,12 @@
 --       5 annotations
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
 --       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none)
--- Returns {created, entry id, conversation number, blob of the stored message}.
+-- Returns {created, entry id, conversation number, blob of the stored message}, or
+-- {-3, survivor id} when this customer was merged into another (the caller retries there).
+local moved = redis.call('HGET', KEYS[1], 'merged_into')
+if moved then
+  return {-3, moved}
+end
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
 if existing then
   local entry = redis.call('XRANGE', KEYS[2], existing, existing)[1]

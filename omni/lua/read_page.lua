@@ -2,13 +2,16 @@
 -- KEYS: 1 customer hash, 2 timeline, 3 index (the timeline itself, or a channel
 --       index sharing its entry ids), 4 annotations hash
 -- ARGV: 1 start ('+' or '(' .. entry id), 2 count, 3 '1' to return the customer hash
--- Returns {customer hash (flat) or {} / {exists}, entries, annotations: 4 per entry
--- (delivery status, deleted at, reaction, read at) in entry order}.
+-- Returns {customer hash (flat) or {} / {exists, merged into, absorbed}, entries,
+-- annotations: 4 per entry (delivery status, deleted at, reaction, read at) in entry
+-- order}. `absorbed` lists the customers merged into this one, whose timelines the
+-- caller reads beside this one.
 local state
 if ARGV[3] == '1' then
   state = redis.call('HGETALL', KEYS[1])
 else
-  state = {redis.call('EXISTS', KEYS[1])}
+  local found = redis.call('HMGET', KEYS[1], 'rev', 'merged_into', 'absorbed')
+  state = {found[1] and 1 or 0, found[2] or '', found[3] or ''}
 end
 local count = tonumber(ARGV[2])
 local entries

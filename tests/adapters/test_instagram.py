@@ -29,7 +29,15 @@ from adapters.instagram import (
     window_state,
 )
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
-from omni.model import METADATA_MAX, TEXT_MAX, Attachment, Author, InboundMessage, Message
+from omni.model import (
+    METADATA_MAX,
+    TEXT_MAX,
+    Attachment,
+    Author,
+    InboundMessage,
+    Message,
+    Payload,
+)
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "instagram"
 SECRET = "3f2b6d0e9c1a4b7f8e5d2c1b0a9f8e7d"
@@ -66,7 +74,7 @@ EXPECTED: dict[str, list[str]] = {
     "instagram_reaction.json": ["reaction"],
     "instagram_unreact.json": ["unreaction"],
     "instagram_read.json": ["read"],
-    "instagram_referral.json": ["referral"],
+    "instagram_referral.json": ["inbound"],
     "instagram_unsend.json": ["deleted"],
     "instagram_dashboard_test_changes.json": ["skipped"],
     "instagram_batch_multi_entry.json": [
@@ -495,13 +503,19 @@ def test_read_receipt() -> None:
     assert read.detail["by"] == "customer" and read.detail["ig_account_id"] == ACCOUNT
 
 
-def test_referral() -> None:
-    referral = marked("instagram_referral.json")
-    assert (referral.kind, referral.external_id) == ("referral", "1180000000000003")
-    assert referral.detail["ref"] == "spring_sale_2026"
-    assert referral.detail["source"] == "https://ig.me/m/omni_demo_shop?ref=spring_sale_2026"
-    assert referral.detail["type"] == "OPEN_THREAD"
-    assert referral.channel_message_id is None
+def test_referral_is_a_message_the_bot_can_answer_stored_once() -> None:
+    referral = received("instagram_referral.json")
+    assert referral.external_id == "1180000000000003"
+    assert referral.metadata == {
+        "ig_account_id": ACCOUNT,
+        "event": "referral",
+        "referral_ref": "spring_sale_2026",
+        "referral_source": "https://ig.me/m/omni_demo_shop?ref=spring_sale_2026",
+        "referral_type": "OPEN_THREAD",
+    }
+    assert (referral.text, referral.attachments) == (None, [])
+    assert referral.channel_message_id.startswith("ref_")
+    assert received("instagram_referral.json").channel_message_id == referral.channel_message_id
 
 
 def test_echo_is_outbound_to_the_recipient_customer() -> None:
@@ -874,14 +888,14 @@ async def test_human_agent_tag_matches_the_fixture(
     assert graph[0].requests[0]["body"] == fixture_json("instagram_send_human_agent_request.json")
 
 
-async def test_quick_replies_from_metadata_match_the_fixture(
+async def test_quick_replies_match_the_fixture(
     graph: tuple[Graph, str], session: ClientSession
 ) -> None:
     options = [
-        {"title": "Track order", "payload": "TRACK_ORDER"},
-        {"title": "Talk to a human", "payload": "HANDOFF"},
+        Payload("TRACK_ORDER", title="Track order"),
+        Payload("HANDOFF", title="Talk to a human"),
     ]
-    message = reply("What do you need?", metadata={"quick_replies": json.dumps(options)})
+    message = reply("What do you need?", quick_replies=options)
     assert (await sender(graph, session).deliver(message, CUSTOMER)).status == "sent"
     assert graph[0].requests[0]["body"] == fixture_json("instagram_send_quick_replies_request.json")
 
@@ -902,24 +916,21 @@ async def test_typing_on_matches_the_fixture(
     assert graph[0].requests[0]["body"] == fixture_json("instagram_send_typing_on_request.json")
 
 
-async def test_quick_reply_shorthand_and_limits(
+async def test_quick_reply_labels_and_limits(
     graph: tuple[Graph, str], session: ClientSession
 ) -> None:
     adapter = sender(graph, session)
-    titles = json.dumps(["Yes", "A title much longer than twenty characters"])
-    assert (
-        await adapter.deliver(reply("Sure?", metadata={"quick_replies": titles}), CUSTOMER)
-    ).status == "sent"
+    options = [Payload("Yes"), Payload("LONG", title="A title much longer than twenty characters")]
+    assert (await adapter.deliver(reply("Sure?", quick_replies=options), CUSTOMER)).status == "sent"
     sent = graph[0].requests[0]["body"]["message"]["quick_replies"]
     assert sent[0] == {"content_type": "text", "title": "Yes", "payload": "Yes"}
-    assert sent[1]["title"] == "A title much longer " and sent[1]["payload"].endswith("characters")
+    assert sent[1] == {"content_type": "text", "title": "A title much longer ", "payload": "LONG"}
     for bad in (
-        "not json",
-        json.dumps([f"o{i}" for i in range(14)]),
-        json.dumps([{"payload": "x"}]),
-        "{}",
+        [Payload(f"o{i}") for i in range(14)],
+        [Payload("", title="no payload")],
+        [Payload("x" * 1001)],
     ):
-        delivery = await adapter.deliver(reply("Sure?", metadata={"quick_replies": bad}), CUSTOMER)
+        delivery = await adapter.deliver(reply("Sure?", quick_replies=bad), CUSTOMER)
         assert (delivery.status, reason_code(delivery), delivery.retry) == (
             "failed",
             "unsendable",
@@ -934,7 +945,7 @@ async def test_media_first_then_text_with_quick_replies_and_a_tag_on_every_part(
     message = reply(
         "Here is your receipt",
         attachments=[Attachment(type="image", url="https://cdn.example.com/r.png")],
-        metadata={"quick_replies": json.dumps(["Thanks"])},
+        quick_replies=[Payload("Thanks")],
     )
     delivery = await sender(graph, session).deliver(message, CUSTOMER, human_agent=True)
     assert (delivery.status, delivery.channel_message_id) == ("sent", "mid.1")
@@ -953,7 +964,7 @@ async def test_text_over_1000_bytes_is_sent_in_parts(
     long_text = fixture_json("instagram_text_long.json")["entry"][0]["messaging"][0]["message"][
         "text"
     ]
-    message = reply(long_text, metadata={"quick_replies": json.dumps(["OK"])})
+    message = reply(long_text, quick_replies=[Payload("OK")])
     delivery = await sender(graph, session).deliver(message, CUSTOMER)
     assert (delivery.status, delivery.channel_message_id) == ("sent", "mid.1")
     bodies = [r["body"] for r in graph[0].requests]
@@ -1111,7 +1122,7 @@ async def test_refused_connection_is_worth_a_retry(session: ClientSession) -> No
     "message",
     [
         reply(),
-        reply(metadata={"quick_replies": json.dumps(["only buttons"])}),
+        reply(quick_replies=[Payload("only buttons")]),
         reply(attachments=[Attachment(type="location", latitude=1.0, longitude=2.0)]),
         reply(
             "with a product", attachments=[Attachment(type="product", url="https://shop.example/p")]

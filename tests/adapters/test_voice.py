@@ -469,6 +469,25 @@ def test_dial_action() -> None:
     assert isinstance(event, Skipped) and "no-answer" in event.reason
 
 
+@pytest.mark.parametrize(
+    ("changes", "wanted"),
+    [
+        ({"Digits": "0"}, True),
+        ({"Digits": "00"}, False),
+        ({"Digits": "1042"}, False),
+        ({"SpeechResult": "Can I talk to an agent, please?", "Confidence": "0.9"}, True),
+        ({"SpeechResult": "HUMAN", "Confidence": "0.9"}, True),
+        ({"SpeechResult": "a representative", "Confidence": "0.9"}, True),
+        ({"SpeechResult": "my agency sent me", "Confidence": "0.9"}, False),
+        ({"SpeechResult": "where is order 4417", "Confidence": "0.9"}, False),
+    ],
+)
+def test_the_caller_asks_for_a_person(changes: dict[str, str], wanted: bool) -> None:
+    signed = FORMS["twilio_voice_gather_empty"]
+    body = urlencode([*signed.params, *changes.items()]).encode()
+    assert adapter().read(request(signed, body=body)).wants_agent is wanted
+
+
 def test_outbound_call_customer_is_the_called_party() -> None:
     signed = FORMS["twilio_voice_incoming"]
     params = [(k, "outbound-api" if k == "Direction" else v) for k, v in signed.params]
@@ -718,7 +737,7 @@ async def test_deliver_says_replies_belong_to_the_live_call() -> None:
     delivery = await adapter().deliver(message, CALLER)
     assert delivery.status == "failed"
     assert delivery.retry is False
-    assert delivery.reason == "voice replies are spoken in the live call"
+    assert (delivery.reason or "").startswith("voice replies are spoken during a call")
 
 
 @pytest.mark.parametrize(
@@ -736,6 +755,19 @@ async def test_deliver_says_replies_belong_to_the_live_call() -> None:
 def test_bad_configuration_is_a_config_error(token: str, agent: str, public_url: str) -> None:
     with pytest.raises(ConfigError):
         VoiceAdapter(token, agent, public_url)
+
+
+def test_without_an_agent_number_calls_are_not_transferred() -> None:
+    for unset in (None, ""):
+        voice = VoiceAdapter(TOKEN, unset, PUBLIC)
+        assert voice.agent_number is None
+        with pytest.raises(ValueError, match="agent_number"):
+            voice.transfer("Connecting you.")
+
+
+def test_a_sip_agent_is_dialled() -> None:
+    shape = tree(VoiceAdapter(TOKEN, "sip:agents@pbx.example.com", PUBLIC).transfer())
+    assert shape[3][0][3] == (("Sip", {}, "sip:agents@pbx.example.com", ()),)
 
 
 def test_secret_token_and_a_repr_that_hides_it() -> None:

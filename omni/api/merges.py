@@ -1,0 +1,32 @@
+"""`POST /v1/customers/{id}/merge`: an agent or admin makes two customers one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from omni.errors import NotFound
+from omni.ids import is_customer_id
+from omni.merge import merge_customers
+from omni.state import SERVICES, STORE
+from omni.web_io import json_response, read_json
+
+
+class MergeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    source: Annotated[str, Meta(min_length=1, max_length=64, description="the id to absorb")]
+
+
+async def merge(request: web.Request) -> web.Response:
+    survivor = request.match_info["id"]
+    if not is_customer_id(survivor):
+        raise NotFound(f"no customer {survivor}")
+    body = await read_json(request, MergeRequest)
+    result = await merge_customers(request.app[STORE], survivor, body.source)
+    data = msgspec.to_builtins(result)
+    live = request.app[SERVICES].live
+    await live.publish(result.survivor, "merge", data)
+    await live.publish(result.source, "merge", data)
+    return json_response(result)
