@@ -26,17 +26,46 @@ The message view (web socket `message` frame, mobile catch-up items) is
 `text`, `attachments`, `quick_reply`, `postback`, `reply_to`, `sent_at`, `client_msg_id`
 (the customer's own sends on this channel, so a client can settle its optimistic copy),
 and `channel` (only for a message from another channel).
+
+Catch-up (`GET /channels/<web|mobile>/messages?after=<id>&limit=<1-200>`, Bearer session
+token): the messages after `after` (a message id a client was sent, or a `next_after`),
+oldest first, as `{"messages": [view…], "next_after": <id>, "has_more": bool}`. Without
+`after`, the latest page. It is how a client resumes after a reconnect (Direct Line's
+watermark).
+
+Socket frames (`GET /channels/<web|mobile>/ws`) are JSON text, one object each, tagged by
+`type`; unknown fields are ignored. From the client:
+
+    {"type":"hello","anonymous_id":"vis_…","resume_after":"msg_…"}   -> Resume
+    {"type":"message","client_msg_id":…,"text":…}  (the body above)   -> Received
+    {"type":"typing","state":"start"|"stop"}                          -> Typing
+    {"type":"read","up_to":"msg_…","from":"customer"}                 -> Marked(kind="read")
+    {"type":"ping"}                                                   -> Ping
+
+From the server:
+
+    {"type":"ack","client_msg_id":…,"id":"msg_…"}          a stored send (a retry gets the
+                                                           same id again)
+    {"type":"message","id":"msg_…","from":"agent",…}       the message view above
+    {"type":"typing","state":"start"|"stop","from":"agent"|"bot"}
+    {"type":"read","up_to":"msg_…","from":"agent"|"bot"}
+    {"type":"error","status":422,"title":…,"detail":…,"field":…,"client_msg_id":…}
+    {"type":"pong"}
+
+On `Resume(after=…)` the core sends every message after that id as `message` frames.
+Typing is ephemeral: relay it, never store it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import ChannelEvent, InboundRequest, Received
+from adapters.base import ChannelEvent, InboundRequest, Marked, Received
 from adapters.sessions import (
     Session,
     SessionAuthority,
@@ -45,11 +74,63 @@ from adapters.sessions import (
     new_visitor_id,
 )
 from omni.clock import now_ms
-from omni.errors import ValidationFailed
-from omni.model import ATTACHMENTS_MAX, TEXT_MAX, Attachment, InboundMessage, Message, Payload
+from omni.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ProblemError,
+    Unauthenticated,
+    ValidationFailed,
+)
+from omni.model import (
+    ATTACHMENTS_MAX,
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    TEXT_MAX,
+    Attachment,
+    InboundMessage,
+    Message,
+    Payload,
+)
 
 ClientMsgId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 OmniId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+FRAME_MAX = 64 * 1024  # bytes; also give it to WebSocketResponse(max_msg_size=…)
+
+TypingState = Literal["start", "stop"]
+Staff = Literal["agent", "bot"]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The client (re)connected; send what it missed after `after` (None: nothing seen)."""
+
+    after: str | None
+
+
+@dataclass(frozen=True)
+class Typing:
+    """The customer started or stopped typing: relay to agents, do not store."""
+
+    external_id: str
+    state: TypingState
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A client keep-alive: answer `render_pong()`."""
+
+
+InboundFrame = Resume | Received | Typing | Marked | Ping
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """`GET /channels/<channel>/messages`: the session's messages after `after`."""
+
+    session: Session
+    after: str | None
+    limit: int
 
 
 class MessageBody(Struct, frozen=True):
@@ -61,6 +142,25 @@ class MessageBody(Struct, frozen=True):
     quick_reply: Payload | None = None
     postback: Payload | None = None
     reply_to: Annotated[str, Meta(max_length=512)] | None = None
+
+
+class _Head(Struct, frozen=True):
+    type: str
+
+
+class _Hello(Struct, frozen=True):
+    anonymous_id: Annotated[str, Meta(max_length=64)] | None = None
+    resume_after: OmniId | None = None
+
+
+class _Typing(Struct, frozen=True):
+    state: TypingState
+    sender: Literal["customer"] = msgspec.field(default="customer", name="from")
+
+
+class _Read(Struct, frozen=True):
+    up_to: OmniId
+    sender: Literal["customer"] = msgspec.field(default="customer", name="from")
 
 
 def received(body: MessageBody, session: Session) -> Received:
@@ -172,3 +272,104 @@ class ClientChannel:
 
     def parse_message(self, body: bytes | str, session: Session) -> Received:
         return received(decode_json(body, MessageBody), session)
+
+    # -- catch-up ----------------------------------------------------------------------
+
+    def parse_catch_up(self, request: InboundRequest, now_ms: int | None = None) -> CatchUp:
+        session = self.authenticate(request, now_ms)
+        after = request.query.get("after") or None
+        if after is not None:
+            try:
+                msgspec.convert(after, OmniId)
+            except msgspec.ValidationError:
+                raise BadRequest(
+                    "after must be a message id this API sent", field="after"
+                ) from None
+        raw = request.query.get("limit")
+        if raw is None:
+            limit = PAGE_DEFAULT
+        elif raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= PAGE_MAX:
+            limit = int(raw)
+        else:
+            raise BadRequest(f"limit must be a whole number from 1 to {PAGE_MAX}", field="limit")
+        return CatchUp(session, after, limit)
+
+    def render_catch_up(
+        self, messages: Sequence[Message], *, after: str | None, has_more: bool
+    ) -> dict[str, Any]:
+        """Oldest first. `next_after` is what the client sends as `after` next time."""
+        return {
+            "messages": [message_view(m, self.channel) for m in messages],
+            "next_after": messages[-1].id if messages else after,
+            "has_more": has_more,
+        }
+
+    # -- socket frames from the client --------------------------------------------------
+
+    def parse_frame(
+        self, data: str | bytes, session: Session, now_ms: int | None = None
+    ) -> InboundFrame:
+        """One client frame. BadRequest/ValidationFailed/PayloadTooLarge for a bad one
+        (answer `render_error` and keep the socket); Unauthenticated for a hello that
+        names another visitor (close the socket)."""
+        raw = data.encode() if isinstance(data, str) else data
+        if len(raw) > FRAME_MAX:
+            raise PayloadTooLarge(f"a frame may be at most {FRAME_MAX} bytes")
+        kind = decode_json(raw, _Head).type
+        if kind == "message":
+            return received(decode_json(raw, MessageBody), session)
+        if kind == "hello":
+            hello = decode_json(raw, _Hello)
+            if hello.anonymous_id not in (None, session.visitor_id):
+                raise Unauthenticated(
+                    "anonymous_id is not the visitor of this session", field="anonymous_id"
+                )
+            return Resume(after=hello.resume_after)
+        if kind == "typing":
+            return Typing(session.external_id, decode_json(raw, _Typing).state)
+        if kind == "read":
+            read = decode_json(raw, _Read)
+            return Marked(
+                channel=self.channel,
+                external_id=session.external_id,
+                kind="read",
+                at_ms=self._clock() if now_ms is None else now_ms,
+                detail={"up_to": read.up_to, "watermark": True},
+            )
+        if kind == "ping":
+            return Ping()
+        raise ValidationFailed(f"unknown frame type {kind!r}", field="type")
+
+    # -- socket frames to the client -----------------------------------------------------
+
+    def render_message(self, message: Message) -> str:
+        return _text(message_view(message, self.channel))
+
+    def render_ack(self, client_msg_id: str, message_id: str) -> str:
+        return _text({"type": "ack", "client_msg_id": client_msg_id, "id": message_id})
+
+    def render_typing(self, state: TypingState, sender: Staff = "agent") -> str:
+        return _text({"type": "typing", "state": state, "from": sender})
+
+    def render_read(self, up_to: str, sender: Staff = "agent") -> str:
+        return _text({"type": "read", "up_to": up_to, "from": sender})
+
+    def render_error(self, problem: ProblemError, client_msg_id: str | None = None) -> str:
+        frame: dict[str, object] = {
+            "type": "error",
+            "status": problem.status,
+            "title": problem.title,
+            "detail": problem.detail,
+        }
+        if problem.field is not None:
+            frame["field"] = problem.field
+        if client_msg_id is not None:
+            frame["client_msg_id"] = client_msg_id
+        return _text(frame)
+
+    def render_pong(self) -> str:
+        return _text({"type": "pong"})
+
+
+def _text(frame: dict[str, object]) -> str:
+    return msgspec.json.encode(frame).decode()

@@ -16,6 +16,8 @@ Routes the core serves with this adapter:
     GET  /channels/mobile/messages?after=<omni id>&limit=<1-200>
                                         `parse_catch_up` -> CatchUp; answer
                                         `render_catch_up(…)`
+    GET  /channels/mobile/ws            the socket frames of `adapters.client` (no Origin:
+                                        apps are not browsers)
 
 Device registration body (unknown fields ignored), with the Bearer session token:
 
@@ -27,7 +29,8 @@ Device registration body (unknown fields ignored), with the Bearer session token
                 "os_version": "18.2", "locale": "en-US",
                 "apns_env": "production"|"sandbox"}}          apns only
 
-Push (`deliver`), to configurable base URLs so tests and relays can stand in:
+Push (`deliver`), to configurable base URLs so tests and relays can stand in (without a
+`push_url` nothing is pushed and `deliver` fails with "not_configured:push_url"):
 
     APNs  POST {push_url or apns_sandbox_url}/3/device/<token>
           apns-topic (device app_id, else apns_topic), apns-push-type: alert,
@@ -62,7 +65,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from adapters.base import Delivery, InboundRequest
-from adapters.client import ClientChannel, OmniId, message_view
+from adapters.client import CatchUp, ClientChannel
 from adapters.sessions import (
     SESSION_TTL_S,
     USER_PREFIX,
@@ -72,8 +75,17 @@ from adapters.sessions import (
     decode_json,
 )
 from omni.clock import now_ms
-from omni.errors import BadRequest, ConfigError, Forbidden, ValidationFailed
-from omni.model import PAGE_DEFAULT, PAGE_MAX, Message
+from omni.errors import ConfigError, Forbidden, ValidationFailed
+from omni.model import Message
+
+__all__ = [
+    "PREVIEW_MAX",
+    "CatchUp",
+    "Device",
+    "DeviceRegistration",
+    "DeviceRequest",
+    "MobileAdapter",
+]
 
 PREVIEW_MAX = 180  # characters of message text shown in a notification
 _INVALID_APNS = {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
@@ -98,7 +110,9 @@ class Device(Struct, frozen=True, omit_defaults=True):
     apns_env: Literal["production", "sandbox"] | None = None
 
 
-class _Registration(Struct, frozen=True):
+class DeviceRequest(Struct, frozen=True):
+    """`POST /channels/mobile/devices` (see the module docstring)."""
+
     device: Device
     type: Literal["register_device"] = "register_device"
     identifier: UserId | None = None
@@ -118,15 +132,6 @@ class DeviceRegistration:
     previous: Session | None = None
 
 
-@dataclass(frozen=True)
-class CatchUp:
-    """`GET /channels/mobile/messages`: the session's messages after `after`."""
-
-    session: Session
-    after: str | None
-    limit: int
-
-
 class MobileAdapter(ClientChannel):
     """The mobile app channel. Pure but for `deliver`, which calls the push endpoint."""
 
@@ -137,7 +142,7 @@ class MobileAdapter(ClientChannel):
         *,
         session_secret: str | bytes,
         identity_secret: str | bytes,
-        push_url: str,
+        push_url: str | None,
         http: aiohttp.ClientSession,
         push_auth: str | Callable[[], str] | None = None,
         fcm_project: str | None = None,
@@ -161,8 +166,8 @@ class MobileAdapter(ClientChannel):
         for name, url in (("push_url", push_url), ("apns_sandbox_url", apns_sandbox_url)):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{name}: must be an http(s) URL, not {url!r}")
-        self._push_url = push_url.rstrip("/")
-        self._sandbox_url = (apns_sandbox_url or push_url).rstrip("/")
+        self._push_url = (push_url or "").rstrip("/")
+        self._sandbox_url = (apns_sandbox_url or push_url or "").rstrip("/")
         self._http = http
         self._push_auth = push_auth
         self._fcm_project = fcm_project
@@ -179,7 +184,7 @@ class MobileAdapter(ClientChannel):
     ) -> DeviceRegistration:
         """`POST /channels/mobile/devices` (see the module docstring)."""
         session = self.authenticate(request, now_ms)
-        body = decode_json(request.body, _Registration)
+        body = decode_json(request.body, DeviceRequest)
         device = body.device
         if device.push_provider == "apns":
             if device.platform != "ios":
@@ -212,40 +217,18 @@ class MobileAdapter(ClientChannel):
             "status": "active",
         }
 
-    def parse_catch_up(self, request: InboundRequest, now_ms: int | None = None) -> CatchUp:
-        session = self.authenticate(request, now_ms)
-        after = request.query.get("after") or None
-        if after is not None:
-            try:
-                msgspec.convert(after, OmniId)
-            except msgspec.ValidationError:
-                raise BadRequest(
-                    "after must be a message id this API sent", field="after"
-                ) from None
-        raw = request.query.get("limit")
-        if raw is None:
-            limit = PAGE_DEFAULT
-        elif raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= PAGE_MAX:
-            limit = int(raw)
-        else:
-            raise BadRequest(f"limit must be a whole number from 1 to {PAGE_MAX}", field="limit")
-        return CatchUp(session, after, limit)
-
-    def render_catch_up(
-        self, messages: Sequence[Message], *, after: str | None, has_more: bool
-    ) -> dict[str, Any]:
-        """Oldest first. `next_after` is what the app sends as `after` next time."""
-        return {
-            "messages": [message_view(m, self.channel) for m in messages],
-            "next_after": messages[-1].id if messages else after,
-            "has_more": has_more,
-        }
-
     # -- push ------------------------------------------------------------------------
+
+    @property
+    def pushes(self) -> bool:
+        """Whether a push endpoint is configured at all (push is optional)."""
+        return bool(self._push_url)
 
     async def deliver(self, message: Message, recipient_device: Device) -> Delivery:
         """Push one message to one device; see the module docstring for the mapping."""
         device = recipient_device
+        if not self._push_url:
+            return Delivery("failed", reason="not_configured:push_url")
         title, body = self._alert(message)
         aps: dict[str, Any] = {
             "alert": {"title": title, "body": body},

@@ -158,7 +158,9 @@ class Traits(Struct, frozen=True, omit_defaults=True):
     locale: Locale | None = None
 
 
-class _SessionBody(Struct, frozen=True):
+class SessionRequest(Struct, frozen=True):
+    """`POST /channels/<web|mobile>/sessions` (see the module docstring)."""
+
     type: Literal["start", "renew", "identify"] = "start"
     identifier: UserId | None = None
     identifier_hash: Annotated[str, Meta(max_length=128)] | None = None
@@ -333,7 +335,9 @@ class SessionAuthority:
     def grant(self, request: InboundRequest, now_ms: int | None = None) -> SessionGrant:
         """Answer `POST /channels/<channel>/sessions` (see the module docstring)."""
         now = self._clock() if now_ms is None else now_ms
-        body = decode_json(request.body, _SessionBody) if request.body.strip() else _SessionBody()
+        body = (
+            decode_json(request.body, SessionRequest) if request.body.strip() else SessionRequest()
+        )
         if body.type == "start":
             return self._granted("started", new_visitor_id(), None, now)
         if body.type == "renew":

@@ -8,97 +8,48 @@ Origin is checked against the operator's list (`allowed_origin`).
 
 Routes the core serves with this adapter:
 
-    POST /channels/web/sessions   `session_request` (start | renew | identify)
-    POST /channels/web/messages   `parse` -> [Received]; Bearer session token
-    GET  /channels/web/ws         `authenticate` (`?token=`), `allowed_origin`, then
-                                  text frames through `parse_frame` / `render_*`
+    POST    /channels/web/sessions   `session_request` (start | renew | identify)
+    POST    /channels/web/messages   `parse` -> [Received]; Bearer session token
+    GET     /channels/web/messages   `parse_catch_up` -> CatchUp (`?after=`, `?limit=`)
+    GET     /channels/web/ws         `authenticate` (`?token=`), `allowed_origin`, then
+                                     text frames through `parse_frame` / `render_*`
+    OPTIONS /channels/web/…          CORS preflight, for the origins `allowed_origin` allows
 
-WebSocket frames are JSON text, one object each, tagged by `type`; unknown fields are
-ignored. From the client:
-
-    {"type":"hello","anonymous_id":"vis_…","resume_after":"msg_…"}   -> Resume
-    {"type":"message","client_msg_id":…,"text":…}  (adapters.client)  -> Received
-    {"type":"typing","state":"start"|"stop"}                          -> Typing
-    {"type":"read","up_to":"msg_…","from":"customer"}                 -> Marked(kind="read")
-    {"type":"ping"}                                                   -> Ping
-
-From the server:
-
-    {"type":"ack","client_msg_id":…,"id":"msg_…"}          a stored send (a retry gets the
-                                                           same id again)
-    {"type":"message","id":"msg_…","from":"agent",…}       adapters.client message view
-    {"type":"typing","state":"start"|"stop","from":"agent"|"bot"}
-    {"type":"read","up_to":"msg_…","from":"agent"|"bot"}
-    {"type":"error","status":422,"title":…,"detail":…,"field":…,"client_msg_id":…}
-    {"type":"pong"}
-
-On `Resume(after=…)` the core sends every message after that id as `message` frames
-(Direct Line's watermark). Typing is ephemeral: relay it, never store it.
+The message body, the catch-up page and the socket frames are the ones the mobile app
+speaks too, documented once in `adapters.client`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import msgspec
-from msgspec import Meta, Struct
-
-from adapters.base import Marked, Received
-from adapters.client import ClientChannel, MessageBody, OmniId, message_view, received
-from adapters.sessions import SESSION_TTL_S, Session, decode_json
+from adapters.client import (
+    FRAME_MAX,
+    ClientChannel,
+    InboundFrame,
+    Ping,
+    Resume,
+    Staff,
+    Typing,
+    TypingState,
+)
+from adapters.sessions import SESSION_TTL_S
 from omni.clock import now_ms
-from omni.errors import PayloadTooLarge, ProblemError, Unauthenticated, ValidationFailed
-from omni.model import Message
 
-FRAME_MAX = 64 * 1024  # bytes; also give it to WebSocketResponse(max_msg_size=…)
-
-TypingState = Literal["start", "stop"]
-Staff = Literal["agent", "bot"]
-
-
-@dataclass(frozen=True)
-class Resume:
-    """The client (re)connected; send what it missed after `after` (None: nothing seen)."""
-
-    after: str | None
-
-
-@dataclass(frozen=True)
-class Typing:
-    """The customer started or stopped typing: relay to agents, do not store."""
-
-    external_id: str
-    state: TypingState
-
-
-@dataclass(frozen=True)
-class Ping:
-    """A client keep-alive: answer `render_pong()`."""
-
-
-InboundFrame = Resume | Received | Typing | Marked | Ping
-
-
-class _Head(Struct, frozen=True):
-    type: str
-
-
-class _Hello(Struct, frozen=True):
-    anonymous_id: Annotated[str, Meta(max_length=64)] | None = None
-    resume_after: OmniId | None = None
-
-
-class _Typing(Struct, frozen=True):
-    state: TypingState
-    sender: Literal["customer"] = msgspec.field(default="customer", name="from")
-
-
-class _Read(Struct, frozen=True):
-    up_to: OmniId
-    sender: Literal["customer"] = msgspec.field(default="customer", name="from")
+# The frame types live with the client protocol; importing them from here still works.
+__all__ = [
+    "FRAME_MAX",
+    "InboundFrame",
+    "Ping",
+    "Resume",
+    "Staff",
+    "Typing",
+    "TypingState",
+    "WebAdapter",
+    "allowed_origin",
+    "origin_entry_ok",
+]
 
 
 class WebAdapter(ClientChannel):
@@ -123,76 +74,6 @@ class WebAdapter(ClientChannel):
             clock=clock,
         )
 
-    # -- frames from the client ----------------------------------------------------
-
-    def parse_frame(
-        self, data: str | bytes, session: Session, now_ms: int | None = None
-    ) -> InboundFrame:
-        """One client frame. BadRequest/ValidationFailed/PayloadTooLarge for a bad one
-        (answer `render_error` and keep the socket); Unauthenticated for a hello that
-        names another visitor (close the socket)."""
-        raw = data.encode() if isinstance(data, str) else data
-        if len(raw) > FRAME_MAX:
-            raise PayloadTooLarge(f"a frame may be at most {FRAME_MAX} bytes")
-        kind = decode_json(raw, _Head).type
-        if kind == "message":
-            return received(decode_json(raw, MessageBody), session)
-        if kind == "hello":
-            hello = decode_json(raw, _Hello)
-            if hello.anonymous_id not in (None, session.visitor_id):
-                raise Unauthenticated(
-                    "anonymous_id is not the visitor of this session", field="anonymous_id"
-                )
-            return Resume(after=hello.resume_after)
-        if kind == "typing":
-            return Typing(session.external_id, decode_json(raw, _Typing).state)
-        if kind == "read":
-            read = decode_json(raw, _Read)
-            return Marked(
-                channel=self.channel,
-                external_id=session.external_id,
-                kind="read",
-                at_ms=self._clock() if now_ms is None else now_ms,
-                detail={"up_to": read.up_to, "watermark": True},
-            )
-        if kind == "ping":
-            return Ping()
-        raise ValidationFailed(f"unknown frame type {kind!r}", field="type")
-
-    # -- frames to the client ------------------------------------------------------
-
-    def render_message(self, message: Message) -> str:
-        return _text(message_view(message, self.channel))
-
-    def render_ack(self, client_msg_id: str, message_id: str) -> str:
-        return _text({"type": "ack", "client_msg_id": client_msg_id, "id": message_id})
-
-    def render_typing(self, state: TypingState, sender: Staff = "agent") -> str:
-        return _text({"type": "typing", "state": state, "from": sender})
-
-    def render_read(self, up_to: str, sender: Staff = "agent") -> str:
-        return _text({"type": "read", "up_to": up_to, "from": sender})
-
-    def render_error(self, problem: ProblemError, client_msg_id: str | None = None) -> str:
-        frame: dict[str, object] = {
-            "type": "error",
-            "status": problem.status,
-            "title": problem.title,
-            "detail": problem.detail,
-        }
-        if problem.field is not None:
-            frame["field"] = problem.field
-        if client_msg_id is not None:
-            frame["client_msg_id"] = client_msg_id
-        return _text(frame)
-
-    def render_pong(self) -> str:
-        return _text({"type": "pong"})
-
-
-def _text(frame: dict[str, object]) -> str:
-    return msgspec.json.encode(frame).decode()
-
 
 def _origin(value: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of an origin or an allowed-origin entry; None if not one."""
@@ -212,6 +93,13 @@ def _origin(value: str) -> tuple[str, str, int] | None:
         return None
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, parts.hostname, port if port is not None else default
+
+
+def origin_entry_ok(entry: str) -> bool:
+    """Whether an allowed-origins entry can ever match (a typo like `localhost:8080`,
+    without its scheme, never would): `*`, an origin, or `scheme://*.domain`."""
+    entry = entry.strip()
+    return entry == "*" or _origin(entry.replace("://*.", "://", 1)) is not None
 
 
 def allowed_origin(origin: str | None, allowed: Iterable[str]) -> bool:

@@ -50,7 +50,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await client.aclose()
+        # The client was handed the pool, so it does not own it: close it explicitly,
+        # or every pooled connection is left open when the app stops.
+        await client.aclose(close_connection_pool=True)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")
@@ -64,6 +66,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = services
         tasks = [asyncio.create_task(services.live.run(), name="omni-live")]
         stop = asyncio.Event()
+        # Every serve process sweeps overdue agent replies back to the queue; the
+        # script moves each conversation once, however many sweep at the same time.
+        sweep = asyncio.create_task(services.handoffs.run(stop), name="omni-handoff-sweep")
         if settings.in_process_worker:
             worker = Worker(app[REDIS], services.handlers, config=settings.outbox)
             tasks.append(asyncio.create_task(worker.run(stop), name="omni-worker"))
@@ -80,8 +85,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 for task in pending:
                     task.cancel()
             # Bounded: a subscription stuck on a dead connection must not hold up exit.
-            await asyncio.wait(tasks, timeout=2)
-            await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
+            await asyncio.wait([*tasks, sweep], timeout=2)
+            if not sweep.done():
+                sweep.cancel()
+            await asyncio.gather(*(t for t in [*tasks, sweep] if t.done()), return_exceptions=True)
 
 
 def create_app(settings: Settings) -> web.Application:

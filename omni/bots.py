@@ -12,6 +12,11 @@ The request (one outbox delivery of kind "bot", see `omni.outbox`):
     {"id": "dlv_…", "type": "message.created", "bot": "<channel>",
      "customer_id": "cus_…", "message": {…}, "context": {…}}
 
+While an agent holds the conversation (`omni.handoff`), a new message comes as
+`"type": "handoff"` with `"handoff": {"agent_id"?, "since", "reason"?}` (no agent_id: the
+conversation waits in the agents' queue): the bot is told, not asked, and replies in
+its answer are not sent.
+
 The signature covers the time and the exact body, so a bot recomputes it over the raw
 bytes, compares in constant time and refuses a stale `t` (a replay); `verify_signature`
 does all three. More than one `sha256=` may be sent while a secret is being rotated.
@@ -115,16 +120,17 @@ def bot_event(bot: str, message: Message, context: Context) -> dict[str, Any]:
 
 def request_body(job: Job) -> bytes:
     payload = job.payload if isinstance(job.payload, dict) else {}
-    return msgspec.json.encode(
-        {
-            "id": job.delivery_id,
-            "type": "message.created",
-            "bot": payload.get("bot"),
-            "customer_id": job.customer_id,
-            "message": payload.get("message"),
-            "context": payload.get("context"),
-        }
-    )
+    body = {
+        "id": job.delivery_id,
+        "type": payload.get("type", "message.created"),
+        "bot": payload.get("bot"),
+        "customer_id": job.customer_id,
+        "message": payload.get("message"),
+        "context": payload.get("context"),
+    }
+    if "handoff" in payload:
+        body["handoff"] = payload["handoff"]
+    return msgspec.json.encode(body)
 
 
 class BotDispatcher:

@@ -7,17 +7,30 @@ import asyncio
 import signal
 import sys
 
+import aiohttp
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
 from omni.app import create_app
+from omni.demo import DemoError, play
 from omni.errors import ConfigError
 from omni.logs import configure
 from omni.services import open_services
 from omni.settings import Settings
 from omni.store import Store
 from omni.worker import Worker
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (it carries a request through aiohttp and
+    redis-py with less Python per step: see bench/), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         help="share the port with other `omni serve` processes (SO_REUSEPORT): the kernel "
         "spreads connections over them, one process per core",
     )
+    demo = commands.add_parser(
+        "demo", help="play the acceptance story against a running omni (make run)"
+    )
+    demo.add_argument("--url", help="omni's address (default: http://<server.host>:<server.port>)")
     commands.add_parser("worker", help="deliver queued replies and bot webhooks (needs redis.url)")
     return parser
 
@@ -48,6 +65,19 @@ async def _work(settings: Settings) -> None:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
         await redis.aclose()
+
+
+def _demo(settings: Settings, url: str | None) -> int:
+    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    try:
+        asyncio.run(play(base, settings))
+    except DemoError as exc:
+        print(f"omni demo: {exc}", file=sys.stderr)
+        return 1
+    except aiohttp.ClientConnectionError:
+        print(f"omni demo: nothing answers at {base}; start omni with `make run`", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _worker(settings: Settings) -> int:
@@ -73,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log)
     if args.command == "worker":
         return _worker(settings)
+    if args.command == "demo":
+        return _demo(settings, args.url)
     if args.reuse_port and not settings.redis.url:
         # Each process would start its own embedded server on one data_dir.
         print(
@@ -92,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             host=host,
             port=port,
             reuse_port=args.reuse_port or None,
+            loop=new_event_loop(),
             shutdown_timeout=settings.server.shutdown_timeout,
             access_log=None,
             print=None,

@@ -86,6 +86,10 @@ def bot_replies(replies_out: Replies) -> Callable[[Job, list[BotReply]], Awaitab
     customer wrote on; ids made from the delivery id make a retried call send once."""
 
     async def on_replies(job: Job, replies: list[BotReply]) -> None:
+        if job.payload.get("type") == "handoff":
+            # An agent answers this customer now; the bot was only told.
+            log.info("bot replies to a handoff event not sent", bot=job.payload.get("bot"))
+            return
         channel = str(job.payload["bot"])
         for index, reply in enumerate(replies):
             request = OutboundRequest(

@@ -11,6 +11,7 @@ import structlog
 
 from adapters.base import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
+from omni.handoff import Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts
 from omni.ids import new_message_id
 from omni.live import Live
@@ -24,12 +25,19 @@ log = structlog.get_logger("omni.inbox")
 
 class Inbox:
     def __init__(
-        self, store: Store, outbox: Outbox, live: Live, bots: Mapping[str, BotSettings]
+        self,
+        store: Store,
+        outbox: Outbox,
+        live: Live,
+        bots: Mapping[str, BotSettings],
+        *,
+        handoffs: Handoffs | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
         self.live = live
         self.bots = bots
+        self.handoffs = handoffs
 
     async def ingest(
         self, inbound: InboundMessage, *, notify_bot: bool = True
@@ -62,12 +70,18 @@ class Inbox:
         return stored
 
     async def _tell(self, message: Message, *, notify_bot: bool = True) -> None:
+        held = await self.handoffs.on_inbound(message) if self.handoffs else None
         await self.live.publish(message.customer_id, "message", msgspec.to_builtins(message))
         if notify_bot and message.channel in self.bots:
+            payload = {"bot": message.channel, "message": msgspec.to_builtins(message)}
+            if held is not None:
+                # An agent answers this customer: the bot hears of the message, not to
+                # answer it (its replies to a handoff event are not sent).
+                payload |= {"type": "handoff", "handoff": msgspec.to_builtins(held)}
             # The context is read when the bot is called, so the bot gets it fresh.
             await self.outbox.enqueue(
                 "bot",
-                {"bot": message.channel, "message": msgspec.to_builtins(message)},
+                payload,
                 idempotency_key=f"bot:{message.id}",
                 customer_id=message.customer_id,
             )
@@ -101,6 +115,8 @@ class Inbox:
         )
         if created:
             await self.live.publish(cid, "message", msgspec.to_builtins(stored))
+            if self.handoffs is not None:
+                await self.handoffs.on_reply(stored)
         return stored
 
     async def _mark(self, event: Marked) -> None:

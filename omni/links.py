@@ -153,7 +153,10 @@ class LinkTokens:
             link = IdentityLink(channel=request.channel, external_id=request.external_id)
             await self.store.link_identity(cid, link)
         elif current != cid:
-            result = await merge_customers(self.store, cid, current)
+            # The older record survives (ids are time-ordered): its id is the one other
+            # systems have had longest.
+            survivor, source = sorted((cid, current))
+            result = await merge_customers(self.store, survivor, source)
             cid, merged_from = result.survivor, result.source
         if request.code is not None:
             await self.redis.delete(keys.link_code(request.code))

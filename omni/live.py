@@ -1,16 +1,28 @@
-"""Live events: every change to a customer, published once through Redis pub/sub and
-fanned out to the listeners (web chat sockets, agents' streams) of every omni process.
+"""Live events: every change to a customer, kept in order and fanned out to the listeners
+(web chat sockets, agents' event streams) of every omni process.
 
-A listener has a bounded queue. One that falls behind is dropped (its `dropped` flag
-is set and it gets no more events), so a slow or dead client never slows the rest;
-its owner closes it and the client reconnects and catches up from the timeline.
+`publish` appends the event to two capped Redis streams, the customer's own and a
+global one, and rings a pub/sub doorbell. The stream ids are the events' ids. Each
+process keeps one *feed* per stream it has listeners for; a doorbell makes the feed read
+the stream from where it stopped, so events reach listeners in stream order, with no
+gap, whatever order the doorbells of several processes arrive in (pub/sub only says
+"look", the stream says what). A listener that starts from an id (an SSE client's
+Last-Event-ID) first reads what it missed from the stream itself, then goes on with
+the feed, skipping what it already had.
+
+A listener has a bounded queue. One that falls behind is dropped (its `dropped` flag is
+set, its queue emptied, and it gets no more events), so a slow or dead client never
+slows the rest or makes omni buffer without bound; its owner closes it and the client
+reconnects and catches up from the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,74 +34,307 @@ from omni import keys
 
 log = structlog.get_logger("omni.live")
 QUEUE_MAX = 256
+# Events kept for replay: per customer, and for the team inbox (all customers).
+CUSTOMER_EVENTS_MAX = 1000
+ALL_EVENTS_MAX = 10_000
+_PAGE = 200
+_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
 class Event(msgspec.Struct, frozen=True):
     customer_id: str
     type: str
     data: Any
+    # The event's stream entry id: in the customer's stream for a customer's listener,
+    # in the global stream for a listener to every customer.
+    id: str = ""
+
+
+class _Body(msgspec.Struct, frozen=True):
+    customer_id: str
+    type: str
+    data: Any
+
+
+class Dropped(Exception):
+    """The listener fell behind and was dropped; reconnect from its last event id."""
+
+
+class Closed(Exception):
+    """The listener was closed (omni is shutting down)."""
+
+
+def stream_id(value: str) -> tuple[int, int] | None:
+    """A Redis stream id as a comparable pair, or None when it is not one."""
+    match = _STREAM_ID.match(value)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+_GONE = object()  # queued to wake a `signal` listener that was dropped or closed
 
 
 @dataclass(eq=False)
 class Listener:
-    customer_id: str | None  # None: every customer (a team inbox)
-    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
-    dropped: bool = False
+    """One consumer of events. `after` (a stream id) replays what came after it first.
 
-    async def next(self) -> Event:
-        return await self.queue.get()
+    With `signal`, `next()` raises Dropped or Closed when that happens; without, it
+    keeps waiting and the owner polls `dropped` (as the web chat sockets do).
+    """
+
+    customer_id: str | None  # None: every customer (a team inbox)
+    redis: Redis | None = None
+    after: str | None = None
+    signal: bool = False
+    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    dropped: bool = False
+    closed: bool = False
+    _last: tuple[int, int] = (0, 0)  # the newest event id handed out
+    _backlog: deque[Event] = field(default_factory=deque)
+    _replay_from: str | None = None  # while replaying: the stream id to read after
+
+    def __post_init__(self) -> None:
+        if self.after is not None and self.redis is not None:
+            self._last = stream_id(self.after) or (0, 0)
+            self._replay_from = self.after
+
+    @property
+    def key(self) -> str:
+        return keys.events(self.customer_id) if self.customer_id else keys.events_all()
+
+    async def missed(self) -> bool:
+        """True when replay cannot start at `after`: that event is no longer kept (the
+        stream was trimmed past it, or it is not this stream's id), so some events that
+        followed it may be gone too, and what the client holds must be reloaded."""
+        if self.after is None or self.redis is None or stream_id(self.after) in (None, (0, 0)):
+            return False
+        return not await self.redis.xrange(self.key, self.after, self.after, count=1)
+
+    async def next(self, idle_s: float | None = None) -> Event:
+        """The next event; TimeoutError when none came within `idle_s` seconds of
+        waiting (replay reads are not cut short by it)."""
+        while True:
+            if self._backlog:
+                return self._accept(self._backlog.popleft())
+            if self._replay_from is not None:
+                await self._replay_page()
+                continue
+            event = await asyncio.wait_for(self.queue.get(), idle_s)
+            if event is _GONE:
+                raise Dropped if self.dropped else Closed
+            ids = stream_id(event.id)
+            if ids is None or ids > self._last:
+                return self._accept(event)
+
+    def _accept(self, event: Event) -> Event:
+        self._last = stream_id(event.id) or self._last
+        return event
+
+    async def _replay_page(self) -> None:
+        assert self.redis is not None
+        entries = await self.redis.xrange(self.key, f"({self._replay_from}", "+", count=_PAGE) or []
+        for entry_id, fields in entries:
+            self._replay_from = _text(entry_id)
+            event = _decode(self.customer_id, entry_id, fields)
+            if event is not None:
+                self._backlog.append(event)
+        if len(entries) < _PAGE:
+            self._replay_from = None
+
+    def _offer(self, event: Event) -> bool:
+        """Queue without waiting; False (and dropped) when the queue is full."""
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._gone(dropped=True)
+            return False
+        return True
+
+    def _gone(self, *, dropped: bool) -> None:
+        self.dropped = self.dropped or dropped
+        self.closed = True
+        # What it had queued is never read now: let it go at once.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        if self.signal:
+            self.queue.put_nowait(_GONE)
+
+
+@dataclass(eq=False)
+class _Feed:
+    """One stream read for the listeners of this process, from where it last stopped."""
+
+    key: str
+    customer_id: str | None
+    listeners: set[Listener] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    cursor: str | None = None
+    task: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """Let the pump finish the read in hand and end: cancelling it mid-command
+        would leave a pooled Redis connection in an unknown state."""
+        self.stopped = True
+        self.wake.set()
 
 
 class Live:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._listeners: set[Listener] = set()
+        self._feeds: dict[str | None, _Feed] = {}
+        self._pumps: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self.dropped_total = 0  # listeners dropped for falling behind, in this process
 
-    async def publish(self, customer_id: str, type: str, data: Any) -> None:
-        event = Event(customer_id=customer_id, type=type, data=data)
-        await self.redis.publish(keys.live_channel(), msgspec.json.encode(event))
+    @property
+    def listeners(self) -> int:
+        return sum(len(feed.listeners) for feed in self._feeds.values())
+
+    async def publish(self, customer_id: str, type: str, data: Any) -> str:
+        """Record the event in the customer's and the global stream, then ring every
+        process's doorbell. Returns the event's id in the customer's stream."""
+        body = msgspec.json.encode(_Body(customer_id=customer_id, type=type, data=data))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                keys.events(customer_id),
+                {"e": body},
+                maxlen=CUSTOMER_EVENTS_MAX,
+                approximate=True,
+            )
+            pipe.xadd(keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX, approximate=True)
+            pipe.publish(keys.live_channel(), customer_id)
+            own, _, _ = await pipe.execute()
+        return _text(own)
+
+    async def position(self, customer_id: str | None) -> str:
+        """The id of the newest event kept (for `customer_id`, or for everyone):
+        a listener from here on gets what is published from now on."""
+        key = keys.events(customer_id) if customer_id else keys.events_all()
+        newest = await self.redis.xrevrange(key, "+", "-", count=1)
+        return _text(newest[0][0]) if newest else "0-0"
 
     @contextlib.contextmanager
-    def listen(self, customer_id: str | None) -> Any:
-        listener = Listener(customer_id)
-        self._listeners.add(listener)
+    def listen(
+        self, customer_id: str | None, *, after: str | None = None, signal: bool = False
+    ) -> Iterator[Listener]:
+        """Listen to a customer's events (or everyone's, with None). With `after`, the
+        listener first replays what the stream holds after that id."""
+        listener = Listener(customer_id, self.redis, after=after, signal=signal)
+        feed = self._feeds.get(customer_id)
+        if feed is None:
+            key = listener.key
+            feed = self._feeds[customer_id] = _Feed(key, customer_id)
+            feed.task = asyncio.create_task(self._pump(feed), name=f"omni-live-feed {key}")
+            self._pumps.add(feed.task)
+            feed.task.add_done_callback(self._pumps.discard)
+        feed.listeners.add(listener)
         try:
             yield listener
         finally:
-            self._listeners.discard(listener)
+            feed.listeners.discard(listener)
+            if not feed.listeners and self._feeds.get(customer_id) is feed:
+                del self._feeds[customer_id]
+                feed.stop()
 
-    def _deliver(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            if listener.customer_id not in (None, event.customer_id):
-                continue
+    def close(self, listener: Listener) -> None:
+        """Wake `listener`'s owner with Closed (a server shutting down)."""
+        listener._gone(dropped=False)
+
+    async def _pump(self, feed: _Feed) -> None:
+        while not feed.stopped:
             try:
-                listener.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                listener.dropped = True
-                self._listeners.discard(listener)
+                if feed.cursor is None:
+                    feed.cursor = await self._newest(feed.key)
+                await feed.wake.wait()
+                feed.wake.clear()
+                if not feed.stopped:
+                    await self._read(feed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("live feed interrupted", error=type(exc).__name__)
+                await asyncio.sleep(1)
+                feed.wake.set()
+
+    async def _newest(self, key: str) -> str:
+        newest = await self.redis.xrevrange(key, "+", "-", count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    async def _read(self, feed: _Feed) -> None:
+        while True:
+            entries = await self.redis.xrange(feed.key, f"({feed.cursor}", "+", count=_PAGE) or []
+            for entry_id, fields in entries:
+                feed.cursor = _text(entry_id)
+                event = _decode(feed.customer_id, entry_id, fields)
+                if event is not None:
+                    self._deliver(feed, event)
+            if len(entries) < _PAGE:
+                return
+
+    def _deliver(self, feed: _Feed, event: Event) -> None:
+        for listener in list(feed.listeners):
+            if listener.closed:
+                continue
+            if not listener._offer(event):
+                feed.listeners.discard(listener)
+                self.dropped_total += 1
                 log.warning("slow live listener dropped", customer_id=listener.customer_id)
+
+    def _ring(self, customer_id: str | None) -> None:
+        for feed_id in (customer_id, None):
+            feed = self._feeds.get(feed_id)
+            if feed is not None:
+                feed.wake.set()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
     async def run(self) -> None:
-        """Receive every process's events until cancelled, reconnecting on errors."""
+        """Hear every process's doorbells until cancelled, reconnecting on errors;
+        the feeds stop with it."""
+        try:
+            await self._listen()
+        finally:
+            for feed in self._feeds.values():
+                feed.stop()
+            pumps = list(self._pumps)
+            if pumps:
+                _, stuck = await asyncio.wait(pumps, timeout=2)
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _listen(self) -> None:
         while True:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.live_channel())
+                    # Doorbells rung while not subscribed were missed: look at every feed.
+                    for feed in self._feeds.values():
+                        feed.wake.set()
                     self._ready.set()
                     async for raw in _messages(pubsub):
-                        try:
-                            self._deliver(msgspec.json.decode(raw, type=Event))
-                        except msgspec.DecodeError:
-                            log.warning("undecodable live event skipped")
+                        self._ring(raw.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(customer_id: str | None, entry_id: Any, fields: Any) -> Event | None:
+    try:
+        body = msgspec.json.decode(fields[b"e"], type=_Body)
+    except (KeyError, msgspec.DecodeError):
+        log.warning("undecodable live event skipped")
+        return None
+    if customer_id is not None and body.customer_id != customer_id:
+        return None
+    return Event(customer_id=body.customer_id, type=body.type, data=body.data, id=_text(entry_id))
 
 
 async def _messages(pubsub: Any) -> AsyncIterator[bytes]:

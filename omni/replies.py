@@ -8,6 +8,7 @@ import msgspec
 
 from omni.clock import iso, now_ms
 from omni.errors import ValidationFailed
+from omni.handoff import Handoffs
 from omni.ids import new_message_id
 from omni.live import Live
 from omni.model import Author, Context, Identity, Message, MessageStatus, OutboundRequest
@@ -23,11 +24,20 @@ def recipient(context: Context, channel: str) -> str | None:
 
 
 class Replies:
-    def __init__(self, store: Store, outbox: Outbox, live: Live, channels: tuple[str, ...]):
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        live: Live,
+        channels: tuple[str, ...],
+        *,
+        handoffs: Handoffs | None = None,
+    ):
         self.store = store
         self.outbox = outbox
         self.live = live
         self.channels = channels
+        self.handoffs = handoffs
 
     async def send(
         self, cid: str, request: OutboundRequest, author: Author
@@ -72,4 +82,6 @@ class Replies:
                 customer_id=stored.customer_id,  # the survivor, if cid was merged away
             )
             await self.live.publish(stored.customer_id, "message", msgspec.to_builtins(stored))
+            if self.handoffs is not None:
+                await self.handoffs.on_reply(stored)
         return stored, created

@@ -9,7 +9,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import channels
-from omni.api import customers, links, merges, messages, ops, replies
+from omni.api import (
+    console,
+    customers,
+    events,
+    handoff,
+    links,
+    merges,
+    messages,
+    metrics,
+    ops,
+    replies,
+)
 from omni.auth import require
 from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
@@ -19,8 +30,10 @@ from omni.model import (
     Cart,
     CartInput,
     Context,
+    Conversation,
     ConversationPatch,
     FactsPatch,
+    HandoffRequest,
     HistoryPage,
     Identity,
     IdentityLink,
@@ -28,6 +41,7 @@ from omni.model import (
     Message,
     OutboundRequest,
     ProfilePatch,
+    ResolveRequest,
     SearchResult,
 )
 from omni.route import Param, Route
@@ -42,6 +56,12 @@ _LIMIT = Param(
 )
 _ASK = Param("ask", "query", "comma-separated fact names the bot is about to ask for")
 _IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
+_STREAM = (
+    Param("Last-Event-ID", "header", "the id of the last event you got: resume after it"),
+    Param("last_event_id", "query", "the same, for a client that cannot set headers"),
+    Param("access_token", "query", "a token from GET /v1/events/token, instead of "
+          "Authorization (browsers' EventSource)"),
+)  # fmt: skip
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", ops.healthz, "Liveness: the process answers", "operations"),
@@ -129,6 +149,40 @@ ROUTES: tuple[Route, ...] = (
           "Send a dead letter again, with a fresh set of attempts", "deliveries",
           role="agent", status=202, errors=(404,),
           params=(Param("delivery_id", "path", "the delivery id (dlv_…)", required=True),)),
+    # Agents: live events, who answers the customer, service metrics, the console.
+    Route("GET", "/v1/events/token", events.token,
+          "A short-lived token for the event streams' ?access_token= (a browser's "
+          "EventSource cannot send Authorization); it opens streams for 5 minutes",
+          "events", role="agent", response=events.EventToken),
+    Route("GET", "/v1/customers/{id}/events", events.customer_events,
+          "The customer's live events as Server-Sent Events (text/event-stream): messages "
+          "in and out with their delivery status, facts, cart, profile, conversation, "
+          "handoff, merge; resend Last-Event-ID to get what you missed, in order",
+          "events", role="agent", params=(_ID, *_STREAM), errors=(400, 404)),
+    Route("GET", "/v1/events", events.all_events,
+          "Every customer's live events as Server-Sent Events (a team inbox); "
+          "Last-Event-ID as for one customer's", "events", role="agent", params=_STREAM,
+          errors=(400,)),
+    Route("POST", "/v1/customers/{id}/handoff", handoff.handoff,
+          "Who answers the customer: to an agent (a bot without agent_id: the agents' "
+          "queue, shown as pending), or back to the bot (agents only); the bot then gets "
+          "handoff events instead of messages to answer", "conversation", role="bot",
+          body=HandoffRequest, response=Conversation, params=(_ID,),
+          errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/resolve", handoff.resolve,
+          "The conversation is resolved (by the bot, or by an agent when one took part); "
+          "the customer's next message starts a new one", "conversation", role="bot",
+          body=ResolveRequest, response=Conversation, params=(_ID,),
+          errors=(400, 404, 413, 415, 422)),
+    Route("GET", "/metrics", metrics.exposition,
+          "Prometheus metrics (text format 0.0.4): first-response time, resolutions and "
+          "handoffs per channel, service-wide; live listeners per process", "operations",
+          role="agent"),
+    Route("GET", "/console", console.page,
+          "The agents' console (HTML; it signs in with an agent key)", "console"),
+    Route("GET", "/console/{asset}", console.asset, "The console's script and styles",
+          "console", params=(Param("asset", "path", "console.js or console.css",
+                                   required=True),), errors=(404,)),
 )  # fmt: skip
 
 
@@ -139,5 +193,8 @@ def all_routes() -> tuple[Route, ...]:
 
 def add_routes(app: web.Application) -> None:
     for route in all_routes():
-        handler = require(route.role, route.handler) if route.role else route.handler
+        # The event streams also take ?access_token= (omni.api.events says why).
+        guard = events.stream_guard if route.handler in events.TOKEN_AUTH else require
+        handler = guard(route.role, route.handler) if route.role else route.handler
         app.router.add_route(route.method, route.path, handler)
+    events.setup(app)

@@ -16,6 +16,7 @@ from adapters.base import Delivery
 from omni import channels
 from omni.bots import BotDispatcher
 from omni.delivery import Sender, handlers
+from omni.handoff import Handoffs
 from omni.inbox import Inbox
 from omni.links import LinkTokens
 from omni.live import Live
@@ -32,6 +33,7 @@ class Services:
     live: Live
     inbox: Inbox
     replies: Replies
+    handoffs: Handoffs
     links: LinkTokens
     adapters: dict[str, Any]
     handlers: dict[str, Callable[[Job], Awaitable[Delivery]]]
@@ -51,13 +53,15 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
                 adapters[module.NAME] = adapter
             if sender is not None:
                 senders[module.NAME] = sender
-        replies = Replies(store, outbox, live, settings.channels.enabled)
+        handoffs = Handoffs(redis, live, settings.handoff)
+        replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
         yield Services(
             session=session,
             outbox=outbox,
             live=live,
-            inbox=Inbox(store, outbox, live, settings.bots),
+            inbox=Inbox(store, outbox, live, settings.bots, handoffs=handoffs),
             replies=replies,
+            handoffs=handoffs,
             links=LinkTokens(redis, store, settings.server.public_url),
             adapters=adapters,
             handlers=handlers(

@@ -1,21 +1,171 @@
-"""The web channel's routes (placeholder until the channel is wired)."""
+"""The website chat widget: anonymous sessions, login, messages in, replies out over a
+WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
+
+    POST    /channels/web/sessions   start | renew | identify (a login links the customer)
+    POST    /channels/web/messages   a message, idempotent on client_msg_id
+    GET     /channels/web/messages   catch-up: ?after=<message id or next_after>&limit=
+    GET     /channels/web/ws         the live socket (?token=); Origin must be allowed
+    OPTIONS /channels/web/{route}    CORS preflight for the widget's page
+
+The widget runs on the brand's pages, another origin than omni's: the HTTP routes answer
+CORS for `[web] allowed_origins` (problem documents included, so the widget can read a
+401 and start over), and the socket refuses any other Origin before the upgrade.
+
+A reply on the web is `sent` once stored and published: the customer's sockets write it
+(and mark it `delivered`), and a widget that was away gets it from catch-up.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import aiohttp
+import structlog
+from aiohttp import web
 
+from adapters.base import Delivery
+from adapters.client import MessageBody
+from adapters.sessions import SessionRequest
+from adapters.web import WebAdapter, allowed_origin, origin_entry_ok
+from omni.auth import Handler
+from omni.channels import client, http, socket
 from omni.delivery import Sender
-from omni.route import Route
+from omni.errors import ConfigError, Forbidden, NotFound, ProblemError
+from omni.middleware import problem_response
+from omni.model import Message
+from omni.route import Param, Route
 from omni.settings import Settings
+from omni.state import SETTINGS
 from omni.store import Store
 
 NAME = "web"
-ROUTES: tuple[Route, ...] = ()
+PREFLIGHT_MAX_AGE_S = 600
+_PREFLIGHTED = ("sessions", "messages")
+
+
+def _origin(request: web.Request) -> str | None:
+    """The request's Origin when the operator allows it, else None."""
+    origin = request.headers.get("Origin")
+    allowed = request.app[SETTINGS].web.allowed_origins
+    return origin if origin is not None and allowed_origin(origin, allowed) else None
+
+
+def _cors(handler: Handler) -> Handler:
+    """Answer an allowed Origin with CORS headers, on problems too (the widget must be
+    able to read a 401 to start a new session)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        origin = _origin(request)
+        try:
+            response = await handler(request)
+        except ProblemError as problem:
+            if origin is None:
+                raise
+            request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+            response = problem_response(problem, str(request_id))
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return wrapped
+
+
+@_cors
+async def web_sessions(request: web.Request) -> web.StreamResponse:
+    return await client.sessions(request, NAME)
+
+
+@_cors
+async def web_message(request: web.Request) -> web.StreamResponse:
+    return await client.post_message(request, NAME)
+
+
+@_cors
+async def web_catch_up(request: web.Request) -> web.StreamResponse:
+    return await client.catch_up(request, NAME)
+
+
+async def web_socket(request: web.Request) -> web.StreamResponse:
+    http.adapter(request, NAME)
+    if _origin(request) is None:
+        raise Forbidden("this page's Origin may not open the chat socket", field="Origin")
+    return await socket.serve(request, NAME)
+
+
+async def web_preflight(request: web.Request) -> web.StreamResponse:
+    http.adapter(request, NAME)
+    if request.match_info["route"] not in _PREFLIGHTED:
+        raise NotFound("no such route")
+    origin = _origin(request)
+    if origin is None:
+        raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "GET, POST",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-Id",
+            "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+            "Vary": "Origin",
+        },
+    )
+
+
+_TOKEN = Param("token", "query", "the session token (browsers cannot set headers on a socket)")
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/channels/web/sessions", web_sessions,
+          "Start an anonymous visitor session, renew it, or identify (log in, verified by "
+          "identifier_hash = hex HMAC-SHA256 of the user id); 201 for a new visitor",
+          NAME, body=SessionRequest, response=client.SessionView, status=201,
+          errors=(400, 401, 404, 422)),
+    Route("POST", "/channels/web/messages", web_message,
+          "A message from the visitor (Bearer session token); a retried client_msg_id is "
+          "acknowledged with the same id and stored once", NAME, body=MessageBody,
+          response=client.Ack, status=201, errors=(400, 401, 404, 413, 422)),
+    Route("GET", "/channels/web/messages", web_catch_up,
+          "Catch-up: the chat's messages after a message id (or next_after), oldest first",
+          NAME, response=client.CatchUpPage, errors=(400, 401, 404),
+          params=(Param("after", "query", "the last message id the widget saw"),
+                  Param("limit", "query", "page size, 1 to 200 (default 50)",
+                        {"type": "integer", "minimum": 1, "maximum": 200}))),
+    Route("GET", "/channels/web/ws", web_socket,
+          "The live chat socket: replies, typing and acks out; messages, typing, read "
+          "watermarks and hello/resume in (frames in adapters.client)", NAME,
+          status=101, params=(_TOKEN,), errors=(400, 401, 403, 404)),
+    Route("OPTIONS", "/channels/web/{route}", web_preflight,
+          "CORS preflight for the sessions and messages routes", NAME, status=204,
+          params=(Param("route", "path", "sessions or messages", required=True),),
+          errors=(403, 404)),
+)  # fmt: skip
+
+
+async def send(message: Message, recipient: str) -> Delivery:
+    # Replies publish each message as they store it; the sockets and catch-up deliver it.
+    return Delivery("sent")
 
 
 def setup(
     settings: Settings, session: aiohttp.ClientSession, store: Store
-) -> tuple[Any | None, Sender | None]:
-    return None, None
+) -> tuple[WebAdapter | None, Sender | None]:
+    config = settings.web
+    if not (config.session_secret or config.identity_secret):
+        return None, None
+    if not (config.session_secret and config.identity_secret):
+        raise ConfigError("web: set both session_secret and identity_secret, or neither")
+    for entry in config.allowed_origins:
+        if not origin_entry_ok(entry):
+            raise ConfigError(
+                f"web.allowed_origins: {entry!r} is not an origin (https://host[:port], "
+                "https://*.domain or *)"
+            )
+    try:
+        adapter = WebAdapter(
+            session_secret=config.session_secret.reveal(),
+            identity_secret=config.identity_secret.reveal(),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"web.{exc}") from None
+    return adapter, send

@@ -577,3 +577,10 @@ def test_push_url_must_be_http(http: aiohttp.ClientSession) -> None:
         make_mobile(http, "ftp://push.example.com")
     with pytest.raises(ConfigError):
         make_mobile(http, "http://push.example.com", apns_sandbox_url="push.example.com")
+
+
+async def test_without_a_push_url_nothing_is_pushed(http: aiohttp.ClientSession) -> None:
+    bare = make_mobile(http, None)  # type: ignore[arg-type]
+    assert not bare.pushes
+    delivery = await bare.deliver(reply(), device_of(bare, FIXTURES[0]))
+    assert delivery == Delivery("failed", reason="not_configured:push_url")

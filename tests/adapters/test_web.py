@@ -13,7 +13,15 @@ import pytest
 
 from adapters.base import InboundRequest, Marked, Received
 from adapters.sessions import SessionAuthority, new_visitor_id
-from adapters.web import FRAME_MAX, Ping, Resume, Typing, WebAdapter, allowed_origin
+from adapters.web import (
+    FRAME_MAX,
+    Ping,
+    Resume,
+    Typing,
+    WebAdapter,
+    allowed_origin,
+    origin_entry_ok,
+)
 from omni.errors import (
     BadRequest,
     ConfigError,
@@ -637,3 +645,19 @@ def test_allowed_origin_wildcard_and_empty() -> None:
     assert allowed_origin("https://anything.test", ["*"])
     assert not allowed_origin("null", ["*"])
     assert not allowed_origin("https://shop.example.com", [])
+
+
+@pytest.mark.parametrize(
+    ("entry", "ok"),
+    [
+        ("*", True),
+        ("https://shop.example.com", True),
+        ("http://localhost:8080", True),
+        ("https://*.example.org", True),
+        ("localhost:8080", False),
+        ("shop.example.com", False),
+        ("https://shop.example.com/widget", False),
+    ],
+)
+def test_allowed_origin_entries_are_checked(entry: str, ok: bool) -> None:
+    assert origin_entry_ok(entry) is ok

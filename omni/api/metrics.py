@@ -1,0 +1,20 @@
+"""`GET /metrics`: the Prometheus exposition (`omni.metrics`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from omni import metrics
+from omni.state import REDIS, SERVICES
+
+
+async def exposition(request: web.Request) -> web.Response:
+    live = request.app[SERVICES].live
+    process = (
+        ("omni_live_listeners", "gauge", "Open live-event listeners", live.listeners),
+        ("omni_live_listeners_dropped_total", "counter",
+         "Live-event listeners dropped for falling behind", live.dropped_total),
+    )  # fmt: skip
+    text = await metrics.render(request.app[REDIS], process)
+    headers = {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}
+    return web.Response(body=text.encode(), headers=headers)

@@ -1,0 +1,242 @@
+"""Who answers the customer: the bot, an agent, or the agents' queue.
+
+    bot ──(bot or agent: to agent, no agent_id)──► queue (status pending: waiting)
+     ▲  ──(to agent with agent_id / an agent takes over)──► agent
+     │                                                        │ no reply within
+     └──────────(an agent: to bot; or resolved)───────────────┤ [handoff] reply_timeout_s
+                                                              ▼
+                                                            queue
+
+While an agent holds the conversation (or it waits in the queue) the channel's bot is not
+asked to answer the customer's messages: it gets a `handoff` webhook instead (`omni.inbox`),
+and the phone channel transfers the caller (it asks `holder()`).
+
+An agent who holds a conversation owes the customer a reply from when they take it over
+and from each customer message after their last reply; the sweep (`Handoffs.run`, in
+every `omni serve`) puts overdue conversations back in the queue. The customer's hash is
+the truth (one script, `lua/handoff.lua`); the due-index is where the sweep looks, so a
+stale entry there costs a look and nothing else.
+
+First-response time and resolution are recorded per conversation (in its context) and
+summed per channel for /metrics (`omni.metrics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from importlib import resources
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from omni import codec, keys, metrics
+from omni.clock import iso, now_ms
+from omni.errors import Moved, NotFound
+from omni.ids import is_customer_id
+from omni.live import Live
+from omni.model import Assignee, Author, Message, Responder
+from omni.settings import HandoffSettings
+
+log = structlog.get_logger("omni.handoff")
+Target = Literal["bot", "queue", "agent"]
+_SWEEP_BATCH = 100
+
+
+class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The agent side holding a conversation: an agent, or the queue (no agent_id)."""
+
+    agent_id: str | None = None
+    since: str | None = None
+    reason: str | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """In the agents' queue, not yet taken by one."""
+        return self.agent_id is None
+
+
+async def holder(store_or_redis: Any, cid: str) -> Holder | None:
+    """Who on the agent side holds `cid`'s conversation; None while the bot does.
+
+    Takes a `Store` or a Redis client. One HMGET in the customer's slot.
+    """
+    redis: Redis = getattr(store_or_redis, "redis", store_or_redis)
+    ho, blob = await redis.hmget(keys.customer(cid), ["ho", "cv_assignee"])
+    if ho not in (b"agent", b"queue") or not blob:
+        return None
+    who = codec.decode(blob if isinstance(blob, bytes) else blob.encode(), Assignee)
+    return Holder(agent_id=who.id, since=who.since, reason=who.reason)
+
+
+class Handoffs:
+    def __init__(self, redis: Redis, live: Live, config: HandoffSettings) -> None:
+        self.redis = redis
+        self.live = live
+        self.config = config
+        source = resources.files("omni").joinpath("lua/handoff.lua").read_text()
+        self._script = redis.register_script(source)
+
+    async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
+        if not is_customer_id(cid):
+            raise NotFound(f"no customer {cid}")
+        result: list[Any] = await self._script(keys=[keys.customer(cid)], args=[op, *args])
+        code = int(result[0])
+        if code == -2:
+            raise NotFound(f"no customer {cid}")
+        if code == -3:
+            raise Moved(cid, _text(result[1]))
+        return result
+
+    # -- who answers ------------------------------------------------------------------
+
+    async def assign(
+        self, cid: str, to: Target, *, agent_id: str | None, reason: str | None, by: Author
+    ) -> Assignee:
+        """Hand the conversation to the bot, the queue or an agent; tells listeners."""
+        now = now_ms()
+        due = now + self._timeout_ms() if to == "agent" else None
+        who = Assignee(
+            kind="bot" if to == "bot" else "agent",
+            id=agent_id if to == "agent" else None,
+            since=iso(now),
+            reason=reason,
+        )
+        status = "pending" if to == "queue" else "open"
+        if due is not None:
+            # Indexed before the script arms it, so a crash in between leaves a look
+            # for the sweep, never an armed reply with nobody watching it.
+            await self.redis.zadd(keys.handoff_due(), {cid: due})
+        result = await self._run(
+            cid, "assign", now, to, codec.encode(who), "" if due is None else due, status
+        )
+        if due is None:
+            await self.redis.zrem(keys.handoff_due(), cid)
+        before = _text(result[1])
+        await metrics.count_handoff(self.redis, to, by.kind)
+        assignee = msgspec.structs.replace(who, reply_due=iso(due))
+        await self._tell(cid, to, assignee, status, by, before)
+        return assignee
+
+    async def _tell(
+        self, cid: str, to: Target, who: Assignee, status: str, by: Author, before: str
+    ) -> None:
+        await self.live.publish(
+            cid,
+            "handoff",
+            {
+                "to": to,
+                "from": before,
+                "assignee": msgspec.to_builtins(who),
+                "status": status,
+                "by": msgspec.to_builtins(by),
+            },
+        )
+
+    # -- what the inbox and replies tell us -------------------------------------------
+
+    async def on_inbound(self, message: Message) -> Holder | None:
+        """The customer wrote: who on the agent side holds the conversation (None: the
+        bot answers); an agent holding it owes a reply from now, if not already."""
+        # One read while the bot holds it (the common case); the script only when not.
+        held = await holder(self.redis, message.customer_id)
+        if held is None or held.waiting:
+            return held
+        result = await self._run(message.customer_id, "inbound", now_ms(), self._timeout_ms())
+        if _text(result[1]) == "agent" and (due := _text(result[2])):
+            await self.redis.zadd(keys.handoff_due(), {message.customer_id: int(due)})
+        return held
+
+    async def on_reply(self, message: Message) -> None:
+        """A bot or an agent answered: the conversation's first response (once), and an
+        agent's reply settles what they owed."""
+        kind = message.author.kind
+        if message.direction != "outbound" or kind not in ("bot", "agent"):
+            return
+        result = await self._run(message.customer_id, "reply", now_ms(), kind)
+        if int(result[1]):
+            seconds = int(result[2]) / 1000
+            await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
+        if int(result[3]):
+            await self.redis.zrem(keys.handoff_due(), message.customer_id)
+
+    async def resolve(self, cid: str, by: Author, reason: str | None) -> Responder | None:
+        """Mark the conversation resolved (the next message starts another): who resolved
+        it ("agent" when an agent took part), or None when it already was."""
+        kind = "agent" if by.kind == "agent" else "bot"
+        bot = codec.encode(Assignee(kind="bot", since=iso(now_ms()), reason=reason))
+        result = await self._run(cid, "resolve", now_ms(), kind, bot)
+        if not int(result[0]):
+            return None
+        resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
+        await self.redis.zrem(keys.handoff_due(), cid)
+        await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
+        await self.live.publish(
+            cid,
+            "conversation",
+            {
+                "status": "resolved",
+                "resolved_by": resolved_by,
+                "reason": reason,
+                "by": msgspec.to_builtins(by),
+            },
+        )
+        return resolved_by
+
+    # -- the sweep --------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Put every conversation whose agent reply is overdue back in the queue; returns
+        how many went back. Safe to run in any number of processes at once: the script
+        moves each conversation once."""
+        now = now_ms()
+        due = await self.redis.zrangebyscore(keys.handoff_due(), "-inf", now, 0, _SWEEP_BATCH)
+        moved = 0
+        for raw in due:
+            cid = _text(raw)
+            if await self._expire(cid, now):
+                moved += 1
+        return moved
+
+    async def _expire(self, cid: str, now: int) -> bool:
+        reason = f"no agent reply within {self.config.reply_timeout_s:g} s"
+        queue = Assignee(kind="agent", since=iso(now), reason=reason)
+        try:
+            result = await self._run(cid, "expire", now, codec.encode(queue))
+        except (NotFound, Moved):
+            await self.redis.zrem(keys.handoff_due(), cid)
+            return False
+        if int(result[0]):
+            await self.redis.zrem(keys.handoff_due(), cid)
+            await metrics.count_handoff(self.redis, "queue", "timeout")
+            system = Author(kind="system", name="reply timeout")
+            await self._tell(cid, "queue", queue, "pending", system, "agent")
+            return True
+        still = _text(result[1])
+        if still:
+            await self.redis.zadd(keys.handoff_due(), {cid: int(still)})
+        else:
+            await self.redis.zrem(keys.handoff_due(), cid)
+        return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every `sweep_interval_s` until `stop` is set (never cancelled in the
+        middle of a sweep, which would leave a pooled connection mid-command)."""
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("handoff sweep interrupted", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.sweep_interval_s)
+
+    def _timeout_ms(self) -> int:
+        return max(1, int(self.config.reply_timeout_s * 1000))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
