@@ -11,6 +11,7 @@ from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
+from omni.channels.socket import track_sockets
 from omni.middleware import request_middleware
 from omni.openapi import build
 from omni.redis_server import EmbeddedRedis
@@ -101,4 +102,5 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)
+    track_sockets(app)
     return app

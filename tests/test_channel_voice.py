@@ -769,3 +769,26 @@ async def test_the_voice_routes_are_in_the_openapi_document(client: TestClient) 
         operation = paths[f"/channels/voice/twilio{sub}"]["post"]
         assert "401" in operation["responses"]
         assert any(p["name"] == "X-Twilio-Signature" for p in operation["parameters"])
+
+
+async def test_a_link_code_keyed_on_a_call_joins_the_caller_to_its_customer(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    client = await voice_app(aiohttp_client, redis_url)
+    ana = (await ingest(client, channel="web", external_id="vis_1", text="order 4417?"))[
+        "customer_id"
+    ]
+    token = await client.post(
+        f"/v1/customers/{ana}/link-tokens", json={"channel": "voice"}, headers=BOT
+    )
+    code = (await token.json())["code"]
+    action = await call(client)
+    caller = await customer(client)
+    assert caller != ana
+    action, said = listening(await twiml(await post(client, action, params(Digits=code))))
+    assert said == ["Thank you, this number is now linked to your account. How can I help you?"]
+    assert await customer(client) == ana
+    # A wrong code is just an answer: the caller is not linked anywhere new.
+    _, said = listening(await twiml(await post(client, action, params(Digits="000000"))))
+    assert said != ["Thank you, this number is now linked to your account. How can I help you?"]
+    assert await customer(client) == ana

@@ -15,13 +15,12 @@ from redis.asyncio import Redis
 
 from adapters.sessions import IdentityVerifier
 from omni.app import create_app
-from omni.channels import socket as channel_socket
 from omni.channels import web as web_channel
 from omni.errors import ConfigError
 from omni.settings import Settings
 from omni.store import Store
 from tests.adapters.test_web import IDENTIFY, SIG
-from tests.conftest import AGENT, BOT, make_settings, snapshot
+from tests.conftest import AGENT, BOT, ingest, make_settings, snapshot
 from tests.test_bots import SECRET, BotReceiver, ServerFactory, serve
 from tests.test_worker import until
 
@@ -167,9 +166,10 @@ async def test_each_message_reaches_the_web_bot_once_and_its_answer_is_sent(
     bot = BotReceiver()
     bot.default = (200, {"replies": [{"text": "Yes, size 42 is in stock."}]})
     settings = web_settings(
-        redis_url, outbox=FAST, bots={"web": {"url": await serve(aiohttp_server, bot),
-                                              "secret": SECRET}}
-    )  # fmt: skip
+        redis_url,
+        outbox=FAST,
+        bots={"web": {"url": await serve(aiohttp_server, bot), "secret": SECRET}},
+    )
     client = await aiohttp_client(create_app(settings))
     session = await start(client)
     ws = await socket(client, session["token"])
@@ -217,9 +217,10 @@ async def test_a_token_from_another_secret_or_channel_is_401(
     before = await snapshot(redis)
     for token in (forged.issue_session("vis_01JH8Z3K9W2QX7M4T6R5B1C0DE"), app_session["token"]):
         response = await client.post(
-            "/channels/web/messages", json={"client_msg_id": "c-1", "text": "hi"},
+            "/channels/web/messages",
+            json={"client_msg_id": "c-1", "text": "hi"},
             headers=bearer(token),
-        )  # fmt: skip
+        )
         assert response.status == 401
     assert await snapshot(redis) == before
 
@@ -251,9 +252,10 @@ async def test_malformed_messages_are_4xx_problems_and_store_nothing(
     before = await snapshot(redis)
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = await chat.post(
-        "/channels/web/messages", data=raw,
+        "/channels/web/messages",
+        data=raw,
         headers={**bearer(session["token"]), "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     assert response.status == status, await response.text()
     assert response.content_type == "application/problem+json"
     assert await snapshot(redis) == before
@@ -278,12 +280,20 @@ async def test_an_oversized_body_is_413(aiohttp_client: Any, redis_url: str, red
         (json.dumps({"type": "logout"}).encode(), 422),
         (json.dumps({"type": "identify"}).encode(), 422),
         (json.dumps({"type": "renew"}).encode(), 401),
-        (json.dumps({"type": "identify", "identifier": "", "identifier_hash": "ab"}).encode(),
-         422),
-        (json.dumps({"type": "identify", "identifier": USER, "traits": {"email": "no"},
-                     "identifier_hash": SIG["identifier_hash"]}).encode(), 422),
+        (json.dumps({"type": "identify", "identifier": "", "identifier_hash": "ab"}).encode(), 422),
+        (
+            json.dumps(
+                {
+                    "type": "identify",
+                    "identifier": USER,
+                    "traits": {"email": "no"},
+                    "identifier_hash": SIG["identifier_hash"],
+                }
+            ).encode(),
+            422,
+        ),
     ],
-)  # fmt: skip
+)
 async def test_malformed_session_requests_are_4xx_and_write_nothing(
     chat: TestClient, redis: Redis, body: bytes, status: int
 ) -> None:
@@ -372,14 +382,15 @@ async def test_an_unverified_identify_is_401_and_changes_nothing(
     await say(chat, session["token"], "c-1", "hello")
     bodies = {
         "another_users_hash": login_body(session["visitor_id"], "cust_000124"),
-        "no_hash": {k: v for k, v in login_body(session["visitor_id"]).items()
-                    if k != "identifier_hash"},
+        "no_hash": {
+            k: v for k, v in login_body(session["visitor_id"]).items() if k != "identifier_hash"
+        },
         "hash_of_another_secret": login_body(
             session["visitor_id"], user_hash=IdentityVerifier("wrong").user_hash(USER)
         ),
         "not_hex": login_body(session["visitor_id"], user_hash="z" * 64),
         "uppercase_id": login_body(session["visitor_id"], USER.upper()),
-    }  # fmt: skip
+    }
     before = await snapshot(redis)
     response = await chat.post(
         "/channels/web/sessions", json=bodies[case], headers=bearer(session["token"])
@@ -427,8 +438,9 @@ async def test_a_socket_without_a_valid_session_is_refused_before_upgrade(
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await chat.ws_connect("/channels/web/ws", params=params, headers={"Origin": PAGE})
         assert refused.value.status == 401
-    plain = await chat.get("/channels/web/ws", params={"token": (await start(chat))["token"]},
-                           headers={"Origin": PAGE})  # fmt: skip
+    plain = await chat.get(
+        "/channels/web/ws", params={"token": (await start(chat))["token"]}, headers={"Origin": PAGE}
+    )
     assert plain.status == 400  # not a WebSocket request
     assert await snapshot(redis) == before
 
@@ -443,9 +455,12 @@ async def test_an_agents_reply_arrives_on_the_socket_and_is_marked_delivered(
     sent = await reply(worked, cid, "It ships today.")
     shown = await frame(ws)
     assert shown == {
-        "type": "message", "id": sent["id"], "from": "agent", "name": "test agent",
+        "type": "message",
+        "id": sent["id"],
+        "from": "agent",
+        "name": "test agent",
         "text": "It ships today.",
-    }  # fmt: skip
+    }
 
     async def delivered() -> bool:
         (latest, *_) = await history(worked, cid)
@@ -468,8 +483,10 @@ async def test_the_socket_takes_messages_acks_them_once_and_shows_them_to_other_
     assert (await frame(tab, "ack"))["id"] == ack["id"]
     echoed = await frame(other_tab)
     assert (echoed["id"], echoed["from"], echoed["client_msg_id"]) == (
-        ack["id"], "customer", "c-7f3a-0001",
-    )  # fmt: skip
+        ack["id"],
+        "customer",
+        "c-7f3a-0001",
+    )
     cid = (await customer_of(chat, session["visitor_id"]))["customer"]["id"]
     assert [m["id"] for m in await history(chat, cid)] == [ack["id"]]
     for ws in (tab, other_tab):
@@ -503,26 +520,30 @@ async def test_catch_up_after_a_reconnect(chat: TestClient) -> None:
     cid = (await customer_of(chat, session["visitor_id"]))["customer"]["id"]
     missed = [await reply(chat, cid, "Yes."), await reply(chat, cid, "Fully, to 1 m.")]
 
-    response = await chat.get("/channels/web/messages", params={"after": first["id"]},
-                              headers=bearer(token))  # fmt: skip
+    response = await chat.get(
+        "/channels/web/messages", params={"after": first["id"]}, headers=bearer(token)
+    )
     assert response.status == 200
     page = await response.json()
     assert [m["id"] for m in page["messages"]] == [m["id"] for m in missed]
     assert [m["text"] for m in page["messages"]] == ["Yes.", "Fully, to 1 m."]
     assert (page["next_after"], page["has_more"]) == (missed[-1]["id"], False)
 
-    one = await chat.get("/channels/web/messages", params={"after": first["id"], "limit": "1"},
-                         headers=bearer(token))  # fmt: skip
+    one = await chat.get(
+        "/channels/web/messages", params={"after": first["id"], "limit": "1"}, headers=bearer(token)
+    )
     paged = await one.json()
     assert ([m["id"] for m in paged["messages"]], paged["has_more"]) == ([missed[0]["id"]], True)
-    rest = await chat.get("/channels/web/messages", params={"after": paged["next_after"]},
-                          headers=bearer(token))  # fmt: skip
+    rest = await chat.get(
+        "/channels/web/messages", params={"after": paged["next_after"]}, headers=bearer(token)
+    )
     assert [m["id"] for m in (await rest.json())["messages"]] == [missed[1]["id"]]
 
     everything = await chat.get("/channels/web/messages", headers=bearer(token))
     assert [m["id"] for m in (await everything.json())["messages"]] == [
-        first["id"], *[m["id"] for m in missed],
-    ]  # fmt: skip
+        first["id"],
+        *[m["id"] for m in missed],
+    ]
 
     # The socket does the same on hello: what came after the id the client last saw.
     ws = await socket(chat, token)
@@ -547,8 +568,9 @@ async def test_bad_catch_up_queries_are_400(
 ) -> None:
     session = await start(chat)
     await say(chat, session["token"], "c-1", "hi")
-    response = await chat.get("/channels/web/messages", params=query,
-                              headers=bearer(session["token"]))  # fmt: skip
+    response = await chat.get(
+        "/channels/web/messages", params=query, headers=bearer(session["token"])
+    )
     assert response.status == status
     assert (await response.json())["field"] in ("after", "limit")
 
@@ -558,9 +580,10 @@ async def test_catch_up_for_a_visitor_who_never_wrote_is_empty(chat: TestClient)
     response = await chat.get("/channels/web/messages", headers=bearer(session["token"]))
     assert await response.json() == {"messages": [], "next_after": None, "has_more": False}
     unknown = await chat.get(
-        "/channels/web/messages", params={"after": "msg_01JH8Z4000000000000000000A"},
+        "/channels/web/messages",
+        params={"after": "msg_01JH8Z4000000000000000000A"},
         headers=bearer(session["token"]),
-    )  # fmt: skip
+    )
     assert (await unknown.json())["messages"] == []
 
 
@@ -600,9 +623,12 @@ async def test_a_socket_opened_before_the_first_message_still_gets_replies(
 async def test_cors_for_the_widgets_page(chat: TestClient) -> None:
     preflight = await chat.options(
         "/channels/web/messages",
-        headers={"Origin": PAGE, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization, content-type"},
-    )  # fmt: skip
+        headers={
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == PAGE
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
@@ -673,11 +699,45 @@ async def test_replies_while_the_socket_is_away_wait_for_catch_up_and_are_sent(
 async def test_open_sockets_are_closed_when_the_server_shuts_down(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
-    app = create_app(web_settings(redis_url))
-    channel_socket.track_sockets(app)
+    app = create_app(web_settings(redis_url))  # create_app tracks the sockets it serves
     client = await aiohttp_client(app)
     ws = await socket(client, (await start(client))["token"])
     await app.shutdown()
     closing = await ws.receive(timeout=5)
     assert closing.type == aiohttp.WSMsgType.CLOSE
     assert closing.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_a_link_token_presented_from_the_chat_joins_the_visitor_to_its_customer(
+    chat: TestClient,
+) -> None:
+    # An Instagram customer's bot sent a sign-in link; the visitor opens it in the chat.
+    ig = (await ingest(chat, channel="instagram", external_id="ig_9", text="order 4417?"))[
+        "customer_id"
+    ]
+    issued = await chat.post(
+        f"/v1/customers/{ig}/link-tokens", json={"channel": "web"}, headers=BOT
+    )
+    token = (await issued.json())["token"]
+    session = await start(chat)
+    await say(chat, session["token"], "c-1", "hello from the website")
+    visitor = (await customer_of(chat, session["external_id"]))["customer"]["id"]
+
+    wrong = await chat.post(
+        "/channels/web/link", json={"token": token + "x"}, headers=bearer(session["token"])
+    )
+    assert wrong.status == 401
+    anonymous = await chat.post("/channels/web/link", json={"token": token})
+    assert anonymous.status == 401
+    linked = await chat.post(
+        "/channels/web/link", json={"token": token}, headers=bearer(session["token"])
+    )
+    assert linked.status == 200, await linked.text()
+    assert (await linked.json())["customer_id"] == ig  # the older record survives
+    assert (await linked.json())["merged_from"] == visitor
+    texts = [m["text"] for m in await history(chat, ig)]
+    assert "hello from the website" in texts and "order 4417?" in texts
+    used = await chat.post(
+        "/channels/web/link", json={"token": token}, headers=bearer(session["token"])
+    )
+    assert used.status == 410

@@ -12,20 +12,22 @@ customer, else a new one. The visitor's history joins that customer (see `_join`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
 from aiohttp import web
+from msgspec import Meta
 from redis.asyncio import Redis
 
 from adapters.client import ClientChannel
-from adapters.sessions import USER_PREFIX, Session, Traits
+from adapters.sessions import USER_PREFIX, Session, Traits, decode_json
 from omni import keys
 from omni.channels import http
 from omni.clock import entry_ms, now_ms
 from omni.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from omni.ids import Cursor, decode_cursor
+from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
 from omni.search import index_profile, normalize_phone
@@ -172,6 +174,26 @@ async def post_message(request: web.Request, channel: str) -> web.Response:
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
     return json_response(ack, status=201 if created else 200)
+
+
+class LinkBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+async def present_link(request: web.Request, channel: str) -> web.Response:
+    """`POST /channels/<channel>/link`: the client presents a link token (the one in the
+    URL a bot sent) with its session, and the session's identity joins the token's
+    customer (omni.links: forged 401, expired or used 410, nothing changed)."""
+    adapter: ClientChannel = http.adapter(request, channel)
+    inbound = await http.inbound(request)
+    session = adapter.authenticate(inbound)
+    body = decode_json(inbound.body, LinkBody)
+    which: LinkChannel = "web" if channel == "web" else "mobile"
+    redeem = Redeem(channel=which, external_id=session.external_id, token=body.token)
+    services = request.app[SERVICES]
+    linked = await services.links.redeem(redeem)
+    await services.live.publish(linked.customer_id, "identity.linked", msgspec.to_builtins(linked))
+    return json_response(linked)
 
 
 async def catch_up(request: web.Request, channel: str) -> web.Response:

@@ -36,6 +36,7 @@ from omni.channels import client, http, socket
 from omni.clock import iso, now_ms
 from omni.delivery import Sender
 from omni.errors import ConfigError, CorruptRecord
+from omni.links import Linked
 from omni.model import Message
 from omni.route import Param, Route
 from omni.settings import Settings
@@ -130,6 +131,10 @@ async def mobile_message(request: web.Request) -> web.StreamResponse:
     return await client.post_message(request, NAME)
 
 
+async def mobile_link(request: web.Request) -> web.StreamResponse:
+    return await client.present_link(request, NAME)
+
+
 async def mobile_catch_up(request: web.Request) -> web.StreamResponse:
     return await client.catch_up(request, NAME)
 
@@ -161,6 +166,10 @@ ROUTES: tuple[Route, ...] = (
           "A message from the app (Bearer session token); a retried client_msg_id is "
           "acknowledged with the same id and stored once", NAME, body=MessageBody,
           response=client.Ack, status=201, errors=(400, 401, 404, 413, 422)),
+    Route("POST", "/channels/mobile/link", mobile_link,
+          "Present a link token from this session (the token in the URL a bot sent): the "
+          "session's identity joins the token's customer; forged 401, expired or used 410",
+          NAME, body=client.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
     Route("GET", "/channels/mobile/messages", mobile_catch_up,
           "Catch-up: the app's messages after a message id (or next_after), oldest first",
           NAME, response=client.CatchUpPage, errors=(400, 401, 404),

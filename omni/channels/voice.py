@@ -25,6 +25,7 @@ speaks what omni answers to one of its webhooks, so nothing can be pushed into t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import aiohttp
@@ -48,9 +49,10 @@ from omni.bots import BotAnswer, BotDispatcher, bot_event
 from omni.channels import http
 from omni.clock import iso, now_ms
 from omni.delivery import Sender
-from omni.errors import ConfigError, NotFound
+from omni.errors import ConfigError, Gone, NotFound, Unauthenticated, ValidationFailed
 from omni.identity import claim_verified_phone
 from omni.ids import new_message_id
+from omni.links import Redeem
 from omni.model import (
     Author,
     Context,
@@ -80,6 +82,8 @@ GOODBYE = "Thank you for calling. Goodbye."
 CONNECTING = "Connecting you to an agent. Please hold."
 NO_AGENT = "Sorry, no one is available to take your call right now. I can keep helping you."
 AGENT_MISSED = "Sorry, no one could take your call. I can keep helping you. What do you need?"
+LINKED = "Thank you, this number is now linked to your account. How can I help you?"
+LINK_CODE = re.compile(r"\d{6}")
 AGENT_MISSED_BYE = "Sorry, no one could take your call. Please call again later. Goodbye."
 
 BOT_AUTHOR = Author(kind="bot", name=f"{NAME} bot")
@@ -122,6 +126,9 @@ async def voice_gather(request: web.Request) -> web.Response:
     if hook.empty:
         return _twiml(voice.on_empty(hook, reprompt=REPROMPT, goodbye=GOODBYE))
     message, created = await _store_inbound(request, hook)
+    linked = await _link_code(request, hook) if created else None
+    if linked is not None:
+        return _twiml(voice.speak((linked,), turn=hook.next_turn))
     first: tuple[str, ...] = ()
     if hook.wants_agent:
         if voice.agent_number:
@@ -136,6 +143,22 @@ async def voice_gather(request: web.Request) -> web.Response:
     if turn.handoff and NO_AGENT not in says:
         says += (NO_AGENT,)
     return _twiml(voice.speak(says, turn=hook.next_turn))
+
+
+async def _link_code(request: web.Request, hook: CallWebhook) -> str | None:
+    """Six digits, keyed or said, that are a waiting link code: the caller's number joins
+    the customer the code was made for (omni.links). None: not a code; a refused code
+    is the bot's to handle like any other answer."""
+    said = hook.digits or "".join(ch for ch in (hook.transcript or "") if ch.isdigit())
+    if not LINK_CODE.fullmatch(said):
+        return None
+    try:
+        await request.app[SERVICES].links.redeem(
+            Redeem(channel="voice", external_id=hook.customer, code=said)
+        )
+    except (NotFound, Gone, ValidationFailed, Unauthenticated):
+        return None
+    return LINKED
 
 
 async def voice_status(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from omni.auth import Handler
 from omni.channels import client, http, socket
 from omni.delivery import Sender
 from omni.errors import ConfigError, Forbidden, NotFound, ProblemError
+from omni.links import Linked
 from omni.middleware import problem_response
 from omni.model import Message
 from omni.route import Param, Route
@@ -40,7 +41,7 @@ from omni.store import Store
 
 NAME = "web"
 PREFLIGHT_MAX_AGE_S = 600
-_PREFLIGHTED = ("sessions", "messages")
+_PREFLIGHTED = ("sessions", "messages", "link")
 
 
 def _origin(request: web.Request) -> str | None:
@@ -81,6 +82,11 @@ async def web_sessions(request: web.Request) -> web.StreamResponse:
 @_cors
 async def web_message(request: web.Request) -> web.StreamResponse:
     return await client.post_message(request, NAME)
+
+
+@_cors
+async def web_link(request: web.Request) -> web.StreamResponse:
+    return await client.present_link(request, NAME)
 
 
 @_cors
@@ -125,6 +131,10 @@ ROUTES: tuple[Route, ...] = (
           "A message from the visitor (Bearer session token); a retried client_msg_id is "
           "acknowledged with the same id and stored once", NAME, body=MessageBody,
           response=client.Ack, status=201, errors=(400, 401, 404, 413, 422)),
+    Route("POST", "/channels/web/link", web_link,
+          "Present a link token from this session (the token in the URL a bot sent): the "
+          "session's identity joins the token's customer; forged 401, expired or used 410",
+          NAME, body=client.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
     Route("GET", "/channels/web/messages", web_catch_up,
           "Catch-up: the chat's messages after a message id (or next_after), oldest first",
           NAME, response=client.CatchUpPage, errors=(400, 401, 404),
@@ -136,8 +146,8 @@ ROUTES: tuple[Route, ...] = (
           "watermarks and hello/resume in (frames in adapters.client)", NAME,
           status=101, params=(_TOKEN,), errors=(400, 401, 403, 404)),
     Route("OPTIONS", "/channels/web/{route}", web_preflight,
-          "CORS preflight for the sessions and messages routes", NAME, status=204,
-          params=(Param("route", "path", "sessions or messages", required=True),),
+          "CORS preflight for the sessions, messages and link routes", NAME, status=204,
+          params=(Param("route", "path", "sessions, messages or link", required=True),),
           errors=(403, 404)),
 )  # fmt: skip
 
