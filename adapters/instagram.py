@@ -91,6 +91,7 @@ from omni.model import (
     Message,
     MetaValue,
     Payload,
+    Product,
 )
 
 CHANNEL = "instagram"
@@ -615,17 +616,43 @@ def _postback(postback: dict[str, Any], ctx: _Context) -> ChannelEvent:
     mid = _id(postback.get("mid"))
     if not mid or len(mid) > _MID_MAX:
         mid = "pb_" + _digest(ctx.account, ctx.sender, ctx.at_ms, payload, title)
+    product = _product(payload, title)
     inbound = InboundMessage(
         channel=CHANNEL,
         external_id=ctx.customer,
         channel_message_id=mid,
         sent_at=iso(ctx.at_ms),
+        attachments=[product] if product else [],
         postback=Payload(
             _clean(payload)[:1024], title=_clean(title)[:256] if isinstance(title, str) else None
         ),
         metadata=bag.data,
     )
     return Received(_validated(inbound))
+
+
+def _product(payload: str, title: object) -> Attachment | None:
+    """A shop's "buy" button: a postback whose payload is `PRODUCT:<id>` or
+    `{"product": {"id", "name"?, "price"? (minor units), "currency"?, "url"?}}` (the
+    payloads the brand's own templates put there) becomes a product attachment, so a bot
+    can put it in the cart without parsing payloads itself. Anything else is not one."""
+    found: Any = None
+    if payload.upper().startswith("PRODUCT:"):
+        found = {"id": payload.split(":", 1)[1].strip()}
+    elif payload.startswith("{"):
+        try:
+            found = msgspec.json.decode(payload).get("product")
+        except (msgspec.DecodeError, AttributeError):
+            return None
+    if not isinstance(found, dict):
+        return None
+    if not found.get("name") and isinstance(title, str) and title:
+        found = {**found, "name": _clean(title)[:512]}
+    try:
+        product = msgspec.convert(found, Product)
+    except msgspec.ValidationError:
+        return None
+    return Attachment(type="product", name=product.name, product=product)
 
 
 def _reaction(reaction: dict[str, Any], ctx: _Context) -> ChannelEvent:

@@ -86,10 +86,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 for task in pending:
                     task.cancel()
             # Bounded: a subscription stuck on a dead connection must not hold up exit.
-            await asyncio.wait([*tasks, sweep], timeout=2)
-            if not sweep.done():
-                sweep.cancel()
-            await asyncio.gather(*(t for t in [*tasks, sweep] if t.done()), return_exceptions=True)
+            background = [*tasks, sweep]
+            _, pending = await asyncio.wait(background, timeout=2)
+            for task in pending:
+                task.cancel()  # again: a cancellation can be lost inside a client library
+            if pending:
+                _, stuck = await asyncio.wait(pending, timeout=2)
+                for task in stuck:
+                    log.warning("background task did not stop", task=task.get_name())
+            await asyncio.gather(*(t for t in background if t.done()), return_exceptions=True)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -318,6 +318,11 @@ class Live:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can turn a cancellation mid-read into a ConnectionError;
+                    # carrying on would make this task impossible to stop.
+                    raise asyncio.CancelledError from exc
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
 

@@ -619,3 +619,43 @@ async def test_graph_refusals_fail_with_their_reason_and_are_not_retried(
     assert (failed["status"]["state"], failed["status"]["attempts"]) == ("failed", 1)
     assert failed["status"]["reason"].startswith(f"{slug}: ")
     assert len(graph[0].requests) == (0 if slug == "not_configured" else 1)
+
+
+def _postback_body(payload: str, title: str, mid: str) -> bytes:
+    event = {"sender": {"id": "1180000000000077"}, "recipient": {"id": ACCOUNT},
+             "timestamp": 1767225600000,
+             "postback": {"mid": mid, "title": title, "payload": payload}}  # fmt: skip
+    body = {"object": "instagram", "entry": [{"id": ACCOUNT, "time": 1767225600000,
+                                              "messaging": [event]}]}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+async def test_a_product_shared_from_instagram_is_a_product_a_bot_can_put_in_the_cart(
+    client: TestClient,
+) -> None:
+    structured = {"product": {"id": "TRAIL-42", "price": 8900, "currency": "EUR"}}
+    await accepted(client, _postback_body(json.dumps(structured), "Trail shoe 42", "pb-1"))
+    await accepted(client, _postback_body("PRODUCT:SOCKS-3", "Running socks", "pb-2"))
+    await accepted(client, _postback_body("PRODUCT:", "Broken button", "pb-3"))
+    by_mid = {m["channel_message_id"]: m for m in await history(client, "1180000000000077")}
+    shoe, socks, broken = by_mid["pb-1"], by_mid["pb-2"], by_mid["pb-3"]
+    assert broken.get("attachments", []) == []  # an empty id is no product
+    assert socks["attachments"] == [
+        {
+            "type": "product",
+            "name": "Running socks",
+            "product": {"id": "SOCKS-3", "name": "Running socks"},
+        }
+    ]
+    product = shoe["attachments"][0]["product"]
+    assert product == {"id": "TRAIL-42", "name": "Trail shoe 42", "price": 8900,
+                       "currency": "EUR"}  # fmt: skip
+    # The bot puts what the customer chose in the cart, as any channel will then see it.
+    cid = await cid_of(client, "1180000000000077")
+    cart = await client.get(f"/v1/customers/{cid}/cart", headers=BOT)
+    item = {"sku": product["id"], "name": product["name"], "quantity": 1,
+            "unit_price": product["price"], "currency": product["currency"]}  # fmt: skip
+    put = await client.put(f"/v1/customers/{cid}/cart", json={"items": [item], "stage": "cart"},
+                           headers={**BOT, "If-Match": cart.headers["ETag"]})  # fmt: skip
+    assert put.status == 200
+    assert (await put.json())["totals"] == {"item_count": 1, "subtotal": 8900}
