@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,24 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check omni adapters tests bench
 	$(BIN)/mypy
 
-bench: $(TEST_STAMP)
-	$(BIN)/python -m bench
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(STAMP)
+
+# Needs wrk (Debian/Ubuntu: sudo apt-get install -y wrk); it says so when missing.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The console's browser test drives Debian's chromium headless. As root (CI) it is
+# installed when missing; otherwise this says how, and that test is skipped with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "chromium is not installed: sudo apt-get install -y chromium (the console's browser test is skipped without it)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -22,17 +22,6 @@ from omni.store import Store
 from omni.worker import Worker
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when it is installed (it carries a request through aiohttp and
-    redis-py with less Python per step: see bench/), asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omni", description="omnichannel conversation continuity")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
             host=host,
             port=port,
             reuse_port=args.reuse_port or None,
-            loop=new_event_loop(),
             shutdown_timeout=settings.server.shutdown_timeout,
             access_log=None,
             print=None,

@@ -33,11 +33,13 @@ import structlog
 from redis.asyncio import Redis
 
 from omni import codec, keys, metrics
+from omni.bots import BotAnswer
 from omni.clock import iso, now_ms
 from omni.errors import Moved, NotFound
 from omni.ids import is_customer_id
 from omni.live import Live
 from omni.model import Assignee, Author, Message, Responder
+from omni.outbox import Job
 from omni.settings import HandoffSettings
 
 log = structlog.get_logger("omni.handoff")
@@ -109,9 +111,14 @@ class Handoffs:
             # Indexed before the script arms it, so a crash in between leaves a look
             # for the sweep, never an armed reply with nobody watching it.
             await self.redis.zadd(keys.handoff_due(), {cid: due})
-        result = await self._run(
-            cid, "assign", now, to, codec.encode(who), "" if due is None else due, status
-        )
+        try:
+            result = await self._run(
+                cid, "assign", now, to, codec.encode(who), "" if due is None else due, status
+            )
+        except (NotFound, Moved):
+            if due is not None:
+                await self.redis.zrem(keys.handoff_due(), cid)  # nothing to watch there
+            raise
         if due is None:
             await self.redis.zrem(keys.handoff_due(), cid)
         before = _text(result[1])
@@ -161,6 +168,16 @@ class Handoffs:
             await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
         if int(result[3]):
             await self.redis.zrem(keys.handoff_due(), message.customer_id)
+
+    async def on_bot_answer(self, job: Job, answer: BotAnswer) -> None:
+        """A bot answered a webhook with `"handoff": true`: the conversation goes to the
+        agents' queue, unless the agent side holds it already (a retried answer included)."""
+        cid = job.customer_id
+        if not answer.handoff or not cid or await holder(self.redis, cid) is not None:
+            return
+        bot = job.payload.get("bot") if isinstance(job.payload, dict) else None
+        by = Author(kind="bot", name=f"{bot} bot" if bot else "bot")
+        await self.assign(cid, "queue", agent_id=None, reason="the bot asked for an agent", by=by)
 
     async def resolve(self, cid: str, by: Author, reason: str | None) -> Responder | None:
         """Mark the conversation resolved (the next message starts another): who resolved

@@ -21,7 +21,7 @@ from omni.store import Store, _b
 
 PHONE_CHANNELS = frozenset({"voice", "sms", "whatsapp"})  # external ids that are E.164
 TYPED_CONFIDENCE = 0.5  # an address typed in a chat: plausible, never proof
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _PHONE = re.compile(r"(?:\+|00)[1-9][\d\s().-]{6,18}\d")
 
 
@@ -65,8 +65,12 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
 def typed_contacts(text: str) -> dict[str, str]:
     """E-mail and phone numbers written in a message."""
     found: dict[str, str] = {}
-    if email := _EMAIL.search(text):
-        found["email"] = email.group(0).casefold()
+    # Only the words with an "@" are tried: a regex search over a long word without one
+    # would backtrack quadratically.
+    for word in text.split():
+        if "@" in word and (email := _EMAIL.search(word)):
+            found["email"] = email.group(0).casefold()
+            break
     for match in _PHONE.finditer(text):
         if phone := normalize_phone(match.group(0)):
             found["phone"] = phone

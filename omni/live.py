@@ -91,6 +91,9 @@ class Listener:
     _last: tuple[int, int] = (0, 0)  # the newest event id handed out
     _backlog: deque[Event] = field(default_factory=deque)
     _replay_from: str | None = None  # while replaying: the stream id to read after
+    # Set once the feed knows where it reads from: replay starts after that, so what
+    # replay reads reaches at least where the feed starts, and nothing falls between.
+    _feed_ready: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         if self.after is not None and self.redis is not None:
@@ -116,6 +119,8 @@ class Listener:
             if self._backlog:
                 return self._accept(self._backlog.popleft())
             if self._replay_from is not None:
+                if self._feed_ready is not None:
+                    await self._feed_ready.wait()
                 await self._replay_page()
                 continue
             event = await asyncio.wait_for(self.queue.get(), idle_s)
@@ -168,6 +173,7 @@ class _Feed:
     listeners: set[Listener] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cursor: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # the cursor is set
     task: asyncio.Task[None] | None = None
     stopped: bool = False
 
@@ -227,6 +233,7 @@ class Live:
             feed.task = asyncio.create_task(self._pump(feed), name=f"omni-live-feed {key}")
             self._pumps.add(feed.task)
             feed.task.add_done_callback(self._pumps.discard)
+        listener._feed_ready = feed.ready
         feed.listeners.add(listener)
         try:
             yield listener
@@ -245,6 +252,7 @@ class Live:
             try:
                 if feed.cursor is None:
                     feed.cursor = await self._newest(feed.key)
+                    feed.ready.set()
                 await feed.wake.wait()
                 feed.wake.clear()
                 if not feed.stopped:
@@ -252,6 +260,9 @@ class Live:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # as in _listen: stay stoppable
                 log.warning("live feed interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
                 feed.wake.set()

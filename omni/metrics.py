@@ -138,7 +138,7 @@ async def render(redis: Redis, process: Iterable[tuple[str, str, str, float]]) -
         "handoff",
         "omni_handoffs_total",
         "Conversations handed over, by where to (agent, queue, bot) and by whom "
-        "(bot, agent, admin, or timeout: an agent's reply was overdue); service-wide.",
+        "(bot, agent, or timeout: an agent's reply was overdue); service-wide.",
         ("to", "by"),
     )
     lines += _stats(_decode(stats))

@@ -68,7 +68,9 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
                 store,
                 live,
                 replies,
-                lambda on_replies: BotDispatcher(session, settings.bots, on_replies),
+                lambda on_replies: BotDispatcher(
+                    session, settings.bots, on_replies, on_answer=handoffs.on_bot_answer
+                ),
                 senders,
                 settings.channels.enabled,
                 settings.outbox.max_attempts,

@@ -792,3 +792,43 @@ async def test_a_link_code_keyed_on_a_call_joins_the_caller_to_its_customer(
     _, said = listening(await twiml(await post(client, action, params(Digits="000000"))))
     assert said != ["Thank you, this number is now linked to your account. How can I help you?"]
     assert await customer(client) == ana
+
+
+async def test_while_an_agent_holds_the_conversation_the_caller_is_transferred(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis
+) -> None:
+    receiver = BotReceiver()
+    client = await bot_app(aiohttp_client, aiohttp_server, redis_url, receiver)
+    action = await call(client)
+    cid = await customer(client)
+    taken = await client.post(
+        f"/v1/customers/{cid}/handoff", json={"to": "agent", "agent_id": "sam"}, headers=AGENT
+    )
+    assert taken.status == 200, await taken.text()
+    said, _, numbers = dialled(
+        await twiml(await post(client, action, params(SpeechResult="hello?", Confidence="0.9")))
+    )
+    assert numbers == [AGENT_NUMBER]
+    assert said == ["Connecting you to the agent looking after your conversation. Please hold."]
+    assert receiver.attempts == []  # the bot is not asked while the agent holds it
+    # A new call from the same customer goes straight to the agent too.
+    _, _, numbers = dialled(await twiml(await replay(client, "incoming")))
+    assert numbers == [AGENT_NUMBER]
+
+
+async def test_a_bot_handoff_puts_the_call_in_the_agents_queue(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis
+) -> None:
+    receiver = BotReceiver()
+    receiver.answers = [(200, {"replies": [{"text": "Let me get someone."}], "handoff": True})]
+    client = await bot_app(aiohttp_client, aiohttp_server, redis_url, receiver)
+    action = await call(client)
+    form = params(SpeechResult="I want to cancel", Confidence="0.9")
+    said, _, numbers = dialled(await twiml(await post(client, action, form)))
+    assert said == ["Let me get someone."]
+    assert numbers == [AGENT_NUMBER]
+    context = await (
+        await client.get(f"/v1/customers/{await customer(client)}/context", headers=BOT)
+    ).json()
+    assert context["conversation"]["status"] == "pending"  # waiting for an agent
+    assert context["conversation"]["first_response_by"] == "bot"

@@ -75,6 +75,8 @@ async def test_ingest_and_context_issue_the_same_commands_at_10_and_10000(
     short = await _seed(store, "short", 10)
     long = await _seed(store, "long", LONG)
     assert await redis.xlen(f"omni:{{{long}}}:tl") == LONG
+    # Load the read script into the server first: that happens once per server, not per read.
+    assert (await client.get(f"/v1/customers/{short}/context", headers=BOT)).status == 200
     for name, on_short, on_long in await _paths(client, short, long):
         small, large = await _measure(redis, on_short), await _measure(redis, on_long)
         assert small == large, f"{name}: {small} != {large}"

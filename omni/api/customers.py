@@ -32,7 +32,7 @@ from omni.model import (
     json_size,
 )
 from omni.search import index_profile, normalize_phone, search
-from omni.state import REDIS, SETTINGS, STORE
+from omni.state import REDIS, SERVICES, SETTINGS, STORE
 from omni.web_io import etag, if_match, json_response, not_modified, query_int, query_str, read_json
 
 ASK_MAX = 20
@@ -45,6 +45,11 @@ def _cid(request: web.Request) -> str:
     if not is_customer_id(cid):
         raise NotFound(f"no customer {cid}")
     return cid
+
+
+async def _publish(request: web.Request, cid: str, type: str, data: object) -> None:
+    """Tell agents' live streams (and sockets) what changed."""
+    await request.app[SERVICES].live.publish(cid, type, msgspec.to_builtins(data))
 
 
 async def _context_response(
@@ -93,6 +98,7 @@ async def patch_conversation(request: web.Request) -> web.Response:
         check_channel(request, patch.pending.channel, field="pending.channel")
     channel = request.query.get("channel")
     await request.app[STORE].patch_conversation(cid, patch, if_match(request), channel)
+    await _publish(request, cid, "conversation", patch)
     return await _context_response(request, cid)
 
 
@@ -119,7 +125,8 @@ async def patch_facts(request: web.Request) -> web.Response:
                 f"a fact value is limited to {FACT_VALUE_MAX_BYTES} bytes of JSON",
                 field=f"facts.{name}.value",
             )
-    await request.app[STORE].patch_facts(cid, patch, if_match(request))
+    rev = await request.app[STORE].patch_facts(cid, patch, if_match(request))
+    await _publish(request, cid, "fact", {"facts": patch.facts, "version": rev})
     return await _context_response(request, cid)
 
 
@@ -144,6 +151,7 @@ async def put_cart(request: web.Request) -> web.Response:
     if data.stage == "placed" and not data.order_id:
         raise ValidationFailed("a placed cart needs its order_id", field="order_id")
     cart, rev = await request.app[STORE].put_cart(cid, data, version, caller(request).name)
+    await _publish(request, cid, "cart", {"cart": cart, "version": rev})
     return json_response(cart, headers={"ETag": etag(rev)})
 
 
@@ -179,6 +187,7 @@ async def patch_profile(request: web.Request) -> web.Response:
             if given or attempt >= _PROFILE_ATTEMPTS:
                 raise
     await index_profile(request.app[REDIS], cid, before, new)
+    await _publish(request, cid, "profile", {"profile": new})
     return await _context_response(request, cid)
 
 
@@ -187,6 +196,8 @@ async def link_identity(request: web.Request) -> web.Response:
     link = await read_json(request, IdentityLink)
     check_channel(request, link.channel)
     identity, created = await request.app[STORE].link_identity(cid, link)
+    if created:
+        await _publish(request, cid, "identity", {"identity": identity})
     return json_response(identity, status=201 if created else 200)
 
 

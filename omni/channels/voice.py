@@ -50,6 +50,7 @@ from omni.channels import http
 from omni.clock import iso, now_ms
 from omni.delivery import Sender
 from omni.errors import ConfigError, Gone, NotFound, Unauthenticated, ValidationFailed
+from omni.handoff import holder
 from omni.identity import claim_verified_phone
 from omni.ids import new_message_id
 from omni.links import Redeem
@@ -82,6 +83,8 @@ GOODBYE = "Thank you for calling. Goodbye."
 CONNECTING = "Connecting you to an agent. Please hold."
 NO_AGENT = "Sorry, no one is available to take your call right now. I can keep helping you."
 AGENT_MISSED = "Sorry, no one could take your call. I can keep helping you. What do you need?"
+HELD = "Connecting you to the agent looking after your conversation. Please hold."
+HELD_NO_NUMBER = "An agent is looking after your conversation and will get back to you shortly."
 LINKED = "Thank you, this number is now linked to your account. How can I help you?"
 LINK_CODE = re.compile(r"\d{6}")
 AGENT_MISSED_BYE = "Sorry, no one could take your call. Please call again later. Goodbye."
@@ -118,6 +121,9 @@ async def voice_call(request: web.Request) -> web.Response:
     # Read before the call itself is stored, so "last time" is the time before this call.
     context = await _context(request.app[STORE], cid) if cid else None
     await _store_inbound(request, hook)
+    if cid is not None and voice.agent_number and await holder(request.app[STORE], cid):
+        # An agent holds the conversation (or it waits for one): the caller goes to them.
+        return _twiml(voice.transfer(HELD, turn=hook.turn))
     return _twiml(voice.greet(greeting(context)))
 
 
@@ -129,20 +135,38 @@ async def voice_gather(request: web.Request) -> web.Response:
     linked = await _link_code(request, hook) if created else None
     if linked is not None:
         return _twiml(voice.speak((linked,), turn=hook.next_turn))
+    held = await holder(request.app[STORE], message.customer_id)
+    if held is not None and not held.waiting:
+        # While an agent holds the conversation the bot does not answer; one merely
+        # waiting in the queue keeps the bot talking (a missed transfer must not loop).
+        if voice.agent_number:
+            return _twiml(voice.transfer(HELD, turn=hook.turn))
+        return _twiml(voice.speak((HELD_NO_NUMBER,), turn=hook.next_turn))
     first: tuple[str, ...] = ()
     if hook.wants_agent:
         if voice.agent_number:
+            await _to_queue(request, message.customer_id, "the caller asked for a person")
             return _twiml(voice.transfer(CONNECTING, turn=hook.turn))
         first = (NO_AGENT,)
     # A retried callback (Twilio lost our answer) hears the same turn again; the bot is
     # not asked twice.
     turn = await _ask_bot(request, hook, message) if created else await _replay(request, message)
     if turn.handoff and voice.agent_number:
+        # Without a number to transfer to, the bot carries on (it says no one is free).
+        await _to_queue(request, message.customer_id, "the voice bot asked for an agent")
         return _twiml(voice.transfer(" ".join(first + turn.says), turn=hook.turn))
     says = first + turn.says
     if turn.handoff and NO_AGENT not in says:
         says += (NO_AGENT,)
     return _twiml(voice.speak(says, turn=hook.next_turn))
+
+
+async def _to_queue(request: web.Request, cid: str, reason: str) -> None:
+    """The conversation waits for an agent, so the console shows the call waiting."""
+    if await holder(request.app[STORE], cid) is None:
+        await request.app[SERVICES].handoffs.assign(
+            cid, "queue", agent_id=None, reason=reason, by=BOT_AUTHOR
+        )
 
 
 async def _link_code(request: web.Request, hook: CallWebhook) -> str | None:
@@ -325,8 +349,9 @@ async def _store_said(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:
-        live = request.app[SERVICES].live
-        await live.publish(heard.customer_id, "message", msgspec.to_builtins(stored))
+        services = request.app[SERVICES]
+        await services.live.publish(heard.customer_id, "message", msgspec.to_builtins(stored))
+        await services.handoffs.on_reply(stored)  # first-response time, per channel
 
 
 def _said_id(heard: Message, index: int) -> str:

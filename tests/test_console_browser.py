@@ -1,0 +1,231 @@
+"""The agents' console: served from the package, and used in a real browser (Debian's
+chromium, headless, driven by Playwright) against a real omni on a real port: sign in,
+find the customer, read a web + voice + Instagram timeline, take over, reply, and watch
+the reply's delivery status change in place.
+
+Set OMNI_SCREENSHOT=docs/console.png to keep the screenshot it takes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from omni.app import create_app
+from tests.adapters.test_instagram import Graph
+from tests.conftest import AGENT, BOT, make_settings
+from tests.test_bots import ServerFactory
+from tests.test_channel_instagram import FAST, INSTAGRAM
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+AGENT_KEY = AGENT["Authorization"].removeprefix("Bearer ")
+GUARD_MS = 15_000  # how long the browser waits for what a person would see
+
+
+# -- served from the package ---------------------------------------------------------------
+
+
+async def test_the_console_is_served_from_the_package(client: TestClient) -> None:
+    for name in ("index.html", "console.js", "console.css"):
+        assert resources.files("omni").joinpath(f"console/{name}").is_file()
+    page = await client.get("/console")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    html = await page.text()
+    assert '<label for="key">Agent API key</label>' in html
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    script = await client.get("/console/console.js")
+    assert script.status == 200 and script.content_type == "text/javascript"
+    styles = await client.get("/console/console.css")
+    assert styles.status == 200 and styles.content_type == "text/css"
+
+
+async def test_nothing_else_is_served_from_the_console_folder(client: TestClient) -> None:
+    for path in ("/console/app.py", "/console/..%2Fapp.py", "/console/index.htm", "/console/"):
+        response = await client.get(path)
+        assert response.status == 404, path
+        assert response.content_type == "application/problem+json"
+
+
+# -- in a real browser -----------------------------------------------------------------------
+
+
+def png(width: int = 96, height: int = 64) -> str:
+    """A small picture (a data: URL), so the page shows an image without a network."""
+    rows = b"".join(b"\x00" + bytes((193, 53, 132)) * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    data += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture
+async def omni(
+    aiohttp_server: ServerFactory, redis_url: str, redis: Redis
+) -> AsyncIterator[TestServer]:
+    """omni on a real port, sending Instagram replies to a local Graph API."""
+    graph = Graph()
+    graph_app = web.Application()
+    graph_app.router.add_post("/v22.0/{account}/messages", graph.handle)
+    graph_server = await aiohttp_server(graph_app)
+    settings = make_settings(
+        redis_url,
+        instagram={**INSTAGRAM, "graph_url": str(graph_server.make_url("/v22.0"))},
+        outbox=FAST,
+    )
+    server = await aiohttp_server(create_app(settings))
+    yield server
+    graph.release.set()
+
+
+async def post(server: TestServer, session: Any, path: str, body: Any, **headers: str) -> Any:
+    async with session.request(
+        headers.pop("method", "POST"), server.make_url(path), json=body, headers=headers
+    ) as response:
+        assert response.status < 300, await response.text()
+        return await response.json()
+
+
+async def seed(server: TestServer) -> str:
+    """Ana wrote on the web, called, then wrote on Instagram (the channel she uses now)."""
+    async with aiohttp.ClientSession() as session:
+        first = await post(server, session, "/v1/messages", {
+            "channel": "web", "external_id": "visitor-ana", "channel_message_id": "w-1",
+            "author_name": "Ana Silva", "text": "Do you have these shoes in size 42?",
+        }, **BOT)  # fmt: skip
+        cid = first["customer_id"]
+        for channel, external_id in (("instagram", "ig-ana"), ("voice", "+34600111222")):
+            await post(server, session, f"/v1/customers/{cid}/identities",
+                       {"channel": channel, "external_id": external_id}, **AGENT)  # fmt: skip
+        await post(server, session, "/v1/messages", {
+            "channel": "voice", "external_id": "+34600111222", "channel_message_id": "CA1-1",
+            "voice": {"call_id": "CA1", "transcript": "I am calling about order 4417",
+                      "confidence": 0.92},
+        }, **BOT)  # fmt: skip
+        await post(server, session, "/v1/messages", {
+            "channel": "instagram", "external_id": "ig-ana", "channel_message_id": "ig-1",
+            "text": "This is the box I got", "attachments": [{"type": "image", "url": png()}],
+        }, **BOT)  # fmt: skip
+        await post(server, session, f"/v1/customers/{cid}/facts",
+                   {"facts": {"order_id": {"value": "4417"}, "shoe_size": {"value": 42}}},
+                   method="PATCH", **BOT)  # fmt: skip
+        async with session.get(server.make_url(f"/v1/customers/{cid}/cart"), headers=BOT) as got:
+            version = got.headers["ETag"]
+        await post(server, session, f"/v1/customers/{cid}/cart", {
+            "items": [{"sku": "SHOE-42", "name": "Trail runner, size 42", "quantity": 1,
+                       "unit_price": 8900, "currency": "EUR"}],
+            "stage": "checkout",
+        }, method="PUT", **{**BOT, "If-Match": version})  # fmt: skip
+    return str(cid)
+
+
+async def write(server: TestServer, text: str, mid: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        body = {"channel": "instagram", "external_id": "ig-ana", "channel_message_id": mid,
+                "text": text}  # fmt: skip
+        await post(server, session, "/v1/messages", body, **BOT)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on this machine: `make browser` (or apt-get install -y chromium) "
+    "installs Debian's; .ci/run always does",
+)
+async def test_an_agent_works_a_conversation_in_the_console(
+    omni: TestServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    await seed(omni)
+    expect.set_options(timeout=GUARD_MS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 860})
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            await page.goto(str(omni.make_url("/console")))
+
+            # Sign in with an agent key.
+            await page.get_by_label("Agent API key").fill(AGENT_KEY)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#who")).to_have_text("Signed in as test agent (agent)")
+
+            # Find Ana and open her.
+            await page.get_by_label("Find a customer").fill("Ana")
+            await page.get_by_label("Find a customer").press("Enter")
+            await page.get_by_role("button", name="Ana Silva").click()
+            await expect(page.locator("#customer-name")).to_have_text("Ana Silva")
+
+            # One timeline, three channels, each with its badge, the picture and the call
+            # (and the cart's progress, which omni notes on the timeline itself).
+            await expect(page.locator("#timeline > li.system")).to_contain_text("checkout")
+            timeline = page.locator("#timeline > li:not(.system)")
+            await expect(timeline).to_have_count(3)
+            channels = [await row.get_attribute("data-channel") for row in await timeline.all()]
+            assert channels == ["web", "voice", "instagram"]
+            await expect(timeline.locator(".badge")).to_have_text(["web", "voice", "instagram"])
+            await expect(page.locator("#timeline .transcript")).to_contain_text(
+                "I am calling about order 4417"
+            )
+            picture = page.locator("#timeline img")
+            await expect(picture).to_be_visible()
+            assert await picture.evaluate("img => img.complete && img.naturalWidth > 0")
+            await expect(page.locator("#facts")).to_contain_text("4417")
+            await expect(page.locator("#cart")).to_contain_text("Trail runner, size 42")
+
+            # Take over from the bot.
+            await expect(page.locator("#holder")).to_have_text("The bot answers")
+            await page.get_by_role("button", name="Take over").click()
+            await expect(page.locator("#holder")).to_contain_text("Held by test agent")
+            await expect(page.locator("#take")).to_have_text("Hand back to the bot")
+
+            # Reply: it goes out on Instagram and its status changes in place.
+            await page.get_by_label("Reply").fill("Your order 4417 ships today.")
+            await page.get_by_label("Reply").press("Control+Enter")
+            mine = page.locator("#timeline > li.outbound")
+            await expect(mine).to_have_count(1)
+            await expect(mine.locator(".text")).to_have_text("Your order 4417 ships today.")
+            await expect(mine.locator(".badge")).to_have_text("instagram")
+            await expect(mine.locator("[data-status]")).to_have_attribute("data-status", "sent")
+
+            # Ana answers: it appears without a reload.
+            await write(omni, "Great, thank you!", "ig-2")
+            await expect(timeline).to_have_count(5)
+            await expect(timeline.last).to_contain_text("Great, thank you!")
+            await expect(page.locator("#inbox")).to_contain_text("Great, thank you!")
+
+            # Everything on the page is reachable with a label.
+            for control in ("#q", "#reply", "#channel"):
+                label = await page.locator(control).evaluate("e => e.labels[0].textContent")
+                assert label.strip()
+
+            shot = tmp_path / "console.png"
+            await page.screenshot(path=str(shot))
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            keep = os.environ.get("OMNI_SCREENSHOT")
+            if keep:
+                shutil.copyfile(shot, keep)
+            assert problems == []
+        finally:
+            await browser.close()

@@ -1,0 +1,139 @@
+"""GET /metrics: the Prometheus text format, the conversation measures the product names
+(first-response time, first-contact resolution, handoffs) per channel, service-wide."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from omni.app import create_app
+from omni.metrics import count_handoff
+from omni.settings import Settings
+from tests.conftest import ADMIN, AGENT, BOT, ingest
+
+_SAMPLE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
+    r" (?P<value>[-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|Inf|NaN))$"
+)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Samples by name and labels, checking the exposition format on the way: every
+    sample belongs to a family declared (HELP, then TYPE) before it, once."""
+    assert text.endswith("\n")
+    families: dict[str, str] = {}
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    helped: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert name not in helped, f"HELP twice for {name}"
+            helped.add(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert name in helped and name not in families, line
+            assert kind in ("counter", "gauge", "histogram"), line
+            families[name] = kind
+        else:
+            match = _SAMPLE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            name = match.group("name")
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in families or families.get(family) == "histogram", line
+            labels = tuple(sorted(_LABEL.findall(match.group("labels") or "")))
+            assert labels not in samples[name], f"duplicate sample {line!r}"
+            samples[name][labels] = float(match.group("value").replace("Inf", "inf"))
+    return samples
+
+
+async def scrape(client: TestClient) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    response = await client.get("/metrics", headers=AGENT)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return parse(await response.text())
+
+
+def value(samples: dict[str, Any], name: str, **labels: str) -> float:
+    return float(samples[name].get(tuple(sorted(labels.items())), 0.0))
+
+
+async def test_metrics_need_an_agent_key(client: TestClient) -> None:
+    assert (await client.get("/metrics")).status == 401
+    refused = await client.get("/metrics", headers=BOT)
+    assert refused.status == 403
+    assert refused.content_type == "application/problem+json"
+    for headers in (AGENT, ADMIN):
+        assert (await client.get("/metrics", headers=headers)).status == 200
+
+
+async def test_an_idle_service_exposes_its_families(client: TestClient) -> None:
+    samples = await scrape(client)
+    assert value(samples, "omni_live_listeners") == 0
+    assert value(samples, "omni_live_listeners_dropped_total") == 0
+
+
+async def reply(client: TestClient, cid: str, headers: dict[str, str], text: str) -> None:
+    response = await client.post(
+        f"/v1/customers/{cid}/messages", json={"text": text}, headers=headers
+    )
+    assert response.status == 202
+
+
+async def resolve(client: TestClient, cid: str) -> None:
+    response = await client.post(f"/v1/customers/{cid}/resolve", json={}, headers=BOT)
+    assert response.status == 200
+
+
+async def test_first_response_and_resolution_per_channel_on_every_process(
+    aiohttp_client: Any, settings: Settings, redis: Redis
+) -> None:
+    one = await aiohttp_client(create_app(settings))
+    two = await aiohttp_client(create_app(settings))
+    # On the web, the bot answers and resolves on its own: a first-contact resolution.
+    web = (await ingest(one, channel="web", external_id="ana"))["customer_id"]
+    await reply(one, web, BOT, "Here you go.")
+    await reply(one, web, BOT, "Anything else?")  # not a first response
+    await resolve(one, web)
+    # On Instagram the bot asks for an agent, who answers and resolves it, in process two.
+    ig = (await ingest(two, channel="instagram", external_id="ig-1"))["customer_id"]
+    asked = await two.post(f"/v1/customers/{ig}/handoff", json={"to": "agent"}, headers=BOT)
+    assert asked.status == 200
+    taken = await two.post(f"/v1/customers/{ig}/handoff", json={"to": "agent"}, headers=AGENT)
+    assert taken.status == 200
+    await reply(two, ig, AGENT, "An agent here.")
+    await resolve(two, ig)
+
+    first, second = await scrape(one), await scrape(two)
+    frt = "omni_first_response_seconds"
+    for samples in (first, second):  # service-wide: both processes say the same
+        assert value(samples, f"{frt}_count", channel="web", by="bot") == 1
+        assert value(samples, f"{frt}_count", channel="instagram", by="agent") == 1
+        assert value(samples, f"{frt}_count", channel="web", by="agent") == 0
+        assert value(samples, "omni_conversations_resolved_total", channel="web", by="bot") == 1
+        assert (
+            value(samples, "omni_conversations_resolved_total", channel="instagram", by="agent")
+            == 1
+        )
+        assert value(samples, "omni_handoffs_total", to="queue", by="bot") == 1
+        assert value(samples, "omni_handoffs_total", to="agent", by="agent") == 1
+    for channel, by in (("web", "bot"), ("instagram", "agent")):
+        buckets = sorted(
+            (float(dict(labels)["le"]), count)
+            for labels, count in first[f"{frt}_bucket"].items()
+            if dict(labels)["channel"] == channel and dict(labels)["by"] == by
+        )
+        counts = [count for _, count in buckets]
+        assert counts == sorted(counts), "histogram buckets are cumulative"
+        assert buckets[-1] == (float("inf"), 1)
+        assert value(first, f"{frt}_sum", channel=channel, by=by) >= 0
+
+
+async def test_label_values_are_escaped(client: TestClient, redis: Redis) -> None:
+    await count_handoff(redis, 'odd "to"\\', "bot")
+    samples = await scrape(client)
+    assert value(samples, "omni_handoffs_total", to='odd \\"to\\"\\\\', by="bot") == 1
