@@ -68,6 +68,8 @@ async def test_every_step_of_the_purchase_is_on_the_timeline(
     # The events do not count as the customer writing: their last channel stays.
     context = await (await client.get(f"/v1/customers/{cid}/context", headers=BOT)).json()
     assert context["customer"]["last_channel"] == "instagram"
+    # …nor as a channel of the conversation.
+    assert context["conversation"]["channels"] == ["instagram"]
 
 
 async def test_two_channels_changing_the_cart_at_once_one_wins_the_other_retries(

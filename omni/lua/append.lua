@@ -27,20 +27,26 @@ local channel = ARGV[3]
 local state = redis.call('HMGET', KEYS[1], 'cv_n', 'cv_status', 'cv_channels', 'last_channel')
 local conv = tonumber(state[1])
 local status = state[2]
-if (not conv) or status == 'resolved' then
+-- The timeline's own events (channel 'system': cart changes, merges) belong to no
+-- conversation: they neither open one nor count as a channel the customer used.
+local system = channel == 'system'
+if (not system) and ((not conv) or status == 'resolved') then
   conv = redis.call('HINCRBY', KEYS[1], 'cv_n', 1)
   redis.call('HSET', KEYS[1], 'cv_status', 'open', 'cv_channels', channel)
   redis.call('HDEL', KEYS[1], 'cv_switched', 'cv_topic')
   status = 'new'
 end
 
+conv = conv or 0
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'v', conv)
 -- The channel index shares the entry id, so both streams order alike.
 redis.call('XADD', KEYS[3], id, 'v', conv)
 redis.call('HSET', KEYS[4], ARGV[1], id)
 
 local ms = string.match(id, '^(%d+)')
-if status == 'new' then
+if system then
+  -- nothing: see above
+elseif status == 'new' then
   redis.call('HSET', KEYS[1], 'cv_started', ms)
 else
   local channels = state[3] or ''
