@@ -349,7 +349,7 @@ class Cart(Struct, frozen=True):
     updated_by: str | None
 
 
-class Context(Struct, frozen=True):
+class Context(Struct, frozen=True, omit_defaults=True):
     """What a bot gets in one call (DESIGN.md: customer context)."""
 
     version: str
