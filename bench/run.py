@@ -1,0 +1,642 @@
+"""`python -m bench`: everything on loopback, started and stopped here.
+
+    1. a Valkey server (omni.redis_server.EmbeddedRedis, the binary `omni serve` embeds,
+       with append-only persistence on, fsync every second, as `omni serve` runs it)
+    2. seed: 1,000 customers with 55 messages each (an Instagram and a web identity),
+       one customer with 100,000 messages, one with 100, one with 10 (bench/seed.py: omni's own
+       Store and Lua script, pipelined), and the baseline's copies
+    3. `omni serve` (one process) and the baseline app (bench/baseline.py), each
+       scenario run against both, alternating, `rounds` times: medians reported
+    4. growth: ingest and context read for the 10- and the 100,000-message customer
+       (and a context read at 100 messages, which returns as many as at 100,000)
+    5. py-spy on omni for each scenario that missed its target (bench/profile.py)
+    6. two `omni serve --reuse-port` processes against one, alternating
+    7. memory: INFO used_memory and MEMORY USAGE deltas per message and per customer
+    8. the table, and bench/results/latest.json
+
+Every run also records the cores each part used (bench/cpu.py): omni at ~1 core means
+it is CPU-bound, and "other" is work on the machine that is not the bench's (a run with
+much of it is noisy; the table says so).
+
+Two processes share one port with SO_REUSEPORT rather than two ports with a wrk each:
+one wrk sees one latency distribution over both processes (two wrks give two, which
+cannot be merged into a p99), and a second wrk would take CPU from the servers on a
+2-core machine. The kernel spreads wrk's connections over the two listening sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import baseline, profile, results, traffic, wrk
+from bench.cpu import Meter
+from bench.results import Summary, Target
+from bench.seed import Seeder
+from omni import keys
+from omni.redis_server import EmbeddedRedis
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+INGEST = "ingest baseline"
+READ = "read baseline"
+
+
+@dataclass(frozen=True)
+class Config:
+    seconds: float = 4.0
+    rounds: int = 3
+    connections: int = 32
+    customers: int = 1000
+    history: int = 55  # per seeded customer: a full page of 50, and more behind it
+    long: int = 100_000
+    short: int = 10
+    # Reads return min(20, history) messages: a 100-message customer gets as many as
+    # the 100,000-message one, so it tells history size apart from reply size.
+    full: int = 100
+    memory_messages: int = 10_000
+    memory_customers: int = 1000
+    warmup: float = 2.0
+    profile: bool = True  # py-spy the scenarios that miss their target, when it can
+    out: Path = RESULTS
+
+
+@dataclass
+class Scenario:
+    name: str
+    target: Target | None
+    requests: Callable[[str, int], Iterable[bytes]]  # (tag, count) -> requests
+    fresh: bool  # ingests: every run gets new message ids
+    expected_rps: float = 4000.0
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+class Server:
+    """A server process started here; stopped with SIGTERM (then SIGKILL) by its pid."""
+
+    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(
+                f"{self.name} exited ({self.process.returncode}):\n" + "\n".join(tail)
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, servers: list[Server], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    answered = 0
+    while time.monotonic() < deadline:
+        for server in servers:
+            server.check()
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
+                answered += response.status == 200
+        except OSError:
+            answered = 0
+        # Fresh connections land on every process sharing the port; a few in a row
+        # answered means they all listen.
+        if answered >= 10:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without OMNI_* (a developer's settings are not the bench's)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
+
+
+def omni_config(path: Path, redis_url: str) -> None:
+    path.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+[redis]
+url = "{redis_url}"
+[auth]
+api_keys = [{{ key = "{traffic.API_KEY}", role = "bot", name = "bench bot" }}]
+[instagram]
+app_secret = "{traffic.APP_SECRET}"
+verify_token = "{traffic.VERIFY_TOKEN}"
+[log]
+format = "json"
+level = "info"
+"""
+    )
+
+
+# -- the bench ---------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    config: Config
+    work: Path
+    redis: EmbeddedRedis
+    servers: list[Server] = field(default_factory=list)
+    runs: int = 0
+    cids: list[str] = field(default_factory=list)
+    long_cid: str = ""
+    short_cid: str = ""
+    full_cid: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    # processes
+
+    def start_omni(self, processes: int = 1) -> tuple[str, list[Server]]:
+        port = free_port()
+        env = _clean_env() | {"OMNI_CONFIG": str(self.work / "omni.toml")}
+        args = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port)]
+        if processes > 1:
+            args.append("--reuse-port")
+        started = [
+            Server(f"omni serve #{i + 1}", args, self.work / f"omni-{port}-{i}.log", env)
+            for i in range(processes)
+        ]
+        self.servers += started
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, started)
+        return url, started
+
+    def start_baseline(self, processes: int = 1) -> tuple[str, list[Server]]:
+        port = free_port()
+        args = [sys.executable, "-m", "bench.baseline", "--port", str(port),
+                "--redis", self.redis.url]  # fmt: skip
+        if processes > 1:
+            args.append("--reuse-port")
+        started = [
+            Server(f"baseline #{i + 1}", args, self.work / f"baseline-{port}-{i}.log", _clean_env())
+            for i in range(processes)
+        ]
+        self.servers += started
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, started)
+        return url, started
+
+    def stop(self, servers: list[Server]) -> None:
+        for server in servers:
+            server.stop()
+            self.servers.remove(server)
+
+    # runs
+
+    def request_file(self, name: str, requests: Iterable[bytes]) -> Path:
+        path = self.work / "requests" / f"{name}.req"
+        path.parent.mkdir(exist_ok=True)
+        traffic.write_requests(path, requests)
+        return path
+
+    def load(self, url: str, requests: Path, seconds: float | None = None) -> wrk.Run:
+        self.runs += 1
+        groups: dict[str, list[int]] = {"valkey": [self.redis.pid or 0]}
+        for server in self.servers:
+            server.check()
+            groups.setdefault(server.name.split(" ")[0], []).append(server.pid)
+        with Meter(groups) as meter:
+            run = wrk.run(
+                url,
+                requests,
+                seconds=seconds or self.config.seconds,
+                connections=self.config.connections,
+            )
+        return dataclasses.replace(run, cpu=meter.cores)
+
+    def scenario_file(self, scenario: Scenario, round_: int) -> Path:
+        tag = f"{scenario.name}-r{round_}-{time.time_ns()}"
+        count = int(scenario.expected_rps * self.config.seconds * 1.5) + 1000
+        return self.request_file(f"{scenario.name}-{round_}", scenario.requests(tag, count))
+
+    def compare(self, scenario: Scenario, omni_url: str, base_url: str) -> tuple[Summary, Summary]:
+        """Rounds of omni and the baseline, alternating which goes first."""
+        omni_runs: list[wrk.Run] = []
+        base_runs: list[wrk.Run] = []
+        reads = None if scenario.fresh else self.scenario_file(scenario, 0)
+        for round_ in range(self.config.rounds):
+            path = reads or self.scenario_file(scenario, round_)
+            order = [("omni", omni_url), ("baseline", base_url)]
+            for who, url in order if round_ % 2 == 0 else reversed(order):
+                run = self.load(url, path)
+                (omni_runs if who == "omni" else base_runs).append(run)
+                if who == "omni" and scenario.fresh:
+                    scenario.expected_rps = max(scenario.expected_rps, run.rps)
+                    if run.wrapped:
+                        self.notes.append(f"{scenario.name}: omni re-sent message ids")
+                self._progress(scenario.name, who, run)
+        return Summary.of(omni_runs), Summary.of(base_runs)
+
+    def _progress(self, name: str, who: str, run: wrk.Run) -> None:
+        errors = f", {run.errors + run.non_2xx} errors" if run.errors + run.non_2xx else ""
+        cpu = " ".join(f"{k} {v:.2f}" for k, v in run.cpu.items() if v >= 0.01)
+        print(
+            f"  {name:<24} {who:<12} {run.rps:>7.0f} rps  p50 {run.p50_ms:6.2f} ms  "
+            f"p99 {run.p99_ms:6.2f} ms  cores: {cpu}{errors}",
+            flush=True,
+        )
+
+
+# -- seeding -----------------------------------------------------------------------------
+
+
+async def seed(bench: Bench) -> None:
+    config = bench.config
+    redis = Redis.from_url(bench.redis.url)
+    try:
+        seeder = Seeder(redis)
+        started = time.monotonic()
+        ig = [("instagram", traffic.sender_id(i)) for i in range(config.customers)]
+        web = [("web", traffic.web_id(i)) for i in range(config.customers)]
+        bench.cids = await seeder.customers(
+            ig, config.history, tag="seed", text=traffic.TEXT, also=web
+        )
+        blob = traffic.message_post("seed", "seed").partition(b"\r\n\r\n")[2]
+        await baseline.seed(redis, bench.cids, baseline.RECENT + 5, blob)
+        bench.short_cid = (
+            await seeder.customers(
+                [("web", "bench-short")], config.short, tag="s", text=traffic.TEXT
+            )
+        )[0]
+        bench.full_cid = (
+            await seeder.customers([("web", "bench-full")], config.full, tag="f", text=traffic.TEXT)
+        )[0]
+        bench.long_cid = (await seeder.customers([("web", "bench-long")], 0, tag="", text=""))[0]
+        await seeder.messages(
+            bench.long_cid, "web", "bench-long", config.long, tag="seed", text=traffic.TEXT
+        )
+        seeded = config.customers * config.history + config.short + config.full + config.long
+        print(f"seeded {seeded:,} messages in {time.monotonic() - started:.1f} s", flush=True)
+        # Start the bench on a freshly rewritten append-only file, so the seeding does
+        # not set off a rewrite (a fork) in the middle of a measurement.
+        await redis.bgrewriteaof()
+        # The server's state, polled: there is no event of ours to wait on.
+        while (await redis.info("persistence"))["aof_rewrite_in_progress"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def scenarios(bench: Bench) -> list[Scenario]:
+    senders = [traffic.sender_id(i) for i in range(bench.config.customers)]
+    web = [traffic.web_id(i) for i in range(bench.config.customers)]
+    cids = bench.cids
+    return [
+        Scenario(
+            "instagram_ingest",
+            Target(INGEST, 0.6, max_p99_ratio=2.0),
+            lambda tag, n: traffic.instagram_ingest(senders, tag, n),
+            fresh=True,
+        ),
+        Scenario(
+            "messages_ingest",
+            Target(INGEST, 0.6),
+            lambda tag, n: traffic.messages_ingest(web, tag, n),
+            fresh=True,
+        ),
+        Scenario(
+            "context_read",
+            Target(READ, 0.8),
+            lambda _, __: traffic.context_reads(cids),
+            fresh=False,
+        ),
+        Scenario(
+            "history_page_50",
+            Target(READ, 0.7),
+            lambda _, __: traffic.history_reads(cids),
+            fresh=False,
+        ),
+        Scenario(
+            "mixed_80_read_20_ingest",
+            None,
+            lambda tag, n: traffic.mixed(cids, web, tag, n),
+            fresh=True,
+        ),
+    ]
+
+
+def main_scenarios(bench: Bench, omni_url: str, base_url: str, out: dict[str, Any]) -> None:
+    print("scenarios (omni vs baseline, alternating):", flush=True)
+    for scenario in scenarios(bench):
+        omni, base = bench.compare(scenario, omni_url, base_url)
+        out[scenario.name] = results.scenario_result(omni, base, scenario.target)
+
+
+def growth(bench: Bench, omni_url: str, out: dict[str, Any]) -> None:
+    """Ingest and context read at 10 and at 100,000 messages, alternating."""
+    print("growth (10 vs 100,000 messages):", flush=True)
+    config = bench.config
+    runs: dict[str, list[wrk.Run]] = {}
+    reads = {
+        size: bench.request_file(f"growth-read-{size}", traffic.context_reads([cid]))
+        for size, cid in (("short", bench.short_cid), ("full", bench.full_cid),
+                          ("long", bench.long_cid))
+    }  # fmt: skip
+    expected = 4000.0
+    for round_ in range(config.rounds):
+        # A fresh 10-message customer each round: the one before has grown.
+        short_id = f"bench-short-ingest-{round_}"
+        asyncio.run(_seed_short(bench, short_id))
+        sizes = (("short", short_id), ("long", "bench-long"))
+        for size, external_id in sizes if round_ % 2 == 0 else reversed(sizes):
+            count = int(expected * config.seconds * 1.5) + 1000
+            tag = f"growth-{size}-{round_}-{time.time_ns()}"
+            path = bench.request_file(
+                f"growth-ingest-{size}", traffic.messages_ingest([external_id], tag, count)
+            )
+            run = bench.load(omni_url, path)
+            expected = max(expected, run.rps)
+            runs.setdefault(f"ingest/{size}", []).append(run)
+            bench._progress(f"ingest at {size}", "omni", run)
+            run = bench.load(omni_url, reads[size])
+            runs.setdefault(f"context/{size}", []).append(run)
+            bench._progress(f"context at {size}", "omni", run)
+        run = bench.load(omni_url, reads["full"])
+        runs.setdefault("context/full", []).append(run)
+        bench._progress("context at 100", "omni", run)
+    out["growth_ratio"] = {}
+    out["growth"] = {}
+    for kind in ("ingest", "context"):
+        short, long = Summary.of(runs[f"{kind}/short"]), Summary.of(runs[f"{kind}/long"])
+        ratio = results.growth_ratio(short, long)
+        out["growth_ratio"][kind] = round(ratio, 3)
+        out["growth"][kind] = {
+            "short_rps": round(short.rps, 1),
+            "long_rps": round(long.rps, 1),
+            "short_p99_ms": round(short.p99_ms, 2),
+            "long_p99_ms": round(long.p99_ms, 2),
+        }
+    full = Summary.of(runs["context/full"])
+    long = Summary.of(runs["context/long"])
+    out["growth"]["context"]["full_rps"] = round(full.rps, 1)
+    out["growth"]["context_same_reply_ratio"] = round(results.growth_ratio(full, long), 3)
+    out["growth"]["note"] = (
+        f"short: a customer with {config.short} messages (for ingest, a new one each round; "
+        f"it grows during the run); long: one with {config.long:,} (plus what earlier "
+        "rounds added). Cost = 1/rps; ratio = long cost / short cost."
+    )
+
+
+async def _seed_short(bench: Bench, external_id: str) -> None:
+    redis = Redis.from_url(bench.redis.url)
+    try:
+        await Seeder(redis).customers(
+            [("web", external_id)], bench.config.short, tag="s", text=traffic.TEXT
+        )
+    finally:
+        await redis.aclose()
+
+
+def two_processes(bench: Bench, base_url: str, single: list[Server], out: dict[str, Any]) -> None:
+    """One omni against two sharing the port. Only one group runs at a time: every omni
+    process hears every live event, so an idle one would still take CPU."""
+    print("2 processes vs 1 (SO_REUSEPORT):", flush=True)
+    bench.stop(single)
+    picked = [s for s in scenarios(bench) if s.name in ("context_read", "messages_ingest")]
+    runs: dict[tuple[str, int], list[wrk.Run]] = {}
+    base2_url, base2 = bench.start_baseline(processes=2)
+    for round_ in range(bench.config.rounds):
+        for processes in (1, 2) if round_ % 2 == 0 else (2, 1):
+            url, group = bench.start_omni(processes)
+            warm = next(s for s in picked if s.name == "context_read")
+            bench.load(url, bench.scenario_file(warm, -1), seconds=bench.config.warmup)
+            for scenario in picked:
+                run = bench.load(url, bench.scenario_file(scenario, round_))
+                runs.setdefault((scenario.name, processes), []).append(run)
+                bench._progress(scenario.name, f"omni x{processes}", run)
+            bench.stop(group)
+        for scenario in picked:
+            run = bench.load(base2_url, bench.scenario_file(scenario, round_))
+            runs.setdefault((f"{scenario.name}", 0), []).append(run)
+            bench._progress(scenario.name, "baseline x2", run)
+    bench.stop(base2)
+    table: dict[str, Any] = {}
+    for scenario in picked:
+        one = Summary.of(runs[(scenario.name, 1)])
+        two = Summary.of(runs[(scenario.name, 2)])
+        base = Summary.of(runs[(scenario.name, 0)])
+        table[scenario.name] = {
+            "one_rps": round(one.rps, 1),
+            "two_rps": round(two.rps, 1),
+            "ratio": round(two.rps / one.rps, 3) if one.rps else 0.0,
+            "one_p99_ms": round(one.p99_ms, 2),
+            "two_p99_ms": round(two.p99_ms, 2),
+            "baseline_two_rps": round(base.rps, 1),
+            "one_cores": one.cores(),
+            "two_cores": two.cores(),
+        }
+    out["two_processes"] = table
+
+
+async def memory(bench: Bench, out: dict[str, Any]) -> None:
+    """Bytes of Redis memory per stored 100-character message and per customer."""
+    config = bench.config
+    redis = Redis.from_url(bench.redis.url)
+    try:
+        seeder = Seeder(redis)
+        cid = (await seeder.customers([("web", "bench-memory")], 1, tag="m0", text=traffic.TEXT))[0]
+        own = _keys(cid)
+        used = await _used(redis)
+        before = [await _usage(redis, [name]) for name in own]
+        await seeder.messages(
+            cid, "web", "bench-memory", config.memory_messages, tag="m", text=traffic.TEXT
+        )
+        per_message_info = (await _used(redis) - used) / config.memory_messages
+        after = [await _usage(redis, [name]) for name in own]
+        by_key = {
+            name.rsplit("}:", 1)[1]: round((a - b) / config.memory_messages, 1)
+            for name, b, a in zip(own, before, after, strict=True)
+        }
+        per_message_keys = (
+            sum(after) / config.memory_messages - sum(before) / config.memory_messages
+        )
+        used = await _used(redis)
+        ids = [("web", f"bench-memory-{i}") for i in range(config.memory_customers)]
+        cids = await seeder.customers(ids, 1, tag="c", text=traffic.TEXT)
+        per_customer_info = (await _used(redis) - used) / config.memory_customers
+        owned = [k for c in cids for k in _keys(c)] + [keys.identity(ch, e) for ch, e in ids]
+        per_customer_keys = await _usage(redis, owned) / config.memory_customers
+        first = cids[0]
+        customer_by_key = {
+            name.rsplit("}:", 1)[1]: await _usage(redis, [name]) for name in _keys(first)
+        } | {"identity": await _usage(redis, [keys.identity(*ids[0])])}
+    finally:
+        await redis.aclose()
+    out["bytes_per_message"] = round(max(per_message_info, per_message_keys), 1)
+    out["memory"] = {
+        "bytes_per_customer": round(per_customer_info, 1),
+        "bytes_per_message_info": round(per_message_info, 1),
+        "bytes_per_message_memory_usage": round(per_message_keys, 1),
+        "bytes_per_message_by_key": by_key,
+        "bytes_of_a_one_message_customer_by_key": customer_by_key,
+        "bytes_per_customer_memory_usage": round(per_customer_keys, 1),
+        "note": (
+            f"per message: {config.memory_messages:,} 100-character messages added to one "
+            "customer (INFO used_memory delta and MEMORY USAGE SAMPLES 0 delta of the "
+            "customer's keys; bytes_per_message is the larger); per customer: "
+            f"{config.memory_customers:,} new customers with one such message each"
+        ),
+    }
+
+
+def _keys(cid: str) -> list[str]:
+    return [keys.customer(cid), keys.timeline(cid), keys.channel_timeline(cid, "web"),
+            keys.message_ids(cid), keys.notes(cid)]  # fmt: skip
+
+
+async def _used(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+async def _usage(redis: Redis, names: list[str]) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        sizes = await pipe.execute()
+    return sum(size or 0 for size in sizes)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    defaults = Config()
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument("--connections", type=int, default=defaults.connections)
+    parser.add_argument("--long", type=int, default=defaults.long, help="messages, growth")
+    parser.add_argument("--no-profile", action="store_true", help="skip py-spy on misses")
+    parser.add_argument("--out", type=Path, default=defaults.out)
+    return parser
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    # Short: the Valkey Unix socket path lives in it.
+    path = Path(tempfile.mkdtemp(prefix="omni-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = Config(
+        seconds=args.seconds,
+        rounds=args.rounds,
+        connections=args.connections,
+        long=args.long,
+        profile=not args.no_profile,
+        out=args.out,
+    )
+    if wrk.wrk_binary() is None:
+        print(f"bench: {wrk.INSTALL_HINT}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with _workdir() as work:
+        server = EmbeddedRedis(work / "valkey", persist=True)
+        server.start()
+        bench = Bench(config, work, server)
+        try:
+            out = run(bench)
+        finally:
+            for process in list(bench.servers):
+                process.stop()
+            server.stop()
+    out["config"] = _describe(config, time.monotonic() - started)
+    if bench.notes:
+        out["notes"] = bench.notes
+    results.write(config.out, out)
+    print()
+    print(results.table(out))
+    print(f"\nwrote {config.out} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    omni_config(bench.work / "omni.toml", bench.redis.url)
+    asyncio.run(seed(bench))
+    omni_url, single = bench.start_omni()
+    base_url, _ = bench.start_baseline()
+    warm = bench.request_file("warmup", traffic.context_reads(bench.cids))
+    for url in (omni_url, base_url):
+        bench.load(url, warm, seconds=bench.config.warmup)
+    main_scenarios(bench, omni_url, base_url, out)
+    growth(bench, omni_url, out)
+    if bench.config.profile:
+        missed = [s for s in scenarios(bench) if out.get(s.name, {}).get("met") is False]
+        profile.scenarios(bench, missed, omni_url, single[0].pid, out)
+    two_processes(bench, base_url, single, out)
+    asyncio.run(memory(bench, out))
+    return out
+
+
+def _describe(config: Config, elapsed: float) -> dict[str, Any]:
+    return {
+        "seconds_per_run": config.seconds,
+        "rounds": config.rounds,
+        "connections": config.connections,
+        "wrk_threads": 1,
+        "customers": config.customers,
+        "messages_per_customer": config.history,
+        "long_history": config.long,
+        "redis": "embedded Valkey (omni.redis_server), Unix socket, appendonly yes, "
+        "appendfsync everysec",
+        "omni": "omni serve, log level info (JSON to a file), in-process worker on, no bots",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "elapsed_s": round(elapsed, 1),
+    }

@@ -1,0 +1,23 @@
+"""Timestamps as the API shows them: RFC 3339, UTC, milliseconds, whatever the input form."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from omni.clock import entry_ms, iso
+
+
+@pytest.mark.parametrize(
+    "ms", [0, 1, 999, 1000, 59_999, 1_700_000_000_000, 1_767_225_600_123, 4_102_444_799_999]
+)
+def test_iso_matches_the_standard_library(ms: int) -> None:
+    expected = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    assert iso(ms) == expected.replace("+00:00", "Z")
+    assert iso(str(ms)) == iso(str(ms).encode()) == iso(ms)
+
+
+def test_nothing_is_no_time() -> None:
+    assert iso(None) is None and iso("") is None and iso(b"") is None
+    assert entry_ms("1767225600123-4") == 1_767_225_600_123
