@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 from importlib import resources
 from typing import Any
 
@@ -72,6 +73,11 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
 
 SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
 _MERGE_HOPS = 4
+IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
+
+
+class _Gone(Exception):
+    """A cached customer id names a customer that no longer exists."""
 
 
 def _money(minor: int, currency: str | None) -> str:
@@ -145,8 +151,13 @@ def _b(value: object) -> bytes:
 class Store:
     """All of omni's Redis access. Holds the client, never opens or closes it."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, identity_cache: int = IDENTITY_CACHE) -> None:
         self.redis = redis
+        # Identity -> customer, learnt from successful appends: a known customer's ingest
+        # then skips the identity round trip. Safe without invalidation: a merged-away
+        # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
+        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._known_max = identity_cache
         self._append = _script(redis, "append")
         self._write = _script(redis, "write_field")
         self._read = _script(redis, "read_page")
@@ -215,7 +226,19 @@ class Store:
 
     async def ingest(self, inbound: InboundMessage) -> tuple[Message, bool]:
         """Store an inbound message once; a repeat returns the stored one, created=False."""
+        key = (inbound.channel, inbound.external_id)
+        cached = self._known.get(key)
+        if cached is not None:
+            try:
+                return await self._ingest(cached, inbound, cached=True)
+            except _Gone:
+                self._known.pop(key, None)
         cid, _ = await self.resolve(inbound.channel, inbound.external_id)
+        return await self._ingest(cid, inbound, cached=False)
+
+    async def _ingest(
+        self, cid: str, inbound: InboundMessage, *, cached: bool
+    ) -> tuple[Message, bool]:
         message = Message(
             id=new_message_id(),
             customer_id=cid,
@@ -238,7 +261,14 @@ class Store:
             channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
         )
         profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
-        stored, _, created = await self.append(cid, message, identity=identity, profile=profile)
+        stored, _, created = await self.append(
+            cid, message, identity=identity, profile=profile, cached=cached
+        )
+        key = (inbound.channel, inbound.external_id)
+        self._known[key] = stored.customer_id  # the survivor, after a merge
+        self._known.move_to_end(key)
+        if len(self._known) > self._known_max:
+            self._known.popitem(last=False)
         return stored, created
 
     async def append(
@@ -249,12 +279,16 @@ class Store:
         identity: Identity,
         profile: bytes = b"",
         status: MessageStatus | None = None,
+        cached: bool = False,
     ) -> tuple[Message, str, bool]:
         """Append once; returns the stored message, its timeline entry id and whether it
-        is new. `status` starts an outbound message's delivery status."""
+        is new. `status` starts an outbound message's delivery status. `cached`: `cid`
+        came from the identity cache (a customer that is gone raises _Gone)."""
         assert message.channel_message_id is not None
         for _ in range(_MERGE_HOPS):
-            result = await self._append_once(cid, message, identity, profile, status)
+            result = await self._append_once(cid, message, identity, profile, status, cached)
+            if int(result[0]) == -4:
+                raise _Gone(cid)
             if int(result[0]) != -3:
                 break
             # Merged away while this message was on its way: it belongs to the survivor.
@@ -285,6 +319,7 @@ class Store:
         identity: Identity,
         profile: bytes,
         status: MessageStatus | None,
+        cached: bool = False,
     ) -> list[Any]:
         assert message.channel_message_id is not None
         result: list[Any] = await self._append(
@@ -304,6 +339,7 @@ class Store:
                 profile,
                 message.direction,
                 codec.encode(status) if status else b"",
+                "1" if cached else "0",
             ],
         )
         return result

@@ -23,14 +23,24 @@ async def _two_customers(client: TestClient) -> tuple[str, str]:
     web = ig = ""
     for i in range(3):
         web = (
-            await ingest(client, channel="web", external_id="vis_1", channel_message_id=f"w{i}",
-                         text=f"web {i}")
-        )["customer_id"]  # fmt: skip
+            await ingest(
+                client,
+                channel="web",
+                external_id="vis_1",
+                channel_message_id=f"w{i}",
+                text=f"web {i}",
+            )
+        )["customer_id"]
         await asyncio.sleep(0.002)  # entry ids are milliseconds: keep the order unambiguous
         ig = (
-            await ingest(client, channel="instagram", external_id="ig_77",
-                         channel_message_id=f"i{i}", text=f"ig {i}")
-        )["customer_id"]  # fmt: skip
+            await ingest(
+                client,
+                channel="instagram",
+                external_id="ig_77",
+                channel_message_id=f"i{i}",
+                text=f"ig {i}",
+            )
+        )["customer_id"]
         await asyncio.sleep(0.002)
     return web, ig
 
@@ -273,3 +283,28 @@ async def test_a_merge_costs_the_same_whatever_the_histories_length(
 
         counts.append(await _measure(redis, run))
     assert counts[0] == counts[1]
+
+
+async def test_a_process_that_remembers_an_absorbed_customer_still_lands_on_the_survivor(
+    client: TestClient, redis: Redis
+) -> None:
+    web, ig = await _two_customers(client)  # this process now knows web:vis_1 -> web
+    await _merge(client, ig, web)
+    for n in range(2):
+        late = await ingest(
+            client, channel="web", external_id="vis_1", channel_message_id=f"after-{n}"
+        )
+        assert late["customer_id"] == ig
+
+
+async def test_a_remembered_customer_that_is_gone_is_not_brought_back(
+    client: TestClient, redis: Redis
+) -> None:
+    first = await ingest(client, channel="web", external_id="vis_9", channel_message_id="a")
+    # The customer and its identity disappear behind this process's back (an erasure).
+    await redis.flushall()
+    again = await ingest(client, channel="web", external_id="vis_9", channel_message_id="b")
+    assert again["customer_id"] != first["customer_id"]
+    assert not await redis.exists(f"omni:{{{first['customer_id']}}}:c")
+    found = await client.get("/v1/context?channel=web&external_id=vis_9", headers=BOT)
+    assert (await found.json())["customer"]["id"] == again["customer_id"]

@@ -2,12 +2,18 @@
 -- KEYS: 1 customer hash, 2 timeline, 3 channel timeline, 4 message-id index,
 --       5 annotations
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
---       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none)
+--       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none),
+--       9 '1' when the customer id came from a cache (see below)
 -- Returns {created, entry id, conversation number, blob of the stored message}, or
 -- {-3, survivor id} when this customer was merged into another (the caller retries there).
 local moved = redis.call('HGET', KEYS[1], 'merged_into')
 if moved then
   return {-3, moved}
+end
+-- ARGV[9] '1': the caller took the customer id from its own cache, not from the
+-- identity key; a customer that is not there (erased) must not be recreated by it.
+if ARGV[9] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return {-4}
 end
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
 if existing then
