@@ -9,6 +9,7 @@ from functools import wraps
 from aiohttp import web
 
 from omni.errors import Forbidden, Unauthenticated
+from omni.model import Author
 from omni.settings import ROLES, ApiKey, Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,3 +53,11 @@ def require(role: Role, handler: Handler) -> Handler:
 
 def caller(request: web.Request) -> ApiKey:
     return request[CALLER]
+
+
+def author(request: web.Request) -> Author:
+    """Who the caller writes as: a bot key as the bot, any other as an agent."""
+    key = caller(request)
+    if key.role == "bot":
+        return Author(kind="bot", name=key.name)
+    return Author(kind="agent", id=key.name, name=key.name)

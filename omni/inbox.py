@@ -15,7 +15,7 @@ from omni.handoff import Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts
 from omni.ids import new_message_id
 from omni.live import Live
-from omni.model import Author, Identity, InboundMessage, Message, MessageStatus
+from omni.model import Author, Identity, InboundMessage, Message, MessageStatus, message_from
 from omni.outbox import Outbox
 from omni.settings import BotSettings
 from omni.store import Store
@@ -92,20 +92,9 @@ class Inbox:
         channel's own app by a person is stored as an agent's message."""
         cid, _ = await self.store.resolve(inbound.channel, inbound.external_id)
         author_id = inbound.metadata.get("author_id")
-        message = Message(
-            id=new_message_id(),
-            customer_id=cid,
-            conversation_id="",
-            channel=inbound.channel,
-            direction="outbound",
-            author=Author(kind="agent", id=str(author_id) if author_id else None),
-            received_at="",
-            channel_message_id=inbound.channel_message_id,
-            sent_at=inbound.sent_at,
-            text=inbound.text,
-            attachments=inbound.attachments,
-            reply_to=inbound.reply_to,
-            metadata=inbound.metadata,
+        author = Author(kind="agent", id=str(author_id) if author_id else None)
+        message = message_from(
+            inbound, id=new_message_id(), customer_id=cid, direction="outbound", author=author
         )
         stored, _, created = await self.store.append(
             cid,

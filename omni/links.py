@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from omni import keys
 from omni.clock import iso
 from omni.errors import Conflict, Gone, NotFound, Unauthenticated, ValidationFailed
+from omni.live import Live
 from omni.merge import merge_customers
 from omni.model import IdentityLink
 from omni.store import Store, _b
@@ -73,9 +74,10 @@ def _unb64(text: str) -> bytes:
 
 
 class LinkTokens:
-    def __init__(self, redis: Redis, store: Store, public_url: str) -> None:
+    def __init__(self, redis: Redis, store: Store, live: Live, public_url: str) -> None:
         self.redis = redis
         self.store = store
+        self.live = live
         self.public_url = public_url
         self._secret: bytes | None = None
 
@@ -160,9 +162,12 @@ class LinkTokens:
             cid, merged_from = result.survivor, result.source
         if request.code is not None:
             await self.redis.delete(keys.link_code(request.code))
-        return Linked(
+        linked = Linked(
             customer_id=cid,
             channel=request.channel,
             external_id=request.external_id,
             merged_from=merged_from,
         )
+        # Told here, so every way of presenting a token (API, chat, app, phone) tells it.
+        await self.live.publish(cid, "identity.linked", msgspec.to_builtins(linked))
+        return linked

@@ -401,6 +401,31 @@ class IngestResult(Struct, frozen=True):
     created: bool
 
 
+def message_from(
+    inbound: InboundMessage, *, id: str, customer_id: str, direction: Direction, author: Author
+) -> Message:
+    """The canonical message for what a channel sent; the store fills in the
+    conversation and the time it was received."""
+    return Message(
+        id=id,
+        customer_id=customer_id,
+        conversation_id="",
+        channel=inbound.channel,
+        direction=direction,
+        author=author,
+        received_at="",
+        channel_message_id=inbound.channel_message_id,
+        sent_at=inbound.sent_at,
+        text=inbound.text,
+        attachments=inbound.attachments,
+        quick_reply=inbound.quick_reply,
+        postback=inbound.postback,
+        voice=inbound.voice,
+        reply_to=inbound.reply_to,
+        metadata=inbound.metadata,
+    )
+
+
 def cart_of(data: CartInput, *, updated_at: str, updated_by: str) -> Cart:
     """Compute the stored cart (totals, currency) from what a client PUT."""
     currencies = {item.currency for item in data.items}

@@ -62,7 +62,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
             inbox=Inbox(store, outbox, live, settings.bots, handoffs=handoffs),
             replies=replies,
             handoffs=handoffs,
-            links=LinkTokens(redis, store, settings.server.public_url),
+            links=LinkTokens(redis, store, live, settings.server.public_url),
             adapters=adapters,
             handlers=handlers(
                 store,

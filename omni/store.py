@@ -48,6 +48,7 @@ from omni.model import (
     PendingInput,
     Profile,
     cart_of,
+    message_from,
 )
 
 _DEDUPE_FIELD_MAX = 64
@@ -239,23 +240,9 @@ class Store:
     async def _ingest(
         self, cid: str, inbound: InboundMessage, *, cached: bool
     ) -> tuple[Message, bool]:
-        message = Message(
-            id=new_message_id(),
-            customer_id=cid,
-            conversation_id="",
-            channel=inbound.channel,
-            direction="inbound",
-            author=Author(kind="customer", id=inbound.external_id, name=inbound.author_name),
-            received_at="",
-            channel_message_id=inbound.channel_message_id,
-            sent_at=inbound.sent_at,
-            text=inbound.text,
-            attachments=inbound.attachments,
-            quick_reply=inbound.quick_reply,
-            postback=inbound.postback,
-            voice=inbound.voice,
-            reply_to=inbound.reply_to,
-            metadata=inbound.metadata,
+        author = Author(kind="customer", id=inbound.external_id, name=inbound.author_name)
+        message = message_from(
+            inbound, id=new_message_id(), customer_id=cid, direction="inbound", author=author
         )
         identity = Identity(
             channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
@@ -416,23 +403,7 @@ class Store:
                 raise Moved(cid, moved)
             return await self.history(moved, limit=limit, before=before, channel=channel)
         absorbed = _absorbed(exists[2])
-        rows = self._rows(cid, cid, entries, notes)
-        if absorbed:
-            pages = await asyncio.gather(
-                *(
-                    self._page(
-                        owner,
-                        start=_start(before, owner),
-                        count=limit + 1,
-                        channel=channel,
-                        state=False,
-                    )
-                    for owner in absorbed
-                )
-            )
-            for owner, (_, their_entries, their_notes) in zip(absorbed, pages, strict=True):
-                rows += self._rows(cid, owner, their_entries, their_notes)
-            rows.sort(key=lambda row: row[0], reverse=True)
+        rows = await self._interleaved(cid, entries, notes, absorbed, before, limit + 1, channel)
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = None
@@ -440,6 +411,34 @@ class Store:
             (ms, seq, owner), _ = rows[-1]
             cursor = encode_cursor(f"{ms}-{seq}", owner if absorbed else None)
         return HistoryPage(messages=[message for _, message in rows], next_cursor=cursor)
+
+    async def _interleaved(
+        self,
+        cid: str,
+        entries: list[Any],
+        notes: list[Any],
+        absorbed: list[str],
+        before: Cursor | None,
+        count: int,
+        channel: str | None,
+    ) -> list[tuple[tuple[int, int, str], Message]]:
+        """`cid`'s own page (already read) with the same page of each customer it
+        absorbed, newest first by (entry id, owner)."""
+        rows = self._rows(cid, cid, entries, notes)
+        if not absorbed:
+            return rows
+        pages = await asyncio.gather(
+            *(
+                self._page(
+                    owner, start=_start(before, owner), count=count, channel=channel, state=False
+                )
+                for owner in absorbed
+            )
+        )
+        for owner, (_, their_entries, their_notes) in zip(absorbed, pages, strict=True):
+            rows += self._rows(cid, owner, their_entries, their_notes)
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return rows
 
     def _rows(
         self, cid: str, owner: str, entries: list[Any], notes: list[Any]
@@ -520,8 +519,11 @@ class Store:
             return await self.context(moved)
         absorbed = _absorbed(fields.get("absorbed"))
         if absorbed:
-            page = await self.history(cid, limit=RECENT_MESSAGES, before=None, channel=None)
-            recent = page.messages
+            # The survivor's own recent entries are in hand: only the absorbed are read.
+            rows = await self._interleaved(
+                cid, entries, notes, absorbed, None, RECENT_MESSAGES, channel=None
+            )
+            recent = [message for _, message in rows[:RECENT_MESSAGES]]
         else:
             recent = self._entries(cid, entries, notes)
         recent.reverse()

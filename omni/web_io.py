@@ -13,11 +13,13 @@ from aiohttp import web
 
 from omni.errors import (
     BadRequest,
+    NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from omni.ids import is_customer_id
 
 T = TypeVar("T")
 _AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
@@ -74,6 +76,14 @@ async def read_json(request: web.Request, kind: type[T]) -> T:
         raise ValidationFailed(message, field=problem_field(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def path_customer_id(request: web.Request) -> str:
+    """The `{id}` of a customer route; 404 for anything that is not a customer id."""
+    cid = request.match_info["id"]
+    if not is_customer_id(cid):
+        raise NotFound(f"no customer {cid}")
+    return cid
 
 
 def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:

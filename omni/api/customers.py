@@ -16,7 +16,7 @@ from omni.errors import (
     PreconditionRequired,
     ValidationFailed,
 )
-from omni.ids import decode_cursor, is_customer_id
+from omni.ids import decode_cursor
 from omni.model import (
     FACT_VALUE_MAX_BYTES,
     PAGE_DEFAULT,
@@ -33,18 +33,20 @@ from omni.model import (
 )
 from omni.search import index_profile, normalize_phone, search
 from omni.state import REDIS, SERVICES, SETTINGS, STORE
-from omni.web_io import etag, if_match, json_response, not_modified, query_int, query_str, read_json
+from omni.web_io import (
+    etag,
+    if_match,
+    json_response,
+    not_modified,
+    path_customer_id,
+    query_int,
+    query_str,
+    read_json,
+)
 
 ASK_MAX = 20
 _FACT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _PROFILE_ATTEMPTS = 20  # re-reads of a profile that others keep changing under a patch
-
-
-def _cid(request: web.Request) -> str:
-    cid = request.match_info["id"]
-    if not is_customer_id(cid):
-        raise NotFound(f"no customer {cid}")
-    return cid
 
 
 async def _publish(request: web.Request, cid: str, type: str, data: object) -> None:
@@ -92,7 +94,7 @@ def _ask(request: web.Request) -> list[str]:
 
 
 async def patch_conversation(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     patch = await read_json(request, ConversationPatch)
     if isinstance(patch.pending, PendingInput) and patch.pending.channel is not None:
         check_channel(request, patch.pending.channel, field="pending.channel")
@@ -103,7 +105,7 @@ async def patch_conversation(request: web.Request) -> web.Response:
 
 
 async def context(request: web.Request) -> web.Response:
-    return await _context_response(request, _cid(request))
+    return await _context_response(request, path_customer_id(request))
 
 
 async def context_by_identity(request: web.Request) -> web.Response:
@@ -117,7 +119,7 @@ async def context_by_identity(request: web.Request) -> web.Response:
 
 
 async def patch_facts(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     patch = await read_json(request, FactsPatch)
     for name, fact in patch.facts.items():
         if fact is not None and json_size(fact.value) > FACT_VALUE_MAX_BYTES:
@@ -131,7 +133,7 @@ async def patch_facts(request: web.Request) -> web.Response:
 
 
 async def get_cart(request: web.Request) -> web.Response:
-    cart, rev = await request.app[STORE].cart(_cid(request))
+    cart, rev = await request.app[STORE].cart(path_customer_id(request))
     tag = etag(rev)
     if not_modified(request, tag):
         return web.Response(status=304, headers={"ETag": tag})
@@ -139,7 +141,7 @@ async def get_cart(request: web.Request) -> web.Response:
 
 
 async def put_cart(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     version = if_match(request)
     if version is None:
         raise PreconditionRequired(
@@ -156,7 +158,7 @@ async def put_cart(request: web.Request) -> web.Response:
 
 
 async def patch_profile(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     patch = await read_json(request, ProfilePatch)
     changes = msgspec.structs.asdict(patch)
     changes = {k: v for k, v in changes.items() if v is not None}
@@ -192,7 +194,7 @@ async def patch_profile(request: web.Request) -> web.Response:
 
 
 async def link_identity(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     link = await read_json(request, IdentityLink)
     check_channel(request, link.channel)
     identity, created = await request.app[STORE].link_identity(cid, link)
@@ -202,7 +204,7 @@ async def link_identity(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     limit = query_int(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
     before = query_str(request, "before")
     channel = query_str(request, "channel")

@@ -36,11 +36,11 @@ from aiohttp import web
 
 from omni.auth import API_KEYS, CALLER, Handler, authenticate, caller
 from omni.clock import iso
-from omni.errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from omni.ids import is_customer_id
+from omni.errors import BadRequest, Forbidden, Unauthenticated
 from omni.live import Closed, Dropped, Event, Listener, stream_id
 from omni.settings import ROLES, ApiKey, Role
 from omni.state import SERVICES, STORE
+from omni.web_io import path_customer_id
 
 log = structlog.get_logger("omni.events")
 TOKEN_TTL_S = 300
@@ -151,9 +151,7 @@ async def _close_streams(app: web.Application) -> None:
 
 
 async def customer_events(request: web.Request) -> web.StreamResponse:
-    cid = request.match_info["id"]
-    if not is_customer_id(cid):
-        raise NotFound(f"no customer {cid}")
+    cid = path_customer_id(request)
     await request.app[STORE].revision(cid)  # 404 before the stream starts
     return await _stream(request, cid)
 

@@ -5,27 +5,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from omni.auth import caller
-from omni.errors import Forbidden, NotFound, ValidationFailed
+from omni.auth import author
+from omni.errors import Forbidden, ValidationFailed
 from omni.handoff import Target
-from omni.ids import is_customer_id
 from omni.model import Author, HandoffRequest, ResolveRequest
 from omni.state import SERVICES, STORE
-from omni.web_io import json_response, read_json
-
-
-def _cid(request: web.Request) -> str:
-    cid = request.match_info["id"]
-    if not is_customer_id(cid):
-        raise NotFound(f"no customer {cid}")
-    return cid
-
-
-def _author(request: web.Request) -> Author:
-    key = caller(request)
-    if key.role == "bot":
-        return Author(kind="bot", name=key.name)
-    return Author(kind="agent", id=key.name, name=key.name)
+from omni.web_io import json_response, path_customer_id, read_json
 
 
 def _target(body: HandoffRequest, by: Author) -> tuple[Target, str | None]:
@@ -40,9 +25,9 @@ def _target(body: HandoffRequest, by: Author) -> tuple[Target, str | None]:
 
 
 async def handoff(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     body = await read_json(request, HandoffRequest)
-    by = _author(request)
+    by = author(request)
     to, agent_id = _target(body, by)
     await request.app[SERVICES].handoffs.assign(
         cid, to, agent_id=agent_id, reason=body.reason, by=by
@@ -52,9 +37,9 @@ async def handoff(request: web.Request) -> web.Response:
 
 
 async def resolve(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     body = await read_json(request, ResolveRequest)
-    resolved = await request.app[SERVICES].handoffs.resolve(cid, _author(request), body.reason)
+    resolved = await request.app[SERVICES].handoffs.resolve(cid, author(request), body.reason)
     context = await request.app[STORE].context(cid)
     headers = {} if resolved else {"Idempotent-Replayed": "true"}
     return json_response(context.conversation, headers=headers)

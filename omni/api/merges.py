@@ -8,11 +8,9 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from omni.errors import NotFound
-from omni.ids import is_customer_id
 from omni.merge import merge_customers
 from omni.state import SERVICES, STORE
-from omni.web_io import json_response, read_json
+from omni.web_io import json_response, path_customer_id, read_json
 
 
 class MergeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -20,9 +18,7 @@ class MergeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 async def merge(request: web.Request) -> web.Response:
-    survivor = request.match_info["id"]
-    if not is_customer_id(survivor):
-        raise NotFound(f"no customer {survivor}")
+    survivor = path_customer_id(request)
     body = await read_json(request, MergeRequest)
     result = await merge_customers(request.app[STORE], survivor, body.source)
     data = msgspec.to_builtins(result)

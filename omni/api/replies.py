@@ -10,13 +10,12 @@ import msgspec
 from aiohttp import web
 
 from omni.api.messages import check_channel
-from omni.auth import caller
+from omni.auth import author
 from omni.errors import BadRequest, NotFound
-from omni.ids import is_customer_id
-from omni.model import Author, OutboundRequest
+from omni.model import OutboundRequest
 from omni.outbox import DeadLetter, DeliveryStatus
 from omni.state import SERVICES, STORE
-from omni.web_io import json_response, query_int, query_str, read_json
+from omni.web_io import json_response, path_customer_id, query_int, query_str, read_json
 
 DEAD_PAGE_MAX = 200
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
@@ -31,26 +30,12 @@ class DeliveryList(msgspec.Struct, frozen=True):
     items: list[DeliveryStatus]
 
 
-def _cid(request: web.Request) -> str:
-    cid = request.match_info["id"]
-    if not is_customer_id(cid):
-        raise NotFound(f"no customer {cid}")
-    return cid
-
-
-def _author(request: web.Request) -> Author:
-    key = caller(request)
-    if key.role == "bot":
-        return Author(kind="bot", name=key.name)
-    return Author(kind="agent", id=key.name, name=key.name)
-
-
 async def send(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     body = await read_json(request, OutboundRequest)
     if body.channel is not None:
         check_channel(request, body.channel)
-    message, created = await request.app[SERVICES].replies.send(cid, body, _author(request))
+    message, created = await request.app[SERVICES].replies.send(cid, body, author(request))
     headers = {"Location": f"/v1/customers/{cid}/history"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -59,7 +44,7 @@ async def send(request: web.Request) -> web.Response:
 
 
 async def deliveries(request: web.Request) -> web.Response:
-    cid = _cid(request)
+    cid = path_customer_id(request)
     limit = query_int(request, "limit", default=50, low=1, high=DEAD_PAGE_MAX)
     await request.app[STORE].context(cid)  # 404 for a customer that does not exist
     items = await request.app[SERVICES].outbox.deliveries(cid, limit)

@@ -190,10 +190,7 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     body = decode_json(inbound.body, LinkBody)
     which: LinkChannel = "web" if channel == "web" else "mobile"
     redeem = Redeem(channel=which, external_id=session.external_id, token=body.token)
-    services = request.app[SERVICES]
-    linked = await services.links.redeem(redeem)
-    await services.live.publish(linked.customer_id, "identity.linked", msgspec.to_builtins(linked))
-    return json_response(linked)
+    return json_response(await request.app[SERVICES].links.redeem(redeem))
 
 
 async def catch_up(request: web.Request, channel: str) -> web.Response:
