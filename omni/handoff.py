@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
 import structlog
 from redis.asyncio import Redis
 
-from omni import codec, keys, metrics
+from omni import codec, keys, metrics, scripts
 from omni.bots import BotAnswer
 from omni.clock import iso, now_ms
 from omni.errors import Moved, NotFound
@@ -60,13 +60,22 @@ class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.agent_id is None
 
 
+# A customer's 'ho' and 'cv_assignee' fields as stored (what `holder_of` reads).
+HandoffFields = Sequence[Any] | None
+
+
 async def holder(store_or_redis: Any, cid: str) -> Holder | None:
     """Who on the agent side holds `cid`'s conversation; None while the bot does.
 
     Takes a `Store` or a Redis client. One HMGET in the customer's slot.
     """
     redis: Redis = getattr(store_or_redis, "redis", store_or_redis)
-    ho, blob = await redis.hmget(keys.customer(cid), ["ho", "cv_assignee"])
+    return holder_of(await redis.hmget(keys.customer(cid), ["ho", "cv_assignee"]))
+
+
+def holder_of(fields: HandoffFields) -> Holder | None:
+    """`holder` from the fields already read (the append script returns them)."""
+    ho, blob = fields or (None, None)
     if ho not in (b"agent", b"queue") or not blob:
         return None
     who = codec.decode(blob if isinstance(blob, bytes) else blob.encode(), Assignee)
@@ -78,8 +87,7 @@ class Handoffs:
         self.redis = redis
         self.live = live
         self.config = config
-        source = resources.files("omni").joinpath("lua/handoff.lua").read_text()
-        self._script = redis.register_script(source)
+        self._script = scripts.load(redis, "handoff")
 
     async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
         if not is_customer_id(cid):
@@ -144,11 +152,12 @@ class Handoffs:
 
     # -- what the inbox and replies tell us -------------------------------------------
 
-    async def on_inbound(self, message: Message) -> Holder | None:
-        """The customer wrote: who on the agent side holds the conversation (None: the
-        bot answers); an agent holding it owes a reply from now, if not already."""
-        # One read while the bot holds it (the common case); the script only when not.
-        held = await holder(self.redis, message.customer_id)
+    async def on_inbound(self, message: Message, fields: HandoffFields) -> Holder | None:
+        """The customer wrote (`fields`: the customer's handoff fields as the append left
+        them): who on the agent side holds the conversation (None: the bot answers); an
+        agent holding it owes a reply from now, if not already."""
+        # Nothing to do while the bot holds it (the common case); the script only when not.
+        held = holder_of(fields)
         if held is None or held.waiting:
             return held
         result = await self._run(message.customer_id, "inbound", now_ms(), self._timeout_ms())

@@ -11,12 +11,13 @@ import structlog
 
 from adapters.base import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
-from omni.handoff import Handoffs
+from omni.handoff import HandoffFields, Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts
 from omni.ids import new_message_id
 from omni.live import Live
 from omni.model import Author, Identity, InboundMessage, Message, MessageStatus, message_from
 from omni.outbox import Outbox
+from omni.scripts import Batch
 from omni.settings import BotSettings
 from omni.store import Store
 
@@ -45,11 +46,11 @@ class Inbox:
         """Store once and tell listeners; `notify_bot=False` is for a channel that calls
         its bot itself while the customer waits (voice), so the bot is not called twice."""
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
-        message, created = await self.store.ingest(inbound)
+        message, _, created, handoff = await self.store.ingest(inbound)
         if created:
             if message.text:
                 await note_typed_contacts(self.store, message)
-            await self._tell(message, notify_bot=notify_bot)
+            await self._tell(message, handoff, notify_bot=notify_bot)
         return message, created
 
     async def receive(self, channel: str, events: Sequence[ChannelEvent]) -> list[Message]:
@@ -69,22 +70,29 @@ class Inbox:
                 log.info("channel event skipped", channel=channel, reason=event.reason)
         return stored
 
-    async def _tell(self, message: Message, *, notify_bot: bool = True) -> None:
-        held = await self.handoffs.on_inbound(message) if self.handoffs else None
-        await self.live.publish(message.customer_id, "message", msgspec.to_builtins(message))
+    async def _tell(
+        self, message: Message, handoff: HandoffFields, *, notify_bot: bool = True
+    ) -> None:
+        """Listeners and the bot hear of a new message, in one round trip to Redis."""
+        held = await self.handoffs.on_inbound(message, handoff) if self.handoffs else None
+        data = msgspec.to_builtins(message)
+        batch = Batch(self.store.redis)
+        self.live.stage(batch, message.customer_id, "message", data)
         if notify_bot and message.channel in self.bots:
-            payload = {"bot": message.channel, "message": msgspec.to_builtins(message)}
+            payload = {"bot": message.channel, "message": data}
             if held is not None:
                 # An agent answers this customer: the bot hears of the message, not to
                 # answer it (its replies to a handoff event are not sent).
                 payload |= {"type": "handoff", "handoff": msgspec.to_builtins(held)}
             # The context is read when the bot is called, so the bot gets it fresh.
-            await self.outbox.enqueue(
+            self.outbox.stage_new(
+                batch,
                 "bot",
                 payload,
-                idempotency_key=f"bot:{message.id}",
+                idempotency_key=f"bot:{message.id}",  # a new message: a new delivery
                 customer_id=message.customer_id,
             )
+        await batch.execute()
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against
@@ -96,7 +104,7 @@ class Inbox:
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="outbound", author=author
         )
-        stored, _, created = await self.store.append(
+        stored, _, created, _ = await self.store.append(
             cid,
             message,
             identity=Identity(channel=inbound.channel, external_id=inbound.external_id),

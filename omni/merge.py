@@ -27,13 +27,13 @@ from typing import Any
 
 import msgspec
 
-from omni import codec, keys
+from omni import codec, keys, scripts
 from omni.clock import now_ms
 from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError, ValidationFailed
 from omni.ids import is_customer_id
 from omni.model import Cart, Fact, Identity, MetaValue, Profile
 from omni.search import index_profile
-from omni.store import Store, _b, _s, _script
+from omni.store import Store, _b, _s
 
 _ABSORB_ATTEMPTS = 20
 
@@ -72,7 +72,7 @@ async def canonical(store: Store, cid: str) -> str:
 
 
 async def _mark(merge: Merge) -> None:
-    found = await _script(merge.store.redis, "merge_mark")(
+    found = await scripts.load(merge.store.redis, "merge_mark")(
         keys=[keys.customer(merge.source)], args=[merge.survivor, now_ms()]
     )
     if int(found[0]) == -2:

@@ -35,17 +35,16 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from omni import codec, keys
+from omni import codec, keys, scripts
 from omni.clock import iso, now_ms
 from omni.errors import ConfigError
+from omni.scripts import Batch
 
 State = Literal["queued", "sent", "delivered", "failed"]
 
@@ -55,11 +54,6 @@ State = Literal["queued", "sent", "delivered", "failed"]
 _PUSH_GUARD_MS = 7 * 24 * 3600 * 1000
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _KEY_MAX = 1024
-
-
-def _script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("omni").joinpath(f"lua/{name}.lua").read_text()
-    return redis.register_script(source)
 
 
 def _s(value: object) -> str:
@@ -190,13 +184,13 @@ class Outbox:
         self.delayed = keys.outbox_delayed(queue)
         self.dead = keys.outbox_dead(queue)
         self.dead_index = keys.outbox_dead_index(queue)
-        self._create = _script(redis, "delivery_create")
-        self._begin = _script(redis, "delivery_begin")
-        self._update = _script(redis, "delivery_update")
-        self._push = _script(redis, "outbox_push")
-        self._promote = _script(redis, "outbox_promote")
-        self._dead = _script(redis, "outbox_dead")
-        self._requeue = _script(redis, "outbox_requeue")
+        self._create = scripts.load(redis, "delivery_create")
+        self._begin = scripts.load(redis, "delivery_begin")
+        self._update = scripts.load(redis, "delivery_update")
+        self._push = scripts.load(redis, "outbox_push")
+        self._promote = scripts.load(redis, "outbox_promote")
+        self._dead = scripts.load(redis, "outbox_dead")
+        self._requeue = scripts.load(redis, "outbox_requeue")
 
     # -- the core's side --------------------------------------------------------------
 
@@ -208,6 +202,29 @@ class Outbox:
         `kind` picks the worker's handler ("bot", or a channel name); `payload` is
         anything msgpack holds and is given back to the handler as it was.
         """
+        did, record, push = self._prepare(kind, payload, idempotency_key, customer_id)
+        existing = _s(await self._create(keys=record[0], args=record[1]))
+        if existing in ("sent", "delivered", "failed"):
+            return Enqueued(did, customer_id, created=False, state=existing)  # type: ignore[arg-type]
+        pushed = await self._push(keys=push[0], args=push[1])
+        return Enqueued(
+            did, customer_id, created=pushed is not None and not existing, state="queued"
+        )
+
+    def stage_new(
+        self, batch: Batch, kind: str, payload: Any, *, idempotency_key: str, customer_id: str
+    ) -> None:
+        """`enqueue` within the caller's batch, for an idempotency key made for this
+        delivery (a new message's id): no record of it can be finished already, so the
+        push need not wait for the record's answer and both go in one round trip."""
+        _, record, push = self._prepare(kind, payload, idempotency_key, customer_id)
+        batch.script(self._create, *record)
+        batch.script(self._push, *push)
+
+    def _prepare(
+        self, kind: str, payload: Any, idempotency_key: str, customer_id: str | None
+    ) -> tuple[str, tuple[list[Any], list[Any]], tuple[list[Any], list[Any]]]:
+        """The delivery id, and (keys, args) of the record's creation and of the push."""
         if not _NAME.match(kind):
             raise ValueError("kind: letters, digits and _.:- only")
         if customer_id is not None and not _NAME.match(customer_id):
@@ -218,21 +235,9 @@ class Outbox:
         owner = customer_id or ""
         ref = Ref("", did, owner)
         record_keys = [ref.record] + ([keys.deliveries(customer_id)] if customer_id else [])
-        existing = _s(
-            await self._create(
-                keys=record_keys,
-                args=[kind, codec.encode_value(payload), now_ms(), self.config.queue, did],
-            )
-        )
-        if existing in ("sent", "delivered", "failed"):
-            return Enqueued(did, customer_id, created=False, state=existing)  # type: ignore[arg-type]
-        pushed = await self._push(
-            keys=[self.stream, keys.outbox_once(self.config.queue, did)],
-            args=[did, owner, _PUSH_GUARD_MS],
-        )
-        return Enqueued(
-            did, customer_id, created=pushed is not None and not existing, state="queued"
-        )
+        create_args = [kind, codec.encode_value(payload), now_ms(), self.config.queue, did]
+        push_keys = [self.stream, keys.outbox_once(self.config.queue, did)]
+        return did, (record_keys, create_args), (push_keys, [did, owner, _PUSH_GUARD_MS])
 
     async def status(
         self, delivery_id: str, customer_id: str | None = None
@@ -298,13 +303,23 @@ class Outbox:
         return moved is not None
 
     async def erase(self, customer_id: str) -> int:
-        """Delete a customer's delivery records (erasure). References left in the queue
-        then find no record, and the worker drops them."""
+        """Delete a customer's delivery records (erasure), their dead letters and their
+        waiting retries. References left in the stream then find no record, and the
+        worker drops them; dead letters would stay until someone re-sent them, with
+        the reason the channel gave, so they go now."""
         index = keys.deliveries(customer_id)
         ids = [_s(i) for i in await self.redis.zrange(index, 0, -1)]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            await self.redis.delete(*(keys.delivery(customer_id, d) for d in chunk))
+            entries = await self.redis.hmget(self.dead_index, chunk)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*(keys.delivery(customer_id, d) for d in chunk))
+                pipe.zrem(self.delayed, *(f"{d} {customer_id}" for d in chunk))
+                dead = [_s(e) for e in entries if e]
+                if dead:
+                    pipe.xdel(self.dead, *dead)
+                pipe.hdel(self.dead_index, *chunk)
+                await pipe.execute()
         await self.redis.delete(index)
         return len(ids)
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from omni import codec, keys
+from omni import codec, keys, scripts
 from omni.clock import entry_ms, iso, now_ms
 from omni.continuity import continuity
 from omni.errors import Conflict, Moved, NotFound, PreconditionFailed, StoreError
@@ -54,11 +52,6 @@ from omni.model import (
 _DEDUPE_FIELD_MAX = 64
 
 
-def _script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("omni").joinpath(f"lua/{name}.lua").read_text()
-    return redis.register_script(source)
-
-
 def conversation_id(cid: str, number: int) -> str:
     return f"cnv_{cid[4:]}-{number}"
 
@@ -75,6 +68,15 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
 SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
 _MERGE_HOPS = 4
 IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
+
+
+class Appended(NamedTuple):
+    message: Message  # as stored (the first copy, for a repeat)
+    entry: str  # its timeline entry id
+    created: bool  # False: a repeat of a message already stored
+    # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
+    # stored (None for a repeat): who answers it, without reading them again.
+    handoff: tuple[bytes | None, bytes | None] | None = None
 
 
 class _Gone(Exception):
@@ -159,9 +161,9 @@ class Store:
         # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
-        self._append = _script(redis, "append")
-        self._write = _script(redis, "write_field")
-        self._read = _script(redis, "read_page")
+        self._append = scripts.load(redis, "append")
+        self._write = scripts.load(redis, "write_field")
+        self._read = scripts.load(redis, "read_page")
 
     # -- identities -------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class Store:
 
     # -- messages ---------------------------------------------------------------------
 
-    async def ingest(self, inbound: InboundMessage) -> tuple[Message, bool]:
+    async def ingest(self, inbound: InboundMessage) -> Appended:
         """Store an inbound message once; a repeat returns the stored one, created=False."""
         key = (inbound.channel, inbound.external_id)
         cached = self._known.get(key)
@@ -237,9 +239,7 @@ class Store:
         cid, _ = await self.resolve(inbound.channel, inbound.external_id)
         return await self._ingest(cid, inbound, cached=False)
 
-    async def _ingest(
-        self, cid: str, inbound: InboundMessage, *, cached: bool
-    ) -> tuple[Message, bool]:
+    async def _ingest(self, cid: str, inbound: InboundMessage, *, cached: bool) -> Appended:
         author = Author(kind="customer", id=inbound.external_id, name=inbound.author_name)
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="inbound", author=author
@@ -248,15 +248,15 @@ class Store:
             channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
         )
         profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
-        stored, _, created = await self.append(
+        appended = await self.append(
             cid, message, identity=identity, profile=profile, cached=cached
         )
         key = (inbound.channel, inbound.external_id)
-        self._known[key] = stored.customer_id  # the survivor, after a merge
+        self._known[key] = appended.message.customer_id  # the survivor, after a merge
         self._known.move_to_end(key)
         if len(self._known) > self._known_max:
             self._known.popitem(last=False)
-        return stored, created
+        return appended
 
     async def append(
         self,
@@ -267,7 +267,7 @@ class Store:
         profile: bytes = b"",
         status: MessageStatus | None = None,
         cached: bool = False,
-    ) -> tuple[Message, str, bool]:
+    ) -> Appended:
         """Append once; returns the stored message, its timeline entry id and whether it
         is new. `status` starts an outbound message's delivery status. `cached`: `cid`
         came from the identity cache (a customer that is gone raises _Gone)."""
@@ -286,7 +286,7 @@ class Store:
         created, entry, conv = int(result[0]), _s(result[1]), int(result[2])
         assert entry is not None
         if not created:
-            return self._message(cid, entry, result[3], conv), entry, False
+            return Appended(self._message(cid, entry, result[3], conv), entry, False)
         if int(result[3]) and message.author.name:
             from omni.search import index_profile
 
@@ -297,7 +297,7 @@ class Store:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        return stored, entry, True
+        return Appended(stored, entry, True, (result[4], result[5]))
 
     async def _append_once(
         self,
@@ -669,8 +669,7 @@ class Store:
             metadata={k: v for k, v in metadata.items() if v is not None},
         )
         identity = Identity(channel=SYSTEM_CHANNEL, external_id=cid)
-        stored, _, _ = await self.append(cid, event, identity=identity)
-        return stored
+        return (await self.append(cid, event, identity=identity)).message
 
     async def patch_conversation(
         self, cid: str, patch: ConversationPatch, if_match: str | None, channel: str | None

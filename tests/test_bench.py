@@ -111,9 +111,11 @@ async def test_the_baseline_answers_the_same_requests(
 
 async def test_seeded_messages_are_what_an_ingest_stores(redis: Redis) -> None:
     store = Store(redis)
-    real, _ = await store.ingest(
-        InboundMessage(channel="web", external_id="v", channel_message_id="real", text="hi")
-    )
+    real = (
+        await store.ingest(
+            InboundMessage(channel="web", external_id="v", channel_message_id="real", text="hi")
+        )
+    ).message
     seeder = Seeder(redis)
     added = await seeder.messages(real.customer_id, "web", "v", 5, tag="seed", text=traffic.TEXT)
     assert added == 5

@@ -72,7 +72,7 @@ async def test_a_message_reaches_the_bot_signed_with_its_context(
 ) -> None:
     receiver, dispatcher = await bot_setup(aiohttp_server, session)
     store = Store(redis)
-    message, _ = await store.ingest(
+    message, *_ = await store.ingest(
         InboundMessage(
             channel="web", external_id="visitor-1", channel_message_id="w-1",
             text="Where is order 4417?",

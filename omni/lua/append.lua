@@ -4,7 +4,9 @@
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
 --       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none),
 --       9 '1' when the customer id came from a cache (see below)
--- Returns {created, entry id, conversation number, blob of the stored message}, or
+-- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
+-- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee'} for a new
+-- message (the handoff fields say who answers it, so the caller need not read them);
 -- {-3, survivor id} when this customer was merged into another (the caller retries there).
 local moved = redis.call('HGET', KEYS[1], 'merged_into')
 if moved then
@@ -83,4 +85,5 @@ if profile_set == 1 then
   -- The profile changed: an If-Match read before this is stale for profile writes.
   redis.call('HSET', KEYS[1], 'profile_rev', rev)
 end
-return {1, id, conv, profile_set}
+local handoff = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee')
+return {1, id, conv, profile_set, handoff[1], handoff[2]}

@@ -1,0 +1,50 @@
+"""Scripts sent by SHA in one round trip still run when the server has forgotten them
+(a restart without the script cache): an ingest then stores the message, tells the live
+listeners once and queues the bot's webhook once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from omni import keys, scripts
+from omni.app import create_app
+from omni.outbox import delivery_id
+from omni.scripts import Batch
+from tests.conftest import BOT, make_settings
+
+
+async def test_a_batch_reloads_forgotten_scripts_and_runs_plain_commands_once(
+    redis: Redis,
+) -> None:
+    push = scripts.load(redis, "outbox_push")
+    batch = Batch(redis)
+    batch.pipe.incr("plain")
+    batch.script(push, ["stream", "guard"], ["dlv_1", "cus_1", 60_000])
+    await redis.script_flush()
+    plain, pushed = await batch.execute()
+    assert plain == 1 and pushed is not None
+    assert await redis.get("plain") == b"1"
+    assert await redis.xlen("stream") == 1
+    assert (await redis.script_exists(push.sha)) == [True]
+
+
+async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
+    aiohttp_client: Any, redis: Redis, redis_url: str
+) -> None:
+    settings = make_settings(
+        redis_url, bots={"web": {"url": "http://127.0.0.1:9/bot", "secret": "s" * 32}}
+    )
+    client = await aiohttp_client(create_app(settings))
+    body = {"channel": "web", "external_id": "v1", "channel_message_id": "m1", "text": "hi"}
+    await redis.script_flush()
+    response = await client.post("/v1/messages", json=body, headers=BOT)
+    assert response.status == 201
+    message = await response.json()
+    cid = message["customer_id"]
+    assert await redis.xlen(keys.events(cid)) == 1
+    did = delivery_id(f"bot:{message['id']}", cid)
+    assert await redis.hget(keys.delivery(cid, did), "state") == b"queued"
+    queued = await redis.xrange(keys.outbox_stream("default"))
+    assert [fields[b"d"].decode() for _, fields in queued] == [did]
