@@ -4,34 +4,66 @@ Every stored blob starts with a one-byte schema version so the format can change
 without a migration stopping the world; anything that does not decode becomes
 `CorruptRecord` here, never a stray exception in a handler.
 
-Messages are stored without what the timeline entry already says (the customer, the
-conversation number, the time received), which keeps a stored message small.
+Records are written with msgpack and read with msgspec's msgpack decoder, which builds
+the typed structs straight from the bytes (no dict in between). Messages are stored by
+position (schema 2) and without what the timeline entry already says (the customer, the
+conversation number, the time received), which keeps a stored message small; messages
+written as maps (schema 1) still read.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 import msgspec
 
 from omni.errors import CorruptRecord
-from omni.model import Message
+from omni.model import Attachment, Author, Direction, Message, MetaValue, Payload, Voice
 
-SCHEMA = 1
+SCHEMA = 1  # a msgpack map of the record's fields
+MESSAGE_SCHEMA = 2  # a message as a msgpack array, in `_StoredMessage`'s field order
 _HEADER = bytes([SCHEMA])
+_MESSAGE_HEADER = bytes([MESSAGE_SCHEMA])
 T = TypeVar("T")
 
-# Fields the timeline entry and the annotations carry for a message, so its blob need not.
-_DERIVED = (
-    "customer_id", "conversation_id", "received_at", "status", "deleted_at", "reaction",
-    "read_at",
-)  # fmt: skip
+
+class _StoredMessage(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """The fields of `Message` a stored message holds, by position: names are not
+    repeated in every message and trailing empty fields are left out. Not here: what
+    the timeline entry says and the annotations (status, deletion, reaction, read).
+    Fields are only ever added at the end, with a default."""
+
+    id: str
+    channel: str
+    direction: Direction
+    author: Author
+    channel_message_id: str | None = None
+    sent_at: str | None = None
+    text: str | None = None
+    attachments: list[Attachment] = []
+    quick_reply: Payload | None = None
+    postback: Payload | None = None
+    quick_replies: list[Payload] = []
+    voice: Voice | None = None
+    reply_to: str | None = None
+    metadata: dict[str, MetaValue] = {}
 
 
-def _pack(value: Any) -> bytes:
+_MESSAGE = msgspec.msgpack.Decoder(_StoredMessage)
+_MESSAGE_REQUIRED = 4
+_DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _pack(value: Any, header: bytes = _HEADER) -> bytes:
     packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return _HEADER + packed
+    return header + packed
+
+
+def _body(blob: bytes, header: bytes) -> memoryview:
+    if blob[:1] != header:
+        raise CorruptRecord(f"unknown record schema {blob[:1]!r}")
+    return memoryview(blob)[1:]
 
 
 def encode(record: msgspec.Struct) -> bytes:
@@ -39,7 +71,13 @@ def encode(record: msgspec.Struct) -> bytes:
 
 
 def decode(blob: bytes, kind: type[T]) -> T:
-    return msgspec.convert(_unpack(blob), kind)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
+    try:
+        return cast(T, decoder.decode(_body(blob, _HEADER)))
+    except msgspec.DecodeError as exc:
+        raise CorruptRecord(f"a stored record does not decode as {kind}: {exc}") from None
 
 
 def encode_value(value: Any) -> bytes:
@@ -47,35 +85,63 @@ def encode_value(value: Any) -> bytes:
 
 
 def decode_value(blob: bytes) -> Any:
-    return _unpack(blob)
+    return decode(blob, Any)
 
 
 def encode_message(message: Message) -> bytes:
-    data = msgspec.to_builtins(message)
-    for name in _DERIVED:
-        data.pop(name, None)
-    return _pack(data)
+    stored = _StoredMessage(
+        id=message.id,
+        channel=message.channel,
+        direction=message.direction,
+        author=message.author,
+        channel_message_id=message.channel_message_id,
+        sent_at=message.sent_at,
+        text=message.text,
+        attachments=message.attachments,
+        quick_reply=message.quick_reply,
+        postback=message.postback,
+        quick_replies=message.quick_replies,
+        voice=message.voice,
+        reply_to=message.reply_to,
+        metadata=message.metadata,
+    )
+    fields = msgspec.to_builtins(stored)
+    while len(fields) > _MESSAGE_REQUIRED and fields[-1] in (None, [], {}):
+        fields.pop()  # decoding gives a missing trailing field its default
+    return _pack(fields, _MESSAGE_HEADER)
 
 
 def decode_message(
     blob: bytes, *, customer_id: str, conversation_id: str, received_at: str
 ) -> Message:
-    data = _unpack(blob)
-    if not isinstance(data, dict):
-        raise CorruptRecord("a stored message is not a map")
-    data["customer_id"] = customer_id
-    data["conversation_id"] = conversation_id
-    data["received_at"] = received_at
+    if blob[:1] == _HEADER:  # a map, written before messages were stored by position
+        fields = decode(blob, dict[str, Any])
+        fields |= {"customer_id": customer_id, "conversation_id": conversation_id,
+                   "received_at": received_at}  # fmt: skip
+        try:
+            return msgspec.convert(fields, Message)
+        except msgspec.ValidationError as exc:
+            raise CorruptRecord(f"a stored message does not match the schema: {exc}") from None
     try:
-        return msgspec.convert(data, Message)
-    except msgspec.ValidationError as exc:
-        raise CorruptRecord(f"a stored message does not match the schema: {exc}") from None
-
-
-def _unpack(blob: bytes) -> Any:
-    if not blob or blob[0] != SCHEMA:
-        raise CorruptRecord(f"unknown record schema {blob[:1]!r}")
-    try:
-        return msgpack.unpackb(blob[1:], raw=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise CorruptRecord(f"a stored record does not decode: {exc}") from None
+        stored = _MESSAGE.decode(_body(blob, _MESSAGE_HEADER))
+    except msgspec.DecodeError as exc:
+        raise CorruptRecord(f"a stored message does not decode: {exc}") from None
+    return Message(
+        id=stored.id,
+        channel=stored.channel,
+        direction=stored.direction,
+        author=stored.author,
+        channel_message_id=stored.channel_message_id,
+        sent_at=stored.sent_at,
+        text=stored.text,
+        attachments=stored.attachments,
+        quick_reply=stored.quick_reply,
+        postback=stored.postback,
+        quick_replies=stored.quick_replies,
+        voice=stored.voice,
+        reply_to=stored.reply_to,
+        metadata=stored.metadata,
+        customer_id=customer_id,
+        conversation_id=conversation_id,
+        received_at=received_at,
+    )

@@ -1,0 +1,104 @@
+"""Stored records: messages by position (schema 2), records as maps (schema 1), both
+plain msgpack behind a schema byte; messages written as maps before still read, and
+bytes that do not decode are a CorruptRecord, never a stray exception."""
+
+from __future__ import annotations
+
+import msgpack
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from omni import codec, keys
+from omni.errors import CorruptRecord
+from omni.model import EMPTY_CART, Attachment, Author, Cart, InboundMessage, Message, Payload, Voice
+from omni.store import Store
+
+FULL = Message(
+    id="msg_01",
+    customer_id="cus_01",
+    conversation_id="cnv_01-1",
+    channel="instagram",
+    direction="inbound",
+    author=Author(kind="customer", id="1784", name="Ada"),
+    received_at="2026-11-23T10:00:00.000Z",
+    channel_message_id="mid.1",
+    sent_at="2026-11-23T09:59:59.000Z",
+    text="Où est ma commande 4417 ?",
+    attachments=[Attachment(type="image", url="https://cdn.example/x.jpg")],
+    quick_reply=Payload(payload="YES", title="Yes"),
+    voice=Voice(call_id="CA1", transcript="hello", confidence=0.9),
+    reply_to="msg_00",
+    metadata={"standby": False, "n": 3, "ratio": 0.5, "none": None},
+)
+DERIVED = {
+    "customer_id": FULL.customer_id,
+    "conversation_id": FULL.conversation_id,
+    "received_at": FULL.received_at,
+}
+
+
+def test_a_message_reads_back_as_it_was_written() -> None:
+    blob = codec.encode_message(FULL)
+    assert blob[0] == codec.MESSAGE_SCHEMA
+    assert codec.decode_message(blob, **DERIVED) == FULL
+
+
+def test_a_stored_message_is_plain_msgpack_without_field_names_or_derived_fields() -> None:
+    plain = msgspec.structs.replace(FULL, attachments=[], quick_reply=None, voice=None,
+                                    reply_to=None, metadata={}, sent_at=None)  # fmt: skip
+    stored = msgpack.unpackb(codec.encode_message(plain)[1:])
+    assert stored == [
+        "msg_01", "instagram", "inbound", {"kind": "customer", "id": "1784", "name": "Ada"},
+        "mid.1", None, "Où est ma commande 4417 ?",
+    ]  # fmt: skip
+    assert codec.decode_message(codec.encode_message(plain), **DERIVED) == plain
+
+
+def test_a_message_stored_as_a_map_before_still_reads() -> None:
+    old = msgspec.to_builtins(FULL)
+    for name in DERIVED:
+        del old[name]
+    blob = bytes([codec.SCHEMA]) + msgpack.packb(old)
+    assert codec.decode_message(blob, **DERIVED) == FULL
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"", b"\x09\x90", b"\x02\xc1", b"\x02\x92\x01\x02", b"\x01\x92\x01\x02"],
+    ids=["empty", "unknown schema", "not msgpack", "wrong shape", "array for a map"],
+)
+def test_bytes_that_do_not_decode_are_a_corrupt_record(blob: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        codec.decode_message(blob, **DERIVED)
+
+
+def test_records_round_trip_and_damage_is_a_corrupt_record() -> None:
+    cart = msgspec.structs.replace(EMPTY_CART, currency="EUR")
+    assert codec.decode(codec.encode(cart), Cart) == cart
+    assert codec.decode_value(codec.encode_value({"a": [1, b"x"]})) == {"a": [1, b"x"]}
+    with pytest.raises(CorruptRecord):
+        codec.decode(codec.encode(cart)[:-1] + b"\xc1", Cart)
+    with pytest.raises(CorruptRecord):
+        codec.decode(b"\x02" + codec.encode(cart)[1:], Cart)
+
+
+async def test_history_reads_messages_of_both_schemas_in_one_timeline(redis: Redis) -> None:
+    store = Store(redis)
+    first = await store.ingest(
+        InboundMessage(channel="web", external_id="v", channel_message_id="1", text="old")
+    )
+    cid = first.message.customer_id
+    # Rewrite the first message as a map, as a version before schema 2 stored it.
+    old = msgspec.to_builtins(first.message)
+    for name in DERIVED:
+        del old[name]
+    await redis.delete(keys.timeline(cid))
+    blob = bytes([codec.SCHEMA]) + msgpack.packb(old)
+    await redis.xadd(keys.timeline(cid), {"m": blob, "v": 1}, id=first.entry)
+    await store.ingest(
+        InboundMessage(channel="web", external_id="v", channel_message_id="2", text="new")
+    )
+    page = await store.history(cid, limit=10, before=None, channel=None)
+    assert [m.text for m in page.messages] == ["new", "old"]
+    assert page.messages[1] == first.message
