@@ -151,6 +151,18 @@ def _b(value: object) -> bytes:
     return value
 
 
+def _annotated(message: Message, notes: list[Any]) -> Message:
+    """The message with what happened to it since (its four annotations)."""
+    status, deleted, reaction, read = notes
+    return msgspec.structs.replace(
+        message,
+        status=codec.decode(_b(status), MessageStatus) if status else None,
+        deleted_at=iso(_s(deleted)),
+        reaction=_s(reaction),
+        read_at=iso(_s(read)),
+    )
+
+
 class Store:
     """All of omni's Redis access. Holds the client, never opens or closes it."""
 
@@ -331,39 +343,32 @@ class Store:
         )
         return result
 
-    def _message(
-        self,
-        cid: str,
-        entry: str,
-        blob: bytes,
-        conv: int,
-        notes: list[Any] = (),  # type: ignore[assignment]
-    ) -> Message:
-        message = codec.decode_message(
+    def _message(self, cid: str, entry: str, blob: bytes, conv: int) -> Message:
+        return codec.decode_message(
             blob,
             customer_id=cid,
             conversation_id=conversation_id(cid, conv),
             received_at=iso(entry_ms(entry)) or "",
         )
-        if not any(notes):
-            return message
-        status, deleted, reaction, read = notes
-        return msgspec.structs.replace(
-            message,
-            status=codec.decode(_b(status), MessageStatus) if status else None,
-            deleted_at=iso(_s(deleted)),
-            reaction=_s(reaction),
-            read_at=iso(_s(read)),
-        )
 
     def _entries(self, cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
-        """Messages from script-read entries (flat field lists) and their annotations."""
+        """Messages from the read script's entries ([entry id, blob, conversation number])
+        and their annotations (four per entry, or none at all)."""
+        conversations: dict[bytes, str] = {}  # a page spans few conversations
         messages = []
-        for index, (entry_id, flat) in enumerate(entries):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            conv = int(fields.get(b"v", b"0"))
-            mine = notes[4 * index : 4 * index + 4] if notes else []
-            messages.append(self._message(cid, _s(entry_id) or "", fields[b"m"], conv, mine))
+        for index, (entry_id, blob, conv) in enumerate(entries):
+            conversation = conversations.get(conv)
+            if conversation is None:
+                conversation = conversations[conv] = conversation_id(cid, int(conv))
+            message = codec.decode_message(
+                _b(blob),
+                customer_id=cid,
+                conversation_id=conversation,
+                received_at=iso(entry_ms(entry_id.decode())) or "",
+            )
+            if notes and any(mine := notes[4 * index : 4 * index + 4]):
+                message = _annotated(message, mine)
+            messages.append(message)
         return messages
 
     async def _page(
@@ -403,13 +408,18 @@ class Store:
                 raise Moved(cid, moved)
             return await self.history(moved, limit=limit, before=before, channel=channel)
         absorbed = _absorbed(exists[2])
+        if not absorbed:  # one timeline: its page as read, positions need no owner
+            messages = self._entries(cid, entries, notes)
+            more = len(messages) > limit
+            cursor = encode_cursor(_b(entries[limit - 1][0]).decode(), None) if more else None
+            return HistoryPage(messages=messages[:limit], next_cursor=cursor)
         rows = await self._interleaved(cid, entries, notes, absorbed, before, limit + 1, channel)
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = None
         if more and rows:
             (ms, seq, owner), _ = rows[-1]
-            cursor = encode_cursor(f"{ms}-{seq}", owner if absorbed else None)
+            cursor = encode_cursor(f"{ms}-{seq}", owner)
         return HistoryPage(messages=[message for _, message in rows], next_cursor=cursor)
 
     async def _interleaved(
@@ -446,7 +456,7 @@ class Store:
         """(sort key, message) for entries of `owner`'s timeline shown as `cid`'s."""
         messages = self._entries(cid, entries, notes)
         rows = []
-        for (entry_id, _), message in zip(entries, messages, strict=True):
+        for (entry_id, *_), message in zip(entries, messages, strict=True):
             ms, _, seq = (_s(entry_id) or "0-0").partition("-")
             rows.append(((int(ms), int(seq), owner), message))
         return rows
@@ -494,8 +504,8 @@ class Store:
             if not stored:
                 raise StoreError("a channel index names a timeline entry that is not there")
             entry_id, fields = stored[0]
-            flat = [v for pair in fields.items() for v in pair]
-            message = self._entries(cid, [(entry_id, flat)], notes)[0]
+            row = (entry_id, fields.get(b"m"), fields.get(b"v", b"0"))
+            message = self._entries(cid, [row], notes)[0]
             page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
         return page, more
 

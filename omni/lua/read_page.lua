@@ -2,9 +2,9 @@
 -- KEYS: 1 customer hash, 2 timeline, 3 index (the timeline itself, or a channel
 --       index sharing its entry ids), 4 annotations hash
 -- ARGV: 1 start ('+' or '(' .. entry id), 2 count, 3 '1' to return the customer hash
--- Returns {customer hash (flat) or {} / {exists, merged into, absorbed}, entries,
--- annotations: 4 per entry (delivery status, deleted at, reaction, read at) in entry
--- order}. `absorbed` lists the customers merged into this one, whose timelines the
+-- Returns {customer hash (flat) or {} / {exists, merged into, absorbed}, entries as
+-- {entry id, message blob, conversation number}, annotations: none at all, or 4 per
+-- entry (delivery status, deleted at, reaction, read at) in entry order}. `absorbed` lists the customers merged into this one, whose timelines the
 -- caller reads beside this one.
 local state
 if ARGV[3] == '1' then
@@ -38,4 +38,12 @@ if #entries > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
   end
   notes = redis.call('HMGET', KEYS[4], unpack(fields))
 end
-return {state, entries, notes}
+local rows = {}
+for i = 1, #entries do
+  local fields, blob, conv = entries[i][2], false, '0'
+  for j = 1, #fields, 2 do
+    if fields[j] == 'm' then blob = fields[j + 1] elseif fields[j] == 'v' then conv = fields[j + 1] end
+  end
+  rows[i] = {entries[i][1], blob, conv}
+end
+return {state, rows, notes}
