@@ -245,11 +245,20 @@ class Outbox:
         fields = await self.redis.hgetall(keys.delivery(customer_id or delivery_id, delivery_id))
         return _status(delivery_id, customer_id, fields) if fields else None
 
-    async def deliveries(self, customer_id: str, limit: int = 50) -> list[DeliveryStatus]:
-        """A customer's most recent deliveries, newest first."""
-        ids = [
-            _s(i) for i in await self.redis.zrevrange(keys.deliveries(customer_id), 0, limit - 1)
-        ]
+    async def deliveries(
+        self, customer_id: str, limit: int = 50, *, offset: int = 0, until_ms: int | None = None
+    ) -> list[DeliveryStatus]:
+        """A customer's most recent deliveries, newest first, skipping `offset`. Those
+        created after `until_ms` are left out, so the pages of one listing stay put
+        while new deliveries arrive."""
+        found = await self.redis.zrevrangebyscore(
+            keys.deliveries(customer_id),
+            "+inf" if until_ms is None else until_ms,
+            "-inf",
+            start=offset,
+            num=limit,
+        )
+        ids = [_s(i) for i in found]
         async with self.redis.pipeline(transaction=False) as pipe:
             for did in ids:
                 pipe.hgetall(keys.delivery(customer_id, did))

@@ -12,6 +12,7 @@ from omni import channels
 from omni.api import (
     console,
     customers,
+    erasure,
     events,
     handoff,
     links,
@@ -22,6 +23,7 @@ from omni.api import (
     replies,
 )
 from omni.auth import require
+from omni.erasure import Export
 from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
 from omni.model import (
@@ -115,6 +117,17 @@ ROUTES: tuple[Route, ...] = (
           "wins), the more recent cart; idempotent; the absorbed id then answers 308",
           "customers", role="agent", body=merges.MergeRequest, response=MergeResult,
           params=(_ID,), errors=(400, 404, 409, 413, 415, 422)),
+    Route("DELETE", "/v1/customers/{id}", erasure.erase,
+          "Erase everything omni holds about the customer and every customer merged into "
+          "it (admins); 204 when done, 404 for an id with nothing (left) to erase; an "
+          "absorbed id answers 308 to its survivor; a repeat finishes one cut short",
+          "customers", role="admin", status=204, params=(_ID,), errors=(404,)),
+    Route("GET", "/v1/customers/{id}/export", erasure.export,
+          "Everything omni holds about the customer and those merged into it, as one JSON "
+          "download (admins): profile, identities, facts, cart, conversation, devices "
+          "(without push tokens), calls, deliveries, and every message newest first; an "
+          "absorbed id answers 308 to its survivor, one being erased 409", "customers",
+          role="admin", response=Export, params=(_ID,), errors=(404, 409)),
     Route("POST", "/v1/customers/{id}/link-tokens", links.issue,
           "A short-lived, single-use token (with a URL and a six-digit code) that links "
           "another channel's identity to this customer when presented there", "continuity",

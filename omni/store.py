@@ -20,7 +20,14 @@ from redis.asyncio import Redis
 from omni import codec, keys, scripts
 from omni.clock import entry_ms, iso, now_ms
 from omni.continuity import continuity
-from omni.errors import Conflict, Moved, NotFound, PreconditionFailed, StoreError
+from omni.errors import (
+    Conflict,
+    Moved,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    Unavailable,
+)
 from omni.ids import Cursor, encode_cursor, is_customer_id, new_customer_id, new_message_id
 from omni.model import (
     EMPTY_CART,
@@ -288,6 +295,8 @@ class Store:
             result = await self._append_once(cid, message, identity, profile, status, cached)
             if int(result[0]) == -4:
                 raise _Gone(cid)
+            if int(result[0]) == -5:
+                raise Unavailable("this customer is being erased; send the message again shortly")
             if int(result[0]) != -3:
                 break
             # Merged away while this message was on its way: it belongs to the survivor.

@@ -7,10 +7,15 @@
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
 -- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee'} for a new
 -- message (the handoff fields say who answers it, so the caller need not read them);
--- {-3, survivor id} when this customer was merged into another (the caller retries there).
-local moved = redis.call('HGET', KEYS[1], 'merged_into')
-if moved then
-  return {-3, moved}
+-- {-3, survivor id} when this customer was merged into another (the caller retries there);
+-- {-5} while the customer is being erased (omni.erasure): nothing is stored, the sender
+-- is asked to send again, and once the erasure is done the message makes a new customer.
+local held = redis.call('HMGET', KEYS[1], 'merged_into', 'erasing')
+if held[1] then
+  return {-3, held[1]}
+end
+if held[2] then
+  return {-5}
 end
 -- ARGV[9] '1': the caller took the customer id from its own cache, not from the
 -- identity key; a customer that is not there (erased) must not be recreated by it.
