@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure(settings.log)
+    configure(settings.log, cache=True)
     if args.command == "worker":
         return _worker(settings)
     if args.command == "demo":

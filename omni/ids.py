@@ -12,6 +12,7 @@ import time
 from omni.errors import BadRequest
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 _ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
@@ -19,12 +20,10 @@ _STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 def ulid(now_ms: int | None = None) -> str:
     """A ULID: 48 bits of milliseconds, 80 random bits, Crockford base32 (26 chars)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 130 bits of base32 from 160 (the C encoder, then Crockford's alphabet): the
+    # first 6 of its 32 characters encode the leading zero bits.
+    raw = (ms << 80 | int.from_bytes(os.urandom(10), "big")).to_bytes(20, "big")
+    return base64.b32encode(raw)[6:].translate(_TO_CROCKFORD).decode()
 
 
 def new_customer_id() -> str:

@@ -13,8 +13,10 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
+from omni.clock import iso, now_ms
 from omni.settings import LogSettings
 
 _SENSITIVE_KEYS = frozenset(
@@ -36,34 +38,59 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# Keys whose values omni's own code sets (never what a customer or a channel sent).
+_OWN_KEYS = frozenset(
+    {"event", "timestamp", "level", "logger", "request_id", "duration_ms", "method", "route",
+     "status"}
+)  # fmt: skip
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: no e-mail, phone number or message text survives it."""
     for key, value in list(event.items()):
         if key in _SENSITIVE_KEYS:
             event[key] = _REDACTED
-        elif key not in ("timestamp", "level", "request_id", "duration_ms"):
+        elif key not in _OWN_KEYS:
             event[key] = _scrub(value)
     return event
 
 
-def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # omni's own formatting, cached per second: a tenth of a request line's cost less.
+    event["timestamp"] = iso(now_ms())
+    return event
+
+
+_JSON = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json(event: Any, **_: Any) -> str:
+    return _JSON.encode(event).decode()
+
+
+def configure(settings: LogSettings, stream: TextIO | None = None, *, cache: bool = False) -> None:
+    """`cache`: loggers resolve this configuration once, on first use (a process that
+    configures logging once, before logging anything: `omni serve`, `omni worker`)."""
     out = stream or sys.stderr
     as_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_json)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        # Not cached: module-level loggers must follow a later configure() (tests do).
-        cache_logger_on_first_use=False,
+        logger_factory=structlog.WriteLoggerFactory(out),
+        # Uncached by default: module-level loggers must follow a later configure()
+        # (tests do); a server caches, for a cheaper log line.
+        cache_logger_on_first_use=cache,
     )

@@ -3,9 +3,9 @@ path from any exception to an application/problem+json response."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 import msgspec
 import redis.exceptions
@@ -83,7 +83,7 @@ def _route(request: web.Request) -> str:
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     supplied = request.headers.get("X-Request-Id", "")
-    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
