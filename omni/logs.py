@@ -7,10 +7,12 @@ and phone numbers, wherever in the event they appear.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import msgspec
@@ -61,6 +63,10 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+def _shared(writer: TurnWriter) -> Callable[..., TurnWriter]:
+    return lambda *_: writer
+
+
 _JSON = msgspec.json.Encoder(enc_hook=repr)
 
 
@@ -68,9 +74,39 @@ def _json(event: Any, **_: Any) -> str:
     return _JSON.encode(event).decode()
 
 
+class TurnWriter:
+    """Lines written once per event-loop turn (at once outside a running loop): a busy
+    server makes one write for all the lines of a turn, not one per request. Ordered,
+    since every logger shares it; a process killed outright loses the lines of the turn
+    it was in, and a normal exit writes what is pending."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lines: list[str] = []
+        atexit.register(self.flush)
+
+    def msg(self, message: str) -> None:
+        self._lines.append(message + "\n")
+        if len(self._lines) > 1:
+            return  # a flush is already due this turn
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self._out.write("".join(lines))
+            self._out.flush()
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = failure = msg
+
+
 def configure(settings: LogSettings, stream: TextIO | None = None, *, cache: bool = False) -> None:
-    """`cache`: loggers resolve this configuration once, on first use (a process that
-    configures logging once, before logging anything: `omni serve`, `omni worker`)."""
+    """`cache`: a process that configures logging once, before logging anything (`omni
+    serve`, `omni worker`): loggers resolve this configuration on first use, and lines
+    are written once per event-loop turn (TurnWriter)."""
     out = stream or sys.stderr
     as_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
     renderer: Any = (
@@ -89,7 +125,7 @@ def configure(settings: LogSettings, stream: TextIO | None = None, *, cache: boo
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=_shared(TurnWriter(out)) if cache else structlog.WriteLoggerFactory(out),
         # Uncached by default: module-level loggers must follow a later configure()
         # (tests do); a server caches, for a cheaper log line.
         cache_logger_on_first_use=cache,

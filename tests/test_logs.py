@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
+import structlog
 from aiohttp.test_utils import TestClient
 
-from omni.logs import configure
+from omni.logs import TurnWriter, configure
 from omni.settings import LogSettings
 from tests.conftest import BOT
 
@@ -64,3 +66,48 @@ def test_redaction_scrubs_nested_values_and_sensitive_keys() -> None:
     assert "bob@corp.example" not in line["detail"]["note"]
     assert "+14155550100" not in line["detail"]["note"]
     assert line["url"] == "http://127.0.0.1:8080/healthz"
+
+
+class _Writes(io.StringIO):
+    """A stream that counts the writes it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_a_server_writes_the_lines_of_one_loop_turn_at_once_in_order() -> None:
+    out = _Writes()
+    writer = TurnWriter(out)
+    for n in range(3):
+        writer.msg(f"line {n}")
+    assert out.getvalue() == ""  # not yet: the turn is not over
+    await asyncio.sleep(0)
+    assert out.getvalue() == "line 0\nline 1\nline 2\n"
+    assert out.writes == 1
+    writer.msg("next turn")
+    await asyncio.sleep(0)
+    assert out.getvalue().endswith("line 2\nnext turn\n")
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
+    out = io.StringIO()
+    TurnWriter(out).msg("omni stopped")
+    assert out.getvalue() == "omni stopped\n"
+
+
+async def test_a_server_configuration_logs_through_the_turn_writer() -> None:
+    out = io.StringIO()
+    configure(LogSettings(format="json", level="info"), stream=out, cache=True)
+    try:
+        structlog.get_logger("omni.test").info("hello", text="secret words")
+        await asyncio.sleep(0)
+        line = json.loads(out.getvalue())
+        assert (line["event"], line["text"], line["level"]) == ("hello", "[redacted]", "info")
+        assert line["timestamp"].endswith("Z")
+    finally:
+        configure(LogSettings(format="json", level="info"))
