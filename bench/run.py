@@ -324,12 +324,19 @@ async def seed(bench: Bench) -> None:
         print(f"seeded {seeded:,} messages in {time.monotonic() - started:.1f} s", flush=True)
         # Start the bench on a freshly rewritten append-only file, so the seeding does
         # not set off a rewrite (a fork) in the middle of a measurement.
+        # One the seeding set off itself may be under way: let it end, then start ours.
+        await _rewritten(redis)
         await redis.bgrewriteaof()
-        # The server's state, polled: there is no event of ours to wait on.
-        while (await redis.info("persistence"))["aof_rewrite_in_progress"]:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        await _rewritten(redis)
     finally:
         await redis.aclose()
+
+
+async def _rewritten(redis: Redis) -> None:
+    """Wait until no append-only file rewrite is under way (the server's state, polled:
+    there is no event of ours to wait on)."""
+    while (await redis.info("persistence"))["aof_rewrite_in_progress"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
 
 
 # -- sections ----------------------------------------------------------------------------
