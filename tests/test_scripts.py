@@ -1,9 +1,11 @@
-"""Scripts sent by SHA in one round trip still run when the server has forgotten them
-(a restart without the script cache): an ingest then stores the message, tells the live
-listeners once and queues the bot's webhook once."""
+"""The Redis side. Scripts sent by SHA in one round trip still run when the server has
+forgotten them (a restart without the script cache): an ingest then stores the message,
+tells the live listeners once and queues the bot's webhook once. The embedded server
+keeps a new customer's streams small."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -11,6 +13,7 @@ from redis.asyncio import Redis
 from omni import keys, scripts
 from omni.app import create_app
 from omni.outbox import delivery_id
+from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
 from omni.scripts import Batch
 from tests.conftest import BOT, make_settings
 
@@ -48,3 +51,19 @@ async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
     assert await redis.hget(keys.delivery(cid, did), "state") == b"queued"
     queued = await redis.xrange(keys.outbox_stream("default"))
     assert [fields[b"d"].decode() for _, fields in queued] == [did]
+
+
+async def test_the_embedded_server_allocates_small_stream_nodes(tmp_path: Path) -> None:
+    """A customer's streams each start with one node, allocated whole: at 2048 bytes a
+    one-message customer's timeline stays near 2 KB (4 KB at Redis's default)."""
+    server = EmbeddedRedis(tmp_path, persist=False)
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        setting = await client.config_get("stream-node-max-bytes")
+        assert setting == {"stream-node-max-bytes": str(STREAM_NODE_MAX_BYTES)}
+        await client.xadd("one", {"m": b"x" * 200})
+        assert 0 < (await client.memory_usage("one") or 0) < 3000
+    finally:
+        await client.aclose()
+        server.stop()
