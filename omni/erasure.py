@@ -38,12 +38,12 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from omni import codec, keys, scripts
-from omni.channels.mobile import _digest, _records
+from omni.channels.mobile import device_records, token_digest
 from omni.clock import iso, now_ms
 from omni.errors import Conflict, NotFound, StoreError
 from omni.ids import decode_cursor
 from omni.live import Live
-from omni.merge import _fields
+from omni.merge import text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
 from omni.outbox import DeliveryStatus, Outbox
 from omni.search import index_profile
@@ -105,13 +105,15 @@ async def _release(erasure: Erasure) -> None:
     redis = erasure.redis
     owned = scripts.load(redis, "erase_owned")
     for cid in erasure.person:
-        fields = _fields(await redis.hgetall(keys.customer(cid)))
+        fields = text_fields(await redis.hgetall(keys.customer(cid)))
         for name in fields:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
-        for device_id, record in (await _records(redis, cid)).items():
-            await owned(keys=[keys.push_token(_digest(record.device))], args=[f"{cid} {device_id}"])
+        for device_id, record in (await device_records(redis, cid)).items():
+            await owned(
+                keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
+            )
         if "p" in fields:
             # The verified-phone lookup (omni.identity) reads the same phone entries.
             await index_profile(redis, cid, codec.decode(fields["p"], Profile), Profile())
@@ -175,7 +177,7 @@ async def _delete(erasure: Erasure, cid: str) -> None:
         for _ in range(_DELETE_ATTEMPTS):
             try:
                 await pipe.watch(hash_key, keys.deliveries(cid))
-                fields = _fields(await pipe.hgetall(hash_key))
+                fields = text_fields(await pipe.hgetall(hash_key))
                 doomed = await _tagged_keys(erasure, cid, fields)
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 for start in range(0, len(doomed), _UNLINK_BATCH):
@@ -298,7 +300,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
     devices: list[ExportedDevice] = []
     calls: list[ExportedCall] = []
     for owner in [cid, *absorbed]:
-        for device_id, record in sorted((await _records(store.redis, owner)).items()):
+        for device_id, record in sorted((await device_records(store.redis, owner)).items()):
             device = record.device
             devices.append(
                 ExportedDevice(

@@ -85,7 +85,8 @@ async def _mark(merge: Merge) -> None:
         )
 
 
-def _fields(flat: dict[Any, Any]) -> dict[str, bytes]:
+def text_fields(flat: dict[Any, Any]) -> dict[str, bytes]:
+    """A hash as read (bytes names) with its field names as text."""
     return {_b(k).decode(): _b(v) for k, v in flat.items()}
 
 
@@ -165,9 +166,9 @@ def _absorb_plan(
 
 async def _absorb(merge: Merge) -> None:
     redis = merge.store.redis
-    merge.source_fields = _fields(await redis.hgetall(keys.customer(merge.source)))
+    merge.source_fields = text_fields(await redis.hgetall(keys.customer(merge.source)))
     for _ in range(_ABSORB_ATTEMPTS):
-        mine = _fields(await redis.hgetall(keys.customer(merge.survivor)))
+        mine = text_fields(await redis.hgetall(keys.customer(merge.survivor)))
         if not mine:
             raise NotFound(f"no customer {merge.survivor}")
         sets, merge.result, profile = _absorb_plan(merge, mine, merge.source_fields)

@@ -77,12 +77,14 @@ def _bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def _digest(device: Device) -> str:
+def token_digest(device: Device) -> str:
+    """What names a push token in Redis (never the token itself)."""
     token = f"{device.push_provider}:{device.push_token}".encode()
     return hashlib.sha256(token).hexdigest()[:32]
 
 
-async def _records(redis: Redis, cid: str) -> dict[str, DeviceRecord]:
+async def device_records(redis: Redis, cid: str) -> dict[str, DeviceRecord]:
+    """A customer's registered app installs by device id (unreadable ones left out)."""
     records = {}
     for name, blob in (await redis.hgetall(keys.devices(cid))).items():
         try:
@@ -98,14 +100,14 @@ async def register(redis: Redis, cid: str, registration: DeviceRegistration) -> 
     device = registration.device
     record = DeviceRecord(device, registration.external_id, iso(now_ms()) or "")
     holder = f"{cid} {device.device_id}"
-    before = await redis.set(keys.push_token(_digest(device)), holder, get=True)
+    before = await redis.set(keys.push_token(token_digest(device)), holder, get=True)
     if before is not None and _text(before) != holder:
         owner, _, device_id = _text(before).partition(" ")
-        held = (await _records(redis, owner)).get(device_id)
+        held = (await device_records(redis, owner)).get(device_id)
         if held is not None and held.device.push_token == device.push_token:
             await redis.hdel(keys.devices(owner), device_id)
     await redis.hset(keys.devices(cid), device.device_id, codec.encode(record))
-    records = await _records(redis, cid)
+    records = await device_records(redis, cid)
     if len(records) > DEVICES_MAX:
         oldest = sorted(records, key=lambda name: records[name].registered_at)
         await redis.hdel(keys.devices(cid), *oldest[: len(records) - DEVICES_MAX])
@@ -113,7 +115,7 @@ async def register(redis: Redis, cid: str, registration: DeviceRegistration) -> 
 
 async def deactivate(redis: Redis, cid: str, device: Device, reason: str) -> None:
     """Stop pushing to a device, unless it registered a new token meanwhile."""
-    record = (await _records(redis, cid)).get(device.device_id)
+    record = (await device_records(redis, cid)).get(device.device_id)
     if record is None or record.device.push_token != device.push_token:
         return
     inactive = msgspec.structs.replace(record, status="inactive", reason=reason)
@@ -206,7 +208,7 @@ class MobileSender:
         if not self.adapter.pushes:
             return Delivery("sent", reason="not pushed: no push endpoint; the app catches up")
         owners = [cid, *await self.store.absorbed(cid)]
-        found = await asyncio.gather(*(_records(redis, owner) for owner in owners))
+        found = await asyncio.gather(*(device_records(redis, owner) for owner in owners))
         targets = [
             (owner, record.device)
             for owner, records in zip(owners, found, strict=True)
