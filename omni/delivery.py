@@ -14,7 +14,14 @@ from adapters.base import Delivery
 from omni.bots import BotDispatcher, BotReply
 from omni.clock import iso, now_ms
 from omni.live import Live
-from omni.model import Author, DeliveryState, Message, MessageStatus, OutboundRequest
+from omni.model import (
+    Author,
+    DeliveryState,
+    Message,
+    MessageStatus,
+    OutboundRequest,
+    echo_fingerprint,
+)
 from omni.outbox import Job
 from omni.replies import Replies
 from omni.store import Store
@@ -28,22 +35,36 @@ Sender = Callable[[Message, str], Awaitable[Delivery]]
 class ChannelDelivery:
     """The handler for one channel's replies (delivery kind = the channel's name)."""
 
-    def __init__(self, store: Store, live: Live, sender: Sender | None, max_attempts: int):
+    def __init__(
+        self,
+        store: Store,
+        live: Live,
+        sender: Sender | None,
+        max_attempts: int,
+        *,
+        echoes: bool = False,
+    ) -> None:
         self.store = store
         self.live = live
         self.sender = sender
         self.max_attempts = max_attempts
+        self.echoes = echoes  # the channel sends our sends back (omni.inbox matches them)
 
     async def __call__(self, job: Job) -> Delivery:
         payload = job.payload
         cid = job.customer_id or ""
         message = msgspec.convert(payload["message"], Message)
         entry = str(payload["entry"])
+        recipient = str(payload["recipient"])
+        # The echo of this send may come before the send answers with its id for it.
+        echo = echo_fingerprint(recipient, message.text, message.attachments)
         if self.sender is None:
             outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
         else:
+            if self.echoes:
+                await self.store.expect_echo(cid, message.channel, echo, entry)
             try:
-                outcome = await self.sender(message, str(payload["recipient"]))
+                outcome = await self.sender(message, recipient)
             except Exception as exc:
                 log.exception("sender failed", channel=job.kind)
                 outcome = Delivery(status="failed", reason=type(exc).__name__, retry=True)
@@ -62,6 +83,8 @@ class ChannelDelivery:
             await self.store.link_channel_message(
                 cid, message.channel, outcome.channel_message_id, entry
             )
+        if self.echoes and self.sender is not None:
+            await self.store.echo_settled(cid, message.channel, echo)
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
         )
@@ -110,11 +133,14 @@ def handlers(
     replies: Replies,
     dispatcher_factory: Callable[[Callable[[Job, list[BotReply]], Awaitable[None]]], BotDispatcher],
     senders: Mapping[str, Sender],
+    echoing: frozenset[str],
     channels: tuple[str, ...],
     max_attempts: int,
 ) -> dict[str, Callable[[Job], Awaitable[Delivery]]]:
     table: dict[str, Callable[[Job], Awaitable[Delivery]]] = {
-        channel: ChannelDelivery(store, live, senders.get(channel), max_attempts)
+        channel: ChannelDelivery(
+            store, live, senders.get(channel), max_attempts, echoes=channel in echoing
+        )
         for channel in channels
     }
     table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)))

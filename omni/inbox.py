@@ -15,7 +15,15 @@ from omni.handoff import HandoffFields, Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts
 from omni.ids import new_message_id
 from omni.live import Live
-from omni.model import Author, Identity, InboundMessage, Message, MessageStatus, message_from
+from omni.model import (
+    Author,
+    Identity,
+    InboundMessage,
+    Message,
+    MessageStatus,
+    echo_fingerprint,
+    message_from,
+)
 from omni.outbox import Outbox
 from omni.scripts import Batch
 from omni.settings import BotSettings
@@ -99,6 +107,8 @@ class Inbox:
         the stored reply (its channel id was linked at delivery); one sent from the
         channel's own app by a person is stored as an agent's message."""
         cid, _ = await self.store.resolve(inbound.channel, inbound.external_id)
+        if (ours := await self._being_sent(cid, inbound)) is not None:
+            return ours
         author_id = inbound.metadata.get("author_id")
         author = Author(kind="agent", id=str(author_id) if author_id else None)
         message = message_from(
@@ -115,6 +125,21 @@ class Inbox:
             if self.handoffs is not None:
                 await self.handoffs.on_reply(stored)
         return stored
+
+    async def _being_sent(self, cid: str, inbound: InboundMessage) -> Message | None:
+        """The reply an echo is, when it came before the send answered with its id (the
+        echo's id then finds the reply too); None when the echo is not of one being sent."""
+        assert inbound.channel_message_id is not None
+        # An echo of a send that has answered finds no expectation (the send took it
+        # away): the append below finds the reply by the id the send linked.
+        fingerprint = echo_fingerprint(inbound.external_id, inbound.text, inbound.attachments)
+        entry = await self.store.expected_echo(cid, inbound.channel, fingerprint)
+        if entry is None:
+            return None
+        await self.store.link_channel_message(
+            cid, inbound.channel, inbound.channel_message_id, entry
+        )
+        return await self.store.message_at(cid, entry)
 
     async def _mark(self, event: Marked) -> None:
         cid = await self.store.find(event.channel, event.external_id)

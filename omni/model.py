@@ -8,6 +8,7 @@ here, so the schema, the validation and the documentation say the same thing.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -399,6 +400,13 @@ class SearchResult(Struct, frozen=True):
 class IngestResult(Struct, frozen=True):
     message: Message
     created: bool
+
+
+def echo_fingerprint(recipient: str, text: str | None, attachments: list[Attachment]) -> str:
+    """What a channel's echo of a send has in common with the message sent: its
+    recipient, its text and its kinds of attachment (the echo's URLs are the channel's)."""
+    seen = "\0".join([recipient, text or "", *(a.type for a in attachments)])
+    return hashlib.blake2b(seen.encode(), digest_size=12).hexdigest()
 
 
 def message_from(

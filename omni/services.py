@@ -72,6 +72,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
                     session, settings.bots, on_replies, on_answer=handoffs.on_bot_answer
                 ),
                 senders,
+                frozenset(m.NAME for m in channels.MODULES if getattr(m, "ECHOES", False)),
                 settings.channels.enabled,
                 settings.outbox.max_attempts,
             ),

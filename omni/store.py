@@ -72,6 +72,9 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
     return f"{channel}#" + hashlib.blake2b(channel_message_id.encode(), digest_size=16).hexdigest()
 
 
+# How long an echo may arrive before the send it echoes has answered (Send API timeout
+# and a margin); an older expectation is a send that died, and does not match.
+ECHO_WAIT_MS = 120_000
 SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
 _MERGE_HOPS = 4
 IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
@@ -88,6 +91,12 @@ class Appended(NamedTuple):
 
 class _Gone(Exception):
     """A cached customer id names a customer that no longer exists."""
+
+
+def _echo_field(channel: str, fingerprint: str) -> str:
+    # In the message-id index, beside the channel's ids; '#' keeps the channel first, as
+    # a hashed id's field does, and "echo:" keeps it apart from those.
+    return f"{channel}#echo:{fingerprint}"
 
 
 def _money(minor: int, currency: str | None) -> str:
@@ -772,6 +781,21 @@ class Store:
         await self.redis.hsetnx(
             keys.message_ids(cid), dedupe_field(channel, channel_message_id), entry
         )
+
+    async def expect_echo(self, cid: str, channel: str, fingerprint: str, entry: str) -> None:
+        """A message is being sent on a channel that echoes sends back: until the send
+        answers with the channel's id for it, an echo with this fingerprint is it."""
+        await self.redis.hset(keys.message_ids(cid), _echo_field(channel, fingerprint),
+                              f"{entry} {now_ms()}")  # fmt: skip
+
+    async def expected_echo(self, cid: str, channel: str, fingerprint: str) -> str | None:
+        """The entry of a message being sent that an echo with this fingerprint is."""
+        found = _s(await self.redis.hget(keys.message_ids(cid), _echo_field(channel, fingerprint)))
+        entry, _, at = (found or "").partition(" ")
+        return entry if at and now_ms() - int(at) <= ECHO_WAIT_MS else None
+
+    async def echo_settled(self, cid: str, channel: str, fingerprint: str) -> None:
+        await self.redis.hdel(keys.message_ids(cid), _echo_field(channel, fingerprint))
 
     async def set_status(self, cid: str, entry: str, status: MessageStatus) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -482,6 +482,37 @@ async def test_a_dm_reaches_the_bot_and_its_reply_goes_out_and_its_echo_is_match
     assert len(bot.attempts) == 1
 
 
+async def test_an_echo_that_beats_the_send_api_answer_is_our_reply_not_a_second_one(
+    aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
+) -> None:
+    """Meta often delivers the echo webhook of a send before the Send API call returns
+    the message's id: the echo must still be recognised as the reply being sent."""
+    mid = "aWdfZAG1faXRlbTpFQ0hPX1JBQ0U"
+    graph[0].hang = True
+    graph[0].answers.append((200, {"recipient_id": CUSTOMER, "message_id": mid}))
+    client = await delivering(aiohttp_client, redis_url, graph[1])
+    await accepted(client, "instagram_text.json")
+    cid = await cid_of(client)
+    await reply(client, cid, AGENT, text="It shipped today")
+
+    async def sending() -> bool:
+        return len(graph[0].requests) == 1
+
+    await until(sending)
+    assert (await accepted(client, echo_of(mid, "It shipped today")))["messages"] == 1
+    graph[0].release.set()
+    ours = await settled(client, cid, 2)
+    assert (ours["author"]["kind"], ours["text"]) == ("agent", "It shipped today")
+    assert ours["status"]["channel_message_id"] == mid
+    # Later events naming the echo's id find the reply.
+    await accepted(client, echo_of(mid, "It shipped today"))
+    assert [m["direction"] for m in await timeline(client, cid)] == ["outbound", "inbound"]
+    # A message typed in Instagram's own app, with other text, is still stored.
+    await accepted(client, echo_of("aWdfZAG1faXRlbTpUWVBFRF9JTl9BUFA", "Typed in the app"))
+    texts = [m["text"] for m in await timeline(client, cid)]
+    assert texts[:2] == ["Typed in the app", "It shipped today"]
+
+
 async def test_reactions_and_reads_annotate_the_reply_they_point_at(
     aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
 ) -> None:

@@ -5,6 +5,7 @@
     setup(settings, session, store) -> (adapter or None, sender or None)
              the configured adapter (None when the channel is not configured, and its
              routes then answer 404), and the worker's sender for replies on it
+    ECHOES   (optional) True when the channel sends our own sends back to its webhook
 
 The routes call the channel's adapter to verify and parse, and hand the events to the
 core (`omni.inbox.Inbox`), which stores them, tells the bot and answers only after.

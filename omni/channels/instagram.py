@@ -39,6 +39,7 @@ from omni.store import Store
 from omni.web_io import json_response
 
 NAME = "instagram"
+ECHOES = True  # every send comes back as an `is_echo` message, often before its answer
 REASON_NOT_CONFIGURED = "not_configured"
 log = structlog.get_logger("omni.channels.instagram")
 
