@@ -84,7 +84,7 @@ class Inbox:
         """Listeners and the bot hear of a new message, in one round trip to Redis."""
         held = await self.handoffs.on_inbound(message, handoff) if self.handoffs else None
         data = msgspec.to_builtins(message)
-        batch = Batch(self.store.redis)
+        batch = Batch()
         self.live.stage(batch, message.customer_id, "message", data)
         if notify_bot and message.channel in self.bots:
             payload = {"bot": message.channel, "message": data}
@@ -100,7 +100,7 @@ class Inbox:
                 idempotency_key=f"bot:{message.id}",  # a new message: a new delivery
                 customer_id=message.customer_id,
             )
-        await batch.execute()
+        await self.store.pipeliner.run(batch)
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against

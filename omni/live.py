@@ -200,19 +200,19 @@ class Live:
     async def publish(self, customer_id: str, type: str, data: Any) -> str:
         """Record the event in the customer's and the global stream, then ring every
         process's doorbell. Returns the event's id in the customer's stream."""
-        batch = Batch(self.redis)
+        batch = Batch()
         self.stage(batch, customer_id, type, data)
-        own, _, _ = await batch.execute()
+        own, _, _ = await batch.execute(self.redis)
         return _text(own)
 
     def stage(self, batch: Batch, customer_id: str, type: str, data: Any) -> None:
         """`publish` as three commands of the caller's batch (sent with its other work)."""
         body = msgspec.json.encode(_Body(customer_id=customer_id, type=type, data=data))
-        pipe = batch.pipe
-        pipe.xadd(keys.events(customer_id), {"e": body}, maxlen=CUSTOMER_EVENTS_MAX,
-                  approximate=True)  # fmt: skip
-        pipe.xadd(keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX, approximate=True)
-        pipe.publish(keys.live_channel(), customer_id)
+        batch.command("xadd", keys.events(customer_id), {"e": body},
+                      maxlen=CUSTOMER_EVENTS_MAX, approximate=True)  # fmt: skip
+        batch.command("xadd", keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX,
+                      approximate=True)  # fmt: skip
+        batch.command("publish", keys.live_channel(), customer_id)
 
     async def position(self, customer_id: str | None) -> str:
         """The id of the newest event kept (for `customer_id`, or for everyone):

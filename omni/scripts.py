@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
@@ -38,8 +39,12 @@ def load(redis: Redis, name: str) -> Script:
     return Script(redis, resources.files("omni").joinpath(f"lua/{name}.lua").read_text())
 
 
+# A redis-py pipeline method's name and its arguments.
+Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
 class Batch:
-    """Independent commands, of any slots, sent in one round trip.
+    """Independent commands, of any slots, sent in one round trip, in the order given.
 
     Scripts go by EVALSHA: a redis-py pipeline given Script objects asks SCRIPT EXISTS
     first, one more round trip every time. When the server has forgotten a script (a
@@ -48,17 +53,24 @@ class Batch:
     repeated.
     """
 
-    def __init__(self, redis: Redis) -> None:
-        self.pipe: Pipeline = redis.pipeline(transaction=False)
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
         self._scripts: list[tuple[int, Script, Sequence[Any], Sequence[Any]]] = []
 
-    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
-        self._scripts.append((len(self.pipe), script, keys, args))
-        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+    def command(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.commands.append((name, args, kwargs))
 
-    async def execute(self) -> list[Any]:
-        async with self.pipe as pipe:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        self._scripts.append((len(self.commands), script, keys, args))
+        self.command("evalsha", script.sha, len(keys), *keys, *args)
+
+    def stage(self, pipe: Pipeline) -> None:
+        for name, args, kwargs in self.commands:
+            getattr(pipe, name)(*args, **kwargs)
+
+    async def settle(self, results: list[Any]) -> list[Any]:
+        """The batch's replies from the pipeline's (its own slice, in order): forgotten
+        scripts run again; any other error is raised."""
         if any(isinstance(results[at], NoScriptError) for at, *_ in self._scripts):
             for at, script, keys, args in self._scripts:
                 results[at] = await script(keys=keys, args=args)
@@ -66,3 +78,66 @@ class Batch:
             if isinstance(result, Exception):
                 raise result
         return results
+
+    async def execute(self, redis: Redis) -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            self.stage(pipe)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return await self.settle(results)
+
+
+class Pipeliner:
+    """Redis work from concurrent requests, sent together: the batches submitted in one
+    event-loop turn go to Redis as one pipeline, each batch's commands together and in
+    order. What a round trip costs in redis-py and asyncio (a pool checkout, a timeout,
+    the reply parsing) is then paid once a turn rather than once a request: under load,
+    when it matters, a turn holds many requests. Held by the Store; one per client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._waiting: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, batch: Batch) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, future))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    async def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        batch = Batch()
+        batch.script(script, keys, args)
+        return (await self.run(batch))[0]
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._send(waiting))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, waiting: list[tuple[Batch, asyncio.Future[list[Any]]]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for batch, _ in waiting:
+                    batch.stage(pipe)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        at = 0
+        for batch, future in waiting:
+            mine = results[at : at + len(batch.commands)]
+            at += len(batch.commands)
+            try:
+                settled = await batch.settle(mine)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(settled)

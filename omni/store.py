@@ -189,6 +189,7 @@ class Store:
         # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
+        self.pipeliner = scripts.Pipeliner(redis)  # the hot paths' round trips
         self._append = scripts.load(redis, "append")
         self._write = scripts.load(redis, "write_field")
         self._read = scripts.load(redis, "read_page")
@@ -339,8 +340,9 @@ class Store:
         cached: bool = False,
     ) -> list[Any]:
         assert message.channel_message_id is not None
-        result: list[Any] = await self._append(
-            keys=[
+        result: list[Any] = await self.pipeliner.script(
+            self._append,
+            [
                 keys.customer(cid),
                 keys.timeline(cid),
                 keys.channel_timeline(cid, message.channel),
@@ -393,9 +395,10 @@ class Store:
         self, cid: str, *, start: str, count: int, channel: str | None, state: bool
     ) -> tuple[list[Any], list[Any], list[Any]]:
         index = keys.channel_timeline(cid, channel) if channel else keys.timeline(cid)
-        found, entries, notes = await self._read(
-            keys=[keys.customer(cid), keys.timeline(cid), index, keys.notes(cid)],
-            args=[start, count, "1" if state else "0"],
+        found, entries, notes = await self.pipeliner.script(
+            self._read,
+            [keys.customer(cid), keys.timeline(cid), index, keys.notes(cid)],
+            [start, count, "1" if state else "0"],
         )
         return found, entries, notes
 

@@ -5,16 +5,19 @@ keeps a new customer's streams small."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from omni import keys, scripts
 from omni.app import create_app
 from omni.outbox import delivery_id
 from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
-from omni.scripts import Batch
+from omni.scripts import Batch, Pipeliner
 from tests.conftest import BOT, make_settings
 
 
@@ -22,15 +25,70 @@ async def test_a_batch_reloads_forgotten_scripts_and_runs_plain_commands_once(
     redis: Redis,
 ) -> None:
     push = scripts.load(redis, "outbox_push")
-    batch = Batch(redis)
-    batch.pipe.incr("plain")
+    batch = Batch()
+    batch.command("incr", "plain")
     batch.script(push, ["stream", "guard"], ["dlv_1", "cus_1", 60_000])
     await redis.script_flush()
-    plain, pushed = await batch.execute()
+    plain, pushed = await batch.execute(redis)
     assert plain == 1 and pushed is not None
     assert await redis.get("plain") == b"1"
     assert await redis.xlen("stream") == 1
     assert (await redis.script_exists(push.sha)) == [True]
+
+
+async def test_batches_of_one_turn_share_one_pipeline_and_each_gets_its_own_replies(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines = 0
+    make = redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "pipeline", counted)
+    pipeliner = Pipeliner(redis)
+
+    async def count_to(key: str, n: int) -> list[Any]:
+        batch = Batch()
+        for _ in range(n):
+            batch.command("incr", key)
+        return await pipeliner.run(batch)
+
+    async def broken() -> list[Any]:
+        batch = Batch()
+        batch.command("set", "text", "x")
+        batch.command("incr", "text")  # not a number: this batch alone fails
+        return await pipeliner.run(batch)
+
+    replies = await asyncio.gather(
+        count_to("a", 3), broken(), count_to("b", 2), return_exceptions=True
+    )
+    assert pipelines == 1
+    assert replies[0] == [1, 2, 3] and replies[2] == [1, 2]
+    assert isinstance(replies[1], ResponseError)
+    # The next turn's work is another pipeline, and scripts forgotten meanwhile run.
+    await redis.script_flush()
+    push = scripts.load(redis, "outbox_push")
+    assert await pipeliner.script(push, ["stream", "guard"], ["dlv_1", "cus_1", 60_000])
+    assert pipelines == 2
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
+    redis: Redis,
+) -> None:
+    pipeliner = Pipeliner(redis)
+    one, two = Batch(), Batch()
+    one.command("incr", "one")
+    two.command("incr", "two")
+    gave_up = asyncio.create_task(pipeliner.run(one))
+    kept = asyncio.create_task(pipeliner.run(two))
+    await asyncio.sleep(0)
+    gave_up.cancel()
+    assert await kept == [1]
+    assert gave_up.cancelled()
+    assert await redis.get("one") == b"1"  # sent all the same: it was on its way
 
 
 async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
