@@ -38,6 +38,15 @@ DERIVED = {
 }
 
 
+def test_messages_are_rebuilt_by_position_in_messages_field_order() -> None:
+    # omni.codec builds a Message positionally: a field moved here must move there too.
+    assert Message.__struct_fields__[:17] == (
+        "id", "customer_id", "conversation_id", "channel", "direction", "author",
+        "received_at", "channel_message_id", "sent_at", "text", "attachments",
+        "quick_reply", "postback", "quick_replies", "voice", "reply_to", "metadata",
+    )  # fmt: skip
+
+
 def test_a_message_reads_back_as_it_was_written() -> None:
     blob = codec.encode_message(FULL)
     assert blob[0] == codec.MESSAGE_SCHEMA
