@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # a page of messages formats many
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -14,7 +16,7 @@ def iso(ms: int | str | bytes | None) -> str | None:
     if ms is None or ms == b"" or ms == "":
         return None
     seconds, millis = divmod(int(ms), 1000)
-    return f"{_second(seconds)}.{millis:03d}Z"
+    return _second(seconds) + _MILLIS[millis]
 
 
 @lru_cache(maxsize=8192)
@@ -24,6 +26,9 @@ def _second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
-def entry_ms(entry_id: str) -> int:
-    """The milliseconds part of a Redis stream entry id ("1700000000000-3")."""
+def entry_ms(entry_id: str | bytes) -> int:
+    """The milliseconds part of a Redis stream entry id ("1700000000000-3", as text or
+    as Redis sent it)."""
+    if isinstance(entry_id, bytes):
+        return int(entry_id.split(b"-", 1)[0])
     return int(entry_id.partition("-")[0])

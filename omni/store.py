@@ -384,7 +384,7 @@ class Store:
                 _b(blob),
                 customer_id=cid,
                 conversation_id=conversation,
-                received_at=iso(entry_ms(entry_id.decode())) or "",
+                received_at=iso(entry_ms(entry_id)) or "",
             )
             if notes and any(mine := notes[4 * index : 4 * index + 4]):
                 message = _annotated(message, mine)
