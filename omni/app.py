@@ -36,24 +36,32 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         app[EMBEDDED] = embedded
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
+
     # A blocking pool makes a burst of requests wait for a connection instead of
     # failing with "Too many connections" the moment the pool is exhausted.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis.max_connections,
-        timeout=settings.redis.pool_timeout,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-    )
-    client = Redis(connection_pool=pool)
+    def connect(socket_timeout: float | None) -> Redis:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.redis.max_connections,
+            timeout=settings.redis.pool_timeout,
+            socket_connect_timeout=2,
+            socket_timeout=socket_timeout,
+        )
+        return Redis(connection_pool=pool)
+
+    client = connect(10)
+    # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
+    # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
+    pipelined = connect(None)
     app[REDIS] = client
-    app[STORE] = Store(client)
+    app[STORE] = Store(client, pipelined=pipelined)
     try:
         yield
     finally:
-        # The client was handed the pool, so it does not own it: close it explicitly,
-        # or every pooled connection is left open when the app stops.
+        # The clients were handed their pools, so they do not own them: close them
+        # explicitly, or every pooled connection is left open when the app stops.
         await client.aclose(close_connection_pool=True)
+        await pipelined.aclose(close_connection_pool=True)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")

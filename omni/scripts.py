@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 
 class Script:
@@ -91,10 +92,17 @@ class Pipeliner:
     event-loop turn go to Redis as one pipeline, each batch's commands together and in
     order. What a round trip costs in redis-py and asyncio (a pool checkout, a timeout,
     the reply parsing) is then paid once a turn rather than once a request: under load,
-    when it matters, a turn holds many requests. Held by the Store; one per client."""
+    when it matters, a turn holds many requests. Held by the Store; one per client.
 
-    def __init__(self, redis: Redis) -> None:
+    A pipeline that Redis does not answer within `timeout_s` fails its callers with
+    redis's TimeoutError (and its connection is dropped). That one deadline per pipeline
+    can stand in for the client's per-reply socket timeout, which costs a timer for each
+    reply of the pipeline: `omni.app` gives the pipeliner a client without one.
+    """
+
+    def __init__(self, redis: Redis, timeout_s: float = 10.0) -> None:
         self.redis = redis
+        self.timeout_s = timeout_s
         self._waiting: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -118,10 +126,14 @@ class Pipeliner:
 
     async def _send(self, waiting: list[tuple[Batch, asyncio.Future[list[Any]]]]) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for batch, _ in waiting:
-                    batch.stage(pipe)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for batch, _ in waiting:
+                            batch.stage(pipe)
+                        results: list[Any] = await pipe.execute(raise_on_error=False)
+            except TimeoutError:
+                raise RedisTimeout(f"Redis did not answer within {self.timeout_s} s") from None
         except BaseException as exc:
             for _, future in waiting:
                 if not future.done():

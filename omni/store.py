@@ -182,14 +182,17 @@ def _annotated(message: Message, notes: list[Any]) -> Message:
 class Store:
     """All of omni's Redis access. Holds the client, never opens or closes it."""
 
-    def __init__(self, redis: Redis, identity_cache: int = IDENTITY_CACHE) -> None:
+    def __init__(
+        self, redis: Redis, identity_cache: int = IDENTITY_CACHE, *, pipelined: Redis | None = None
+    ) -> None:
+        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given)."""
         self.redis = redis
         # Identity -> customer, learnt from successful appends: a known customer's ingest
         # then skips the identity round trip. Safe without invalidation: a merged-away
         # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
-        self.pipeliner = scripts.Pipeliner(redis)  # the hot paths' round trips
+        self.pipeliner = scripts.Pipeliner(pipelined or redis)  # the hot paths' round trips
         self._append = scripts.load(redis, "append")
         self._write = scripts.load(redis, "write_field")
         self._read = scripts.load(redis, "read_page")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from omni import keys, scripts
 from omni.app import create_app
@@ -125,3 +126,24 @@ async def test_the_embedded_server_allocates_small_stream_nodes(tmp_path: Path) 
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_pipeline_redis_does_not_answer_fails_by_its_deadline_then_work_resumes(
+    redis: Redis, redis_url: str
+) -> None:
+    # A client without a socket timeout, as omni.app gives the pipeliner.
+    untimed = Redis.from_url(redis_url, socket_timeout=None)
+    pipeliner = Pipeliner(untimed, timeout_s=0.2)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        batch = Batch()
+        batch.command("get", "anything")
+        with pytest.raises(RedisTimeoutError):
+            await pipeliner.run(batch)
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        again = Batch()
+        again.command("incr", "after")
+        assert await pipeliner.run(again) == [1]
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        await untimed.aclose()
