@@ -27,7 +27,7 @@ from omni import keys
 from omni.clock import iso
 from omni.errors import Conflict, Gone, NotFound, Unauthenticated, ValidationFailed
 from omni.live import Live
-from omni.merge import merge_customers
+from omni.merge import announce, merge_customers
 from omni.model import IdentityLink
 from omni.store import Store, _b
 
@@ -159,6 +159,7 @@ class LinkTokens:
             # systems have had longest.
             survivor, source = sorted((cid, current))
             result = await merge_customers(self.store, survivor, source)
+            await announce(self.live, result)
             cid, merged_from = result.survivor, result.source
         if request.code is not None:
             await self.redis.delete(keys.link_code(request.code))

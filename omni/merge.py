@@ -31,6 +31,7 @@ from omni import codec, keys, scripts
 from omni.clock import now_ms
 from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError, ValidationFailed
 from omni.ids import is_customer_id
+from omni.live import Live
 from omni.model import Cart, Fact, Identity, MetaValue, Profile
 from omni.search import index_profile
 from omni.store import Store, _b, _s
@@ -216,6 +217,14 @@ async def _record(merge: Merge) -> None:
 
 
 STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record)
+
+
+async def announce(live: Live, result: MergeResult) -> None:
+    """Both records' listeners hear of a merge: agents' streams, and a chat socket on
+    the absorbed record, which then has its client reconnect to the survivor."""
+    data = msgspec.to_builtins(result)
+    await live.publish(result.survivor, "merge", data)
+    await live.publish(result.source, "merge", data)
 
 
 async def merge_customers(store: Store, survivor: str, source: str) -> MergeResult:

@@ -708,17 +708,21 @@ async def test_open_sockets_are_closed_when_the_server_shuts_down(
     assert closing.data == aiohttp.WSCloseCode.GOING_AWAY
 
 
+async def _instagram_customer_with_a_web_link(client: TestClient, sender: str) -> tuple[str, str]:
+    """An Instagram customer who asked about an order, and a link token for the web."""
+    ig = str((await ingest(client, channel="instagram", external_id=sender,
+                           text="order 4417?"))["customer_id"])  # fmt: skip
+    issued = await client.post(
+        f"/v1/customers/{ig}/link-tokens", json={"channel": "web"}, headers=BOT
+    )
+    return ig, str((await issued.json())["token"])
+
+
 async def test_a_link_token_presented_from_the_chat_joins_the_visitor_to_its_customer(
     chat: TestClient,
 ) -> None:
     # An Instagram customer's bot sent a sign-in link; the visitor opens it in the chat.
-    ig = (await ingest(chat, channel="instagram", external_id="ig_9", text="order 4417?"))[
-        "customer_id"
-    ]
-    issued = await chat.post(
-        f"/v1/customers/{ig}/link-tokens", json={"channel": "web"}, headers=BOT
-    )
-    token = (await issued.json())["token"]
+    ig, token = await _instagram_customer_with_a_web_link(chat, "ig_9")
     session = await start(chat)
     await say(chat, session["token"], "c-1", "hello from the website")
     visitor = (await customer_of(chat, session["external_id"]))["customer"]["id"]
@@ -741,3 +745,27 @@ async def test_a_link_token_presented_from_the_chat_joins_the_visitor_to_its_cus
         "/channels/web/link", json={"token": token}, headers=bearer(session["token"])
     )
     assert used.status == 410
+
+
+async def test_an_open_chat_follows_its_visitor_into_the_customer_it_was_linked_to(
+    worked: TestClient,
+) -> None:
+    """The visitor's record is merged into an older customer while the chat is open: the
+    socket asks the widget to reconnect, and the new socket hears the survivor's replies."""
+    ig, token = await _instagram_customer_with_a_web_link(worked, "ig_7")
+    session = await start(worked)
+    await say(worked, session["token"], "c-1", "hello from the website")
+    ws = await socket(worked, session["token"])
+    linked = await worked.post(
+        "/channels/web/link", json={"token": token}, headers=bearer(session["token"])
+    )
+    assert (await linked.json())["customer_id"] == ig
+    closing = await ws.receive(timeout=5)
+    while closing.type == aiohttp.WSMsgType.TEXT:  # acks, typing: not what this is about
+        closing = await ws.receive(timeout=5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE
+    assert closing.data == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+    again = await socket(worked, session["token"])
+    sent = await reply(worked, ig, "Order 4417 ships today.")
+    assert (await frame(again))["id"] == sent["id"]
+    await again.close()

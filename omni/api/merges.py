@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from omni.merge import merge_customers
+from omni.merge import announce, merge_customers
 from omni.state import SERVICES, STORE
 from omni.web_io import json_response, path_customer_id, read_json
 
@@ -21,8 +21,5 @@ async def merge(request: web.Request) -> web.Response:
     survivor = path_customer_id(request)
     body = await read_json(request, MergeRequest)
     result = await merge_customers(request.app[STORE], survivor, body.source)
-    data = msgspec.to_builtins(result)
-    live = request.app[SERVICES].live
-    await live.publish(result.survivor, "merge", data)
-    await live.publish(result.source, "merge", data)
+    await announce(request.app[SERVICES].live, result)
     return json_response(result)

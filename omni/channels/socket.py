@@ -290,6 +290,10 @@ class Connection:
                 _remember(self._sent_early, message_id, True)
             else:
                 await self._delivered(message_id, channel_message_id)
+        elif event.type == "merge" and isinstance(data, dict) and data.get("source") == self.cid:
+            # This visitor's record joined another customer: a new socket listens there
+            # (its session's identity now names the survivor); the client reconnects.
+            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"merged: reconnect")
         elif event.type == "typing" and isinstance(data, dict):
             sender, state = data.get("from"), data.get("state")
             if data.get("channel") not in (None, self.channel):
