@@ -52,6 +52,7 @@ from omni.model import (
     Pending,
     PendingInput,
     Profile,
+    Voice,
     cart_of,
     message_from,
 )
@@ -168,14 +169,26 @@ def _b(value: object) -> bytes:
 
 
 def _annotated(message: Message, notes: list[Any]) -> Message:
-    """The message with what happened to it since (its four annotations)."""
+    """The message with what happened to it since (its four annotations). A message the
+    customer unsent keeps its place on the timeline and loses its content in every read:
+    they took it back, and an agent or a bot must not act on it."""
     status, deleted, reaction, read = notes
-    return msgspec.structs.replace(
+    message = msgspec.structs.replace(
         message,
         status=codec.decode(_b(status), MessageStatus) if status else None,
         deleted_at=iso(_s(deleted)),
         reaction=_s(reaction),
         read_at=iso(_s(read)),
+    )
+    if not deleted:
+        return message
+    return msgspec.structs.replace(
+        message,
+        text=None,
+        attachments=[],
+        quick_reply=None,
+        postback=None,
+        voice=Voice(call_id=message.voice.call_id) if message.voice else None,
     )
 
 

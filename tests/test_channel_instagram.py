@@ -368,6 +368,11 @@ async def test_unsend_marks_the_earlier_message_deleted(client: TestClient) -> N
     await accepted(client, "instagram_unsend.json")
     (message,) = await history(client, "1180000000000002")
     assert message["deleted_at"] == iso(1767225679900)
+    # Taken back: its place stays, its words are shown to no agent and no bot.
+    assert "text" not in message
+    cid = message["customer_id"]
+    context = await (await client.get(f"/v1/customers/{cid}/context", headers=BOT)).json()
+    assert [m.get("text") for m in context["recent_messages"]] == [None]
 
 
 async def test_unsupported_standby_unknown_fields_and_referral_are_kept(
