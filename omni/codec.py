@@ -32,7 +32,9 @@ class _StoredMessage(msgspec.Struct, frozen=True, array_like=True, omit_defaults
     """The fields of `Message` a stored message holds, by position: names are not
     repeated in every message and trailing empty fields are left out. Not here: what
     the timeline entry says and the annotations (status, deletion, reaction, read).
-    Fields are only ever added at the end, with a default."""
+    Fields are only ever added at the end, with a default. Spelled out rather than
+    derived from `Message`: this is the stored layout, which must not move when the API
+    model does (tests/test_codec.py round-trips every field)."""
 
     id: str
     channel: str

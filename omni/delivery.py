@@ -57,11 +57,15 @@ class ChannelDelivery:
         entry = str(payload["entry"])
         recipient = str(payload["recipient"])
         # The echo of this send may come before the send answers with its id for it.
-        echo = echo_fingerprint(recipient, message.text, message.attachments)
+        echo = (
+            echo_fingerprint(recipient, message.text, message.attachments)
+            if self.echoes and self.sender is not None
+            else None
+        )
         if self.sender is None:
             outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
         else:
-            if self.echoes:
+            if echo is not None:
                 await self.store.expect_echo(cid, message.channel, echo, entry)
             try:
                 outcome = await self.sender(message, recipient)
@@ -83,7 +87,7 @@ class ChannelDelivery:
             await self.store.link_channel_message(
                 cid, message.channel, outcome.channel_message_id, entry
             )
-        if self.echoes and self.sender is not None:
+        if echo is not None:
             await self.store.echo_settled(cid, message.channel, echo)
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
@@ -37,7 +38,13 @@ class Script:
 
 def load(redis: Redis, name: str) -> Script:
     """The script omni/lua/<name>.lua, for `redis`."""
-    return Script(redis, resources.files("omni").joinpath(f"lua/{name}.lua").read_text())
+    return Script(redis, _source(name))
+
+
+@functools.cache
+def _source(name: str) -> str:
+    # Read once per process: a merge or an erasure loads its script each time it runs.
+    return resources.files("omni").joinpath(f"lua/{name}.lua").read_text()
 
 
 # A redis-py pipeline method's name and its arguments.
@@ -81,10 +88,16 @@ class Batch:
         return results
 
     async def execute(self, redis: Redis) -> list[Any]:
-        async with redis.pipeline(transaction=False) as pipe:
-            self.stage(pipe)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        return await self.settle(results)
+        return await self.settle(await _pipelined(redis, [self]))
+
+
+async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
+    """The batches' commands as one pipeline: every reply, errors as values."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for batch in batches:
+            batch.stage(pipe)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+    return results
 
 
 class Pipeliner:
@@ -107,10 +120,11 @@ class Pipeliner:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def run(self, batch: Batch) -> list[Any]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((batch, future))
         if len(self._waiting) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return await future
 
     async def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -126,18 +140,15 @@ class Pipeliner:
 
     async def _send(self, waiting: list[tuple[Batch, asyncio.Future[list[Any]]]]) -> None:
         try:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for batch, _ in waiting:
-                            batch.stage(pipe)
-                        results: list[Any] = await pipe.execute(raise_on_error=False)
-            except TimeoutError:
-                raise RedisTimeout(f"Redis did not answer within {self.timeout_s} s") from None
+            async with asyncio.timeout(self.timeout_s):
+                results = await _pipelined(self.redis, [batch for batch, _ in waiting])
         except BaseException as exc:
+            failure = exc
+            if isinstance(exc, TimeoutError):  # the deadline: as redis-py says it
+                failure = RedisTimeout(f"Redis did not answer within {self.timeout_s} s")
             for _, future in waiting:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
