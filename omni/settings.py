@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from omni.errors import ConfigError
@@ -162,6 +163,10 @@ class Settings:
     # complete); deployments with `omni worker` processes may turn it off.
     in_process_worker: bool = True
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    # Every section as read (file, then environment), for the sections the core does not
+    # own: a channel parses its own with the read_* helpers below, naming each setting.
+    # Raw values include secrets, so they stay out of the repr.
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -183,21 +188,21 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox", "handoff",
+            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity",
         }  # fmt: skip
         for section in raw:
             if section not in known:
                 raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(known))})")
-        server = _section(raw, "server")
-        redis = _section(raw, "redis")
-        limits = _section(raw, "limits")
-        channels = _section(raw, "channels")
-        log = _section(raw, "log")
-        auth = _section(raw, "auth")
-        fmt = _str(log, "log.format", "auto")
+        server = read_section(raw, "server")
+        redis = read_section(raw, "redis")
+        limits = read_section(raw, "limits")
+        channels = read_section(raw, "channels")
+        log = read_section(raw, "log")
+        auth = read_section(raw, "auth")
+        fmt = read_str(log, "log.format", "auto")
         if fmt not in ("auto", "json", "console"):
             raise ConfigError(f"log.format: must be auto, json or console, not {fmt!r}")
-        level = _str(log, "log.level", "info").lower()
+        level = read_str(log, "log.level", "info").lower()
         if level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log.level: must be debug, info, warning or error, not {level!r}")
         enabled = channels.get("enabled", list(ChannelSettings.enabled))
@@ -207,45 +212,48 @@ class Settings:
             raise ConfigError("channels.enabled: must be a list of lower-case channel names")
         return cls(
             server=ServerSettings(
-                host=_str(server, "server.host", "127.0.0.1"),
-                port=_int(server, "server.port", 8080, low=0, high=65535),
-                public_url=_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip("/"),
-                shutdown_timeout=_float(server, "server.shutdown_timeout", 10.0),
+                host=read_str(server, "server.host", "127.0.0.1"),
+                port=read_int(server, "server.port", 8080, low=0, high=65535),
+                public_url=read_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip(
+                    "/"
+                ),
+                shutdown_timeout=read_float(server, "server.shutdown_timeout", 10.0),
             ),
             redis=RedisSettings(
-                url=_str(redis, "redis.url", ""),
-                data_dir=Path(_str(redis, "redis.data_dir", "./var")),
-                max_connections=_int(redis, "redis.max_connections", 64, low=1, high=10_000),
-                pool_timeout=_float(redis, "redis.pool_timeout", 5.0),
+                url=read_str(redis, "redis.url", ""),
+                data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
+                max_connections=read_int(redis, "redis.max_connections", 64, low=1, high=10_000),
+                pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
             ),
             limits=LimitSettings(
-                body_max=_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+                body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
-            instagram=_instagram(_section(raw, "instagram")),
-            twilio=_twilio(_section(raw, "twilio")),
+            instagram=_instagram(read_section(raw, "instagram")),
+            twilio=_twilio(read_section(raw, "twilio")),
             web=WebSettings(
-                identity_secret=_secret(web := _section(raw, "web"), "web.identity_secret"),
-                session_secret=_secret(web, "web.session_secret"),
-                allowed_origins=tuple(_str_list(web, "web.allowed_origins")),
+                identity_secret=read_secret(web := read_section(raw, "web"), "web.identity_secret"),
+                session_secret=read_secret(web, "web.session_secret"),
+                allowed_origins=tuple(read_str_list(web, "web.allowed_origins")),
             ),
             mobile=MobileSettings(
-                identity_secret=_secret(
-                    mobile := _section(raw, "mobile"), "mobile.identity_secret"
+                identity_secret=read_secret(
+                    mobile := read_section(raw, "mobile"), "mobile.identity_secret"
                 ),
-                session_secret=_secret(mobile, "mobile.session_secret"),
-                push_url=_url(mobile, "mobile.push_url"),
-                push_auth=_secret(mobile, "mobile.push_auth"),
-                fcm_project=_str(mobile, "mobile.fcm_project", ""),
-                apns_topic=_str(mobile, "mobile.apns_topic", ""),
-                apns_sandbox_url=_url(mobile, "mobile.apns_sandbox_url"),
+                session_secret=read_secret(mobile, "mobile.session_secret"),
+                push_url=read_url(mobile, "mobile.push_url"),
+                push_auth=read_secret(mobile, "mobile.push_auth"),
+                fcm_project=read_str(mobile, "mobile.fcm_project", ""),
+                apns_topic=read_str(mobile, "mobile.apns_topic", ""),
+                apns_sandbox_url=read_url(mobile, "mobile.apns_sandbox_url"),
             ),
-            bots=_bots(_section(raw, "bots"), tuple(enabled)),
-            outbox=_outbox(outbox := _section(raw, "outbox")),
-            in_process_worker=_bool(outbox, "outbox.in_process_worker", True),
-            handoff=_handoff(_section(raw, "handoff")),
+            bots=_bots(read_section(raw, "bots"), tuple(enabled)),
+            outbox=_outbox(outbox := read_section(raw, "outbox")),
+            in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
+            handoff=_handoff(read_section(raw, "handoff")),
+            sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
 
 
@@ -278,14 +286,14 @@ def _env_value(value: str) -> Any:
         return value
 
 
-def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+def read_section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = raw.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{name}: must be a table")
     return value
 
 
-def _str(section: Mapping[str, Any], name: str, default: str) -> str:
+def read_str(section: Mapping[str, Any], name: str, default: str) -> str:
     value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
@@ -294,7 +302,7 @@ def _str(section: Mapping[str, Any], name: str, default: str) -> str:
     return value
 
 
-def _int(section: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
+def read_int(section: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
     value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name}: must be a whole number, not {value!r}")
@@ -303,7 +311,7 @@ def _int(section: Mapping[str, Any], name: str, default: int, *, low: int, high:
     return value
 
 
-def _float(section: Mapping[str, Any], name: str, default: float) -> float:
+def read_float(section: Mapping[str, Any], name: str, default: float) -> float:
     value = section.get(name.rsplit(".", 1)[1], default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{name}: must be a non-negative number, not {value!r}")
@@ -346,19 +354,19 @@ def _api_key(where: str, key: object, role: object, name: object) -> ApiKey:
     return ApiKey(key=Secret(key), role=role, name=name)
 
 
-def _secret(section: Mapping[str, Any], name: str) -> Secret:
-    return Secret(_str(section, name, ""))
+def read_secret(section: Mapping[str, Any], name: str) -> Secret:
+    return Secret(read_str(section, name, ""))
 
 
-def _str_list(section: Mapping[str, Any], name: str) -> list[str]:
+def read_str_list(section: Mapping[str, Any], name: str) -> list[str]:
     value = section.get(name.rsplit(".", 1)[1], [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{name}: must be a list of strings")
     return value
 
 
-def _url(section: Mapping[str, Any], name: str, default: str = "") -> str:
-    value = _str(section, name, default).rstrip("/")
+def read_url(section: Mapping[str, Any], name: str, default: str = "") -> str:
+    value = read_str(section, name, default).rstrip("/")
     if value and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}: must be an http:// or https:// URL, not {value!r}")
     return value
@@ -366,23 +374,23 @@ def _url(section: Mapping[str, Any], name: str, default: str = "") -> str:
 
 def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
     return InstagramSettings(
-        app_secret=_secret(section, "instagram.app_secret"),
-        verify_token=_secret(section, "instagram.verify_token"),
-        page_token=_secret(section, "instagram.page_token"),
-        account_id=_str(section, "instagram.account_id", ""),
-        graph_url=_url(section, "instagram.graph_url", InstagramSettings.graph_url),
+        app_secret=read_secret(section, "instagram.app_secret"),
+        verify_token=read_secret(section, "instagram.verify_token"),
+        page_token=read_secret(section, "instagram.page_token"),
+        account_id=read_str(section, "instagram.account_id", ""),
+        graph_url=read_url(section, "instagram.graph_url", InstagramSettings.graph_url),
     )
 
 
 def _twilio(section: Mapping[str, Any]) -> TwilioSettings:
-    agent = _str(section, "twilio.agent_number", "")
+    agent = read_str(section, "twilio.agent_number", "")
     if agent and not agent.startswith(("+", "client:", "sip:")):
         raise ConfigError("twilio.agent_number: must be E.164 (+…), client:<name> or sip:<uri>")
     return TwilioSettings(
-        auth_token=_secret(section, "twilio.auth_token"),
+        auth_token=read_secret(section, "twilio.auth_token"),
         agent_number=agent,
-        language=_str(section, "twilio.language", "en-US"),
-        voice=_str(section, "twilio.voice", "Polly.Joanna"),
+        language=read_str(section, "twilio.language", "en-US"),
+        voice=read_str(section, "twilio.voice", "Polly.Joanna"),
     )
 
 
@@ -394,21 +402,21 @@ def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, Bo
             raise ConfigError(f"{where}: {channel!r} is not in channels.enabled")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table with url, secret and timeout_ms")
-        url = _url(table, f"{where}.url")
+        url = read_url(table, f"{where}.url")
         if not url:
             raise ConfigError(f"{where}.url: is required")
-        secret = _secret(table, f"{where}.secret")
+        secret = read_secret(table, f"{where}.secret")
         if len(secret.reveal()) < 16:
             raise ConfigError(f"{where}.secret: must be at least 16 characters")
         bots[channel] = BotSettings(
             url=url,
             secret=secret,
-            timeout_ms=_int(table, f"{where}.timeout_ms", 3000, low=100, high=60_000),
+            timeout_ms=read_int(table, f"{where}.timeout_ms", 3000, low=100, high=60_000),
         )
     return bots
 
 
-def _bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
+def read_bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
     value = section.get(name.rsplit(".", 1)[1], default)
     if not isinstance(value, bool):
         raise ConfigError(f"{name}: must be true or false")
@@ -418,10 +426,12 @@ def _bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
 def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
     defaults = OutboxConfig()
     return OutboxConfig(
-        queue=_str(section, "outbox.queue", defaults.queue),
-        group=_str(section, "outbox.group", defaults.group),
+        queue=read_str(section, "outbox.queue", defaults.queue),
+        group=read_str(section, "outbox.group", defaults.group),
         **{
-            name: _int(section, f"outbox.{name}", getattr(defaults, name), low=1, high=86_400_000)
+            name: read_int(
+                section, f"outbox.{name}", getattr(defaults, name), low=1, high=86_400_000
+            )
             for name in (
                 "max_attempts",
                 "base_delay_ms",
@@ -436,8 +446,8 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
 
 
 def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
-    timeout = _float(section, "handoff.reply_timeout_s", HandoffSettings.reply_timeout_s)
-    sweep = _float(section, "handoff.sweep_interval_s", HandoffSettings.sweep_interval_s)
+    timeout = read_float(section, "handoff.reply_timeout_s", HandoffSettings.reply_timeout_s)
+    sweep = read_float(section, "handoff.sweep_interval_s", HandoffSettings.sweep_interval_s)
     if timeout <= 0:
         raise ConfigError("handoff.reply_timeout_s: must be more than 0 seconds")
     if not 0.01 <= sweep <= 3600:
