@@ -66,16 +66,18 @@ class Seeder:
         self._capture = _Capture()
         self._captor = Store(self._capture)  # type: ignore[arg-type]
         self._captor.pipeliner = _CapturePipeliner()  # type: ignore[assignment]
-        self._append = scripts.load(redis, "append")  # the one script an ingest runs
+        self._append = scripts.load(redis, "append", "store")  # the one script an ingest runs
         self._loaded = False
 
     async def customer(self, channel: str, external_id: str) -> str:
         """The customer of an identity, created (as a first message would) when new."""
-        cid, _ = await self.store.resolve(channel, external_id)
+        cid, _ = await self.store.customers.resolve(channel, external_id)
         return cid
 
     async def link(self, cid: str, channel: str, external_id: str) -> None:
-        await self.store.link_identity(cid, IdentityLink(channel=channel, external_id=external_id))
+        await self.store.customers.link_identity(
+            cid, IdentityLink(channel=channel, external_id=external_id)
+        )
 
     async def capture(self, cid: str, inbound: InboundMessage) -> ScriptCall:
         """The script call `Store.ingest(inbound)` makes for customer `cid`."""
