@@ -35,7 +35,7 @@ class ScriptCall:
 
 
 class _Captured(Exception):
-    """Not an error: how the capture stops `Store.ingest` at its script call."""
+    """Not an error: how the capture stops `store.timeline.ingest` at its script call."""
 
     def __init__(self, call: ScriptCall) -> None:
         self.call = call
@@ -65,7 +65,7 @@ class Seeder:
         self.store = Store(redis)
         self._capture = _Capture()
         self._captor = Store(self._capture)  # type: ignore[arg-type]
-        self._captor.pipeliner = _CapturePipeliner()  # type: ignore[assignment]
+        self._captor.timeline.pipeliner = _CapturePipeliner()  # type: ignore[assignment]
         self._append = scripts.load(redis, "append", "store")  # the one script an ingest runs
         self._loaded = False
 
@@ -80,13 +80,13 @@ class Seeder:
         )
 
     async def capture(self, cid: str, inbound: InboundMessage) -> ScriptCall:
-        """The script call `Store.ingest(inbound)` makes for customer `cid`."""
+        """The script call `store.timeline.ingest(inbound)` makes for customer `cid`."""
         self._capture.cid = cid
         try:
-            await self._captor.ingest(inbound)
+            await self._captor.timeline.ingest(inbound)
         except _Captured as captured:
             return captured.call
-        raise RuntimeError("Store.ingest made no script call: bench/seed.py needs updating")
+        raise RuntimeError("store.timeline.ingest made no script call: bench/seed.py needs updating")
 
     async def replay(self, calls: Iterable[ScriptCall]) -> int:
         """Run captured calls in pipelines; returns how many ran."""

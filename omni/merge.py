@@ -185,13 +185,12 @@ async def _absorb(merge: Merge) -> None:
 
 
 async def _repoint(merge: Merge) -> None:
-    redis = merge.store.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        for name, blob in merge.source_fields.items():
-            if name.startswith("i:"):
-                identity = codec.decode(blob, Identity)
-                pipe.set(keys.identity(identity.channel, identity.external_id), merge.survivor)
-        await pipe.execute()
+    identities = [
+        codec.decode(blob, Identity)
+        for name, blob in merge.source_fields.items()
+        if name.startswith("i:")
+    ]
+    await merge.store.customers.repoint(identities, merge.survivor)
     if "p" in merge.source_fields:
         await merge.store.search.index_profile(
             merge.source, codec.decode(merge.source_fields["p"], Profile), Profile()

@@ -55,8 +55,8 @@ class Store:
         """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given)."""
         self.redis = redis
         self.pipeliner = scripts.Pipeliner(pipelined or redis)  # the hot paths' round trips
-        self.search = Search(redis)
         self.customers = Customers(redis)
+        self.search = Search(redis, self.customers)
         self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search,
                                  identity_cache)  # fmt: skip
         self.parts = Parts(redis, self.timeline)

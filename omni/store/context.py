@@ -27,8 +27,7 @@ from omni.model import (
     Pending,
     Profile,
 )
-from omni.store import entries
-from omni.store.entries import conversation_id
+from omni.store.entries import conversation_id, stored_messages
 from omni.store.reply import absorbed_ids, as_bytes, as_text
 from omni.store.timeline import Timeline
 
@@ -70,7 +69,7 @@ class Contexts:
             )
             recent = [message for _, message in rows[:RECENT_MESSAGES]]
         else:
-            recent = entries.messages(cid, found, notes)
+            recent = stored_messages(cid, found, notes)
         recent.reverse()
         facts = {
             name[2:]: codec.decode(value, Fact)

@@ -84,6 +84,26 @@ class Customers:
         )
         return identity, existing is None
 
+    async def repoint(self, identities: list[Identity], cid: str) -> None:
+        """Make each identity resolve to `cid` (a merge's survivor)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                pipe.set(keys.identity(identity.channel, identity.external_id), cid)
+            await pipe.execute()
+
+    async def states(self, ids: list[str]) -> list[dict[bytes, bytes]]:
+        """Each customer's whole hash, in one round trip (empty for one that is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hgetall(keys.customer(cid))
+            states: list[dict[bytes, bytes]] = await pipe.execute()
+        return states
+
+    async def stored_profile(self, cid: str) -> Profile | None:
+        """The customer's profile as stored, None when it has none."""
+        blob = await self.redis.hget(keys.customer(cid), "p")
+        return codec.decode(as_bytes(blob), Profile) if blob is not None else None
+
     async def require(self, cid: str) -> None:
         """NotFound unless `cid` is a customer."""
         if not is_customer_id(cid) or not await self.redis.exists(keys.customer(cid)):

@@ -56,12 +56,12 @@ def start_after(after: Cursor, owner: str) -> str:
     return f"({entry}"
 
 
-def order(entry_id: str, owner: str) -> tuple[int, int, str]:
+def entry_order(entry_id: str, owner: str) -> tuple[int, int, str]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq), owner
 
 
-def message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
+def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     """A stored message as read back by its entry id."""
     return codec.decode_message(
         blob,
@@ -71,7 +71,7 @@ def message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
-def messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
+def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
     """Messages from the read script's entries ([entry id, blob, conversation number])
     and their annotations (four per entry, or none at all)."""
     conversations: dict[bytes, str] = {}  # a page spans few conversations

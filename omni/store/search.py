@@ -18,6 +18,7 @@ from omni.clock import iso
 from omni.errors import ValidationFailed
 from omni.ids import is_customer_id
 from omni.model import CustomerSummary, Identity, Profile
+from omni.store.customers import Customers
 from omni.store.reply import as_bytes
 
 RESULTS_MAX = 20
@@ -56,10 +57,11 @@ def _entries(profile: Profile | None) -> set[str]:
 
 
 class Search:
-    """Reads and writes the search index; reads customers' profiles to check a hit."""
+    """Reads and writes the search index; asks the customers room who a hit is."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, customers: Customers) -> None:
         self.redis = redis
+        self.customers = customers
 
     async def index_profile(self, cid: str, old: Profile | None, new: Profile) -> None:
         """Move `cid` from the entries of its `old` profile to those of the `new` one."""
@@ -85,9 +87,9 @@ class Search:
         if is_customer_id(q):
             candidates.add(q)
         elif match and match.group(1) in channels:
-            found = await self.redis.get(keys.identity(match.group(1), match.group(2)))
-            if isinstance(found, bytes):
-                candidates.add(found.decode())
+            found = await self.customers.find(match.group(1), match.group(2))
+            if found is not None:
+                candidates.add(found)
         elif "@" in q:
             candidates = await self._members([keys.search_index("email", q.casefold())])
         elif phone:
@@ -106,11 +108,9 @@ class Search:
         owners = []
         for member in members:
             cid = as_bytes(member).decode()
-            blob = await self.redis.hget(keys.customer(cid), "p")
-            if blob is not None:
-                profile = codec.decode(as_bytes(blob), Profile)
-                if profile.phone == phone and profile.phone_verified:
-                    owners.append(cid)
+            profile = await self.customers.stored_profile(cid)
+            if profile is not None and profile.phone == phone and profile.phone_verified:
+                owners.append(cid)
         return owners[0] if len(owners) == 1 else None
 
     async def _members(self, index_keys: list[str], *, intersect: bool = False) -> set[str]:
@@ -126,10 +126,7 @@ class Search:
     async def _summaries(
         self, ids: list[str], query: str, phone: str | None
     ) -> list[CustomerSummary]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid in ids:
-                pipe.hgetall(keys.customer(cid))
-            states = await pipe.execute()
+        states = await self.customers.states(ids)
         found = []
         for cid, state in zip(ids, states, strict=True):
             if not state:

@@ -35,9 +35,17 @@ from omni.model import (
     Profile,
     message_from,
 )
-from omni.store import entries
 from omni.store.customers import Customers
-from omni.store.entries import conversation_id, dedupe_field, echo_field
+from omni.store.entries import (
+    conversation_id,
+    dedupe_field,
+    echo_field,
+    entry_order,
+    start_after,
+    start_before,
+    stored_message,
+    stored_messages,
+)
 from omni.store.reply import absorbed_ids, as_bytes, as_text
 from omni.store.search import Search
 
@@ -149,7 +157,7 @@ class Timeline:
         created, entry, conv = int(result[0]), as_text(result[1]), int(result[2])
         assert entry is not None
         if not created:
-            return Appended(entries.message(cid, entry, result[3], conv), entry, False)
+            return Appended(stored_message(cid, entry, result[3], conv), entry, False)
         if int(result[3]) and message.author.name:
             await self.search.index_profile(cid, None, Profile(name=message.author.name))
         stored = msgspec.structs.replace(
@@ -245,7 +253,7 @@ class Timeline:
         survivor's history; without, it raises Moved.
         """
         exists, found, notes = await self.page(
-            cid, start=entries.start_before(before, cid), count=limit + 1, channel=channel,
+            cid, start=start_before(before, cid), count=limit + 1, channel=channel,
             state=False,
         )  # fmt: skip
         if not exists or not int(exists[0]):
@@ -257,7 +265,7 @@ class Timeline:
             return await self.history(moved, limit=limit, before=before, channel=channel)
         absorbed = absorbed_ids(exists[2])
         if not absorbed:  # one timeline: its page as read, positions need no owner
-            messages = entries.messages(cid, found, notes)
+            messages = stored_messages(cid, found, notes)
             more = len(messages) > limit
             cursor = encode_cursor(as_bytes(found[limit - 1][0]).decode(), None) if more else None
             return HistoryPage(messages=messages[:limit], next_cursor=cursor)
@@ -289,7 +297,7 @@ class Timeline:
             *(
                 self.page(
                     owner,
-                    start=entries.start_before(before, owner),
+                    start=start_before(before, owner),
                     count=count,
                     channel=channel,
                     state=False,
@@ -321,10 +329,10 @@ class Timeline:
                 if after is None:
                     pipe.xrevrange(index, "+", "-", count=limit)
                 else:
-                    pipe.xrange(index, entries.start_after(after, owner), "+", count=limit + 1)
+                    pipe.xrange(index, start_after(after, owner), "+", count=limit + 1)
             found = await pipe.execute()
         rows = sorted(
-            (entries.order(as_text(entry_id) or "0-0", owner), owner)
+            (entry_order(as_text(entry_id) or "0-0", owner), owner)
             for owner, page in zip(owners, found, strict=True)
             for entry_id, _ in page or []
         )
@@ -344,7 +352,7 @@ class Timeline:
                 raise StoreError("a channel index names a timeline entry that is not there")
             entry_id, fields = stored[0]
             row = (entry_id, fields.get(b"m"), fields.get(b"v", b"0"))
-            message = entries.messages(cid, [row], notes)[0]
+            message = stored_messages(cid, [row], notes)[0]
             page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
         return page, more
 
@@ -354,7 +362,7 @@ class Timeline:
         )
         if not found or as_text(found[0][0]) != entry:
             return None
-        return entries.messages(cid, found, notes)[0]
+        return stored_messages(cid, found, notes)[0]
 
     # -- the message-id index and annotations -----------------------------------------
 
@@ -414,7 +422,7 @@ class Timeline:
 
 def _rows(cid: str, owner: str, found: list[Any], notes: list[Any]) -> list[Row]:
     """(sort key, message) for entries of `owner`'s timeline shown as `cid`'s."""
-    messages = entries.messages(cid, found, notes)
+    messages = stored_messages(cid, found, notes)
     rows = []
     for (entry_id, *_), message in zip(found, messages, strict=True):
         ms, _, seq = (as_text(entry_id) or "0-0").partition("-")
