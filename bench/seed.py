@@ -1,4 +1,4 @@
-"""Seeding timelines fast: omni's own `Store.ingest`, with its one Lua script call
+"""Seeding timelines fast: omni's own `store.timeline.ingest`, with its one Lua script call
 captured and replayed through Redis pipelines.
 
 Sending 100,000 messages over HTTP (or awaiting 100,000 script calls one by one) would
@@ -86,7 +86,9 @@ class Seeder:
             await self._captor.timeline.ingest(inbound)
         except _Captured as captured:
             return captured.call
-        raise RuntimeError("store.timeline.ingest made no script call: bench/seed.py needs updating")
+        raise RuntimeError(
+            "store.timeline.ingest made no script call: bench/seed.py needs updating"
+        )
 
     async def replay(self, calls: Iterable[ScriptCall]) -> int:
         """Run captured calls in pipelines; returns how many ran."""

@@ -57,8 +57,7 @@ class Store:
         self.pipeliner = scripts.Pipeliner(pipelined or redis)  # the hot paths' round trips
         self.customers = Customers(redis)
         self.search = Search(redis, self.customers)
-        self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search,
-                                 identity_cache)  # fmt: skip
+        self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search, identity_cache)
         self.parts = Parts(redis, self.timeline)
         self.contexts = Contexts(self.timeline)
         # The whole-customer operations a caller from outside (a test, the benchmark)

@@ -9,6 +9,9 @@ An ingest is a straight descent: `ingest` takes the customer from the identity c
 asks `store.customers.resolve` once, runs append.lua once through the pipeliner (it
 de-duplicates, appends and updates the customer in the customer's slot), and for a new
 customer with a name indexes it once (`store.search`). Nothing below calls back up.
+
+Over 400 lines on purpose: it is every read and write of the timeline's four keys, which
+append.lua writes together; the pure decoding and paging arithmetic is omni.store.entries.
 """
 
 from __future__ import annotations
@@ -252,10 +255,10 @@ class Timeline:
         absorbed, ordered by (entry id, owner). With `follow`, an absorbed id reads its
         survivor's history; without, it raises Moved.
         """
+        start = start_before(before, cid)
         exists, found, notes = await self.page(
-            cid, start=start_before(before, cid), count=limit + 1, channel=channel,
-            state=False,
-        )  # fmt: skip
+            cid, start=start, count=limit + 1, channel=channel, state=False
+        )
         if not exists or not int(exists[0]):
             raise NotFound(f"no customer {cid}")
         moved = as_text(exists[1])
