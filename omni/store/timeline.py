@@ -5,10 +5,17 @@ indexes), `omni:{C}:mid` (channel message id -> entry, and the echoes expected) 
 `omni:{C}:ann` (what happened to a message since: status, deletion, reaction, read);
 its scripts, append.lua and read_page.lua, sit beside it.
 
-An ingest is a straight descent: `ingest` takes the customer from the identity cache or
-asks `store.customers.resolve` once, runs append.lua once through the pipeliner (it
-de-duplicates, appends and updates the customer in the customer's slot), and for a new
-customer with a name indexes it once (`store.search`). Nothing below calls back up.
+An ingest is a straight descent. An inbound Instagram message: the channel's handler
+-> omni.inbox.Inbox.ingest -> `ingest` here, which takes the customer from the identity
+cache or asks `store.customers.resolve` once (SET NX GET), runs append.lua once through
+the pipeliner (it de-duplicates, appends and updates the customer in the customer's
+slot) and, for a new customer with a name only, indexes it (`store.search`); back in the
+inbox, typed contacts go to `store.parts.add_absent_facts` and the live event and bot
+delivery to one pipelined batch. Each room is entered once, downwards: none calls back
+up, and nothing on the path reaches into the store's client or keys. (Before the
+rooms, that path left and re-entered store.py eight times: ingest, resolve, append, a
+late import of omni.search handed the store's client, omni.identity reading the facts
+with the store's client, patch_facts, _write_part, the pipeliner.)
 
 Over 400 lines on purpose: it is every read and write of the timeline's four keys, which
 append.lua writes together; the pure decoding and paging arithmetic is omni.store.entries.
