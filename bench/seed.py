@@ -105,7 +105,7 @@ class Seeder:
 
     async def _run(self, batch: list[ScriptCall]) -> int:
         if any(call.sha != self._append.sha for call in batch):
-            raise RuntimeError("Store.ingest ran another script: bench/seed.py needs updating")
+            raise RuntimeError("the ingest ran another script: bench/seed.py needs updating")
         if not self._loaded:
             await self.redis.script_load(self._append.source)
             self._loaded = True
