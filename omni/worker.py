@@ -33,8 +33,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from adapters.base import Delivery
 from omni import codec
+from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.errors import CorruptRecord
 from omni.outbox import Job, Outbox, OutboxConfig, Ref, backoff_ms

@@ -64,17 +64,17 @@ import aiohttp
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import Delivery, InboundRequest
-from adapters.client import CatchUp, ClientChannel
-from adapters.sessions import (
+from adapters.chat.protocol import CatchUp, ClientChannel
+from adapters.chat.sessions import (
     SESSION_TTL_S,
     USER_PREFIX,
-    Locale,
     Session,
     UserId,
     decode_json,
 )
+from omni.channel import Delivery, InboundRequest
 from omni.clock import now_ms
+from omni.devices import Device
 from omni.errors import ConfigError, Forbidden, ValidationFailed
 from omni.model import Message
 
@@ -91,23 +91,6 @@ PREVIEW_MAX = 180  # characters of message text shown in a notification
 _INVALID_APNS = {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
 _INVALID_FCM = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 _APNS_TOKEN = re.compile(r"[0-9a-f]{64,200}")
-
-Printable = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-Short = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[\x20-\x7e]+$")]
-
-
-class Device(Struct, frozen=True, omit_defaults=True):
-    """A registered app install (Sunshine Conversations' Device): where pushes go."""
-
-    device_id: Printable
-    platform: Literal["ios", "android"]
-    push_provider: Literal["apns", "fcm"]
-    push_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_:.-]+$")]
-    app_id: Annotated[str, Meta(max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    app_version: Short | None = None
-    os_version: Short | None = None
-    locale: Locale | None = None
-    apns_env: Literal["production", "sandbox"] | None = None
 
 
 class DeviceRequest(Struct, frozen=True):

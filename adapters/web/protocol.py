@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from adapters.client import (
+from adapters.chat.protocol import (
     FRAME_MAX,
     ClientChannel,
     InboundFrame,
@@ -34,7 +34,7 @@ from adapters.client import (
     Typing,
     TypingState,
 )
-from adapters.sessions import SESSION_TTL_S
+from adapters.chat.sessions import SESSION_TTL_S
 from omni.clock import now_ms
 
 # The frame types live with the client protocol; importing them from here still works.

@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
-from adapters.base import ChannelEvent, Delivery, InboundRequest, Received, Skipped
+from omni.channel import ChannelEvent, Delivery, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import InboundMessage, Message
 from omni.settings import Secret

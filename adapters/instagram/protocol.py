@@ -70,7 +70,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
-from adapters.base import (
+from omni.channel import (
     ChannelEvent,
     Delivery,
     InboundRequest,
