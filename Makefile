@@ -27,10 +27,14 @@ run: $(STAMP)
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The layering and import cycles too: import-linter's contracts (pyproject.toml) and
+# tools/check_imports.py.
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check omni adapters tests bench
-	$(BIN)/ruff format --check omni adapters tests bench
+	$(BIN)/ruff check omni adapters tests bench tools
+	$(BIN)/ruff format --check omni adapters tests bench tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python tools/check_imports.py
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
