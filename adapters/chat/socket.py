@@ -24,7 +24,6 @@ from collections import OrderedDict
 from typing import Any
 
 import msgspec
-import redis.exceptions
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -40,6 +39,7 @@ from omni.channel import Marked, Received
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest, ProblemError, Unauthenticated, Unavailable
 from omni.live import Event, Listener
+from omni.middleware import REDIS_DOWN
 from omni.model import PAGE_MAX, Message, MessageStatus
 from omni.presence import PRESENCE_TTL_MS, absent, present
 from omni.sockets import SOCKETS
@@ -53,7 +53,6 @@ READY_TIMEOUT_S = 5.0
 REPLAY_PAGES = 5  # a hello replays at most this many pages; catch-up serves the rest
 REMEMBER = 512  # message ids a socket remembers, to write each message once
 CLOSE_UNAUTHENTICATED = 4401  # private-use close code: start a new session
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 async def serve(request: web.Request, channel: str) -> web.StreamResponse:

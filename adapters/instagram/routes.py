@@ -19,9 +19,7 @@ import structlog
 from aiohttp import web
 
 from adapters.instagram.config import NAME
-from adapters.instagram.protocol import (
-    InstagramAdapter,
-)
+from adapters.instagram.protocol import InstagramAdapter
 from omni import channel_http
 from omni.channel import ChannelEvent, Received
 from omni.inbox import Inbox

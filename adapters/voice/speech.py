@@ -4,12 +4,8 @@ on any channel) and the line recorded on the timeline when a call ends."""
 from __future__ import annotations
 
 from adapters.voice.config import NAME
-from adapters.voice.protocol import (
-    CallWebhook,
-)
-from omni.model import (
-    Context,
-)
+from adapters.voice.protocol import CallWebhook
+from omni.model import Context
 
 # What omni says on its own. Short: every word is read aloud to someone waiting.
 HELLO = "Hello, thanks for calling. How can I help you today?"
