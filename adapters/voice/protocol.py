@@ -38,37 +38,50 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-from typing import Final, Literal
+from collections.abc import Iterable, Sequence
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import msgspec
-
-from omni.channel import ChannelEvent, Delivery, InboundRequest, Received, Skipped
+from adapters.voice.twiml import dial, dial_target, empty, gather, hangup, redirect
+from adapters.voice.webhooks import (
+    TERMINAL_STATUSES,
+    CallWebhook,
+    WebhookKind,
+    first_values,
+    form_pairs,
+    header,
+    media_type,
+    read_webhook,
+)
+from omni.channel import ChannelEvent, Delivery, InboundRequest
 from omni.errors import BadRequest, ConfigError, Unauthenticated
-from omni.model import InboundMessage, Message
+from omni.model import Message
 from omni.settings import Secret
+
+__all__ = [
+    "TWIML_CONTENT_TYPE",
+    "CallWebhook",
+    "VoiceAdapter",
+    "dial",
+    "empty",
+    "gather",
+    "hangup",
+    "redirect",
+    "signature",
+    "status_supersedes",
+]
 
 CHANNEL: Final = "voice"
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWIML_CONTENT_TYPE: Final = "text/xml"
 BASE_PATH: Final = "/channels/voice/twilio"
-TERMINAL_STATUSES: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 REASON_NOT_IN_CALL: Final = (
     "voice replies are spoken during a call, by the voice bot: a reply sent while the "
     "customer is not on the line cannot reach them; send it on another channel"
 )
 
-WebhookKind = Literal["call", "gather", "status", "dial"]
-Meta = Mapping[str, str | int | None]
 
 _FORM = "application/x-www-form-urlencoded"
-_MAX_PARAMS = 500
 _KINDS: dict[str, WebhookKind] = {
     "": "call",
     "/gather": "gather",
@@ -76,69 +89,6 @@ _KINDS: dict[str, WebhookKind] = {
     "/dial": "dial",
 }
 _RANK = {"queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2, "answered": 2}
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_CLIENT = re.compile(r"client:[A-Za-z0-9_]+")
-_INT = re.compile(r"[0-9]{1,12}")
-_FLOAT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,20})?")
-# Characters XML 1.0 cannot carry; dropped from spoken text rather than breaking the document.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_MODES = frozenset({"speech", "dtmf", "speech dtmf", "dtmf speech"})
-AGENT_DIGIT: Final = "0"
-_AGENT_WORDS = re.compile(r"\b(agent|human|representative|operator)\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class CallWebhook:
-    """One voice webhook, read: the timeline events plus the call facts the routes need."""
-
-    kind: WebhookKind
-    call_id: str  # CallSid
-    customer: str  # the customer's external_id: From, or To on an outbound call
-    events: tuple[ChannelEvent, ...]
-    account_id: str | None = None
-    to: str | None = None
-    direction: str | None = None
-    status: str | None = None  # CallStatus
-    turn: int | None = None  # from our own action URL (?turn=N)
-    reprompted: bool = False  # this gather was the re-prompt (?reprompt=1)
-    transcript: str | None = None
-    confidence: float | None = None
-    digits: str | None = None
-    sequence: int | None = None  # SequenceNumber of a status callback, from 0
-    at_ms: int | None = None  # Timestamp of a status callback
-    duration_s: int | None = None  # CallDuration, on a completed call
-    dial_status: str | None = None
-    dial_call_id: str | None = None
-    dial_duration_s: int | None = None
-
-    @property
-    def empty(self) -> bool:
-        """A gather that ended with no speech and no digits."""
-        return self.kind == "gather" and not self.transcript and not self.digits
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def next_turn(self) -> int:
-        return (self.turn or 0) + 1
-
-    @property
-    def wants_agent(self) -> bool:
-        """The caller asked for a person: keyed 0, or said agent, human or representative."""
-        if self.digits:
-            return self.digits == AGENT_DIGIT
-        return bool(self.transcript and _AGENT_WORDS.search(self.transcript))
-
-    @property
-    def agent_answered(self) -> bool:
-        return self.dial_status in ("answered", "completed")
-
-    @property
-    def customer_phone(self) -> str | None:
-        """The customer's number when it is E.164 (not a Voice SDK client or SIP URI)."""
-        return self.customer if _E164.fullmatch(self.customer) else None
 
 
 def status_supersedes(
@@ -192,7 +142,7 @@ class VoiceAdapter:
         token = auth_token.reveal() if isinstance(auth_token, Secret) else auth_token
         if not token:
             raise ConfigError("voice: auth_token is empty")
-        if agent_number and not _dial_target(agent_number):
+        if agent_number and not dial_target(agent_number):
             raise ConfigError(
                 "voice: agent_number must be E.164 (+14155550142), client:<name> or sip:<uri>"
             )
@@ -241,11 +191,11 @@ class VoiceAdapter:
 
     def verify(self, request: InboundRequest) -> None:
         """Raise `Unauthenticated` unless X-Twilio-Signature matches (see the module doc)."""
-        given = _header(request.headers, SIGNATURE_HEADER)
+        given = header(request.headers, SIGNATURE_HEADER)
         if not given:
             raise Unauthenticated(f"missing {SIGNATURE_HEADER}")
         path_query = self.signed_url(request.url)[len(self.public_url) :]
-        query = _first(parse_qsl(path_query.partition("?")[2], keep_blank_values=True))
+        query = first_values(parse_qsl(path_query.partition("?")[2], keep_blank_values=True))
         params: list[tuple[str, str]] = []
         try:
             if "bodySHA256" in query:
@@ -253,9 +203,9 @@ class VoiceAdapter:
                 if not hmac.compare_digest(digest.encode(), query["bodySHA256"].encode()):
                     raise Unauthenticated("body does not match bodySHA256")
             elif request.body:
-                if request.method.upper() != "POST" or _media_type(request.headers) != _FORM:
+                if request.method.upper() != "POST" or media_type(request.headers) != _FORM:
                     raise Unauthenticated("body is neither form-encoded nor covered by bodySHA256")
-                params = _form(request.body)
+                params = form_pairs(request.body)
             expected = given.encode()
             matched = False
             for form in self._forms:
@@ -278,16 +228,16 @@ class VoiceAdapter:
         if kind is None:
             raise BadRequest("not a Twilio voice webhook path")
         try:
-            ours = _first(parse_qsl(query, keep_blank_values=True, errors="strict"))
+            ours = first_values(parse_qsl(query, keep_blank_values=True, errors="strict"))
             if request.method.upper() == "GET":  # Twilio's GET puts its parameters in the query
                 params = ours
-            elif _media_type(request.headers) == _FORM:
-                params = _first(_form(request.body))
+            elif media_type(request.headers) == _FORM:
+                params = first_values(form_pairs(request.body))
             else:
                 raise BadRequest("Twilio voice webhooks are form-encoded")
         except (ValueError, UnicodeError):
             raise BadRequest("the webhook cannot be decoded") from None
-        return _read(kind, params, ours)
+        return read_webhook(kind, params, ours)
 
     async def deliver(self, message: Message, recipient: str) -> Delivery:
         """Voice has no asynchronous send: Twilio only speaks what omni answers to one of
@@ -343,279 +293,3 @@ class VoiceAdapter:
 
     def redirect(self, sub: str = "", **query: str | int) -> str:
         return redirect(self.url(sub, **query))
-
-
-def _read(kind: WebhookKind, params: Mapping[str, str], ours: Mapping[str, str]) -> CallWebhook:
-    call_id = params.get("CallSid", "")
-    if not call_id:
-        raise BadRequest("a Twilio voice webhook needs CallSid", field="CallSid")
-    direction = params.get("Direction") or None
-    outbound = bool(direction and direction.startswith("outbound"))
-    customer = params.get("To" if outbound else "From", "")
-    if not customer:
-        raise BadRequest("a Twilio voice webhook needs From and To", field="From")
-    hook = CallWebhook(
-        kind=kind,
-        call_id=call_id,
-        customer=customer,
-        events=(),
-        account_id=params.get("AccountSid") or None,
-        to=params.get("To") or None,
-        direction=direction,
-        status=params.get("CallStatus") or None,
-        turn=_int(ours, "turn"),
-        reprompted=ours.get("reprompt") == "1",
-    )
-    if kind == "call":
-        started: Meta = {
-            "voice_event": "call_started",
-            "call_status": hook.status,
-            "direction": direction,
-        }
-        return replace(hook, events=(_received(hook, f"{call_id}:call", None, started),))
-    if kind == "gather":
-        transcript = params.get("SpeechResult", "").strip() or None
-        hook = replace(
-            hook,
-            transcript=transcript,
-            digits=params.get("Digits") or None,
-            confidence=_float(params, "Confidence") if transcript else None,
-        )
-        if hook.empty:
-            return replace(hook, events=(Skipped("voice: gather with no speech and no digits"),))
-        suffix = str(hook.turn) if hook.turn is not None else _digest(params)
-        meta: Meta = {
-            "voice_event": "gather",
-            "input": "speech" if transcript else "dtmf",
-            "turn": hook.turn,
-        }
-        text = hook.transcript or hook.digits
-        event = _received(hook, f"{call_id}:gather:{suffix}", text, meta)
-        return replace(hook, events=(event,))
-    if kind == "status":
-        if hook.status is None:
-            raise BadRequest("a status callback needs CallStatus", field="CallStatus")
-        return replace(
-            hook,
-            events=(Skipped(f"voice: call status {hook.status}"),),
-            sequence=_int(params, "SequenceNumber"),
-            at_ms=_timestamp(params.get("Timestamp")),
-            duration_s=_int(params, "CallDuration"),
-        )
-    dial_status = params.get("DialCallStatus") or None
-    if dial_status is None:
-        raise BadRequest("a dial action needs DialCallStatus", field="DialCallStatus")
-    return replace(
-        hook,
-        events=(Skipped(f"voice: agent transfer ended {dial_status}"),),
-        dial_status=dial_status,
-        dial_call_id=params.get("DialCallSid") or None,
-        dial_duration_s=_int(params, "DialCallDuration"),
-    )
-
-
-def _dial_target(target: str) -> bool:
-    return bool(
-        _E164.fullmatch(target) or _CLIENT.fullmatch(target) or target.startswith(("sip:", "sips:"))
-    )
-
-
-def _received(hook: CallWebhook, message_id: str, text: str | None, meta: Meta) -> Received:
-    voice: dict[str, str | float | None] = {"call_id": hook.call_id, "digits": hook.digits}
-    voice |= {"transcript": hook.transcript, "confidence": hook.confidence}
-    fields = {
-        "channel": CHANNEL,
-        "external_id": hook.customer,
-        "channel_message_id": message_id,
-        "text": text,
-        "voice": {k: v for k, v in voice.items() if v is not None},
-        "metadata": {k: v for k, v in meta.items() if v is not None},
-    }
-    try:  # convert, not the constructor: it checks the model's limits and patterns
-        message = msgspec.convert(
-            {k: v for k, v in fields.items() if v is not None}, InboundMessage
-        )
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"the webhook breaks a message limit: {exc}") from None
-    return Received(message)
-
-
-def _form(body: bytes) -> list[tuple[str, str]]:
-    """Decoded form parameters; ValueError (UnicodeError included) when they cannot be."""
-    text = body.decode()
-    return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_PARAMS)
-
-
-def _first(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The first value of each name (voice webhooks do not repeat names)."""
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        params.setdefault(name, value)
-    return params
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
-
-
-def _media_type(headers: Mapping[str, str]) -> str:
-    return (_header(headers, "Content-Type") or "").partition(";")[0].strip().lower()
-
-
-def _int(params: Mapping[str, str], name: str) -> int | None:
-    value = params.get(name) or None
-    if value is None:
-        return None
-    if not _INT.fullmatch(value):
-        raise BadRequest(f"{name} must be a whole number", field=name)
-    return int(value)
-
-
-def _float(params: Mapping[str, str], name: str) -> float | None:
-    value = params.get(name) or None
-    if value is None:
-        return None
-    if not _FLOAT.fullmatch(value):
-        raise BadRequest(f"{name} must be a number", field=name)
-    return float(value)
-
-
-def _timestamp(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        raise BadRequest("Timestamp must be an RFC 2822 date", field="Timestamp") from None
-    if when.tzinfo is None:  # "-0000": UTC, says RFC 2822
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def _digest(params: Mapping[str, str]) -> str:
-    """A stable id for a gather whose URL has no turn: the same callback hashes the same."""
-    blob = "\n".join(f"{k}={params[k]}" for k in sorted(params))
-    return "h" + hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# -- TwiML: pure renderers; text and attributes are escaped by ElementTree ------------------
-
-
-def gather(
-    prompts: str | Sequence[str],
-    *,
-    action: str,
-    modes: str = "speech dtmf",
-    language: str | None = "en-US",
-    voice: str | None = None,
-    speech_timeout: str | None = "auto",
-    speech_model: str | None = None,
-    timeout: int | None = None,
-    hints: Sequence[str] = (),
-    action_on_empty_result: bool = True,
-    fallthrough: str | None = None,
-) -> str:
-    """Say the prompts inside a `<Gather>` that posts the answer to `action`; `fallthrough`
-    is a `<Redirect>` after it, reached only if Twilio falls through the Gather."""
-    if modes not in _MODES:
-        raise ValueError(f"Gather input must be speech, dtmf or both, not {modes!r}")
-    speech = "speech" in modes
-    root = ET.Element("Response")
-    listen = _add(
-        root,
-        "Gather",
-        input=modes,
-        action=action,
-        method="POST",
-        speechTimeout=speech_timeout if speech else None,
-        language=language if speech else None,
-        actionOnEmptyResult="true" if action_on_empty_result else None,
-        speechModel=speech_model if speech else None,
-        timeout=None if timeout is None else str(timeout),
-        hints=", ".join(hints) if hints and speech else None,
-    )
-    for prompt in [prompts] if isinstance(prompts, str) else prompts:
-        _add(listen, "Say", prompt, voice=voice, language=language)
-    if fallthrough is not None:
-        _add(root, "Redirect", fallthrough, method="POST")
-    return _document(root)
-
-
-def hangup(
-    goodbye: str | None = None, *, voice: str | None = None, language: str | None = None
-) -> str:
-    """Optionally say goodbye, then `<Hangup/>`."""
-    root = ET.Element("Response")
-    if goodbye:
-        _add(root, "Say", goodbye, voice=voice, language=language)
-    _add(root, "Hangup")
-    return _document(root)
-
-
-def dial(
-    targets: Sequence[str],
-    *,
-    action: str,
-    say_first: str | None = None,
-    timeout: int = 20,
-    answer_on_bridge: bool = True,
-    caller_id: str | None = None,
-    voice: str | None = None,
-    language: str | None = None,
-) -> str:
-    """Transfer the live call: `<Dial>` one or more targets (E.164 numbers, up to 10;
-    `client:<identity>`; `sip:` URIs), then Twilio posts DialCallStatus to `action`."""
-    if not targets or sum(1 for t in targets if _E164.fullmatch(t)) > 10:
-        raise ValueError("Dial needs 1 to 10 numbers or other targets")
-    root = ET.Element("Response")
-    if say_first:
-        _add(root, "Say", say_first, voice=voice, language=language)
-    connect = _add(
-        root,
-        "Dial",
-        action=action,
-        method="POST",
-        timeout=str(timeout),
-        answerOnBridge="true" if answer_on_bridge else None,
-        callerId=caller_id,
-    )
-    for target in targets:
-        if _E164.fullmatch(target):
-            _add(connect, "Number", target)
-        elif _CLIENT.fullmatch(target):
-            _add(connect, "Client", target.removeprefix("client:"))
-        elif target.startswith(("sip:", "sips:")):
-            _add(connect, "Sip", target)
-        else:
-            raise ValueError("a Dial target is an E.164 number, client:<identity> or a sip: URI")
-    return _document(root)
-
-
-def redirect(url: str) -> str:
-    """Hand the call to the TwiML at `url`."""
-    root = ET.Element("Response")
-    _add(root, "Redirect", url, method="POST")
-    return _document(root)
-
-
-def empty() -> str:
-    """An empty document: the answer to a status callback."""
-    return _document(ET.Element("Response"))
-
-
-def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str | None) -> ET.Element:
-    element = ET.SubElement(
-        parent, tag, {k: _NOT_XML.sub("", v) for k, v in attrs.items() if v is not None}
-    )
-    if text is not None:
-        element.text = _NOT_XML.sub("", text)
-    return element
-
-
-def _document(root: ET.Element) -> str:
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
