@@ -10,7 +10,7 @@ that worker died), reads new entries (XREADGROUP), and runs them concurrently:
             → failed otherwise             → record failed + reason, dead letter
             → raises, or takes too long    → a failure worth a retry; never escapes
 
-A handler is an async callable taking a `Job` and returning `adapters.base.Delivery`;
+A handler is an async callable taking a `Job` and returning `omni.channel.Delivery`;
 the worker picks it by the delivery's kind ("bot", or a channel name). An attempt is
 counted before it runs, so a delivery that crashes its worker every time still ends
 in the dead letters. Many workers (processes or tasks) can share one queue.

@@ -1,7 +1,7 @@
 """The core side of omni's own clients (web widget, mobile app): sessions and login,
-messages in, catch-up, and presence. `omni.channels.web` and `omni.channels.mobile` route
-to these with their channel's adapter (`adapters.client` holds the protocol);
-`omni.channels.socket` holds the live socket both speak.
+messages in, catch-up, and presence. `adapters.web` and `adapters.mobile` route
+to these with their channel's adapter (`adapters.chat.protocol` holds the protocol);
+`adapters.chat.socket` holds the live socket both speak.
 
 Login (a verified identify) makes the session's customer the one the brand's user id
 belongs to: the customer holding `user:<id>` on this channel, else on the other

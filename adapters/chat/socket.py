@@ -1,5 +1,5 @@
 """The live socket of omni's own clients: `GET /channels/<web|mobile>/ws` (frames in
-`adapters.client`).
+`adapters.chat.protocol`).
 
 A socket belongs to the session's customer. It listens to that customer's live events
 (every omni process publishes them through Redis) and writes this channel's messages to

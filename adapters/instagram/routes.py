@@ -1,13 +1,10 @@
-"""The Instagram channel: Meta's webhook routes and the reply sender with its windows.
+"""Instagram's routes: Meta's webhook.
 
     GET  /channels/instagram/webhook   the subscription handshake: the challenge, or 403
     POST /channels/instagram/webhook   event notifications, X-Hub-Signature-256 checked over
                                        the raw body; 200 only once every event is stored
 
-Replies go out through the Send API (`adapters.instagram`) only when Instagram would take
-them, measured from the customer's last message on Instagram: anything inside 24 hours; an
-agent's reply up to 7 days, tagged HUMAN_AGENT; nothing later. A reply outside its window
-fails at once with an `outside_window` reason in the history, and Graph is not called.
+Replies go out through `adapters.instagram.sender`, inside the customer's window.
 """
 
 from __future__ import annotations

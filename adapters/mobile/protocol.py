@@ -3,20 +3,20 @@ the Apple Push Notification service provider API and Firebase Cloud Messaging HT
 
 Signature schemes: sessions are HS256 JWTs under the server's session secret and login
 is `identifier_hash = hex(HMAC-SHA256(identity_secret, identifier))` (Intercom's
-per-platform `user_hash`), both in constant time (`adapters.sessions`). Push requests
+per-platform `user_hash`), both in constant time (`adapters.chat.sessions`). Push requests
 carry `Authorization: Bearer <push_auth>` (an APNs provider JWT, an FCM OAuth token, or
 the key of a relay that adds them).
 
 Routes the core serves with this adapter:
 
     POST /channels/mobile/sessions      `session_request` (start | renew | identify)
-    POST /channels/mobile/messages      `parse` -> [Received] (adapters.client schema)
+    POST /channels/mobile/messages      `parse` -> [Received] (adapters.chat.protocol schema)
     POST /channels/mobile/devices       `parse_device` -> DeviceRegistration;
                                         answer `render_device(…)` with 200
     GET  /channels/mobile/messages?after=<omni id>&limit=<1-200>
                                         `parse_catch_up` -> CatchUp; answer
                                         `render_catch_up(…)`
-    GET  /channels/mobile/ws            the socket frames of `adapters.client` (no Origin:
+    GET  /channels/mobile/ws            the socket frames of `adapters.chat` (no Origin:
                                         apps are not browsers)
 
 Device registration body (unknown fields ignored), with the Bearer session token:

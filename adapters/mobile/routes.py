@@ -1,5 +1,5 @@
-"""The mobile app: sessions and login, messages in, catch-up, push-token registration, a
-live socket, and push when the customer has no live socket (`adapters.mobile`).
+"""The mobile app's routes: sessions and login, messages in, catch-up, push-token
+registration and a live socket (`adapters.mobile.protocol`); push is `adapters.mobile.sender`.
 
     POST /channels/mobile/sessions   start | renew | identify (a login links the customer)
     POST /channels/mobile/messages   a message, idempotent on client_msg_id

@@ -11,7 +11,7 @@
     POST /channels/voice/twilio/dial     how the transfer to an agent ended, on the timeline
 
 Every request is checked first (X-Twilio-Signature over `[server] public_url`, the path
-and the query; see `adapters.voice`): a bad one is 401 and nothing is stored.
+and the query; see `adapters.voice.protocol`): a bad one is 401 and nothing is stored.
 
 The voice bot (`[bots.voice]`) is called synchronously with the signed webhook of
 `omni.bots`, limited to its timeout_ms, and never also through the outbox. A bot that

@@ -1,5 +1,5 @@
 """The website chat widget: anonymous sessions, login, messages in, replies out over a
-WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
+WebSocket, and catch-up after a reconnect (`adapters.web.protocol`, `adapters.chat`).
 
     POST    /channels/web/sessions   start | renew | identify (a login links the customer)
     POST    /channels/web/messages   a message, idempotent on client_msg_id

@@ -1,4 +1,4 @@
-"""adapters.web and adapters.sessions: session tokens, identify, message bodies, socket
+"""adapters.web and adapters.chat.sessions: session tokens, identify, message bodies, socket
 frames and the Origin check, against the fixtures in tests/payloads/web/."""
 
 from __future__ import annotations
