@@ -18,8 +18,9 @@ What Instagram sends, and what omni does with each kind:
                         skipped (logged)
 
 Replies go out through the Send API inside the customer's messaging window (`sender`).
-Files: `protocol` (verify, parse, render and send Graph requests), `routes` (the webhook),
-`sender` (the windowed sender), `config` (`[instagram]`).
+Files: `protocol` (verify, parse, render and send Graph requests; what each event becomes
+is `events`, Graph errors and quick replies `outbound`, text cuts `text`), `routes` (the
+webhook), `sender` (the windowed sender), `config` (`[instagram]`).
 """
 
 from __future__ import annotations

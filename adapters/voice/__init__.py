@@ -14,8 +14,9 @@ What Twilio sends, and what omni does with each kind (every answer is TwiML):
                         back to the bot when no agent answered
 
 Replies on voice are not sent (a call is live or over): the sender fails each with a
-reason. Files: `protocol` (verify, read the webhooks, render TwiML), `routes` (the
-webhooks and the call flow), `speech` (what omni says), `config` (the `[twilio]` section).
+reason (`sender`). Files: `protocol` (verify, read the webhooks: `webhooks`, render
+TwiML: `twiml`), `routes` (the webhooks and the call flow), `speech` (what omni says),
+`config` (the `[twilio]` section).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import structlog
 from adapters.voice.config import NAME, read
 from adapters.voice.protocol import VoiceAdapter
 from adapters.voice.routes import ROUTES
+from adapters.voice.sender import send
 from omni.channel import Channel, Sender
 from omni.errors import ConfigError
 from omni.settings import Settings
@@ -62,7 +64,7 @@ def setup(
         raise ConfigError(message) from None
     if not config.agent_number:
         log.info("voice calls cannot be transferred: [twilio] agent_number is not set")
-    return adapter, adapter.deliver
+    return adapter, send
 
 
 CHANNEL = Channel(NAME, ROUTES, setup, config=read)

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from adapters.voice.sender import send
 from adapters.voice.twiml import dial, dial_target, empty, gather, hangup, redirect
 from adapters.voice.webhooks import (
     TERMINAL_STATUSES,
@@ -75,10 +76,6 @@ CHANNEL: Final = "voice"
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWIML_CONTENT_TYPE: Final = "text/xml"
 BASE_PATH: Final = "/channels/voice/twilio"
-REASON_NOT_IN_CALL: Final = (
-    "voice replies are spoken during a call, by the voice bot: a reply sent while the "
-    "customer is not on the line cannot reach them; send it on another channel"
-)
 
 
 _FORM = "application/x-www-form-urlencoded"
@@ -242,7 +239,7 @@ class VoiceAdapter:
     async def deliver(self, message: Message, recipient: str) -> Delivery:
         """Voice has no asynchronous send: Twilio only speaks what omni answers to one of
         its own webhooks, so a reply queued outside a call has no way into the line."""
-        return Delivery(status="failed", reason=REASON_NOT_IN_CALL, retry=False)
+        return await send(message, recipient)
 
     # -- TwiML for the routes -----------------------------------------------------------
 
