@@ -27,6 +27,7 @@ from adapters.instagram.protocol import (
     split_text,
     window_state,
 )
+from adapters.instagram.sender import GraphSender
 from omni.channel import ChannelEvent, InboundRequest, Marked, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
 from omni.model import (
@@ -840,8 +841,10 @@ async def graph(aiohttp_server: Any) -> AsyncIterator[tuple[Graph, str]]:
     stub.release.set()
 
 
-def sender(graph: tuple[Graph, str], session: ClientSession, **overrides: Any) -> InstagramAdapter:
-    return make(graph_url=graph[1], session=session, **overrides)
+def sender(
+    graph: tuple[Graph, str], session: ClientSession, *, timeout: float = 10.0, **overrides: Any
+) -> GraphSender:
+    return GraphSender(make(graph_url=graph[1], **overrides), session, timeout=timeout)
 
 
 def reply(text: str | None = None, **fields: Any) -> Message:
@@ -1109,7 +1112,7 @@ async def test_refused_connection_is_worth_a_retry(session: ClientSession) -> No
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    adapter = make(graph_url=f"http://127.0.0.1:{port}/v22.0", session=session)
+    adapter = GraphSender(make(graph_url=f"http://127.0.0.1:{port}/v22.0"), session)
     delivery = await adapter.deliver(reply("hello"), CUSTOMER)
     assert (delivery.status, reason_code(delivery), delivery.retry) == (
         "failed",
@@ -1141,11 +1144,6 @@ async def test_unsendable_messages_fail_without_calling_graph(
         False,
     )
     assert graph[0].requests == []
-
-
-async def test_deliver_without_a_session_is_a_programming_error() -> None:
-    with pytest.raises(RuntimeError):
-        await make().deliver(reply("hello"), CUSTOMER)
 
 
 # -- text splitting and configuration ---------------------------------------------------------
