@@ -58,7 +58,7 @@ CLOSE_UNAUTHENTICATED = 4401  # private-use close code: start a new session
 async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     """Authenticate (`?token=` or Authorization), then upgrade and run the socket. Every
     refusal (no channel, bad token, not a WebSocket request) is answered before upgrade."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     session = adapter.authenticate(await channel_http.inbound(request))
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=FRAME_MAX)
     if not ws.can_prepare(request).ok:

@@ -69,7 +69,7 @@ async def mobile_socket(request: web.Request) -> web.StreamResponse:
 async def mobile_devices(request: web.Request) -> web.StreamResponse:
     """Register a push token for the session's customer; with a verified identifier on
     an anonymous session, this is also the login."""
-    adapter: MobileAdapter = channel_http.adapter(request, NAME)
+    adapter = channel_http.adapter(request, NAME, MobileAdapter)
     registration = adapter.parse_device(await channel_http.inbound(request))
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:

@@ -249,7 +249,7 @@ ROUTES: tuple[Route, ...] = (
 
 async def _webhook(request: web.Request) -> tuple[VoiceAdapter, CallWebhook]:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    voice: VoiceAdapter = channel_http.adapter(request, NAME)
+    voice = channel_http.adapter(request, NAME, VoiceAdapter)
     inbound = await channel_http.inbound(request)
     voice.verify(inbound)
     return voice, voice.read(inbound)
