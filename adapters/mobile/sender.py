@@ -52,14 +52,13 @@ class MobileSender:
         self.store = store
 
     async def __call__(self, message: Message, recipient: str) -> Delivery:
-        redis = self.store.redis
         cid = message.customer_id
-        if await online(redis, cid, NAME):
+        if await online(self.store, cid, NAME):
             return Delivery("sent")  # the live socket writes it (and marks it delivered)
         if not self.pusher.adapter.pushes:
             return Delivery("sent", reason="not pushed: no push endpoint; the app catches up")
         owners = [cid, *await self.store.customers.absorbed(cid)]
-        found = await asyncio.gather(*(device_records(redis, owner) for owner in owners))
+        found = await asyncio.gather(*(device_records(self.store, owner) for owner in owners))
         targets = [
             (owner, record.device)
             for owner, records in zip(owners, found, strict=True)
@@ -73,7 +72,7 @@ class MobileSender:
         )
         for (owner, device), outcome in zip(targets, outcomes, strict=True):
             if outcome.reason == REASON_INVALID:
-                await deactivate(redis, owner, device, REASON_INVALID)
+                await deactivate(self.store, owner, device, REASON_INVALID)
         return combined(outcomes)
 
 
