@@ -51,6 +51,15 @@ class InboundRequest:
     query: Mapping[str, str] = field(default_factory=dict)
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever its case: `InboundRequest.headers` may be a plain dict."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value
+
+
 @dataclass(frozen=True)
 class Received:
     """A message for the timeline. `message.external_id` is always the customer's id

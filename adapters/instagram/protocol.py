@@ -66,7 +66,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-from adapters.instagram.events import entry_events, header, reject_constant
+from adapters.instagram.events import entry_events
 from adapters.instagram.outbound import (
     REASON_NETWORK,
     REASON_OUTSIDE_WINDOW,
@@ -84,6 +84,7 @@ from omni.channel import (
     OutboundRequest,
     ProviderAnswer,
     Skipped,
+    header,
 )
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
 from omni.model import Message
@@ -111,6 +112,11 @@ SenderAction = Literal["typing_on", "typing_off", "mark_seen"]
 _SIGNATURE_HEADER = "X-Hub-Signature-256"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SENDABLE = frozenset({"image", "video", "audio", "file"})
+
+
+def reject_constant(name: str) -> Any:
+    """NaN and Infinity are Python's JSON, not Meta's: a body holding one is refused."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def window_state(last_inbound_ms: int | None, now_ms: int) -> WindowState:

@@ -49,11 +49,10 @@ from adapters.voice.webhooks import (
     WebhookKind,
     first_values,
     form_pairs,
-    header,
     media_type,
     read_webhook,
 )
-from omni.channel import ChannelEvent, InboundRequest
+from omni.channel import ChannelEvent, InboundRequest, header
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.settings import Secret
 
