@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from omni.redis_server import EmbeddedRedis
 from omni.services import Services
 from omni.settings import Settings
 from omni.store import Store
@@ -16,3 +17,4 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 OPENAPI = web.AppKey("openapi", dict[str, Any])  # the document served at /openapi.json
 SERVICES = web.AppKey("services", Services)  # outbox, live events, inbox, replies, adapters
+EMBEDDED = web.AppKey("embedded_redis", EmbeddedRedis)  # only when omni runs its own
