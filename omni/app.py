@@ -14,6 +14,7 @@ from omni.auth import API_KEYS
 from omni.channels.socket import track_sockets
 from omni.middleware import request_middleware
 from omni.openapi import build
+from omni.overload import in_flight_limit
 from omni.redis_server import EmbeddedRedis
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
@@ -113,7 +114,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_middleware], client_max_size=settings.limits.body_max
+        middlewares=[request_middleware, in_flight_limit(settings.limits.max_in_flight)],
+        client_max_size=settings.limits.body_max,
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys

@@ -85,6 +85,8 @@ class RedisSettings:
 @dataclass(frozen=True)
 class LimitSettings:
     body_max: int = 1024 * 1024
+    # Requests one process handles at once; more are answered 503 + Retry-After.
+    max_in_flight: int = 1024
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ class Settings:
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+                max_in_flight=read_int(limits, "limits.max_in_flight", 1024, low=1, high=1_000_000),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]

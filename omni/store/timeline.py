@@ -205,8 +205,8 @@ class Timeline:
             found = await self.redis.xrange(keys.timeline(owner), entry_id, entry_id)
             if not found:
                 continue
-            fields = found[0][1]
-            blob, conv = fields[b"m"], int(fields.get(b"v", b"0"))
+            fields: dict[Any, Any] = found[0][1] or {}
+            blob, conv = as_bytes(fields[b"m"]), int(fields.get(b"v", b"0"))
             return Appended(stored_message(cid, entry_id, blob, conv), entry_id, False)
         return None
 
