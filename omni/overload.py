@@ -4,7 +4,8 @@ request middleware writes it) instead of queueing without bound, where every wai
 request holds memory and its client's patience and then times out anyway.
 
 Not counted: liveness, readiness and metrics (an operator must see an overloaded
-process), and WebSocket upgrades, which stay open for a session's lifetime.
+process), and the long-lived streams (WebSocket upgrades, the agents' event streams),
+which stay open for a session's lifetime.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def in_flight_limit(limit: int) -> Middleware:
     @web.middleware
     async def shed(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
-        if request.path in _EXEMPT or request.headers.get("Upgrade", "").lower() == "websocket":
+        if _exempt(request):
             return await handler(request)
         if in_flight >= limit:
             raise Unavailable(f"omni is handling {limit} requests already; retry shortly")
@@ -36,3 +37,12 @@ def in_flight_limit(limit: int) -> Middleware:
             in_flight -= 1
 
     return shed
+
+
+def _exempt(request: web.Request) -> bool:
+    path = request.path
+    return (
+        path in _EXEMPT
+        or path.endswith("/events")  # /v1/events, /v1/customers/{id}/events: streams
+        or request.headers.get("Upgrade", "").lower() == "websocket"
+    )

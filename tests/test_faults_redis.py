@@ -26,6 +26,7 @@ from omni.redis_server import EmbeddedRedis
 from omni.routes import all_routes
 from tests.channel_traffic import CHANNELS, Ledger, Sender, config_sections, send, stored
 from tests.processes import ADMIN, Omni, alive, free_port, omni_env, valkey_pid, wait_until
+from tests.test_events import Stream
 
 REQUEST_TIMEOUT_S = 1.0
 # A request's answer is due within the deadline; the client gives up a while after it,
@@ -157,6 +158,7 @@ async def test_a_stalled_or_stopped_redis_is_a_503_with_retry_after_then_omni_he
                 assert response.status == 201
                 token = (await response.json())["token"]
             requests = _requests(cid, token, port)
+
             must = {w.replace("{cid}", cid) for w in MUST_BE_503}
 
             for phase, fault, heal in (
@@ -191,6 +193,19 @@ async def test_a_stalled_or_stopped_redis_is_a_503_with_retry_after_then_omni_he
                 _, ids = await stored(session, base, sender)
                 wanted = [sender.message_id(n) for n in (1, 2, 3, 4, 5, 100)]
                 assert ids == wanted, channel
+            # The live events flow again (the listener re-subscribed by itself): an
+            # agent's stream opened now hears a message sent now.
+            response = await session.get(
+                f"{base}/v1/customers/{cid}/events",
+                headers=ADMIN,
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+            assert response.status == 200
+            stream = Stream(response)
+            assert await send(session, base, base, Sender("web", 1), 101, ledger) == 201
+            while "fault-1-101" not in json.dumps(await stream.next()):
+                pass
+            stream.response.close()
     finally:
         code = omni.stop()
     assert code == 0, omni.tail()
