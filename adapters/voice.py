@@ -52,6 +52,7 @@ import msgspec
 from adapters.base import ChannelEvent, Delivery, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import InboundMessage, Message
+from omni.phones import canonical_external_id
 from omni.settings import Secret
 
 CHANNEL: Final = "voice"
@@ -354,6 +355,8 @@ def _read(kind: WebhookKind, params: Mapping[str, str], ours: Mapping[str, str])
     customer = params.get("To" if outbound else "From", "")
     if not customer:
         raise BadRequest("a Twilio voice webhook needs From and To", field="From")
+    # The caller's number in the one form every phone channel stores (omni.phones).
+    customer = canonical_external_id(CHANNEL, customer)
     hook = CallWebhook(
         kind=kind,
         call_id=call_id,
