@@ -31,12 +31,12 @@ from adapters.voice import (
     gather,
     hangup,
     redirect,
-    signature,
     status_supersedes,
 )
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import Author, Message
 from omni.settings import Secret
+from omni.twilio import signature
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "voice"
 FORM = "application/x-www-form-urlencoded"
