@@ -12,7 +12,7 @@ finished by running it again:
               the id is there for a repeat to find and finish
     release   what points at the person from other slots, each only while it still
               points at them: channel identities (a new message on one then makes a
-              new customer, never the old one again), push tokens, search and
+              new customer, never the old one again) and their opt-outs, push tokens, search and
               verified-phone index entries, the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
@@ -110,6 +110,8 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
+                # The number's opt-out (omni.optouts) is theirs too: it names the number.
+                await redis.delete(keys.opt_out(channel, external_id))
         for device_id, record in (await device_records(redis, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
