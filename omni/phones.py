@@ -17,7 +17,8 @@ not one). The international dialling prefix of the region is understood (00 in F
 011 in the US), so `0033 6 12 34 56 78` read in France is +33612345678.
 
 Channel identities on phone channels are canonical too: voice and SMS external ids are
-E.164 (a Voice SDK `client:` or SIP caller, or a short code, stays as it came); a
+E.164 (a Voice SDK `client:`, `sip:` or `whatsapp:` address, or a short code, stays as
+it came); a
 WhatsApp `wa_id` is the E.164 digits without the `+`, as Meta writes it.
 """
 
@@ -69,7 +70,7 @@ def normalize_phone(
 def identity_phone(channel: str, external_id: str) -> str | None:
     """The E.164 number a phone channel's identity is, or None (not a phone channel, or
     not a number: a Voice SDK client, a SIP address, a short code)."""
-    if channel not in PHONE_CHANNELS:
+    if channel not in PHONE_CHANNELS or ":" in external_id:
         return None
     if channel in _DIGITS_CHANNELS and external_id.isdigit():
         external_id = "+" + external_id
@@ -79,8 +80,8 @@ def identity_phone(channel: str, external_id: str) -> str | None:
 def canonical_external_id(channel: str, external_id: str, region: str | None = None) -> str:
     """The form a channel identity is stored under: phone channels' numbers canonical
     (see the module doc), anything else exactly as given."""
-    if channel not in PHONE_CHANNELS:
-        return external_id
+    if channel not in PHONE_CHANNELS or ":" in external_id:
+        return external_id  # a scheme (client:, sip:, whatsapp:) names something else
     raw = external_id
     if channel in _DIGITS_CHANNELS and raw.isdigit():
         raw = "+" + raw
