@@ -3,8 +3,11 @@ status callbacks), written on the message's delivery status.
 
 Receipts are separate requests and arrive in any order ("sent" after "delivered"), so
 the furthest state is kept: queued < sent < delivered or failed. A receipt never moves
-a message back, and one for a message omni does not know (not sent by omni, or its
-send has not answered yet) changes nothing.
+a message back. One that comes before the send itself has answered with the channel's
+id (the provider called back while its answer to the send was on its way) waits beside
+the customer's message ids and is applied when that id is linked (omni.delivery), if it
+says more than "sent"; one for a message omni never sent is kept there with the
+customer's other message ids (and erased with them), and changes nothing.
 """
 
 from __future__ import annotations
@@ -41,9 +44,67 @@ async def record_receipt(
     to `external_id`; False when it is unknown or older news than its status."""
     cid = await store.find(channel, external_id)
     entry = await store.entry_of(cid, channel, channel_message_id) if cid else None
-    if cid is None or entry is None:
+    if cid is None:
         log.info("receipt for a message omni does not know", channel=channel, state=state)
         return False
+    if entry is None:
+        if _RANK[state] < _RANK["delivered"]:
+            return False  # queued or sent: the send's own answer says as much
+        # Kept until the send answers (the furthest of several is what is kept).
+        early = MessageStatus(state=state, at=iso(now_ms()) or "", reason=reason)
+        await _stash(store, cid, channel, channel_message_id, early)
+        return False
+    return await _apply(store, live, cid, entry, channel_message_id, state, reason)
+
+
+async def apply_early(
+    store: Store, live: Live, cid: str, channel: str, channel_message_id: str, entry: str
+) -> bool:
+    """Apply a receipt that came before the send answered, now that its id is linked."""
+    field = _early_field(channel, channel_message_id)
+    held = await store.redis.hget(keys.message_ids(cid), field)
+    if held is None:
+        return False
+    await store.redis.hdel(keys.message_ids(cid), field)
+    early = codec.decode(_b(held), MessageStatus)
+    return await _apply(store, live, cid, entry, channel_message_id, early.state, early.reason)
+
+
+def _early_field(channel: str, channel_message_id: str) -> str:
+    # Beside "<channel>:<id>" entries of the same hash, never mistaken for one: a channel
+    # name has no "#".
+    return f"rcpt#{channel}:{channel_message_id}"
+
+
+async def _stash(
+    store: Store, cid: str, channel: str, channel_message_id: str, status: MessageStatus
+) -> None:
+    field = _early_field(channel, channel_message_id)
+    async with store.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(keys.message_ids(cid))
+                held = await pipe.hget(keys.message_ids(cid), field)
+                old = codec.decode(_b(held), MessageStatus) if held else None
+                if old is not None and not supersedes(status.state, old.state):
+                    return
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                pipe.hset(keys.message_ids(cid), field, codec.encode(status))
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+async def _apply(
+    store: Store,
+    live: Live,
+    cid: str,
+    entry: str,
+    channel_message_id: str,
+    state: DeliveryState,
+    reason: str | None,
+) -> bool:
     field = f"s:{entry}"
     async with store.redis.pipeline(transaction=True) as pipe:
         while True:

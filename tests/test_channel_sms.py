@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class Twilio:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.answers: list[tuple[int, Any]] = []
+        self.before_answer: Callable[[], Awaitable[None]] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = (await request.read()).decode()
@@ -84,6 +85,8 @@ class Twilio:
             "content_type": request.content_type,
             "fields": parse_qsl(body, keep_blank_values=True),
         })  # fmt: skip
+        if self.before_answer is not None:
+            await self.before_answer()
         if self.answers:
             status, answer = self.answers.pop(0)
         else:
@@ -357,6 +360,32 @@ async def test_an_undelivered_receipt_fails_the_reply_with_its_reason(
     # A receipt for a message omni never sent changes nothing, and is still a 200.
     other = {**fixture("twilio_sms_status_delivered").params, "MessageSid": "SM" + "1" * 32}
     await twiml(await send(client, STATUS, other))
+
+
+async def test_a_receipt_that_beats_the_answer_to_the_send_is_applied_after_it(
+    aiohttp_client: Any, redis_url: str, redis: Redis, twilio: tuple[Twilio, str]
+) -> None:
+    """Twilio may call back before its answer to the send has reached omni: the receipt
+    waits and is applied once the send's answer links the message's sid."""
+    client = await sms_app(aiohttp_client, redis_url, twilio[1])
+
+    async def undelivered_first() -> None:
+        await twiml(await replay(client, "twilio_sms_status_undelivered"))
+
+    twilio[0].before_answer = undelivered_first
+    twilio[0].answers.append((201, {"sid": SENT_SID, "status": "queued"}))
+    await twiml(await replay(client, "twilio_sms_incoming"))
+    cid = await cid_of(client)
+    await reply(client, cid, text="It shipped today")
+
+    async def failed() -> bool:
+        status = (await history(client, cid))[0].get("status", {})
+        return status.get("state") == "failed"
+
+    await until(failed)
+    status = (await history(client, cid))[0]["status"]
+    assert status["reason"].startswith("unreachable: Twilio error 30003")
+    assert status["channel_message_id"] == SENT_SID
 
 
 async def test_an_mms_reply_sends_its_media(

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 from omni.errors import ConfigError
 from omni.phones import normalize_phone
-from omni.settings import NO_SECRET, Secret, Settings, read_bool, read_int, read_str, read_url
+from omni.settings import (
+    NO_SECRET,
+    Secret,
+    Settings,
+    read_bool,
+    read_int,
+    read_secret,
+    read_str,
+    read_url,
+)
 
 API_URL = "https://api.twilio.com"
 # 10 segments: 1530 GSM-7 characters, near Twilio's 1600-character body limit. At most 24
@@ -62,7 +71,8 @@ def sms_config(settings: Settings) -> SmsConfig:
     if service and not (service.startswith("MG") and len(service) == 34):
         raise ConfigError("sms.messaging_service_sid: must be MG and 32 characters")
     return SmsConfig(
-        auth_token=settings.twilio.auth_token,
+        # The account's token is the [twilio] section's, shared with voice.
+        auth_token=read_secret(settings.sections.get("twilio", {}), "twilio.auth_token"),
         public_url=settings.server.public_url,
         account_sid=account_sid,
         from_number=from_number,
