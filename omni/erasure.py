@@ -45,6 +45,7 @@ from omni.ids import decode_cursor
 from omni.live import Live
 from omni.merge import text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
+from omni.optouts import opted_out
 from omni.outbox import DeliveryStatus, Outbox
 from omni.search import index_profile
 from omni.store import SYSTEM_CHANNEL, Store, _s
@@ -268,6 +269,13 @@ class ExportedCall(msgspec.Struct, frozen=True):
     status: str  # the latest status the phone provider reported
 
 
+class ExportedOptOut(msgspec.Struct, frozen=True):
+    channel: str
+    external_id: str
+    at: str  # when the customer asked for no more messages
+    keyword: str  # what they sent ("STOP"), or the provider's error that told omni
+
+
 class ExportHead(msgspec.Struct, frozen=True):
     """What the export says before its long lists."""
 
@@ -281,6 +289,7 @@ class ExportHead(msgspec.Struct, frozen=True):
     continuity: Continuity | None
     devices: list[ExportedDevice]
     calls: list[ExportedCall]
+    opt_outs: list[ExportedOptOut]
 
 
 class Export(ExportHead, frozen=True):
@@ -322,6 +331,13 @@ async def export_head(store: Store, cid: str) -> ExportHead:
         for call_id, held in sorted((await store.redis.hgetall(keys.calls(owner))).items()):
             status = (_s(held) or "").partition(" ")[0]
             calls.append(ExportedCall(call_id=_s(call_id) or "", status=status))
+    opt_outs: list[ExportedOptOut] = []
+    for identity in context.customer.identities:
+        held = await opted_out(store, identity.channel, identity.external_id)
+        if held is not None:
+            opt_outs.append(
+                ExportedOptOut(identity.channel, identity.external_id, held.at, held.keyword)
+            )
     return ExportHead(
         format=EXPORT_FORMAT,
         exported_at=iso(now_ms()) or "",
@@ -333,6 +349,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
         continuity=context.continuity,
         devices=devices,
         calls=calls,
+        opt_outs=opt_outs,
     )
 
 

@@ -3,8 +3,8 @@ until it asks again ("START"). Channels record the keywords and check before sen
 
 The record belongs to the identity (the phone number), not to a customer record: a merge
 or a link leaves it where it is, and every customer the number is part of is refused
-alike. It is personal data, so erasing a customer deletes the records of their
-identities (omni.erasure); after that omni no longer knows of the opt-out, and the
+alike. It is personal data, so a customer's export lists the records of their identities and
+erasing the customer deletes them (omni.erasure); after that omni no longer knows of the opt-out, and the
 provider's own block (Twilio's error 21610) records it again on the next send.
 """
 

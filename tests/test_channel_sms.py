@@ -497,13 +497,16 @@ async def _told(bot: BotReceiver, count: int) -> bool:
     return len(bot.delivered) >= count
 
 
-async def test_erasing_the_customer_forgets_their_opt_out(
+async def test_the_opt_out_is_exported_and_erased_with_the_customer(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
     client = await sms_app(aiohttp_client, redis_url)
     await twiml(await replay(client, "twilio_sms_stop"))
     cid = await cid_of(client)
     assert await redis.exists(keys.opt_out("sms", CUSTOMER))
+    export = await (await client.get(f"/v1/customers/{cid}/export", headers=ADMIN)).json()
+    (held,) = export["opt_outs"]
+    assert (held["channel"], held["external_id"], held["keyword"]) == ("sms", CUSTOMER, "Stop")
     response = await client.delete(f"/v1/customers/{cid}", headers=ADMIN)
     assert response.status in (200, 202, 204), await response.text()
     assert not await redis.exists(keys.opt_out("sms", CUSTOMER))
