@@ -333,10 +333,10 @@ async def export_head(store: Store, cid: str) -> ExportHead:
             calls.append(ExportedCall(call_id=_s(call_id) or "", status=status))
     opt_outs: list[ExportedOptOut] = []
     for identity in context.customer.identities:
-        held = await opted_out(store, identity.channel, identity.external_id)
-        if held is not None:
+        opt_out = await opted_out(store, identity.channel, identity.external_id)
+        if opt_out is not None:
             opt_outs.append(
-                ExportedOptOut(identity.channel, identity.external_id, held.at, held.keyword)
+                ExportedOptOut(identity.channel, identity.external_id, opt_out.at, opt_out.keyword)
             )
     return ExportHead(
         format=EXPORT_FORMAT,
