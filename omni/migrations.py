@@ -21,15 +21,14 @@ from dataclasses import dataclass
 
 import msgspec
 import structlog
-from redis.asyncio import Redis
 
 from omni import codec, keys
-from omni.errors import Moved, NotFound, PreconditionFailed
+from omni.errors import Conflict, Moved, NotFound, PreconditionFailed
 from omni.merge import text_fields
 from omni.model import Identity, Profile
 from omni.phones import PHONE_CHANNELS, canonical_external_id, normalize_phone
-from omni.search import index_profile
-from omni.store import Store, _s
+from omni.store import Store
+from omni.store.reply import as_text
 
 log = structlog.get_logger("omni.migrations")
 _SCAN_COUNT = 500
@@ -52,7 +51,7 @@ async def migrate_phones(store: Store, region: str | None = None) -> PhoneMigrat
     redis = store.redis
     report = PhoneMigration()
     async for key in redis.scan_iter(match=keys.customer("*"), count=_SCAN_COUNT):
-        name = _s(key) or ""
+        name = as_text(key) or ""
         cid = name.removeprefix(_HEAD).removesuffix(_TAIL)
         fields = text_fields(await redis.hgetall(name))
         if "rev" not in fields or "merged_into" in fields:
@@ -81,11 +80,11 @@ async def _profile(
     new = msgspec.structs.replace(profile, phone=phone)
     try:
         # Written over the profile as read: an edit since wins and is not undone.
-        _, rev = await store.profile(cid)
-        _, before = await store.put_profile(cid, new, rev)
+        _, rev = await store.customers.profile(cid)
+        _, before = await store.customers.put_profile(cid, new, rev)
     except (PreconditionFailed, NotFound, Moved):
         return
-    await index_profile(store.redis, cid, before, new)
+    await store.search.index_profile(cid, before, new)
     report.profiles += 1
 
 
@@ -98,25 +97,15 @@ async def _identity(
     new_id = canonical_external_id(channel, old_id, region)
     if new_id == old_id:
         return
-    redis: Redis = store.redis
-    old_key, new_key = keys.identity(channel, old_id), keys.identity(channel, new_id)
-    if _s(await redis.get(old_key)) not in (cid, None):
-        return  # the old id already points elsewhere: not this record's to move
-    owner = _s(await redis.set(new_key, cid, nx=True, get=True))
-    if owner not in (None, cid):
+    try:
+        moved = await store.customers.rename_identity(cid, identity, new_id)
+    except Conflict:
         report.conflicts += 1
         log.warning("phone identity left unmigrated: its number is another customer's",
-                    channel=channel, customer_id=cid, other=owner)  # fmt: skip
+                    channel=channel, customer_id=cid)  # fmt: skip
         return
-    moved = Identity(channel, new_id, identity.verified, identity.linked_at)
-    try:
-        await store._write_part(
-            cid, "ident", None, [(f"i:{channel}:{new_id}", codec.encode(moved))],
-            [f"i:{channel}:{old_id}"],
-        )  # fmt: skip
     except (NotFound, Moved):
         return
-    # Only while it still names this customer: deleting it is what moves the identity.
-    if _s(await redis.get(old_key)) == cid:
-        await redis.delete(old_key)
+    if not moved:
+        return
     report.identities += 1

@@ -3,9 +3,10 @@ until it asks again ("START"). Channels record the keywords and check before sen
 
 The record belongs to the identity (the phone number), not to a customer record: a merge
 or a link leaves it where it is, and every customer the number is part of is refused
-alike. It is personal data, so a customer's export lists the records of their identities and
-erasing the customer deletes them (omni.erasure); after that omni no longer knows of the opt-out, and the
-provider's own block (Twilio's error 21610) records it again on the next send.
+alike. It is personal data: a customer's export lists the records of their identities,
+and erasing the customer deletes them (omni.erasure). After that omni no longer knows of
+the opt-out, and the provider's own block (Twilio's error 21610) records it again on the
+next send.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from omni import keys
 from omni.clock import iso, now_ms
-from omni.store import Store, _s
+from omni.store import Store
+from omni.store.reply import as_text
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ async def opt_in(store: Store, channel: str, external_id: str) -> bool:
 
 
 async def opted_out(store: Store, channel: str, external_id: str) -> OptOut | None:
-    held = _s(await store.redis.get(keys.opt_out(channel, external_id)))
+    held = as_text(await store.redis.get(keys.opt_out(channel, external_id)))
     if not held:
         return None
     ms, _, keyword = held.partition(" ")

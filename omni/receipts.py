@@ -20,7 +20,8 @@ from omni import codec, keys
 from omni.clock import iso, now_ms
 from omni.live import Live
 from omni.model import DeliveryState, MessageStatus
-from omni.store import Store, _b
+from omni.store import Store
+from omni.store.reply import as_bytes
 
 log = structlog.get_logger("omni.receipts")
 _RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
@@ -42,8 +43,8 @@ async def record_receipt(
 ) -> bool:
     """Write the receipt on the message the channel knows as `channel_message_id`, sent
     to `external_id`; False when it is unknown or older news than its status."""
-    cid = await store.find(channel, external_id)
-    entry = await store.entry_of(cid, channel, channel_message_id) if cid else None
+    cid = await store.customers.find(channel, external_id)
+    entry = await store.timeline.entry_of(cid, channel, channel_message_id) if cid else None
     if cid is None:
         log.info("receipt for a message omni does not know", channel=channel, state=state)
         return False
@@ -66,7 +67,7 @@ async def apply_early(
     if held is None:
         return False
     await store.redis.hdel(keys.message_ids(cid), field)
-    early = codec.decode(_b(held), MessageStatus)
+    early = codec.decode(as_bytes(held), MessageStatus)
     return await _apply(store, live, cid, entry, channel_message_id, early.state, early.reason)
 
 
@@ -85,7 +86,7 @@ async def _stash(
             try:
                 await pipe.watch(keys.message_ids(cid))
                 held = await pipe.hget(keys.message_ids(cid), field)
-                old = codec.decode(_b(held), MessageStatus) if held else None
+                old = codec.decode(as_bytes(held), MessageStatus) if held else None
                 if old is not None and not supersedes(status.state, old.state):
                     return
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
@@ -111,7 +112,7 @@ async def _apply(
             try:
                 await pipe.watch(keys.notes(cid))
                 held = await pipe.hget(keys.notes(cid), field)
-                old = codec.decode(_b(held), MessageStatus) if held else None
+                old = codec.decode(as_bytes(held), MessageStatus) if held else None
                 if not supersedes(state, old.state if old else None):
                     return False  # leaving the block unwatches
                 status = MessageStatus(
@@ -128,7 +129,7 @@ async def _apply(
                 break
             except WatchError:  # another receipt for this customer wrote first
                 continue
-    message = await store.message_at(cid, entry)
+    message = await store.timeline.message_at(cid, entry)
     data = {"id": message.id if message else None, **msgspec.to_builtins(status)}
     await live.publish(cid, "message.status", data)
     return True

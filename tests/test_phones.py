@@ -18,7 +18,6 @@ from omni.errors import ConfigError
 from omni.migrations import migrate_phones
 from omni.model import Identity, Profile
 from omni.phones import canonical_external_id, normalize_phone, region_of_locale
-from omni.search import index_profile
 from omni.settings import Settings
 from omni.store import Store
 from tests.conftest import AGENT, BOT, ingest, make_settings, snapshot
@@ -163,8 +162,8 @@ async def test_old_numbers_are_migrated_once_and_then_match(
     cid = (await ingest(client))["customer_id"]
     # As the version before libphonenumber stored them: the (0) kept after +44.
     old = Profile(name="Ana", phone="+4402079460958", phone_verified=True)
-    await store.put_profile(cid, old, None)
-    await index_profile(redis, cid, None, old)
+    await store.customers.put_profile(cid, old, None)
+    await store.search.index_profile(cid, None, old)
     caller = (await ingest(client, external_id="visitor-2"))["customer_id"]
     await redis.set(keys.identity("voice", "+4402079460958"), caller)
     identity = Identity(channel="voice", external_id="+4402079460958")
@@ -173,11 +172,11 @@ async def test_old_numbers_are_migrated_once_and_then_match(
 
     report = await migrate_phones(store)
     assert (report.profiles, report.identities, report.conflicts) == (1, 1, 0)
-    profile, _ = await store.profile(cid)
+    profile, _ = await store.customers.profile(cid)
     assert (profile.phone, profile.phone_verified) == (LONDON, True)
     assert await _find(client, LONDON) == [cid]
-    assert await store.find("voice", LONDON) == caller
-    assert await store.find("voice", "+4402079460958") is None
+    assert await store.customers.find("voice", LONDON) == caller
+    assert await store.customers.find("voice", "+4402079460958") is None
 
     after_first = await snapshot(redis)
     again = await migrate_phones(store)

@@ -45,16 +45,14 @@ import aiohttp
 import structlog
 
 from adapters.sms.config import sms_config
-from adapters.sms.protocol import CHANNEL
+from adapters.sms.protocol import CHANNEL as NAME
 from adapters.sms.routes import ROUTES
 from adapters.sms.sender import SmsAdapter
-from omni.delivery import Sender
+from omni.channel import Channel, Sender
 from omni.settings import Settings
 from omni.store import Store
 
-NAME = CHANNEL
-ECHOES = False  # Twilio does not send our own messages back to the webhook
-__all__ = ["ECHOES", "NAME", "ROUTES", "setup"]
+__all__ = ["CHANNEL", "NAME", "setup"]
 log = structlog.get_logger("adapters.sms")
 
 
@@ -70,3 +68,7 @@ def setup(
     if not config.can_send:
         log.warning("sms replies cannot be sent: set [sms] account_sid and from_number")
     return adapter, adapter.deliver
+
+
+# Twilio does not send our own messages back to the webhook: no echoes.
+CHANNEL = Channel(NAME, ROUTES, setup, echoes=False, config=sms_config)

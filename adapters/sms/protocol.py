@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from adapters.base import ChannelEvent, Delivery, InboundRequest, Received, Skipped
+from omni.channel import ChannelEvent, Delivery, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError
 from omni.model import (
     ATTACHMENTS_MAX,

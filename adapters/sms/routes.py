@@ -7,7 +7,6 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from adapters.base import InboundRequest, Received
 from adapters.sms.protocol import (
     CHANNEL,
     INBOUND_PATH,
@@ -18,7 +17,8 @@ from adapters.sms.protocol import (
     twiml,
 )
 from adapters.sms.sender import SmsAdapter
-from omni.channels import http
+from omni import channel_http
+from omni.channel import InboundRequest, Received
 from omni.clock import iso, now_ms
 from omni.ids import new_message_id
 from omni.model import Author, Identity, Message, MessageStatus
@@ -76,8 +76,8 @@ async def sms_status(request: web.Request) -> web.Response:
 
 async def _verified(request: web.Request) -> tuple[SmsAdapter, InboundRequest]:
     structlog.contextvars.bind_contextvars(channel=CHANNEL)
-    sms: SmsAdapter = http.adapter(request, CHANNEL)
-    inbound = await http.inbound(request)
+    sms: SmsAdapter = channel_http.adapter(request, CHANNEL)
+    inbound = await channel_http.inbound(request)
     sms.verify(inbound)
     return sms, inbound
 
@@ -103,7 +103,7 @@ async def _store_help(request: web.Request, read: InboundSms, heard: Message, te
     )
     status = MessageStatus(state="sent", at=iso(now_ms()) or "")
     identity = Identity(channel=CHANNEL, external_id=read.customer)
-    stored, _, created, _ = await request.app[STORE].append(
+    stored, _, created, _ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from adapters.base import Delivery
 from adapters.sms.config import SmsConfig
 from adapters.sms.protocol import (
     CHANNEL,
@@ -27,6 +26,7 @@ from adapters.sms.protocol import (
     render_send,
     send_outcome,
 )
+from omni.channel import Delivery
 from omni.model import Message
 from omni.optouts import opt_out, opted_out
 from omni.store import Store
