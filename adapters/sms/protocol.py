@@ -7,27 +7,21 @@ carries MessageSid (SM…, MM… for MMS), From, To, Body, NumMedia with MediaUr
 MediaContentType{N}, NumSegments, and OptOutType when Twilio recognised a keyword. A
 status callback carries MessageSid, MessageStatus and, on failure, ErrorCode.
 
-Segments (https://www.twilio.com/docs/glossary/what-sms-character-limit): a text of only
-GSM-7 characters is 160 characters in one segment, 153 per segment when longer (the rest
-of each is the concatenation header); `^ { } \\ [ ~ ] | €` and form feed take two (an
-escape and the character), and a pair is never split across segments. One character
-outside GSM-7 makes the whole text UCS-2: 70 UTF-16 code units in one segment, 67 per
-segment when longer, a surrogate pair (an emoji) never split.
+Segments are counted in adapters.sms.segments; replies are written, and the Messaging
+API's answers read, in adapters.sms.outbound.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qsl
 
 import msgspec
 
-from omni.channel import ChannelEvent, Delivery, InboundRequest, Received, Skipped
+from adapters.sms.outbound import MEDIA_MAX, failure_reason
+from omni.channel import ChannelEvent, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError
 from omni.model import (
     ATTACHMENTS_MAX,
@@ -36,7 +30,6 @@ from omni.model import (
     AttachmentType,
     DeliveryState,
     InboundMessage,
-    Message,
     MetaValue,
 )
 from omni.phones import canonical_external_id
@@ -46,8 +39,6 @@ CHANNEL: Final = "sms"
 INBOUND_PATH: Final = "/channels/sms/twilio"
 STATUS_PATH: Final = "/channels/sms/status"
 TWIML_CONTENT_TYPE: Final = "text/xml"
-BODY_MAX: Final = 1600  # Twilio's limit on one message's Body, in characters
-MEDIA_MAX: Final = 10  # MediaUrl per message, in and out
 
 # Keywords Twilio's Advanced Opt-Out knows by default (long codes), matched on the whole
 # body, case-insensitively (CHANNELS.md 7.5); YES and INFO are handled as well.
@@ -58,26 +49,6 @@ START_WORDS: Final = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS: Final = frozenset({"HELP", "INFO"})
 Keyword = Literal["stop", "start", "help"]
 
-# Delivery.reason is exactly REASON_OPTED_OUT for an opted-out customer; other failures
-# are "<slug>: <detail>".
-REASON_OPTED_OUT: Final = "opted_out"
-REASON_TOO_LONG: Final = "too_long"
-REASON_UNSENDABLE: Final = "unsendable"
-OPTED_OUT_CODE: Final = 21610
-
-# Twilio error codes (https://www.twilio.com/docs/api/errors) a reply can fail with.
-_ERRORS: Mapping[int, tuple[str, str]] = {
-    21610: (REASON_OPTED_OUT, "the recipient has opted out (texted STOP)"),
-    21211: ("invalid_number", "the To number is not a valid phone number"),
-    21408: ("region_disabled", "sending to this region is not enabled on the account"),
-    21614: ("not_mobile", "the To number cannot receive text messages"),
-    30003: ("unreachable", "the handset is unreachable (off or out of coverage)"),
-    30004: ("blocked", "the recipient blocked messages from this sender"),
-    30005: ("unknown_number", "the number is unknown or no longer in service"),
-    30006: ("landline", "a landline or a carrier that cannot take the message"),
-    30007: ("carrier_filtered", "the carrier filtered the message"),
-    30008: ("undelivered", "the carrier did not say why"),
-}
 _STATES: Mapping[str, DeliveryState] = {
     "accepted": "queued",
     "scheduled": "queued",
@@ -92,42 +63,6 @@ _STATES: Mapping[str, DeliveryState] = {
 }
 _GEO = ("FromCity", "FromState", "FromZip", "FromCountry")
 _ID_MAX = 64
-# Characters XML 1.0 cannot carry; dropped rather than breaking the document.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-_GSM_BASIC: Final = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_EXTENDED: Final = frozenset("^{}\\[~]|€\f")
-
-
-@dataclass(frozen=True)
-class Segments:
-    encoding: Literal["GSM-7", "UCS-2"]
-    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
-    count: int  # segments the text is sent as
-
-
-def segments(text: str) -> Segments:
-    """How many segments `text` is sent as, in which encoding (see the module doc)."""
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
-        sizes = [2 if ch in _GSM_EXTENDED else 1 for ch in text]
-        return Segments("GSM-7", sum(sizes), _count(sizes, single=160, part=153))
-    sizes = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    return Segments("UCS-2", sum(sizes), _count(sizes, single=70, part=67))
-
-
-def _count(sizes: Sequence[int], *, single: int, part: int) -> int:
-    """Segments for characters of these sizes: greedy, a character never split."""
-    if sum(sizes) <= single:
-        return 1
-    count, used = 1, 0
-    for size in sizes:
-        if used + size > part:
-            count, used = count + 1, 0
-        used += size
-    return count
 
 
 def keyword(body: str, opt_out_type: str | None) -> Keyword | None:
@@ -167,16 +102,6 @@ class Receipt:
     state: DeliveryState | None  # ours; None for statuses of inbound messages
     error_code: int | None
     reason: str | None
-
-
-def failure_reason(code: int | None, status: str = "failed") -> str:
-    """The reason a failed send shows: exactly `opted_out` for 21610, else "<slug>: …"."""
-    if code is None:
-        return f"{status}: Twilio gave no error code"
-    slug, text = _ERRORS.get(code, (status, "see https://www.twilio.com/docs/api/errors"))
-    if slug == REASON_OPTED_OUT:
-        return REASON_OPTED_OUT
-    return f"{slug}: Twilio error {code}, {text}"
 
 
 class SmsProtocol:
@@ -260,77 +185,6 @@ class SmsProtocol:
         return Receipt(sid, customer, status, state, code, reason)
 
 
-def render_send(
-    message: Message,
-    to: str,
-    *,
-    sender: str,
-    status_callback: str | None,
-    max_segments: int,
-) -> list[tuple[str, str]]:
-    """The Messaging API's form fields for one reply, in the order Twilio's own examples
-    write them. `ValueError` with a `REASON_*` slug first when it cannot be sent."""
-    text = message.text or ""
-    if message.quick_replies:  # SMS has no buttons: the options are written out
-        options = [q.title or q.payload for q in message.quick_replies]
-        text = "\n".join([text, *(f"- {option}" for option in options)]).strip()
-    media = []
-    for attachment in message.attachments:
-        if not (attachment.url or "").startswith(("https://", "http://")):
-            raise ValueError(f"{REASON_UNSENDABLE}: an MMS attachment needs an http(s) url")
-        media.append(attachment.url or "")
-    if len(media) > MEDIA_MAX:
-        raise ValueError(f"{REASON_UNSENDABLE}: at most {MEDIA_MAX} media in one message")
-    if not text and not media:
-        raise ValueError(f"{REASON_UNSENDABLE}: nothing to send, no text and no media")
-    counted = segments(text)
-    if counted.count > max_segments or len(text) > BODY_MAX:
-        raise ValueError(
-            f"{REASON_TOO_LONG}: {len(text)} characters are {counted.count} segments in "
-            f"{counted.encoding}; [sms] max_segments is {max_segments} (and Twilio takes at "
-            f"most {BODY_MAX} characters): shorten the reply"
-        )
-    fields = [("To", to)]
-    fields.append(("MessagingServiceSid" if sender.startswith("MG") else "From", sender))
-    if text:
-        fields.append(("Body", text))
-    fields += [("MediaUrl", url) for url in media]
-    if status_callback:
-        fields.append(("StatusCallback", status_callback))
-    return fields
-
-
-def send_outcome(status: int, body: bytes) -> Delivery:
-    """What the Messaging API's answer to a send means for the reply."""
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        data = {}
-    data = data if isinstance(data, dict) else {}
-    if 200 <= status < 300:
-        sid = data.get("sid")
-        if not isinstance(sid, str) or not sid:
-            return Delivery("failed", reason="upstream_error: Twilio answered without a sid")
-        if data.get("status") == "failed":
-            return Delivery("failed", sid, failure_reason(_code(data.get("error_code"))))
-        return Delivery("sent", channel_message_id=sid)
-    code = _code(data.get("code"))
-    message = str(data.get("message") or "")[:200]
-    if status == 429 or code == 20429:
-        return Delivery("failed", reason=f"rate_limited: {message or 'too many requests'}",
-                        retry=True)  # fmt: skip
-    if status >= 500:
-        return Delivery("failed", reason=f"upstream_error: Twilio answered {status}", retry=True)
-    if status in (401, 403) or code == 20003:
-        return Delivery(
-            "failed", reason=f"unauthorized: check [sms] account_sid and [twilio] auth_token "
-            f"({message or status})",
-        )  # fmt: skip
-    if code in _ERRORS:
-        return Delivery("failed", reason=failure_reason(code))
-    return Delivery("failed", reason=f"rejected: Twilio error {code or status}, {message}")
-
-
 # -- reading webhooks -----------------------------------------------------------------
 
 
@@ -371,16 +225,6 @@ def _int(params: Mapping[str, str], name: str, low: int, high: int) -> int | Non
     return int(value)
 
 
-def _code(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
 def _media(params: Mapping[str, str]) -> list[Attachment]:
     """MediaUrl{N} / MediaContentType{N} for N below NumMedia, each one an attachment
     typed by its content type."""
@@ -403,17 +247,3 @@ def _kind(mime: str | None) -> AttachmentType:
     if major in ("image", "video", "audio"):
         return major  # type: ignore[return-value]  # the three are attachment types
     return "file"  # a vCard, a PDF, or a type Twilio did not name
-
-
-# -- TwiML ------------------------------------------------------------------------------
-
-
-def twiml(reply: str | None = None) -> str:
-    """What omni answers an inbound message: nothing (`<Response/>`; replies go out
-    through the API), or one `<Message>` (the answer to HELP)."""
-    root = ET.Element("Response")
-    if reply:
-        ET.SubElement(root, "Message").text = _NOT_XML.sub("", reply)
-    return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(
-        root, encoding="unicode", short_empty_elements=True
-    ).replace("<Response />", "<Response/>")

@@ -7,15 +7,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from adapters.sms.protocol import (
-    CHANNEL,
-    INBOUND_PATH,
-    OPTED_OUT_CODE,
-    STATUS_PATH,
-    TWIML_CONTENT_TYPE,
-    InboundSms,
-    twiml,
-)
+from adapters.sms.outbound import OPTED_OUT_CODE, twiml
+from adapters.sms.protocol import CHANNEL, INBOUND_PATH, STATUS_PATH, TWIML_CONTENT_TYPE, InboundSms
 from adapters.sms.sender import SmsAdapter
 from omni import channel_http
 from omni.channel import InboundRequest, Received

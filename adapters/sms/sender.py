@@ -18,14 +18,8 @@ import aiohttp
 import structlog
 
 from adapters.sms.config import SmsConfig
-from adapters.sms.protocol import (
-    CHANNEL,
-    REASON_OPTED_OUT,
-    STATUS_PATH,
-    SmsProtocol,
-    render_send,
-    send_outcome,
-)
+from adapters.sms.outbound import REASON_OPTED_OUT, render_send, send_outcome
+from adapters.sms.protocol import CHANNEL, STATUS_PATH, SmsProtocol
 from omni.channel import Delivery
 from omni.model import Message
 from omni.optouts import opt_out, opted_out

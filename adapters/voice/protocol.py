@@ -41,7 +41,7 @@ from omni.channel import ChannelEvent, Delivery, InboundRequest
 from omni.errors import BadRequest, ConfigError
 from omni.model import Message
 from omni.settings import Secret
-from omni.twilio import FORM, TwilioSignature, first_values, form_params, media_type, signature
+from omni.twilio import FORM, TwilioSignature, first_values, form_params, media_type
 
 __all__ = [
     "TWIML_CONTENT_TYPE",
@@ -52,7 +52,6 @@ __all__ = [
     "gather",
     "hangup",
     "redirect",
-    "signature",  # omni.twilio's, re-exported for the voice tests
     "status_supersedes",
 ]
 

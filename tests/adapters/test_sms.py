@@ -10,15 +10,15 @@ from urllib.parse import parse_qsl
 import pytest
 
 from adapters.sms.config import sms_config
-from adapters.sms.protocol import (
+from adapters.sms.outbound import (
     REASON_OPTED_OUT,
     failure_reason,
-    keyword,
     render_send,
-    segments,
     send_outcome,
     twiml,
 )
+from adapters.sms.protocol import keyword
+from adapters.sms.segments import segments
 from omni.errors import ConfigError
 from omni.model import Attachment, Author, Message, Payload
 from omni.settings import Settings
