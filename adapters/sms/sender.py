@@ -7,7 +7,7 @@
 A customer who texted STOP is refused before Twilio is called: the reply fails with
 reason `opted_out`, and is not retried. Twilio's own refusal (error 21610, the number
 opted out at Twilio, say before omni knew) records the opt-out the same way. A reply
-longer than `[sms] max_segments` segments fails with `too_long` (adapters.sms.protocol).
+longer than `[sms] max_segments` segments fails with `too_long` (adapters.sms.outbound).
 """
 
 from __future__ import annotations
