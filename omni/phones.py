@@ -77,12 +77,20 @@ def identity_phone(channel: str, external_id: str) -> str | None:
     return normalize_phone(external_id)
 
 
+def plus_restored(raw: str) -> str:
+    """`raw` with the leading "+" a URL query string turned into a space put back
+    (`?external_id=+14155550123` unescaped arrives as " 14155550123")."""
+    if raw[:1] == " " and raw[1:2].isdigit():
+        return "+" + raw[1:]
+    return raw
+
+
 def canonical_external_id(channel: str, external_id: str, region: str | None = None) -> str:
     """The form a channel identity is stored under: phone channels' numbers canonical
     (see the module doc), anything else exactly as given."""
     if channel not in PHONE_CHANNELS or ":" in external_id:
         return external_id  # a scheme (client:, sip:, whatsapp:) names something else
-    raw = external_id
+    raw = plus_restored(external_id)
     if channel in _DIGITS_CHANNELS and raw.isdigit():
         raw = "+" + raw
     phone = normalize_phone(raw, region)

@@ -209,6 +209,9 @@ async def test_a_text_is_stored_once_under_the_senders_number(
     assert [(i["channel"], i["external_id"]) for i in context["customer"]["identities"]] == [
         ("sms", CUSTOMER)
     ]
+    # As a bot would write it, the "+" unescaped in the query string: still found.
+    found = await client.get(f"/v1/context?channel=sms&external_id={CUSTOMER}", headers=BOT)
+    assert (await found.json())["customer"]["id"] == cid
 
 
 async def test_mms_media_are_attachments_typed_by_content_type(

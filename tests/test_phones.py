@@ -82,6 +82,8 @@ def test_locales_and_channel_ids() -> None:
     assert canonical_external_id("whatsapp", "+1 415 555 0123") == "14155550123"
     assert canonical_external_id("whatsapp", "14155550123") == "14155550123"
     assert canonical_external_id("web", "+1 415 555 0123") == "+1 415 555 0123"
+    # "?external_id=+1…" unescaped: the query string made the "+" a space.
+    assert canonical_external_id("sms", " 14155550123") == "+14155550123"
 
 
 def test_default_region_is_checked() -> None:
@@ -106,6 +108,9 @@ async def test_a_number_written_with_0_matches_the_caller(
     assert response.status == 200, await response.text()
     assert (await response.json())["customer"]["profile"]["phone"] == LONDON
     assert await _find(client, LONDON) == [cid]
+    # Unescaped in a URL, the "+" arrives as a space: still the number.
+    response = await client.get(f"/v1/customers?q={LONDON}", headers=AGENT)
+    assert [c["id"] for c in (await response.json())["customers"]] == [cid]
     # The caller's number, as Twilio sends it, joins the customer who verified it.
     text = await ingest(
         client, channel="sms", external_id=LONDON, channel_message_id="SM1", text="hello"

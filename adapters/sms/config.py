@@ -4,6 +4,7 @@
                              Messaging API calls (the account's primary Auth Token)
 [server] public_url          the URL Twilio calls omni at: signatures cover it
 [sms] account_sid            the Twilio account (AC…) the Messaging API is called as
+                             (or [twilio] account_sid, when [sms] names none)
 [sms] from_number            the number replies are sent from (E.164), or
 [sms] messaging_service_sid  a Messaging Service (MG…) that picks the sender instead
 [sms] api_url                Twilio's REST API base URL (tests point it elsewhere)
@@ -64,7 +65,11 @@ def sms_config(settings: Settings) -> SmsConfig:
         if phone is None:
             raise ConfigError(f"sms.from_number: must be an E.164 number, not {from_number!r}")
         from_number = phone
-    account_sid = read_str(section, "sms.account_sid", "")
+    # The account is Twilio's, so [twilio] account_sid is read when [sms] has none.
+    twilio = settings.sections.get("twilio", {})
+    account_sid = read_str(section, "sms.account_sid", "") or read_str(
+        twilio, "twilio.account_sid", ""
+    )
     if account_sid and not (account_sid.startswith("AC") and len(account_sid) == 34):
         raise ConfigError("sms.account_sid: must be the account's SID, AC and 32 characters")
     service = read_str(section, "sms.messaging_service_sid", "")
@@ -72,7 +77,7 @@ def sms_config(settings: Settings) -> SmsConfig:
         raise ConfigError("sms.messaging_service_sid: must be MG and 32 characters")
     return SmsConfig(
         # The account's token is the [twilio] section's, shared with voice.
-        auth_token=read_secret(settings.sections.get("twilio", {}), "twilio.auth_token"),
+        auth_token=read_secret(twilio, "twilio.auth_token"),
         public_url=settings.server.public_url,
         account_sid=account_sid,
         from_number=from_number,

@@ -18,7 +18,7 @@ from omni.clock import iso
 from omni.errors import ValidationFailed
 from omni.ids import is_customer_id
 from omni.model import CustomerSummary, Identity, Profile
-from omni.phones import canonical_external_id, normalize_phone
+from omni.phones import canonical_external_id, normalize_phone, plus_restored
 from omni.store.customers import Customers
 from omni.store.reply import as_bytes
 
@@ -77,7 +77,7 @@ class Search:
             raise ValidationFailed("q is longer than 256 characters", field="q")
         candidates: set[str] = set()
         match = _IDENTITY.match(q)
-        phone = normalize_phone(q, region) if not match else None
+        phone = normalize_phone(plus_restored(query).strip(), region) if not match else None
         if is_customer_id(q):
             candidates.add(q)
         elif match and match.group(1) in channels:

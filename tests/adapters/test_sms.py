@@ -175,6 +175,10 @@ def test_the_sms_section() -> None:
     assert (config.from_number, config.max_segments, config.can_send) == ("+14155550199", 10, True)
     assert config.api_url == "https://api.twilio.com"
     assert not sms_config(Settings.from_mapping({})).can_send
+    # The account may be named in [twilio], beside the token it goes with.
+    shared = {"twilio": {"auth_token": "t", "account_sid": "AC" + "1" * 32},
+              "sms": {"from_number": "+14155550199"}}  # fmt: skip
+    assert sms_config(Settings.from_mapping(shared)).account_sid == "AC" + "1" * 32
     for bad in (
         {"from_number": "12"},
         {"account_sid": "AC1"},
