@@ -34,7 +34,7 @@ async def sms_inbound(request: web.Request) -> web.Response:
         return _answer(twiml())
     if read.keyword == "stop":
         # Before anything else, and on every delivery of it: a STOP is never lost.
-        await opt_out(store, CHANNEL, read.customer, read.message.text or "STOP")
+        await opt_out(store, CHANNEL, read.customer, (read.message.text or "STOP").strip()[:32])
     # Keywords are for Twilio and omni, not a question for the bot.
     message, created = await services.inbox.ingest(read.message, notify_bot=False)
     if read.keyword == "start" and created:  # a redelivered START must not undo a later STOP
