@@ -2,7 +2,9 @@
 
 A channel identity joins a customer only on verified evidence — a verified login on web
 or mobile (the identify HMAC), a caller whose number is a phone the customer verified,
-an identity an agent or admin links, or a link token. An e-mail or phone number typed in
+an e-mail whose sender the provider authenticated (SPF or DKIM pass aligned with the
+From domain) from an address the customer verified, an identity an agent or admin
+links, or a link token. An e-mail or phone number typed in
 a chat proves nothing (anyone can type anyone's address): it is kept as an unverified
 fact of the customer who typed it, and it never joins or merges records on its own.
 """
@@ -14,7 +16,7 @@ import re
 from redis.asyncio import Redis
 
 from omni import codec, keys
-from omni.errors import Conflict
+from omni.errors import Conflict, NotFound
 from omni.model import FactInput, FactSource, FactsPatch, IdentityLink, Message, Profile
 from omni.search import normalize_phone
 from omni.store import Store, _b
@@ -59,6 +61,58 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     except Conflict as exc:  # the number's first message raced this and created its own
         found = exc.extra.get("customer_id")
         return str(found) if found else None
+    return owner
+
+
+async def verified_email_owner(redis: Redis, address: str) -> str | None:
+    """The one customer whose verified profile e-mail is `address`, or None."""
+    members = await redis.smembers(keys.search_index("email", address.casefold()))
+    owners = []
+    for member in members:
+        cid = _b(member).decode()
+        blob = await redis.hget(keys.customer(cid), "p")
+        if blob is not None:
+            profile = codec.decode(_b(blob), Profile)
+            if (profile.email or "").casefold() == address.casefold() and profile.email_verified:
+                owners.append(cid)
+    return owners[0] if len(owners) == 1 else None
+
+
+async def claim_verified_email(store: Store, address: str) -> str | None:
+    """The customer of an e-mail address the provider authenticated: the one it belongs
+    to, else — before its first mail creates a new customer — the one customer who
+    verified that address, linked from now on. The caller has checked that the sending
+    domain passed SPF or DKIM; a mail that did not proves nothing and must not come here.
+    The link is not marked verified: SPF and DKIM vouch for the domain, not the person."""
+    cid = await store.find("email", address)
+    if cid is not None:
+        return cid
+    owner = await verified_email_owner(store.redis, address)
+    if owner is None:
+        return None
+    return await _link_unverified(store, owner, "email", address)
+
+
+async def claim_thread(store: Store, cid: str, address: str) -> str | None:
+    """A reply from `address` to a mail omni sent to `address` for customer `cid` (its
+    In-Reply-To or References name that mail): the address joins `cid` when it belongs
+    to nobody yet. Receiving at an address and answering the mail is evidence of
+    holding it; a reply from another address (a forward, a CC) joins nothing."""
+    found = await store.find("email", address)
+    if found is not None:
+        return found
+    return await _link_unverified(store, cid, "email", address)
+
+
+async def _link_unverified(store: Store, owner: str, channel: str, external_id: str) -> str | None:
+    link = IdentityLink(channel=channel, external_id=external_id, verified=False)
+    try:
+        await store.link_identity(owner, link)
+    except Conflict as exc:  # the identity's first message raced this and created its own
+        found = exc.extra.get("customer_id")
+        return str(found) if found else None
+    except NotFound:  # the customer the thread names was erased since
+        return None
     return owner
 
 

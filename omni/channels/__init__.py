@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import adapters.email as email
 from omni.channels import instagram, mobile, voice, web
 
-MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile)
+MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile, email)
