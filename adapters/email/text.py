@@ -13,10 +13,12 @@ from html.parser import HTMLParser
 
 # Never rendered: scripts and styles are dropped with their content, as is the head.
 _SKIPPED = frozenset({"script", "style", "head", "title", "template", "noscript", "svg"})
-_BLOCKS = frozenset({
-    "p", "div", "br", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6",
-    "blockquote", "pre", "hr", "section", "article", "header", "footer",
+# Elements that start a paragraph (a blank line) or only a new line; breaks next to each
+# other merge into the larger, so nested blocks do not pile up blank lines.
+_PARAGRAPHS = frozenset({
+    "p", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr",
 })  # fmt: skip
+_LINES = frozenset({"div", "br", "tr", "li", "section", "article", "header", "footer", "dd"})
 _VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "wbr", "col", "area", "base"})
 # Quoted history in HTML mail: <blockquote>, and the wrappers Gmail, Yahoo and
 # Outlook/Thunderbird put around a quoted reply.
@@ -27,14 +29,20 @@ class _Text(HTMLParser):
     def __init__(self, drop_quotes: bool) -> None:
         super().__init__(convert_charrefs=True)
         self.drop_quotes = drop_quotes
-        self.parts: list[str] = []
+        self.parts: list[str | int] = []  # text, or a break (1: new line, 2: paragraph)
         self.stack: list[tuple[str, bool]] = []  # open elements: (tag, hidden by it)
         self.hidden = 0
 
+    def _break(self, tag: str) -> None:
+        if tag in _PARAGRAPHS:
+            self.parts.append(2)
+        elif tag in _LINES:
+            self.parts.append(1)
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-        if tag == "li":
+        if not self.hidden:
+            self._break(tag)
+        if tag == "li" and not self.hidden:
             self.parts.append("- ")
         if tag in _VOID:
             return
@@ -58,12 +66,25 @@ class _Text(HTMLParser):
                     self.hidden -= hides
                 del self.stack[index:]
                 break
-        if tag in _BLOCKS:
-            self.parts.append("\n")
+        if not self.hidden:
+            self._break(tag)
 
     def handle_data(self, data: str) -> None:
         if not self.hidden:
-            self.parts.append(data)
+            self.parts.append(" ".join(data.split("\n")))
+
+    def text(self) -> str:
+        out: list[str] = []
+        pending = 0
+        for part in self.parts:
+            if isinstance(part, int):
+                pending = max(pending, part)
+            elif part.strip() or not pending:
+                if pending and out:
+                    out.append("\n" * pending)
+                pending = 0
+                out.append(part)
+        return "".join(out)
 
 
 def html_to_text(html: str, *, drop_quotes: bool = False) -> str:
@@ -72,7 +93,7 @@ def html_to_text(html: str, *, drop_quotes: bool = False) -> str:
     parser = _Text(drop_quotes)
     parser.feed(html)
     parser.close()
-    return tidy("".join(parser.parts))
+    return tidy(parser.text())
 
 
 def tidy(text: str) -> str:
