@@ -123,7 +123,9 @@ async def _record_automatic(store: Store, threads: Threads, mail: Mail) -> int:
     what = {"auto_reply": "Auto-reply", "bounce": "Bounce", "bulk": "Bulk mail"}[
         mail.automatic or ""
     ]
-    text, _ = truncate(mail.stripped or mail.body, AUTOMATIC_TEXT_MAX)
+    # A report's diagnostic is in its body, wherever a provider's stripping would cut it.
+    words = mail.body if mail.automatic == "bounce" else (mail.stripped or mail.body)
+    text, _ = truncate(words, AUTOMATIC_TEXT_MAX)
     await store.record_event(
         cid,
         f"{NAME}:{stored_id(mail.message_id)}",
@@ -139,7 +141,8 @@ async def _bounced(store: Store, cid: str, ids: list[str], mail: Mail) -> None:
     for message_id in ids:
         entry = await store.entry_of(cid, NAME, message_id)
         if entry is not None:
-            reason = f"bounced: {(mail.stripped or mail.body)[:200]}".strip()
+            diagnostic = " ".join(mail.body.split())[:200] or mail.subject
+            reason = f"bounced: {diagnostic}"
             await store.set_status(
                 cid, entry, MessageStatus(state="failed", at=iso(now_ms()) or "", reason=reason)
             )
