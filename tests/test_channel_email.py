@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from omni.app import create_app
 from omni.settings import Settings
 from tests.adapters.test_email import BASIC, SIGNING_KEY, edited, payload
-from tests.conftest import AGENT, make_settings, snapshot
+from tests.conftest import ADMIN, AGENT, make_settings, snapshot
 from tests.test_bots import BotReceiver, ServerFactory, serve
 from tests.test_worker import until
 
@@ -441,3 +441,77 @@ async def _state(client: TestClient, cid: str, text: str, state: str) -> bool:
 
 async def _mails(box: Mailbox, n: int) -> bool:
     return len(box.mails) >= n
+
+
+def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body as Mailgun posts a mail with attachments."""
+    boundary = secrets.token_hex(12)
+    body = b""
+    for name, value in fields.items():
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        body += value.encode() + b"\r\n"
+    for index, (filename, kind, data) in enumerate(files, 1):
+        body += (
+            (
+                f"--{boundary}\r\nContent-Disposition: form-data; "
+                f'name="attachment-{index}"; filename="{filename}"\r\nContent-Type: {kind}\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+async def test_mailgun_multipart_with_attachments_through_the_route(client: TestClient) -> None:
+    fields = dict(parse_qsl(signed(mailgun_fields()).decode(), keep_blank_values=True))
+    fields["attachment-count"] = "2"
+    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    body, kind = multipart(fields, [("box.jpg", "image/jpeg", photo),
+                                    ("label.pdf", "application/pdf", b"%PDF-1.4 x")])  # fmt: skip
+    response = await client.post(INBOUND, data=body, headers={"Content-Type": kind})
+    assert response.status == 200, await response.text()
+    [message] = (await context_of(client, DANA))["recent_messages"]
+    assert message["attachments"] == [
+        {"type": "image", "mime": "image/jpeg", "size": len(photo), "name": "box.jpg"},
+        {"type": "file", "mime": "application/pdf", "size": 10, "name": "label.pdf"},
+    ]
+
+
+async def test_erasure_removes_the_mail_index(
+    aiohttp_client: Any, redis_url: str, redis: Redis, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    client = await delivering(aiohttp_client, redis_url, port)
+    assert (await postmark(client, payload(FIRST))).status == 200
+    cid = (await context_of(client, DANA))["customer"]["id"]
+    await reply_by_mail(client, cid, "Noted.")
+    await until(lambda: _mails(box, 1))
+    await until(lambda: _state(client, cid, "Noted.", "sent"))
+    assert [k async for k in redis.scan_iter(match="omni:msgid:*")]
+    erased = await client.delete(f"/v1/customers/{cid}", headers=ADMIN)
+    assert erased.status in (200, 202, 204), await erased.text()
+    assert [k async for k in redis.scan_iter(match="omni:msgid:*")] == []
+    assert [k async for k in redis.scan_iter(match=f"omni:{{{cid}}}:*")] == []
+
+
+async def test_a_bots_reply_is_mailed_as_an_automatic_answer_in_the_thread(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis,
+    mailbox: tuple[Mailbox, int],
+) -> None:  # fmt: skip
+    box, port = mailbox
+    bot = BotReceiver(secret=BOT_SECRET)
+    bot.default = (200, {"replies": [{"text": "We are on it."}]})
+    settings = make_settings(
+        redis_url,
+        email={**EMAIL, "smtp_url": f"smtp://127.0.0.1:{port}"},
+        outbox=FAST,
+        bots={"email": {"url": await serve(aiohttp_server, bot), "secret": BOT_SECRET}},
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert (await postmark(client, payload(FIRST))).status == 200
+    await until(lambda: _mails(box, 1))
+    [mail] = box.mails
+    assert mail["Auto-Submitted"] == "auto-replied"
+    assert mail["In-Reply-To"] == "<CAF3x9Yq1-synthetic-0001@mail.example.net>"
+    assert mail["Subject"] == "Re: Order A-1042 not arrived"
+    assert mail.get_content().strip() == "We are on it."
