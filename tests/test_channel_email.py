@@ -515,3 +515,48 @@ async def test_a_bots_reply_is_mailed_as_an_automatic_answer_in_the_thread(
     assert mail["In-Reply-To"] == "<CAF3x9Yq1-synthetic-0001@mail.example.net>"
     assert mail["Subject"] == "Re: Order A-1042 not arrived"
     assert mail.get_content().strip() == "We are on it."
+
+
+async def test_journey_web_chat_then_an_email_receipt_then_a_reply_the_bot_understands(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis,
+    mailbox: tuple[Mailbox, int],
+) -> None:  # fmt: skip
+    box, port = mailbox
+    bot = BotReceiver(secret=BOT_SECRET)
+    settings = make_settings(
+        redis_url,
+        email={**EMAIL, "smtp_url": f"smtp://127.0.0.1:{port}"},
+        outbox=FAST,
+        bots={"email": {"url": await serve(aiohttp_server, bot), "secret": BOT_SECRET}},
+    )
+    client = await aiohttp_client(create_app(settings))
+    cid = await verified_customer(client)  # said "hello from the site" on the web chat
+    await reply_by_mail(client, cid, "Receipt: order A-1042, 2 items, 59.00 EUR.")
+    await until(lambda: _mails(box, 1))
+    receipt = box.mails[0]
+    answer = edited(
+        REPLY,
+        Headers=[{"Name": "Message-ID", "Value": "<answer-9@mail.example.net>"},
+                 {"Name": "In-Reply-To", "Value": receipt["Message-ID"]}],
+        Subject=f"Re: {receipt['Subject']}",
+        TextBody="Can I change the address?\n\nOn Mon, Omni Support wrote:\n> Receipt: …",
+        StrippedTextReply="",
+    )  # fmt: skip
+    assert (await postmark(client, answer)).status == 200
+    await until(lambda: _count(bot, 1))
+    [delivered] = bot.delivered.values()
+    assert delivered["message"]["text"] == "Can I change the address?"
+    assert delivered["context"]["customer"]["id"] == cid
+    said = [m.get("text") for m in delivered["context"]["recent_messages"]]
+    assert "hello from the site" in said  # what the customer said on the web chat
+    assert "Receipt: order A-1042, 2 items, 59.00 EUR." in said  # and what they were sent
+    continuity = delivered["context"]["continuity"]
+    assert (continuity["came_from"], continuity["current_channel"]) == ("web", "email")
+
+
+async def test_our_own_mail_coming_back_is_not_stored(client: TestClient, redis: Redis) -> None:
+    before = await snapshot(redis)
+    own = edited(FIRST, From="Support@Omni.Example.com", FromFull=None)
+    response = await postmark(client, own)
+    assert (response.status, (await response.json())["messages"]) == (200, 0)
+    assert await snapshot(redis) == before

@@ -55,6 +55,10 @@ async def email_inbound(request: web.Request) -> web.Response:
     mail = adapter.read(inbound, time.time())
     inbox: Inbox = request.app[SERVICES].inbox
     store = inbox.store
+    if mail.sender == adapter.config.from_address.lower():
+        # Our own mail coming back (a forward rule, a list): answering it would be a loop.
+        log.info("mail from our own address not stored")
+        return json_response({"messages": 0, "automatic": "own"})
     if mail.token is not None and not await nonces.first_use(
         store, "mailgun", mail.token, 2 * adapter.config.signature_max_age_s
     ):
