@@ -425,7 +425,8 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
     await until(lambda: _state(client, cid, "One more thing.", "sent"))
     report = edited(REPLY, From="MAILER-DAEMON@mx.example.net", FromFull=None,
                     Headers=[{"Name": "Message-ID", "Value": "<dsn-1@mx.example.net>"}],
-                    TextBody=f"550 5.1.1 mailbox unavailable\n\nMessage-ID: {bounced_id}",
+                    TextBody=f"Delivery failed.\nDiagnostic-Code: smtp; 550 5.1.1 mailbox "
+                             f"unavailable\n\nMessage-ID: {bounced_id}",
                     StrippedTextReply="")  # fmt: skip
     assert (await postmark(client, report)).status == 200
 

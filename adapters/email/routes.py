@@ -17,6 +17,7 @@ that mail failed.
 
 from __future__ import annotations
 
+import re
 import time
 
 import aiohttp
@@ -65,7 +66,7 @@ async def email_inbound(request: web.Request) -> web.Response:
         raise Unauthenticated("this token was used before: a replayed post is refused")
     try:
         stored = await receive(inbox, Threads(store), mail)
-    except BaseException:
+    except Exception:
         if mail.token is not None:  # Mailgun's retry carries the same token
             await nonces.forget(store, "mailgun", mail.token)
         raise
@@ -145,12 +146,18 @@ async def _bounced(store: Store, cid: str, ids: list[str], mail: Mail) -> None:
     for message_id in ids:
         entry = await store.entry_of(cid, NAME, message_id)
         if entry is not None:
-            diagnostic = " ".join(mail.body.split())[:200] or mail.subject
+            diagnostic = _diagnostic(mail.body)[:200] or mail.subject
             reason = f"bounced: {diagnostic}"
             await store.set_status(
                 cid, entry, MessageStatus(state="failed", at=iso(now_ms()) or "", reason=reason)
             )
             return
+
+
+def _diagnostic(body: str) -> str:
+    """Why a delivery failed: a report's Diagnostic-Code (RFC 3464), else its first words."""
+    found = re.search(r"^Diagnostic-Code:\s*(?:smtp;\s*)?(.+)$", body, re.IGNORECASE | re.MULTILINE)
+    return found.group(1).strip() if found else " ".join(body.split())
 
 
 ROUTES: tuple[Route, ...] = (

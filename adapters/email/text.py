@@ -107,8 +107,15 @@ def tidy(text: str) -> str:
 
 
 # "On Thu, 1 Jan 2026 at 09:00, Dana <dana@example.net> wrote:" — one line, or wrapped
-# over two by the mail program; other languages' forms are not recognised.
-_ON_WROTE = re.compile(r"^\s*On\b.{0,300}\bwrote:\s*$", re.IGNORECASE | re.DOTALL)
+# over two by the mail program — and the same line of the mail programs' other common
+# languages (German, French, Spanish, Italian, Dutch, Portuguese).
+_ON_WROTE = re.compile(
+    r"^\s*(On\b.{0,300}\bwrote|Am\b.{0,300}\bschrieb.{0,100}|Le\b.{0,300}\ba écrit\s?"
+    r"|El\b.{0,300}\bescribió|Il\b.{0,300}\bha scritto|Op\b.{0,300}\bschreef"
+    r"|Em\b.{0,300}\bescreveu):\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_OPENERS = ("on ", "am ", "le ", "el ", "il ", "op ", "em ")
 _ORIGINAL = re.compile(
     r"^\s*(-{2,}\s*Original Message\s*-{2,}|_{10,}|-{2,}\s*Forwarded message\s*-{2,})\s*$",
     re.IGNORECASE,
@@ -126,7 +133,9 @@ def strip_reply(text: str) -> str:
     kept: list[str] = []
     for index, line in enumerate(lines):
         two = f"{line} {lines[index + 1]}" if index + 1 < len(lines) else line
-        if _ON_WROTE.match(line) or (line.lstrip()[:3].lower() == "on " and _ON_WROTE.match(two)):
+        if _ON_WROTE.match(line) or (
+            line.lstrip()[:3].lower() in _OPENERS and _ON_WROTE.match(two)
+        ):
             break
         if _ORIGINAL.match(line) or _SIGNATURE.match(line) or _MOBILE.match(line):
             break

@@ -188,6 +188,11 @@ def test_html_becomes_text_without_script_or_style() -> None:
         ("Ok\n\nFrom: Omni <s@omni.example.com>\nSent: Monday", "Ok"),
         ("Sure\n\nSent from my iPhone", "Sure"),
         ("On Monday I ordered two.", "On Monday I ordered two."),
+        ("Ja.\n\nAm 5. Jan. 2026 um 10:00 schrieb Omni <s@omni.example.com>:\n> alt", "Ja."),
+        ("Oui.\n\nLe lun. 5 janv. 2026 à 10:00, Omni <s@omni.example.com> a écrit :\n> x",
+         "Oui."),
+        ("Sí.\n\nEl lun, 5 ene 2026 a las 10:00, Omni (<s@omni.example.com>) escribió:\n> x",
+         "Sí."),
     ],
 )  # fmt: skip
 def test_quoted_history_and_signatures_are_stripped(text: str, expected: str) -> None:
