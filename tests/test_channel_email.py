@@ -561,3 +561,22 @@ async def test_our_own_mail_coming_back_is_not_stored(client: TestClient, redis:
     response = await postmark(client, own)
     assert (response.status, (await response.json())["messages"]) == (200, 0)
     assert await snapshot(redis) == before
+
+
+async def test_a_linked_address_that_is_no_address_fails_without_a_send(
+    aiohttp_client: Any, redis_url: str, redis: Redis, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, port = mailbox
+    client = await delivering(aiohttp_client, redis_url, port)
+    cid = await verified_customer(client)
+    linked = await client.post(
+        f"/v1/customers/{cid}/identities",
+        json={"channel": "email", "external_id": "x@example.net\r\nBcc: all@example.org"},
+        headers=AGENT,
+    )
+    assert linked.status == 201, await linked.text()
+    await reply_by_mail(client, cid, "Hello?")
+    await until(lambda: _state(client, cid, "Hello?", "failed"))
+    [message] = [m for m in await history(client, cid) if m.get("text") == "Hello?"]
+    assert message["status"]["reason"].startswith("not an e-mail address")
+    assert box.mails == []

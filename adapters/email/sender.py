@@ -14,7 +14,13 @@ import structlog
 
 from adapters.base import Delivery
 from adapters.email.config import EmailSettings, Smtp
-from adapters.email.protocol import Outgoing, outbound_message_id, render, reply_subject
+from adapters.email.protocol import (
+    Outgoing,
+    address,
+    outbound_message_id,
+    render,
+    reply_subject,
+)
 from omni.model import Message
 from omni.threads import MailThread, Threads
 
@@ -41,6 +47,9 @@ class SmtpSender:
         self.threads = threads
 
     async def __call__(self, message: Message, recipient: str) -> Delivery:
+        to = address(recipient)
+        if to is None:  # an identity an agent linked by hand, say: never put it in a header
+            return Delivery(status="failed", reason=f"not an e-mail address: {recipient[:100]!r}")
         text = body_of(message)
         if not text:
             return Delivery(status="failed", reason="empty: a mail needs text or a link")
@@ -58,7 +67,7 @@ class SmtpSender:
             automatic = "auto-replied" if got else "auto-generated"
         mail = render(
             Outgoing(
-                to=recipient,
+                to=to,
                 from_address=self.config.from_address,
                 from_name=self.config.from_name,
                 subject=subject,
@@ -70,7 +79,7 @@ class SmtpSender:
             )
         )
         # Indexed before it leaves: the customer's answer may come back at once.
-        await self.threads.index(message.customer_id, message_id, recipient)
+        await self.threads.index(message.customer_id, message_id, to)
         try:
             await aiosmtplib.send(
                 mail,
