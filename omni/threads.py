@@ -18,7 +18,8 @@ import hashlib
 import msgspec
 
 from omni import codec, keys
-from omni.store import Store, _b
+from omni.store import Store
+from omni.store.reply import as_bytes as _b
 
 REFERENCES_MAX = 20  # ids kept in References: the root and the newest (RFC 5322 allows trimming)
 

@@ -22,7 +22,37 @@ text, quote and signature stripping), `adapter` (which provider posted), `config
 
 from __future__ import annotations
 
-from adapters.email.protocol import NAME
-from adapters.email.routes import ROUTES, setup
+import aiohttp
+import structlog
 
-__all__ = ["NAME", "ROUTES", "setup"]
+from adapters.email.adapter import EmailAdapter
+from adapters.email.config import read
+from adapters.email.protocol import NAME
+from adapters.email.routes import ROUTES
+from adapters.email.sender import SmtpSender, not_configured
+from omni.channel import Channel, Sender
+from omni.settings import Settings
+from omni.store import Store
+from omni.threads import Threads
+
+log = structlog.get_logger("omni.channels.email")
+
+
+def setup(
+    settings: Settings, session: aiohttp.ClientSession, store: Store
+) -> tuple[EmailAdapter | None, Sender | None]:
+    """Inbound needs Mailgun's signing key or Postmark's credentials; sending needs
+    from_address and smtp_url (SMTP has its own connections: the session is not used)."""
+    config = read(settings)
+    adapter = EmailAdapter(config) if config.inbound else None
+    if adapter is None:
+        return None, None
+    if not (config.smtp and config.from_address):
+        log.warning("email replies cannot be sent: from_address or smtp_url is not set")
+        return adapter, not_configured
+    return adapter, SmtpSender(config, config.smtp, Threads(store))
+
+
+CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+
+__all__ = ["CHANNEL", "NAME", "setup"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import InboundRequest
 from adapters.email import mailgun, postmark
 from adapters.email.config import EmailSettings
 from adapters.email.protocol import NAME, Mail
+from omni.channel import InboundRequest
 from omni.errors import UnsupportedMediaType
 
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -21,7 +21,6 @@ from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
 
-from adapters.base import InboundRequest
 from adapters.email.config import EmailSettings
 from adapters.email.protocol import (
     SUBJECT_MAX,
@@ -35,6 +34,7 @@ from adapters.email.protocol import (
     sent_at,
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
+from omni.channel import InboundRequest
 from omni.errors import BadRequest, Unauthenticated
 
 Form = dict[str, str]

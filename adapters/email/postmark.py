@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import InboundRequest
 from adapters.email.config import EmailSettings
 from adapters.email.protocol import (
     SUBJECT_MAX,
@@ -32,6 +31,7 @@ from adapters.email.protocol import (
     sent_at,
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
+from omni.channel import InboundRequest
 from omni.errors import BadRequest, Unauthenticated
 
 

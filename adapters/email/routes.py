@@ -20,26 +20,20 @@ from __future__ import annotations
 import re
 import time
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from adapters.base import InboundRequest
-from adapters.email import config as email_config
 from adapters.email.adapter import EmailAdapter
 from adapters.email.protocol import NAME, Mail, inbound_message, message_ids, stored_id
-from adapters.email.sender import SmtpSender, not_configured
 from adapters.email.text import truncate
-from omni import nonces
-from omni.channels import http
+from omni import channel_http, nonces
+from omni.channel import InboundRequest
 from omni.clock import iso, now_ms
-from omni.delivery import Sender
 from omni.errors import PayloadTooLarge, Unauthenticated
 from omni.identity import claim_thread, claim_verified_email
 from omni.inbox import Inbox
 from omni.model import MessageStatus
 from omni.route import Param, Route
-from omni.settings import Settings
 from omni.state import SERVICES, SETTINGS
 from omni.store import Store
 from omni.threads import MailThread, Threads
@@ -51,7 +45,7 @@ AUTOMATIC_TEXT_MAX = 1000  # of an auto-reply's or a bounce's text, kept on its 
 
 async def email_inbound(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    adapter: EmailAdapter = http.adapter(request, NAME)
+    adapter: EmailAdapter = channel_http.adapter(request, NAME)
     inbound = await _read(request, adapter.config.body_max)
     mail = adapter.read(inbound, time.time())
     inbox: Inbox = request.app[SERVICES].inbox
@@ -117,12 +111,12 @@ async def _record_automatic(store: Store, threads: Threads, mail: Mail) -> int:
         # A report quotes the bounced mail's headers in its body, not in In-Reply-To.
         ids += [i for i in message_ids(mail.body) if i not in ids]
     thread = await threads.find(ids)
-    cid = thread[0] if thread else await store.find(NAME, mail.sender)
+    cid = thread[0] if thread else await store.customers.find(NAME, mail.sender)
     if cid is None:
         if mail.automatic == "bounce":
             log.info("bounce of no mail omni knows", reason=mail.automatic_reason)
             return 0
-        cid = await store.ensure_customer(NAME, mail.sender)
+        cid = await store.customers.ensure(NAME, mail.sender)
     if mail.automatic == "bounce" and thread is not None:
         await _bounced(store, cid, ids, mail)
     what = {"auto_reply": "Auto-reply", "bounce": "Bounce", "bulk": "Bulk mail"}[
@@ -131,7 +125,7 @@ async def _record_automatic(store: Store, threads: Threads, mail: Mail) -> int:
     # A report's diagnostic is in its body, wherever a provider's stripping would cut it.
     words = mail.body if mail.automatic == "bounce" else (mail.stripped or mail.body)
     text, _ = truncate(words, AUTOMATIC_TEXT_MAX)
-    await store.record_event(
+    await store.timeline.record_event(
         cid,
         f"{NAME}:{stored_id(mail.message_id)}",
         f"{what} from {mail.sender}: {mail.subject}",
@@ -144,11 +138,11 @@ async def _record_automatic(store: Store, threads: Threads, mail: Mail) -> int:
 
 async def _bounced(store: Store, cid: str, ids: list[str], mail: Mail) -> None:
     for message_id in ids:
-        entry = await store.entry_of(cid, NAME, message_id)
+        entry = await store.timeline.entry_of(cid, NAME, message_id)
         if entry is not None:
             diagnostic = _diagnostic(mail.body)[:200] or mail.subject
             reason = f"bounced: {diagnostic}"
-            await store.set_status(
+            await store.timeline.set_status(
                 cid, entry, MessageStatus(state="failed", at=iso(now_ms()) or "", reason=reason)
             )
             return
@@ -168,17 +162,3 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("Authorization", "header",
                         "Postmark: Basic base64([email] postmark_user:postmark_password)"),)),
 )  # fmt: skip
-
-
-def setup(
-    settings: Settings, session: aiohttp.ClientSession, store: Store
-) -> tuple[EmailAdapter | None, Sender | None]:
-    """Inbound needs Mailgun's signing key or Postmark's credentials; sending needs
-    from_address and smtp_url."""
-    config = email_config.read(settings)
-    adapter = EmailAdapter(config) if config.inbound else None
-    if not (config.smtp and config.from_address):
-        if adapter is not None:
-            log.warning("email replies cannot be sent: from_address or smtp_url is not set")
-        return adapter, not_configured if adapter is not None else None
-    return adapter, SmtpSender(config, config.smtp, Threads(store))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import aiosmtplib
 import structlog
 
-from adapters.base import Delivery
 from adapters.email.config import EmailSettings, Smtp
 from adapters.email.protocol import (
     Outgoing,
@@ -21,6 +20,7 @@ from adapters.email.protocol import (
     render,
     reply_subject,
 )
+from omni.channel import Delivery
 from omni.model import Message
 from omni.threads import MailThread, Threads
 

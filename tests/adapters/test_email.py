@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from adapters.base import InboundRequest
 from adapters.email import mailgun
 from adapters.email.adapter import EmailAdapter
 from adapters.email.config import EmailSettings, smtp
@@ -28,6 +27,7 @@ from adapters.email.protocol import (
     reply_subject,
 )
 from adapters.email.text import html_to_text, strip_reply
+from omni.channel import InboundRequest
 from omni.errors import BadRequest, ConfigError, Unauthenticated, UnsupportedMediaType
 from omni.settings import Secret
 

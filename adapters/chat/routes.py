@@ -1,7 +1,7 @@
 """The core side of omni's own clients (web widget, mobile app): sessions and login,
-messages in, catch-up, and presence. `omni.channels.web` and `omni.channels.mobile` route
-to these with their channel's adapter (`adapters.client` holds the protocol);
-`omni.channels.socket` holds the live socket both speak.
+messages in, catch-up, and presence. `adapters.web` and `adapters.mobile` route
+to these with their channel's adapter (`adapters.chat.protocol` holds the protocol);
+`adapters.chat.socket` holds the live socket both speak.
 
 Login (a verified identify) makes the session's customer the one the brand's user id
 belongs to: the customer holding `user:<id>` on this channel, else on the other
@@ -18,27 +18,24 @@ import msgspec
 import structlog
 from aiohttp import web
 from msgspec import Meta
-from redis.asyncio import Redis
 
-from adapters.client import ClientChannel
-from adapters.sessions import USER_PREFIX, Session, Traits, decode_json
-from omni import keys
-from omni.channels import http
-from omni.clock import entry_ms, now_ms
+from adapters.chat.protocol import ClientChannel
+from adapters.chat.sessions import USER_PREFIX, Session, Traits, decode_json
+from omni import channel_http
+from omni.clock import entry_ms
 from omni.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from omni.ids import Cursor, decode_cursor
 from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
-from omni.search import index_profile, normalize_phone
 from omni.state import SERVICES, STORE
 from omni.store import Store
+from omni.store.search import normalize_phone
 from omni.web_io import json_response
 
 log = structlog.get_logger("omni.channels")
 
 FIRST_PARTY = ("web", "mobile")
-PRESENCE_TTL_MS = 60_000  # a socket that stops refreshing counts as gone after this
 # A message id's time is when omni made it; its timeline entry's time is when Redis
 # stored it. Finding a message by id searches this far either side, at most this many
 # pages: a bounded cost whatever the history.
@@ -76,7 +73,7 @@ class CatchUpPage(msgspec.Struct, frozen=True):
 
 async def exists(store: Store, cid: str) -> bool:
     try:
-        await store.revision(cid)
+        await store.parts.revision(cid)
     except NotFound:
         return False
     return True
@@ -84,7 +81,7 @@ async def exists(store: Store, cid: str) -> bool:
 
 async def _known(store: Store, channel: str, external_id: str) -> str | None:
     for on in (channel, *(c for c in FIRST_PARTY if c != channel)):
-        cid = await store.find(on, external_id)
+        cid = await store.customers.find(on, external_id)
         if cid is not None and await exists(store, cid):
             return cid
     return None
@@ -100,15 +97,15 @@ async def log_in(
     """Link a verified login (see the module docstring) and return the session's
     customer. Call only after the adapter verified the identifier's hash."""
     external_id = USER_PREFIX + user_id
-    anonymous = await store.find(channel, previous.external_id) if previous else None
+    anonymous = await store.customers.find(channel, previous.external_id) if previous else None
     if anonymous is not None and not await exists(store, anonymous):
         anonymous = None
     cid = await _known(store, channel, external_id)
     if cid is None:
-        cid = anonymous or await store.ensure_customer(channel, external_id)
+        cid = anonymous or await store.customers.ensure(channel, external_id)
     link = IdentityLink(channel=channel, external_id=external_id, verified=True)
     try:
-        await store.link_identity(cid, link)
+        await store.customers.link_identity(cid, link)
     except Conflict as taken:
         # Another login of the same user linked it a moment ago: that customer is theirs.
         cid = str(taken.extra["customer_id"])
@@ -132,7 +129,7 @@ async def _join(store: Store, *, survivor: str, source: str) -> None:
 async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
     """Traits are the client's unverified claims: they fill empty profile fields, never
     overwrite what an agent or a verified source set."""
-    profile, rev = await store.profile(cid)
+    profile, rev = await store.customers.profile(cid)
     offered = {
         "name": traits.name,
         "email": traits.email,
@@ -144,10 +141,10 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
         return
     new = msgspec.structs.replace(profile, **fill)
     try:
-        _, before = await store.put_profile(cid, new, rev)
+        _, before = await store.customers.put_profile(cid, new, rev)
     except PreconditionFailed:
         return  # someone edited the profile this instant; theirs stands
-    await index_profile(store.redis, cid, before, new)
+    await store.search.index_profile(cid, before, new)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -156,8 +153,8 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
 async def sessions(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/sessions`: start, renew or identify (a login links the
     customer before the new token is answered)."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    grant = adapter.session_request(await http.inbound(request))
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    grant = adapter.session_request(await channel_http.inbound(request))
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
         await log_in(store, channel, grant.session.user_id, grant.previous, grant.traits)
@@ -168,8 +165,8 @@ async def sessions(request: web.Request, channel: str) -> web.Response:
 async def post_message(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/messages`: stored once per client_msg_id (201 the first
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    inbound = await http.inbound(request)
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    inbound = await channel_http.inbound(request)
     event = adapter.parse_message(inbound.body, adapter.authenticate(inbound))
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
@@ -184,8 +181,8 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/link`: the client presents a link token (the one in the
     URL a bot sent) with its session, and the session's identity joins the token's
     customer (omni.links: forged 401, expired or used 410, nothing changed)."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    inbound = await http.inbound(request)
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    inbound = await channel_http.inbound(request)
     session = adapter.authenticate(inbound)
     body = decode_json(inbound.body, LinkBody)
     which: LinkChannel = "web" if channel == "web" else "mobile"
@@ -195,16 +192,16 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
 
 async def catch_up(request: web.Request, channel: str) -> web.Response:
     """`GET /channels/<channel>/messages?after=`: this channel's messages the client missed."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    query = adapter.parse_catch_up(await http.inbound(request))
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    query = adapter.parse_catch_up(await channel_http.inbound(request))
     store = request.app[STORE]
-    cid = await store.find(channel, query.session.external_id)
+    cid = await store.customers.find(channel, query.session.external_id)
     if cid is None:
         page: list[Message] = []
         more = False
     else:
         start = await resolve_after(store, cid, channel, query.after)
-        found, more = await store.read_after(cid, channel, after=start, limit=query.limit)
+        found, more = await store.timeline.read_after(cid, channel, after=start, limit=query.limit)
         page = [message for _, message in found]
     body = adapter.render_catch_up(page, after=query.after, has_more=more)
     return json_response(msgspec.convert(body, CatchUpPage))
@@ -250,7 +247,7 @@ async def locate(store: Store, cid: str, channel: str, message_id: str, ms: int)
     """The position of a message on the channel's timeline, searched near its id's time."""
     start: Cursor = (f"{max(ms - LOCATE_WINDOW_MS, 0)}-0", None)
     for _ in range(LOCATE_PAGES):
-        page, more = await store.read_after(cid, channel, after=start, limit=PAGE_MAX)
+        page, more = await store.timeline.read_after(cid, channel, after=start, limit=PAGE_MAX)
         for position, message in page:
             if message.id == message_id:
                 return position
@@ -260,26 +257,3 @@ async def locate(store: Store, cid: str, channel: str, message_id: str, ms: int)
             return None
         start = page[-1][0]
     return None
-
-
-# -- presence: live sockets, seen by every omni process ----------------------------------
-
-
-async def present(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
-    """Mark (or refresh) one live socket; it lapses unless refreshed within the TTL."""
-    key = keys.presence(cid, channel)
-    now = now_ms()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.zadd(key, {socket_id: now + PRESENCE_TTL_MS})
-        pipe.pexpire(key, PRESENCE_TTL_MS)
-        await pipe.execute()
-
-
-async def absent(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
-    await redis.zrem(keys.presence(cid, channel), socket_id)
-
-
-async def online(redis: Redis, cid: str, channel: str) -> bool:
-    """Whether the customer has a live socket on the channel in any omni process."""
-    return int(await redis.zcount(keys.presence(cid, channel), now_ms(), "+inf")) > 0

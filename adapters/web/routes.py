@@ -1,5 +1,5 @@
 """The website chat widget: anonymous sessions, login, messages in, replies out over a
-WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
+WebSocket, and catch-up after a reconnect (`adapters.web.protocol`, `adapters.chat`).
 
     POST    /channels/web/sessions   start | renew | identify (a login links the customer)
     POST    /channels/web/messages   a message, idempotent on client_msg_id
@@ -19,27 +19,23 @@ from __future__ import annotations
 
 import functools
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from adapters.base import Delivery
-from adapters.client import MessageBody
-from adapters.sessions import SessionRequest
-from adapters.web import WebAdapter, allowed_origin, origin_entry_ok
+from adapters.chat import routes as chat
+from adapters.chat import socket
+from adapters.chat.protocol import MessageBody
+from adapters.chat.sessions import SessionRequest
+from adapters.web.config import NAME, read
+from adapters.web.protocol import allowed_origin
+from omni import channel_http
 from omni.auth import Handler
-from omni.channels import client, http, socket
-from omni.delivery import Sender
-from omni.errors import ConfigError, Forbidden, NotFound, ProblemError
+from omni.errors import Forbidden, NotFound, ProblemError
 from omni.links import Linked
 from omni.middleware import problem_response
-from omni.model import Message
 from omni.route import Param, Route
-from omni.settings import Settings
 from omni.state import SETTINGS
-from omni.store import Store
 
-NAME = "web"
 PREFLIGHT_MAX_AGE_S = 600
 _PREFLIGHTED = ("sessions", "messages", "link")
 
@@ -47,7 +43,7 @@ _PREFLIGHTED = ("sessions", "messages", "link")
 def _origin(request: web.Request) -> str | None:
     """The request's Origin when the operator allows it, else None."""
     origin = request.headers.get("Origin")
-    allowed = request.app[SETTINGS].web.allowed_origins
+    allowed = read(request.app[SETTINGS]).allowed_origins
     return origin if origin is not None and allowed_origin(origin, allowed) else None
 
 
@@ -76,33 +72,33 @@ def _cors(handler: Handler) -> Handler:
 
 @_cors
 async def web_sessions(request: web.Request) -> web.StreamResponse:
-    return await client.sessions(request, NAME)
+    return await chat.sessions(request, NAME)
 
 
 @_cors
 async def web_message(request: web.Request) -> web.StreamResponse:
-    return await client.post_message(request, NAME)
+    return await chat.post_message(request, NAME)
 
 
 @_cors
 async def web_link(request: web.Request) -> web.StreamResponse:
-    return await client.present_link(request, NAME)
+    return await chat.present_link(request, NAME)
 
 
 @_cors
 async def web_catch_up(request: web.Request) -> web.StreamResponse:
-    return await client.catch_up(request, NAME)
+    return await chat.catch_up(request, NAME)
 
 
 async def web_socket(request: web.Request) -> web.StreamResponse:
-    http.adapter(request, NAME)
+    channel_http.adapter(request, NAME)
     if _origin(request) is None:
         raise Forbidden("this page's Origin may not open the chat socket", field="Origin")
     return await socket.serve(request, NAME)
 
 
 async def web_preflight(request: web.Request) -> web.StreamResponse:
-    http.adapter(request, NAME)
+    channel_http.adapter(request, NAME)
     if request.match_info["route"] not in _PREFLIGHTED:
         raise NotFound("no such route")
     origin = _origin(request)
@@ -125,19 +121,19 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/channels/web/sessions", web_sessions,
           "Start an anonymous visitor session, renew it, or identify (log in, verified by "
           "identifier_hash = hex HMAC-SHA256 of the user id); 201 for a new visitor",
-          NAME, body=SessionRequest, response=client.SessionView, status=201,
+          NAME, body=SessionRequest, response=chat.SessionView, status=201,
           errors=(400, 401, 404, 422)),
     Route("POST", "/channels/web/messages", web_message,
           "A message from the visitor (Bearer session token); a retried client_msg_id is "
           "acknowledged with the same id and stored once", NAME, body=MessageBody,
-          response=client.Ack, status=201, errors=(400, 401, 404, 413, 422)),
+          response=chat.Ack, status=201, errors=(400, 401, 404, 413, 422)),
     Route("POST", "/channels/web/link", web_link,
           "Present a link token from this session (the token in the URL a bot sent): the "
           "session's identity joins the token's customer; forged 401, expired or used 410",
-          NAME, body=client.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
+          NAME, body=chat.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
     Route("GET", "/channels/web/messages", web_catch_up,
           "Catch-up: the chat's messages after a message id (or next_after), oldest first",
-          NAME, response=client.CatchUpPage, errors=(400, 401, 404),
+          NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
           params=(Param("after", "query", "the last message id the widget saw"),
                   Param("limit", "query", "page size, 1 to 200 (default 50)",
                         {"type": "integer", "minimum": 1, "maximum": 200}))),
@@ -150,32 +146,3 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("route", "path", "sessions, messages or link", required=True),),
           errors=(403, 404)),
 )  # fmt: skip
-
-
-async def send(message: Message, recipient: str) -> Delivery:
-    # Replies publish each message as they store it; the sockets and catch-up deliver it.
-    return Delivery("sent")
-
-
-def setup(
-    settings: Settings, session: aiohttp.ClientSession, store: Store
-) -> tuple[WebAdapter | None, Sender | None]:
-    config = settings.web
-    if not (config.session_secret or config.identity_secret):
-        return None, None
-    if not (config.session_secret and config.identity_secret):
-        raise ConfigError("web: set both session_secret and identity_secret, or neither")
-    for entry in config.allowed_origins:
-        if not origin_entry_ok(entry):
-            raise ConfigError(
-                f"web.allowed_origins: {entry!r} is not an origin (https://host[:port], "
-                "https://*.domain or *)"
-            )
-    try:
-        adapter = WebAdapter(
-            session_secret=config.session_secret.reveal(),
-            identity_secret=config.identity_secret.reveal(),
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"web.{exc}") from None
-    return adapter, send
