@@ -113,7 +113,7 @@ async def _release(erasure: Erasure) -> None:
         for name in text_fields(await redis.hgetall(keys.mail(cid))):
             if name.startswith("x:"):  # an e-mail Message-ID indexed for them (omni.threads)
                 await owned(keys=[keys.message_id(name[2:])], args=erasure.person)
-        for device_id, record in (await device_records(redis, cid)).items():
+        for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
             )
@@ -306,7 +306,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
     devices: list[ExportedDevice] = []
     calls: list[ExportedCall] = []
     for owner in [cid, *absorbed]:
-        for device_id, record in sorted((await device_records(store.redis, owner)).items()):
+        for device_id, record in sorted((await device_records(store, owner)).items()):
             device = record.device
             devices.append(
                 ExportedDevice(

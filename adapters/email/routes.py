@@ -45,7 +45,7 @@ AUTOMATIC_TEXT_MAX = 1000  # of an auto-reply's or a bounce's text, kept on its 
 
 async def email_inbound(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    adapter: EmailAdapter = channel_http.adapter(request, NAME)
+    adapter: EmailAdapter = channel_http.adapter(request, NAME, EmailAdapter)
     inbound = await _read(request, adapter.config.body_max)
     mail = adapter.read(inbound, time.time())
     inbox: Inbox = request.app[SERVICES].inbox

@@ -27,7 +27,7 @@ from adapters.email.protocol import (
     reply_subject,
 )
 from adapters.email.text import html_to_text, strip_reply
-from omni.channel import InboundRequest
+from omni.channel import InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated, UnsupportedMediaType
 from omni.settings import Secret
 
@@ -307,3 +307,16 @@ def test_smtp_urls(url: str, host: str, port: int, tls: bool, user: str) -> None
 def test_bad_smtp_urls_name_the_setting(url: str) -> None:
     with pytest.raises(ConfigError, match=r"email\.smtp_url"):
         smtp(url)
+
+
+def test_the_core_seam_verifies_and_parses_like_the_route() -> None:
+    adapter = EmailAdapter(CONFIG)
+    adapter.verify(postmark(payload("email_postmark_inbound.json")))
+    with pytest.raises(Unauthenticated):
+        adapter.verify(postmark(payload("email_postmark_inbound.json"), "Basic eDp5"))
+    [received] = adapter.parse(postmark(payload("email_postmark_inbound.json")))
+    assert isinstance(received, Received)
+    assert received.message.channel_message_id == "CAF3x9Yq1-synthetic-0001@mail.example.net"
+    [skipped] = adapter.parse(postmark(payload("email_autoreply_inbound.json")))
+    assert isinstance(skipped, Skipped)
+    assert skipped.reason == "auto_reply: Auto-Submitted: auto-replied"
