@@ -48,7 +48,7 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     cid = await store.find(channel, external_id)
     if cid is not None:
         return cid
-    phone = normalize_phone(external_id)
+    phone = channel_phone(channel, external_id)
     owner = await verified_phone_owner(store.redis, phone) if phone else None
     if owner is None:
         return None
@@ -60,6 +60,14 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
         found = exc.extra.get("customer_id")
         return str(found) if found else None
     return owner
+
+
+def channel_phone(channel: str, external_id: str) -> str | None:
+    """The E.164 number of a phone channel's identity. WhatsApp names its users by
+    `wa_id`, the number's digits without the "+"."""
+    if channel == "whatsapp" and external_id.isascii() and external_id.isdigit():
+        external_id = "+" + external_id
+    return normalize_phone(external_id)
 
 
 def typed_contacts(text: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import adapters.whatsapp as whatsapp
 from omni.channels import instagram, mobile, voice, web
 
-MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile)
+MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile, whatsapp)
