@@ -412,8 +412,10 @@ def _id(value: Any) -> str | None:
     return clean(value) if isinstance(value, str) and value else None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _seconds_ms(value: Any) -> int | None:

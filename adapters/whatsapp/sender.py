@@ -154,7 +154,8 @@ class WindowedSender:
 
     async def _template(self, message: Message, recipient: str, age: int | None) -> Delivery:
         if self.template is None:
-            return Delivery("failed", reason=f"{errors.REASON_OUTSIDE_WINDOW}: {closed(age)}")
+            return Delivery("failed", reason=f"{errors.REASON_OUTSIDE_WINDOW}: {closed(age)}; "
+                            "[whatsapp] templates.default is not set")  # fmt: skip
         if not message.text:
             return Delivery("failed", reason=f"{errors.REASON_OUTSIDE_WINDOW}: {closed(age)}; "
                             "only a reply with text can become the template")  # fmt: skip
@@ -171,10 +172,7 @@ def closed(age_ms: int | None) -> str:
         why = f"the customer last wrote {age_ms // (24 * 3_600_000)} days ago"
     else:
         why = f"the customer last wrote {age_ms // 3_600_000} h ago"
-    return (
-        f"{why}; outside the 24-hour window only an approved template can be sent, "
-        "and [whatsapp] templates.default is not set"
-    )
+    return f"{why}; outside the 24-hour window only an approved template can be sent"
 
 
 async def not_configured(message: Message, recipient: str) -> Delivery:
