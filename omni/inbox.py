@@ -159,9 +159,8 @@ class Inbox:
             return
         if event.kind == "read":  # read implies delivered (which may never be reported)
             await self._advance(cid, entry, "delivered", at, None)
-        else:
-            emoji = event.detail.get("emoji") or event.detail.get("reaction")
-            await self.store.annotate(cid, entry, event.kind, at, str(emoji) if emoji else None)
+        emoji = event.detail.get("emoji") or event.detail.get("reaction")
+        await self.store.annotate(cid, entry, event.kind, at, str(emoji) if emoji else None)
         await self.live.publish(cid, f"message.{event.kind}", {"entry": entry, "at": iso(at)})
 
     async def _advance(

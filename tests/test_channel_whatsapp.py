@@ -198,8 +198,9 @@ async def test_a_malformed_notification_is_400_and_nothing_is_half_written(
     "body",
     [
         message("unsupported", {}, "wamid.u1", errors=[{"code": 131051, "title": "Unknown"}]),
-        message("system", {"body": "changed number", "type": "customer_changed_number"},
-                "wamid.s1"),
+        message(
+            "system", {"body": "changed number", "type": "customer_changed_number"}, "wamid.s1"
+        ),
         message("ephemeral_hologram", {"x": 1}, "wamid.n1"),
         message("text", {"body": ""}, "wamid.e1"),
         message("image", {"mime_type": "image/png"}, "wamid.i1"),
@@ -212,7 +213,7 @@ async def test_a_malformed_notification_is_400_and_nothing_is_half_written(
         change({}),
         b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"account_update",'
         b'"value":{"event":"VERIFIED_ACCOUNT"}}]}]}',
-    ],  # fmt: skip
+    ],
 )
 async def test_kinds_it_does_not_handle_are_acknowledged_and_store_nothing(
     client: TestClient, redis: Redis, body: bytes
@@ -279,15 +280,22 @@ async def test_a_button_reply_is_a_quick_reply_answering_our_message(client: Tes
 
 
 async def test_list_replies_template_buttons_and_replies_with_context(client: TestClient) -> None:
-    listed = {"type": "list_reply", "list_reply": {"id": "size_m", "title": "Size M",
-                                                   "description": "Chest 96-101 cm"}}  # fmt: skip
+    listed = {
+        "type": "list_reply",
+        "list_reply": {"id": "size_m", "title": "Size M", "description": "Chest 96-101 cm"},
+    }
     await accepted(client, message("interactive", listed, "wamid.list1"))
     button = {"payload": "STOP_PROMOS", "text": "Stop promotions"}
-    await accepted(client, message("button", button, "wamid.btn1",
-                                   context={"from": "14155550199", "id": "wamid.tpl1"}))  # fmt: skip
+    await accepted(
+        client,
+        message(
+            "button", button, "wamid.btn1", context={"from": "14155550199", "id": "wamid.tpl1"}
+        ),
+    )
     quoted = {"body": "This one, please"}
-    await accepted(client, message("text", quoted, "wamid.q1",
-                                   context={"from": WA_ID, "id": "wamid.list1"}))  # fmt: skip
+    await accepted(
+        client, message("text", quoted, "wamid.q1", context={"from": WA_ID, "id": "wamid.list1"})
+    )
     reply, template, chosen = await history(client)
     assert chosen["quick_reply"] == {"payload": "size_m", "title": "Size M"}
     assert chosen["text"] == "Size M"
@@ -301,14 +309,20 @@ async def test_a_location_and_shared_contacts(client: TestClient) -> None:
     await accepted(client, "whatsapp_location.json")
     (place,) = await history(client)
     assert place["attachments"] == [
-        {"type": "location", "latitude": 37.7793, "longitude": -122.4193,
-         "name": "Civic Center Pickup Point"}
-    ]  # fmt: skip
+        {
+            "type": "location",
+            "latitude": 37.7793,
+            "longitude": -122.4193,
+            "name": "Civic Center Pickup Point",
+        }
+    ]
     assert place["metadata"]["location_address"] == "1 Example Plaza, San Francisco, CA 94102"
     assert "text" not in place
 
-    card = {"name": {"formatted_name": "Sam Courier", "first_name": "Sam"},
-            "phones": [{"phone": "+1 415 555 0177", "wa_id": "14155550177", "type": "CELL"}]}  # fmt: skip
+    card = {
+        "name": {"formatted_name": "Sam Courier", "first_name": "Sam"},
+        "phones": [{"phone": "+1 415 555 0177", "wa_id": "14155550177", "type": "CELL"}],
+    }
     await accepted(client, message("contacts", [card], "wamid.card1"))
     shared, _ = await history(client)
     assert shared["attachments"] == [{"type": "other", "name": "Sam Courier"}]
@@ -331,14 +345,20 @@ async def test_a_reaction_marks_the_message_it_points_at_and_an_empty_one_remove
 
 
 async def test_a_product_asked_about_and_an_order_from_the_catalog(client: TestClient) -> None:
-    referred = {"from": "14155550199", "id": "wamid.catalog",
-                "referred_product": {"catalog_id": "C1", "product_retailer_id": "TRAIL-42"}}  # fmt: skip
+    referred = {
+        "from": "14155550199",
+        "id": "wamid.catalog",
+        "referred_product": {"catalog_id": "C1", "product_retailer_id": "TRAIL-42"},
+    }
     await accepted(client, message("text", {"body": "In size 42?"}, "wamid.p1", context=referred))
-    order = {"catalog_id": "C1", "text": "These two",
-             "product_items": [{"product_retailer_id": "TRAIL-42", "quantity": 1,
-                                "item_price": 89, "currency": "EUR"},
-                               {"product_retailer_id": "SOCKS-3", "quantity": 2,
-                                "item_price": 9.5, "currency": "EUR"}]}  # fmt: skip
+    order = {
+        "catalog_id": "C1",
+        "text": "These two",
+        "product_items": [
+            {"product_retailer_id": "TRAIL-42", "quantity": 1, "item_price": 89, "currency": "EUR"},
+            {"product_retailer_id": "SOCKS-3", "quantity": 2, "item_price": 9.5, "currency": "EUR"},
+        ],
+    }
     await accepted(client, message("order", order, "wamid.o1"))
     ordered, asked = await history(client)
     assert asked["attachments"] == [{"type": "product", "product": {"id": "TRAIL-42"}}]
@@ -363,8 +383,12 @@ async def test_an_image_is_looked_up_by_id_and_served_through_omni(
     assert photo["text"] == "Box arrived damaged \u2639\ufe0f"
     (attachment,) = photo["attachments"]
     path = f"/channels/whatsapp/media/{MEDIA_ID}"
-    assert attachment == {"type": "image", "url": f"http://127.0.0.1:8080{path}",
-                          "mime": "image/jpeg", "size": len(jpeg)}  # fmt: skip
+    assert attachment == {
+        "type": "image",
+        "url": f"http://127.0.0.1:8080{path}",
+        "mime": "image/jpeg",
+        "size": len(jpeg),
+    }
     assert photo["metadata"]["media_id"] == MEDIA_ID
     assert "media_error" not in photo["metadata"]
 
@@ -383,17 +407,22 @@ async def test_every_media_kind_becomes_its_attachment(
     kinds = [
         ("audio", {"id": "m-audio", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
         ("video", {"id": "m-video", "mime_type": "video/mp4", "caption": "see?"}),
-        ("document", {"id": "m-doc", "mime_type": "application/pdf",
-                      "filename": "invoice-A-1042.pdf"}),
+        (
+            "document",
+            {"id": "m-doc", "mime_type": "application/pdf", "filename": "invoice-A-1042.pdf"},
+        ),
         ("sticker", {"id": "m-sticker", "mime_type": "image/webp", "animated": False}),
-    ]  # fmt: skip
+    ]
     for index, (kind, content) in enumerate(kinds):
         graph[0].media[content["id"]] = (b"bytes of " + kind.encode(), content["mime_type"])
         await accepted(with_graph, message(kind, content, f"wamid.media{index}"))
     sticker, document, video, audio = await history(with_graph)
     assert [m["attachments"][0]["type"] for m in (audio, video, document, sticker)] == [
-        "audio", "video", "file", "sticker"
-    ]  # fmt: skip
+        "audio",
+        "video",
+        "file",
+        "sticker",
+    ]
     assert audio["metadata"]["voice_note"] is True
     assert audio["attachments"][0]["mime"] == "audio/ogg; codecs=opus"
     assert video["text"] == "see?"
@@ -442,8 +471,12 @@ async def test_a_number_the_customer_verified_joins_their_whatsapp(client: TestC
 @pytest.mark.parametrize("how", ["typed", "unverified"])
 async def test_a_typed_or_unverified_number_joins_nobody(client: TestClient, how: str) -> None:
     if how == "typed":
-        typed = await ingest(client, channel="web", external_id="vis_mallory",
-                             text="I am Dana, my WhatsApp is +1 415 555 0123")  # fmt: skip
+        typed = await ingest(
+            client,
+            channel="web",
+            external_id="vis_mallory",
+            text="I am Dana, my WhatsApp is +1 415 555 0123",
+        )
         other = typed["customer_id"]
     else:
         other = (await ingest(client, channel="web", external_id="vis_dana"))["customer_id"]

@@ -14,8 +14,8 @@ from aiohttp import web
 
 PAYLOADS = Path(__file__).parent / "payloads" / "whatsapp"
 SECRET = "7a1c5e9b3d2f4a6c8e0b1d3f5a7c9e1b"  # the fixtures' synthetic app secret
-VERIFY_TOKEN = "omni-wa-verify-5b2c"  # noqa: S105 - the fixtures' synthetic verify token
-ACCESS_TOKEN = "EAAG-test-whatsapp-system-user-token"  # noqa: S105 - synthetic
+VERIFY_TOKEN = "omni-wa-verify-5b2c"
+ACCESS_TOKEN = "EAAG-test-whatsapp-system-user-token"
 PHONE_NUMBER_ID = "106000000000001"
 WA_ID = "14155550123"
 WAMID_TEXT = "wamid.HBgLMTQxNTU1NTAxMjMVAgASGBQzRUIwQTFCMkMzRDRFNUY2MDcxOAA="
