@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from omni import keys
 from omni.app import create_app
 from omni.clock import iso, now_ms
-from tests.conftest import AGENT, ingest, make_settings
+from tests.conftest import AGENT, BOT, ingest, make_settings
 from tests.test_bots import BotReceiver, ServerFactory, serve
 from tests.test_channel_whatsapp import WHATSAPP, accepted, context_of
 from tests.test_worker import until
@@ -27,6 +27,7 @@ from tests.whatsapp_graph import (
     WAMID_OURS,
     Graph,
     fixture_json,
+    message,
     status,
 )
 
@@ -429,3 +430,51 @@ async def test_a_reply_delivered_then_undeliverable_codes_on_a_status(
         "failed",
         "undeliverable: 131026 Message undeliverable: The recipient's app is too old",
     )
+
+
+# -- continuing from another channel ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("present", ["token", "code"])
+async def test_a_customer_continues_from_the_web_chat_on_whatsapp_with_a_link(
+    aiohttp_client: Any,
+    aiohttp_server: ServerFactory,
+    redis_url: str,
+    redis: Redis,
+    graph: tuple[Graph, str],
+    present: str,
+) -> None:
+    bot = BotReceiver(secret=BOT_SECRET)
+    bot.default = (200, {"replies": [{"text": "Welcome back! Still about order 4417?"}]})
+    bot_url = await serve(aiohttp_server, bot)
+    client = await delivering(
+        aiohttp_client,
+        redis_url,
+        graph[1],
+        bots={"whatsapp": {"url": bot_url, "secret": BOT_SECRET}},
+    )
+    web = await ingest(client, channel="web", external_id="vis_dana", text="Where is order 4417?")
+    cid = web["customer_id"]
+    response = await client.post(
+        f"/v1/customers/{cid}/link-tokens", json={"channel": "whatsapp"}, headers=BOT
+    )
+    assert response.status == 201, await response.text()
+    link = await response.json()
+    # What a wa.me link the web bot sent filled in for the customer, or the code typed.
+    text = f"Continue my chat {link['token']}" if present == "token" else link["code"]
+    await accepted(client, message("text", {"body": text}, "wamid.link1"))
+
+    context = await context_of(client)
+    assert context["customer"]["id"] == cid
+    sent = await settled(client, cid, 3)
+    assert (sent["channel"], sent["text"]) == ("whatsapp", "Welcome back! Still about order 4417?")
+    (told,) = bot.delivered.values()
+    assert told["message"]["text"] == text
+    said = [m.get("text") for m in told["context"]["recent_messages"]]
+    assert said == ["Where is order 4417?", text]
+    assert told["context"]["continuity"]["came_from"] == "web"
+    assert bodies(graph[0])[0]["text"]["body"] == "Welcome back! Still about order 4417?"
+
+    # The same code again is only text: it links nobody else.
+    await accepted(client, message("text", {"body": link["code"]}, "wamid.link2"))
+    assert (await context_of(client))["customer"]["id"] == cid

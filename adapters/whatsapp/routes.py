@@ -13,21 +13,26 @@ GET  /channels/whatsapp/media/{media_id}   a customer's photo, voice note, video
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import structlog
 from aiohttp import web
 
+from adapters.base import ChannelEvent, Received
 from adapters.whatsapp.adapter import MEDIA_PATH, WhatsAppAdapter
 from adapters.whatsapp.protocol import CHANNEL
 from adapters.whatsapp.sender import GraphError
 from omni.channels import http
-from omni.errors import NotFound, Unavailable
+from omni.errors import Conflict, Gone, NotFound, Unauthenticated, Unavailable, ValidationFailed
+from omni.links import Redeem
 from omni.route import Param, Route
 from omni.state import SERVICES
 from omni.web_io import json_response
 
 MEDIA_MAX_BYTES = 100 * 1024 * 1024  # WhatsApp's largest (a document)
 _MEDIA_ID = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
+_LINK_CODE = re.compile(r"\d{6}")
+_LINK_TOKEN = re.compile(r"\blt1\.[A-Za-z0-9_-]{8,400}\.[A-Za-z0-9_-]{8,64}")
 log = structlog.get_logger("adapters.whatsapp")
 
 
@@ -43,8 +48,32 @@ async def whatsapp_webhook(request: web.Request) -> web.Response:
     inbound = await http.inbound(request)
     adapter.verify(inbound)
     events = await adapter.with_media(adapter.parse(inbound))
+    await _present_links(request, events)
     stored = await request.app[SERVICES].inbox.receive(CHANNEL, events)
     return json_response({"events": len(events), "messages": len(stored)})
+
+
+async def _present_links(request: web.Request, events: Sequence[ChannelEvent]) -> None:
+    """A customer continuing here from another channel writes the link code they were
+    given (the whole message: six digits) or sends the link token (the text a wa.me link
+    filled in for them): their wa_id joins the customer it was made for (omni.links)
+    before the message is stored, so the bot answering it knows what was said there. A
+    code or token that is not (or no longer) valid is just text."""
+    for event in events:
+        if not isinstance(event, Received) or not event.message.text:
+            continue
+        text = event.message.text.strip()
+        token = _LINK_TOKEN.search(text)
+        code = text if _LINK_CODE.fullmatch(text) else None
+        if token is None and code is None:
+            continue
+        redeem = Redeem(channel="whatsapp", external_id=event.message.external_id,
+                        token=token.group(0) if token else None,
+                        code=None if token else code)  # fmt: skip
+        try:
+            await request.app[SERVICES].links.redeem(redeem)
+        except (NotFound, Gone, ValidationFailed, Unauthenticated, Conflict) as exc:
+            log.info("whatsapp link not redeemed", reason=exc.detail)
 
 
 async def whatsapp_media(request: web.Request) -> web.StreamResponse:
