@@ -28,6 +28,7 @@ from omni.model import (
 from omni.outbox import Outbox
 from omni.scripts import Batch
 from omni.settings import BotSettings
+from omni.statuses import advance_status
 from omni.store import Store
 
 log = structlog.get_logger("omni.inbox")
@@ -167,7 +168,7 @@ class Inbox:
         self, cid: str, entry: str, state: DeliveryState, at: int, reason: str | None
     ) -> None:
         """A channel's report on a message we sent: its delivery status moves forward."""
-        status = await self.store.advance_status(cid, entry, state, iso(at) or "", reason)
+        status = await advance_status(self.store.redis, cid, entry, state, iso(at) or "", reason)
         if status is None:
             return
         message = await self.store.message_at(cid, entry)

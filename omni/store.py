@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from omni import codec, keys, scripts
 from omni.clock import entry_ms, iso, now_ms
@@ -41,7 +40,6 @@ from omni.model import (
     Conversation,
     ConversationPatch,
     Customer,
-    DeliveryState,
     Fact,
     FactsPatch,
     HistoryPage,
@@ -80,9 +78,6 @@ def dedupe_field(channel: str, channel_message_id: str) -> str:
 ECHO_WAIT_MS = 120_000
 SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
 _MERGE_HOPS = 4
-# How far a delivery has got: a report never moves a status to a lower rank, and
-# delivered and failed are both final.
-STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
 IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
 
 
@@ -826,32 +821,6 @@ class Store:
             pipe.hset(keys.notes(cid), f"s:{entry}", codec.encode(status))
             pipe.hincrby(keys.customer(cid), "rev", 1)
             await pipe.execute()
-
-    async def advance_status(
-        self, cid: str, entry: str, state: DeliveryState, at: str, reason: str | None = None
-    ) -> MessageStatus | None:
-        """Move a sent message's delivery status forward, never back: a channel's status
-        reports come out of order and repeated, and a message delivered (or failed) stays
-        so. Returns the new status, or None when it did not change (or the message has
-        no delivery status: it is not one we sent)."""
-        key, field = keys.notes(cid), f"s:{entry}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    old = await pipe.hget(key, field)
-                    current = codec.decode(_b(old), MessageStatus) if old else None
-                    if current is None or STATUS_RANK[state] <= STATUS_RANK[current.state]:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        return None
-                    status = msgspec.structs.replace(current, state=state, at=at, reason=reason)
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                    pipe.hset(key, field, codec.encode(status))
-                    pipe.hincrby(keys.customer(cid), "rev", 1)
-                    await pipe.execute()
-                    return status
-                except WatchError:
-                    continue  # another report on this customer's messages came first
 
     async def annotate(
         self, cid: str, entry: str, kind: str, at_ms: int, value: str | None = None
