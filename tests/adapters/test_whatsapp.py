@@ -15,6 +15,7 @@ from adapters.whatsapp.render import interactive, render, render_read, render_te
 from omni.errors import ConfigError
 from omni.model import Message, Payload
 from omni.settings import Settings
+from tests.whatsapp_graph import INBOUND, PAYLOADS, raw, sidecar, signature
 
 
 def reply(**fields: Any) -> Message:
@@ -159,3 +160,16 @@ def test_errors_without_a_body_and_statuses_without_errors() -> None:
     assert graph_failure(404, None).reason == "bad_request: HTTP 404"
     assert graph_failure(500, {"error": {"code": 42}}).retry is True
     assert status_reason([]) == "failed: WhatsApp gave no reason"
+
+
+def test_every_signed_fixture_is_signed_with_the_app_secret_and_run_through_the_route() -> None:
+    signed = sorted(p.name for p in PAYLOADS.glob("*.sig.txt"))
+    for name in signed:
+        body = name.replace(".sig.txt", ".json")
+        note = sidecar(name)
+        if "X-Hub-Signature-256" in note:
+            assert note["X-Hub-Signature-256"] == signature(raw(body)), name
+            assert body in INBOUND  # tests/test_channel_whatsapp.py posts each of these
+        else:  # the tampered body presents another body's signature
+            assert note["X-Hub-Signature-256 presented"] != signature(raw(body))
+    assert len(signed) == len(INBOUND) + 1
