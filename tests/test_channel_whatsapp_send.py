@@ -317,6 +317,13 @@ async def test_a_rate_limit_is_retried_then_sent(
 @pytest.mark.parametrize(
     ("answer", "whatsapp", "reason"),
     [
+        (  # no template to fall back on: Graph's own words
+            (400, fixture_json("whatsapp_send_error_outside_window.json")),
+            {},
+            "outside_window: 131047 (#131047) Re-engagement message: Message failed to send "
+            "because more than 24 hours have passed since the customer last replied to this "
+            "number.",
+        ),
         (
             (400, _error(131026, "Message undeliverable")),
             {},

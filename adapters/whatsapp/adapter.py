@@ -13,7 +13,6 @@ from adapters.base import ChannelEvent, Delivery, InboundRequest, Received
 from adapters.whatsapp import protocol
 from adapters.whatsapp.config import WhatsAppConfig
 from adapters.whatsapp.errors import REASON_NOT_CONFIGURED
-from adapters.whatsapp.render import render
 from adapters.whatsapp.sender import GraphClient, GraphError
 from omni.model import METADATA_MAX, Message
 
@@ -45,11 +44,7 @@ class WhatsAppAdapter:
         """A free-form send, without the window check (the worker's sender checks it)."""
         if self.client is None:
             return Delivery("failed", reason=f"{REASON_NOT_CONFIGURED}: no access_token")
-        try:
-            bodies = render(message, recipient)
-        except ValueError as exc:
-            return Delivery("failed", reason=f"unsendable: {exc}")
-        return await self.client.send(bodies)
+        return await self.client.send_reply(message, recipient)
 
     async def with_media(self, events: Sequence[ChannelEvent]) -> list[ChannelEvent]:
         """Each media message with what Graph says of its media id (type, size), looked

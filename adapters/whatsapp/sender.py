@@ -59,6 +59,14 @@ class GraphClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
 
+    async def send_reply(self, message: Message, recipient: str) -> Delivery:
+        """A free-form reply (no window check: that is the caller's)."""
+        try:
+            bodies = render(message, recipient)
+        except ValueError as exc:
+            return Delivery("failed", reason=f"{errors.REASON_UNSENDABLE}: {exc}")
+        return await self.send(bodies)
+
     async def send(self, bodies: list[dict[str, Any]]) -> Delivery:
         """Each body in order; the delivery's id is the first message's wamid. A failure
         after some parts were sent says how many were."""
@@ -141,13 +149,11 @@ class WindowedSender:
         last = await self.store.last_inbound_ms(message.customer_id, CHANNEL)
         age = None if last is None else self.clock() - last
         if age is not None and age < WINDOW_MS:
-            try:
-                bodies = render(message, recipient)
-            except ValueError as exc:
-                return Delivery("failed", reason=f"{errors.REASON_UNSENDABLE}: {exc}")
-            outcome = await self.client.send(bodies)
-            if errors.reason_code(outcome.reason) != errors.REASON_OUTSIDE_WINDOW or (
-                outcome.channel_message_id  # some parts went out: do not repeat them
+            outcome = await self.client.send_reply(message, recipient)
+            if (
+                errors.reason_code(outcome.reason) != errors.REASON_OUTSIDE_WINDOW
+                or outcome.channel_message_id  # some parts went out: do not repeat them
+                or self.template is None
             ):
                 return outcome
         return await self._template(message, recipient, age)
