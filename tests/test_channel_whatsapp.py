@@ -181,6 +181,10 @@ async def test_a_forged_or_missing_signature_is_401_and_stores_nothing(
         b'{"object":"whatsapp_business_account","entry":[{"changes":"x"}]}',
         b'{"object":"whatsapp_business_account","entry":[],"x":NaN}',
         b"\xff\xfe{}",
+        change({"messages": {"from": WA_ID}}),
+        change({"statuses": ["delivered"]}),
+        b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages",'
+        b'"value":[]}]}]}',
         # A good message and a broken entry: refused whole, the message is not stored.
         raw("whatsapp_text.json")[:-2] + b"]},7]}",
     ],

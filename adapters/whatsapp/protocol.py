@@ -11,10 +11,11 @@ notification becomes. Pure: no I/O (the routes fetch media, the sender talks to 
                        "errors"?: [{"code", "title", "message", "error_data": {"details"}}]}]
      }}]}]}
 
-A body that is not such a notification (not JSON, another `object`, `entry` or `changes`
-not lists of objects) is refused whole (400), before anything is stored. Inside a
-notification, an item this module cannot read becomes `Skipped` with its reason, so one
-odd item never makes Meta redeliver (and omni store twice) the rest of the batch.
+A body that is not such a notification (not JSON, another `object`; `entry`, `changes`,
+or a messages change's `contacts`, `messages`, `statuses` not lists of objects) is
+refused whole (400), before anything is stored. Inside a notification, an item this
+module cannot read becomes `Skipped` with its reason, so one odd item never makes Meta
+redeliver (and omni store twice) the rest of the batch.
 
 Over 400 lines for a reason: one reader per kind of message, each a few lines, kept in
 one place so what WhatsApp sends and what omni makes of it can be read side by side.
@@ -103,8 +104,13 @@ def _objects(value: Any, where: str) -> list[dict[str, Any]]:
 def _change(change: dict[str, Any], media_base: str) -> list[ChannelEvent]:
     field = change.get("field")
     value = change.get("value")
-    if field != "messages" or not isinstance(value, dict):
+    if field != "messages":
         return [Skipped(f"whatsapp: change field {_name(field)} is not handled")]
+    if not isinstance(value, dict):
+        raise BadRequest("whatsapp webhook: a messages change's value must be an object")
+    for key in ("contacts", "messages", "statuses", "errors"):
+        if key in value:
+            _objects(value[key], f"value.{key}")
     number = _id(_get(value, "metadata", "phone_number_id")) or ""
     names: dict[str, str] = {}
     for contact in _list(value.get("contacts")):
