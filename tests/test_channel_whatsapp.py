@@ -501,3 +501,21 @@ async def test_an_agent_s_link_joins_the_wa_id_to_the_customer(client: TestClien
     assert response.status == 201, await response.text()
     await accepted(client, "whatsapp_text.json")
     assert (await context_of(client))["customer"]["id"] == dana
+
+
+async def test_a_whatsapp_number_is_no_verified_phone_for_the_other_channels(
+    client: TestClient,
+) -> None:
+    # The other way round: writing on WhatsApp verifies nothing in omni's profile, so a
+    # call from the same number is its own customer until the number is verified.
+    await accepted(client, "whatsapp_text.json")
+    dana = (await context_of(client))["customer"]
+    assert dana["profile"]["phone_verified"] is False
+    call = await ingest(
+        client,
+        channel="voice",
+        external_id="+14155550123",
+        channel_message_id="CA1:1",
+        text="hello",
+    )
+    assert call["customer_id"] != dana["id"]
