@@ -5,6 +5,7 @@ verified-phone rule)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -519,3 +520,18 @@ async def test_a_whatsapp_number_is_no_verified_phone_for_the_other_channels(
         text="hello",
     )
     assert call["customer_id"] != dana["id"]
+
+
+async def test_the_signature_covers_the_bytes_as_sent_escaped_or_raw_utf8(
+    client: TestClient,
+) -> None:
+    # Whether WhatsApp escapes non-ASCII as Instagram does is unconfirmed: either way the
+    # raw bytes are what is signed, and the same wamid is one message.
+    words = "¿Llegó? 到了吗 \U0001f469\u200d\U0001f467 \u05e9\u05dc\u05d5\u05dd"
+    escaped = message("text", {"body": words}, "wamid.utf8")
+    raw_utf8 = json.dumps(json.loads(escaped), ensure_ascii=False, separators=(",", ":"))
+    assert b"\\u" in escaped and "\\u" not in raw_utf8
+    for body in (escaped, raw_utf8.encode()):
+        assert (await accepted(client, body))["messages"] == 1
+    (stored,) = await history(client)
+    assert stored["text"] == words
