@@ -51,15 +51,12 @@ from adapters.whatsapp import config as whatsapp_config
 from adapters.whatsapp.adapter import WhatsAppAdapter
 from adapters.whatsapp.routes import ROUTES
 from adapters.whatsapp.sender import GraphClient, WindowedSender, not_configured
-from omni.delivery import Sender
+from omni.channel import Channel, Sender
 from omni.settings import Settings
 from omni.store import Store
 
 NAME = "whatsapp"
-ECHOES = False  # the Cloud API does not send our own messages back
 log = structlog.get_logger("adapters.whatsapp")
-
-__all__ = ["ECHOES", "NAME", "ROUTES", "setup"]
 
 
 def setup(
@@ -76,3 +73,9 @@ def setup(
         log.warning("whatsapp replies cannot be sent: access_token or phone_number_id is not set")
         return adapter, not_configured
     return adapter, WindowedSender(client, config, store)
+
+
+# The Cloud API does not send our own messages back: echoes=False.
+CHANNEL = Channel(NAME, ROUTES, setup, echoes=False, config=whatsapp_config.from_settings)
+
+__all__ = ["CHANNEL", "NAME", "setup"]

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import structlog
 from msgspec.structs import replace as _replace
 
-from adapters.base import ChannelEvent, Delivery, InboundRequest, Received
 from adapters.whatsapp import protocol
 from adapters.whatsapp.config import WhatsAppConfig
 from adapters.whatsapp.errors import REASON_NOT_CONFIGURED
 from adapters.whatsapp.sender import GraphClient, GraphError
+from omni.channel import ChannelEvent, Delivery, InboundRequest, Received
 from omni.model import METADATA_MAX, Message
 
 MEDIA_PATH = "/channels/whatsapp/media"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.base import Delivery
+from omni.channel import Delivery
 
 REASON_OUTSIDE_WINDOW = "outside_window"  # 24 h since the customer wrote: a template only
 REASON_UNDELIVERABLE = "undeliverable"  # not on WhatsApp, old app, or Meta held it back

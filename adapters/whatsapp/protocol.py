@@ -30,8 +30,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import ChannelEvent, InboundRequest, Marked, MarkKind, Received, Skipped
 from adapters.whatsapp.errors import status_reason
+from omni.channel import ChannelEvent, InboundRequest, Marked, MarkKind, Received, Skipped
 from omni.clock import iso
 from omni.errors import BadRequest
 from omni.meta import hub_challenge, verify_hub_signature

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 import structlog
 from aiohttp import web
 
-from adapters.base import ChannelEvent, Received
 from adapters.whatsapp.adapter import MEDIA_PATH, WhatsAppAdapter
 from adapters.whatsapp.protocol import CHANNEL
 from adapters.whatsapp.sender import GraphError
-from omni.channels import http
+from omni import channel_http
+from omni.channel import ChannelEvent, Received
 from omni.errors import Conflict, Gone, NotFound, Unauthenticated, Unavailable, ValidationFailed
 from omni.links import Redeem
 from omni.route import Param, Route
@@ -37,15 +37,15 @@ log = structlog.get_logger("adapters.whatsapp")
 
 
 async def whatsapp_handshake(request: web.Request) -> web.Response:
-    adapter: WhatsAppAdapter = http.adapter(request, CHANNEL)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
     challenge = adapter.handshake(dict(request.query))
     return web.Response(text=challenge, content_type="text/plain")
 
 
 async def whatsapp_webhook(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(channel=CHANNEL)
-    adapter: WhatsAppAdapter = http.adapter(request, CHANNEL)
-    inbound = await http.inbound(request)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
+    inbound = await channel_http.inbound(request)
     adapter.verify(inbound)
     events = await adapter.with_media(adapter.parse(inbound))
     await _present_links(request, events)
@@ -77,7 +77,7 @@ async def _present_links(request: web.Request, events: Sequence[ChannelEvent]) -
 
 
 async def whatsapp_media(request: web.Request) -> web.StreamResponse:
-    adapter: WhatsAppAdapter = http.adapter(request, CHANNEL)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
     media_id = request.match_info["media_id"]
     if not _MEDIA_ID.match(media_id):
         raise NotFound("no such WhatsApp media id")

@@ -18,11 +18,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from adapters.base import Delivery
 from adapters.whatsapp import errors
 from adapters.whatsapp.config import WhatsAppConfig
 from adapters.whatsapp.protocol import CHANNEL
 from adapters.whatsapp.render import render, render_read, render_template
+from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.model import Message
 from omni.store import Store
@@ -146,7 +146,7 @@ class WindowedSender:
         self.clock = clock
 
     async def __call__(self, message: Message, recipient: str) -> Delivery:
-        last = await self.store.last_inbound_ms(message.customer_id, CHANNEL)
+        last = await self.store.customers.last_inbound_ms(message.customer_id, CHANNEL)
         age = None if last is None else self.clock() - last
         if age is not None and age < WINDOW_MS:
             outcome = await self.client.send_reply(message, recipient)
@@ -165,7 +165,7 @@ class WindowedSender:
         if not message.text:
             return Delivery("failed", reason=f"{errors.REASON_OUTSIDE_WINDOW}: {closed(age)}; "
                             "only a reply with text can become the template")  # fmt: skip
-        profile, _ = await self.store.profile(message.customer_id)
+        profile, _ = await self.store.customers.profile(message.customer_id)
         body = render_template(self.template, recipient, message.text, profile.name)
         return await self.client.post(body)
 
