@@ -12,9 +12,10 @@ from msgspec.structs import replace as _replace
 from adapters.whatsapp import protocol
 from adapters.whatsapp.config import WhatsAppConfig
 from adapters.whatsapp.errors import REASON_NOT_CONFIGURED
-from adapters.whatsapp.sender import GraphClient, GraphError
-from omni.channel import ChannelEvent, Delivery, InboundRequest, Received
-from omni.model import METADATA_MAX, Message
+from adapters.whatsapp.graph import MediaUnavailable
+from adapters.whatsapp.sender import GraphClient
+from omni.channel import ChannelEvent, InboundRequest, Received
+from omni.model import METADATA_MAX
 
 MEDIA_PATH = "/channels/whatsapp/media"
 log = structlog.get_logger("adapters.whatsapp")
@@ -40,12 +41,6 @@ class WhatsAppAdapter:
     def parse(self, request: InboundRequest) -> Sequence[ChannelEvent]:
         return protocol.parse(request.body, self.media_base)
 
-    async def deliver(self, message: Message, recipient: str) -> Delivery:
-        """A free-form send, without the window check (the worker's sender checks it)."""
-        if self.client is None:
-            return Delivery("failed", reason=f"{REASON_NOT_CONFIGURED}: no access_token")
-        return await self.client.send_reply(message, recipient)
-
     async def with_media(self, events: Sequence[ChannelEvent]) -> list[ChannelEvent]:
         """Each media message with what Graph says of its media id (type, size), looked
         up now, while Meta still serves it; a lookup that fails is noted on the message
@@ -61,20 +56,11 @@ class WhatsAppAdapter:
             return _noted(event, f"{REASON_NOT_CONFIGURED}: no access_token to fetch media")
         try:
             info = await self.client.media(media_id)
-        except GraphError as exc:
+        except MediaUnavailable as exc:
             log.warning("whatsapp media lookup failed", media_id=media_id, reason=exc.reason)
             return _noted(event, exc.reason)
         first, *rest = inbound.attachments
-        mime = info.get("mime_type")
-        size = info.get("file_size")
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
-        attachment = _replace(
-            first,
-            mime=first.mime or (mime[:128] if isinstance(mime, str) and mime else None),
-            size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0
-            else None,
-        )  # fmt: skip
+        attachment = _replace(first, mime=first.mime or info.mime_type, size=info.size)
         return Received(_replace(inbound, attachments=[attachment, *rest]), event.direction)
 
 

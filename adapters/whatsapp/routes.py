@@ -19,8 +19,8 @@ import structlog
 from aiohttp import web
 
 from adapters.whatsapp.adapter import MEDIA_PATH, WhatsAppAdapter
+from adapters.whatsapp.graph import MediaUnavailable
 from adapters.whatsapp.protocol import CHANNEL
-from adapters.whatsapp.sender import GraphError
 from omni import channel_http
 from omni.channel import ChannelEvent, Received
 from omni.errors import Conflict, Gone, NotFound, Unauthenticated, Unavailable, ValidationFailed
@@ -37,14 +37,14 @@ log = structlog.get_logger("adapters.whatsapp")
 
 
 async def whatsapp_handshake(request: web.Request) -> web.Response:
-    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL, WhatsAppAdapter)
     challenge = adapter.handshake(dict(request.query))
     return web.Response(text=challenge, content_type="text/plain")
 
 
 async def whatsapp_webhook(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(channel=CHANNEL)
-    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL, WhatsAppAdapter)
     inbound = await channel_http.inbound(request)
     adapter.verify(inbound)
     events = await adapter.with_media(adapter.parse(inbound))
@@ -77,7 +77,7 @@ async def _present_links(request: web.Request, events: Sequence[ChannelEvent]) -
 
 
 async def whatsapp_media(request: web.Request) -> web.StreamResponse:
-    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL)
+    adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL, WhatsAppAdapter)
     media_id = request.match_info["media_id"]
     if not _MEDIA_ID.match(media_id):
         raise NotFound("no such WhatsApp media id")
@@ -85,9 +85,9 @@ async def whatsapp_media(request: web.Request) -> web.StreamResponse:
         raise Unavailable("[whatsapp] access_token is not set: media cannot be fetched")
     try:
         info = await adapter.client.media(media_id)
-        upstream = await adapter.client.download(str(info["url"]))
-    except GraphError as exc:
-        if exc.status == 404:
+        upstream = await adapter.client.download(info.url)
+    except MediaUnavailable as exc:
+        if exc.missing:
             raise NotFound(f"WhatsApp no longer has media {media_id}: {exc.reason}") from None
         raise Unavailable(
             f"WhatsApp media {media_id} cannot be fetched now: {exc.reason}"
@@ -96,7 +96,7 @@ async def whatsapp_media(request: web.Request) -> web.StreamResponse:
         size = upstream.content_length
         if size is not None and size > MEDIA_MAX_BYTES:
             raise Unavailable(f"WhatsApp media {media_id} is larger than omni passes on")
-        mime = info.get("mime_type")
+        mime = info.mime_type
         response = web.StreamResponse(
             headers={
                 "Content-Type": mime if isinstance(mime, str) and "/" in mime

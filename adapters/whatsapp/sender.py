@@ -11,18 +11,18 @@ clocks disagree) is sent again as the template when there is one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from adapters.whatsapp import errors
 from adapters.whatsapp.config import WhatsAppConfig
+from adapters.whatsapp.graph import Graph, MediaInfo, MediaUnavailable, media_info, sent, sent_parts
 from adapters.whatsapp.protocol import CHANNEL
 from adapters.whatsapp.render import render, render_read, render_template
 from omni.channel import Delivery
+from omni.channel_client import send
 from omni.clock import now_ms
 from omni.model import Message
 from omni.store import Store
@@ -31,102 +31,69 @@ WINDOW_MS = 24 * 60 * 60 * 1000
 MEDIA_TIMEOUT_S = 5.0  # a media lookup while Meta waits for the webhook's answer
 
 
-class GraphError(Exception):
-    """Graph did not give what was asked: `status` is the HTTP status to pass on."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class GraphClient:
-    """The Cloud API as one business phone number uses it."""
+    """Sends the Graph requests `graph.py` renders, for one business phone number."""
 
     def __init__(
         self, config: WhatsAppConfig, session: aiohttp.ClientSession, timeout: float = 10.0
     ) -> None:
-        self._graph = config.graph_url.rstrip("/")
-        self._messages = f"{self._graph}/{quote(config.phone_number_id, safe='')}/messages"
-        self._token = config.access_token.reveal()
+        self.graph = Graph(config.graph_url, config.phone_number_id, config.access_token.reveal())
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def __repr__(self) -> str:
-        return f"GraphClient(url={self._messages!r}, token=****)"
-
-    @property
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"}
+        return f"GraphClient({self.graph!r})"
 
     async def send_reply(self, message: Message, recipient: str) -> Delivery:
-        """A free-form reply (no window check: that is the caller's)."""
+        """A free-form reply, one Send API call per part, stopping at the first failure
+        (no window check: that is the caller's)."""
         try:
             bodies = render(message, recipient)
         except ValueError as exc:
             return Delivery("failed", reason=f"{errors.REASON_UNSENDABLE}: {exc}")
-        return await self.send(bodies)
-
-    async def send(self, bodies: list[dict[str, Any]]) -> Delivery:
-        """Each body in order; the delivery's id is the first message's wamid. A failure
-        after some parts were sent says how many were."""
-        first: str | None = None
-        for index, body in enumerate(bodies):
-            outcome = await self.post(body)
-            if outcome.status == "failed":
-                if index:
-                    reason = f"{outcome.reason} (after {index} of {len(bodies)} parts were sent)"
-                    return Delivery("failed", first, reason, outcome.retry)
-                return outcome
-            first = first or outcome.channel_message_id
-        return Delivery("sent", channel_message_id=first)
+        outcomes: list[Delivery] = []
+        for body in bodies:
+            outcomes.append(await self.post(body))
+            if outcomes[-1].status == "failed":
+                break
+        return sent_parts(outcomes, len(bodies))
 
     async def post(self, body: dict[str, Any]) -> Delivery:
         try:
-            async with self._session.post(
-                self._messages, json=body, headers=self._auth, timeout=self._timeout
-            ) as response:
-                status, raw = response.status, await response.read()
+            answer = await send(self._session, self.graph.message(body), self._timeout)
         except TimeoutError:
             return Delivery("failed", reason=f"{errors.REASON_TIMEOUT}: no answer from Graph",
                             retry=True)  # fmt: skip
         except aiohttp.ClientError as exc:
             return Delivery("failed", reason=f"{errors.REASON_NETWORK}: {type(exc).__name__}",
                             retry=True)  # fmt: skip
-        data = _json(raw)
-        if 200 <= status < 300 and not (isinstance(data, dict) and "error" in data):
-            return Delivery("sent", channel_message_id=_wamid(data))
-        return errors.graph_failure(status, data)
+        return sent(answer)
 
     async def mark_read(self, wamid: str, *, typing: bool = False) -> Delivery:
         return await self.post(render_read(wamid, typing=typing))
 
-    async def media(self, media_id: str) -> dict[str, Any]:
-        """`GET {graph_url}/{media-id}`: url (valid for minutes, needs the token),
-        mime_type, sha256, file_size. GraphError when Graph does not give it."""
-        url = f"{self._graph}/{quote(media_id, safe='')}"
+    async def media(self, media_id: str) -> MediaInfo:
+        """Where a customer's media id is now; MediaUnavailable when Graph does not say."""
         timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT_S)
         try:
-            async with self._session.get(url, headers=self._auth, timeout=timeout) as response:
-                status, raw = response.status, await response.read()
+            answer = await send(self._session, self.graph.media(media_id), timeout)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise GraphError(503, f"Graph did not answer ({type(exc).__name__})") from None
-        data = _json(raw)
-        if status == 200 and isinstance(data, dict) and isinstance(data.get("url"), str):
-            return data
-        reason = errors.graph_failure(status, data).reason or f"HTTP {status}"
-        raise GraphError(404 if status in (400, 404) else 503, reason)
+            raise MediaUnavailable(f"Graph did not answer ({type(exc).__name__})",
+                                   missing=False) from None  # fmt: skip
+        return media_info(answer)
 
     async def download(self, url: str) -> aiohttp.ClientResponse:
-        """Open the media URL Graph gave (the caller streams and releases it)."""
+        """Open the media URL Graph gave, for the caller to stream and release: a
+        document can be 100 MB, which `omni.channel_client.send` would hold in memory."""
         try:
-            response = await self._session.get(url, headers=self._auth, timeout=self._timeout)
+            response = await self._session.get(url, headers=self.graph.auth, timeout=self._timeout)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise GraphError(503, f"the media URL did not answer ({type(exc).__name__})") from None
+            raise MediaUnavailable(f"the media URL did not answer ({type(exc).__name__})",
+                                   missing=False) from None  # fmt: skip
         if response.status != 200:
             response.release()
-            raise GraphError(404 if response.status == 404 else 503,
-                             f"the media URL answered HTTP {response.status}")  # fmt: skip
+            raise MediaUnavailable(f"the media URL answered HTTP {response.status}",
+                                   missing=response.status == 404)  # fmt: skip
         return response
 
 
@@ -187,17 +154,3 @@ async def not_configured(message: Message, recipient: str) -> Delivery:
         reason=f"{errors.REASON_NOT_CONFIGURED}: set [whatsapp] access_token and "
         "phone_number_id to send",
     )
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _wamid(data: Any) -> str | None:
-    messages = data.get("messages") if isinstance(data, dict) else None
-    first = messages[0] if isinstance(messages, list) and messages else None
-    wamid = first.get("id") if isinstance(first, dict) else None
-    return wamid if isinstance(wamid, str) and wamid else None
