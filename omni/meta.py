@@ -14,6 +14,7 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 
+from omni.channel import header
 from omni.errors import Forbidden, Unauthenticated
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -34,15 +35,6 @@ def hub_challenge(query: Mapping[str, str], verify_token: bytes, channel: str) -
     ):
         raise Forbidden(f"{channel} subscription handshake refused")
     return challenge
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, case-insensitively (a plain dict of headers is case-sensitive)."""
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
 
 
 def verify_hub_signature(secrets: Sequence[bytes], headers: Mapping[str, str], body: bytes) -> None:
