@@ -37,9 +37,17 @@ What each thing WhatsApp sends becomes (`protocol.parse`):
     unsupported, system,         Skipped with the reason logged; nothing is stored
     unknown kinds
 
-The same wamid delivered again is stored once. Replies (`sender.py`, `render.py`): text,
-media by link, quick replies as reply buttons or a list, and outside the 24-hour window
-the configured template (`config.py`), or a visible `outside_window` failure.
+The same wamid delivered again is stored once. Replies: text, media by link, quick
+replies as reply buttons or a list, and outside the 24-hour window the configured
+template (`config.py`), or a visible `outside_window` failure.
+
+    protocol.py   pure: the signature, the handshake, what each notification becomes
+    render.py     pure: replies as Send API bodies, the template, the read receipt
+    graph.py      pure: the Graph requests (send, media lookup) and reading the answers
+    errors.py     pure: WhatsApp's error codes as reasons, and which are worth a retry
+    sender.py     sends them (the window, the template fallback); fetches media
+    adapter.py    the configured channel the routes use; media looked up on arrival
+    routes.py     the webhook and the media route
 """
 
 from __future__ import annotations
