@@ -11,21 +11,28 @@
 
 `templates.default` is the approved template a reply is sent as when the customer has
 not written on WhatsApp for 24 hours (or never has). Its body's `{{1}}`, `{{2}}`, ... are
-`parameters`, in order; each is literal text in which `{text}` is the reply's text and
-`{name}` the customer's profile name (their WhatsApp name when omni knows no other):
+`parameters`, in order; each is literal text in which `{text}` is the reply's text,
+`{name}` the customer's name and `{first_name}` its first word ("there" when omni knows
+no name):
 
     [whatsapp.templates.default]
     name = "omni_reply"            # an approved template of your WhatsApp Business Account
-    language = "en_US"             # the language it was approved in
-    parameters = ["{name}", "{text}"]
+    language = "en_US"             # the language it was approved in (default en_US)
+    parameters = ["{first_name}", "{text}"]     # default: ["{text}"]
 
-Without `templates.default` (or with an empty name), a reply outside the window is not
-sent: it fails at once with an `outside_window` reason on its delivery status.
+Shorter forms mean the same: `templates = "omni_reply"` or `templates.default =
+"omni_reply"` (the defaults for the rest), a flat `[whatsapp.templates]` table with a
+`name`, or a list of templates whose first is the default; `language` may also be
+written as Graph does, `{code = "en_US"}`. Other names under `templates` and other keys
+of a template are not used. Graph checks the name and language when it is sent: one it
+does not know fails the reply with a `template_error` reason.
+
+Without a template (or with an empty name), a reply outside the window is not sent: it
+fails at once with an `outside_window` reason on its delivery status.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +42,6 @@ from omni.settings import NO_SECRET, Secret, Settings, read_secret, read_str, re
 
 GRAPH_URL = "https://graph.facebook.com/v22.0"
 PARAMETERS_MAX = 10
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})?$")
-_TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 
 
 @dataclass(frozen=True)
@@ -73,45 +78,41 @@ def from_settings(settings: Settings) -> WhatsAppConfig:
 
 
 def parse(section: Mapping[str, Any]) -> WhatsAppConfig:
-    phone_number_id = read_str(section, "whatsapp.phone_number_id", "")
-    if phone_number_id and not phone_number_id.isdigit():
-        raise ConfigError(
-            "whatsapp.phone_number_id: must be the number's id (digits, from WhatsApp > "
-            f"API Setup), not {phone_number_id!r}"
-        )
     return WhatsAppConfig(
         app_secret=read_secret(section, "whatsapp.app_secret"),
         verify_token=read_secret(section, "whatsapp.verify_token"),
         access_token=read_secret(section, "whatsapp.access_token"),
-        phone_number_id=phone_number_id,
+        phone_number_id=read_str(section, "whatsapp.phone_number_id", ""),
         graph_url=read_url(section, "whatsapp.graph_url", GRAPH_URL),
         default_template=_templates(section.get("templates", {})),
     )
 
 
 def _templates(value: Any) -> Template | None:
-    if not isinstance(value, dict):
-        raise ConfigError("whatsapp.templates: must be a table, e.g. [whatsapp.templates.default]")
-    for key in value:
-        if key != "default":
-            raise ConfigError(f"whatsapp.templates.{key}: unknown template use (known: default)")
-    table = value.get("default")
-    if table is None:
-        return None
-    where = "whatsapp.templates.default"
+    """`templates.default`, from any of the shapes the section's docstring lists."""
+    where = "whatsapp.templates"
+    if isinstance(value, list):
+        return _template(value[0], f"{where}[0]") if value else None
+    if isinstance(value, dict) and "default" not in value and "name" in value:
+        return _template(value, where)  # one template, written flat
+    if isinstance(value, dict):
+        found = value.get("default")
+        return None if found is None else _template(found, f"{where}.default")
+    return _template(value, where)
+
+
+def _template(value: Any, where: str) -> Template | None:
+    table = {"name": value} if isinstance(value, str) else value
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table with name, language and parameters")
-    for key in table:
-        if key not in ("name", "language", "parameters"):
-            raise ConfigError(f"{where}.{key}: unknown setting (known: name, language, parameters)")
-    name = read_str(table, f"{where}.name", "")
+        raise ConfigError(f"{where}: a template's name, or a table with name, language, parameters")
+    name = read_str(table, f"{where}.name", "").strip()
     if not name:
         return None
-    if not _TEMPLATE_NAME.match(name):
-        raise ConfigError(f"{where}.name: template names are lower-case letters, digits and _")
-    language = read_str(table, f"{where}.language", "en_US")
-    if not _LANGUAGE.match(language):
-        raise ConfigError(f"{where}.language: a language code such as en_US, not {language!r}")
+    language = table.get("language", "en_US")
+    if isinstance(language, dict):  # as Graph writes it: {"code": "en_US"}
+        language = language.get("code")
+    if not isinstance(language, str) or not language.strip():
+        raise ConfigError(f"{where}.language: a language code such as en_US")
     parameters = table.get("parameters", ["{text}"])
     if (
         not isinstance(parameters, list)
@@ -122,4 +123,4 @@ def _templates(value: Any) -> Template | None:
             f"{where}.parameters: a list of at most {PARAMETERS_MAX} non-empty strings "
             '(e.g. ["{name}", "{text}"])'
         )
-    return Template(name=name, language=language, parameters=tuple(parameters))
+    return Template(name=name, language=language.strip(), parameters=tuple(parameters))

@@ -62,16 +62,29 @@ def test_a_template_as_documented() -> None:
 
 
 @pytest.mark.parametrize(
+    "templates",
+    [
+        "order_update",
+        {"default": "order_update"},
+        {"name": "order_update", "language": {"code": "en_US"}},
+        [{"name": "order_update"}, {"name": "another"}],
+        {"default": {"name": "order_update", "category": "UTILITY"}, "reminder": "x"},
+    ],
+)
+def test_every_documented_shape_of_templates_is_the_same_default(templates: Any) -> None:
+    assert parse({"templates": templates}).default_template == Template("order_update")
+
+
+@pytest.mark.parametrize(
     ("section", "names"),
     [
-        ({"phone_number_id": "+1 415 555 0199"}, "whatsapp.phone_number_id"),
         ({"graph_url": "graph.facebook.com"}, "whatsapp.graph_url"),
-        ({"templates": "order_update"}, "whatsapp.templates"),
-        ({"templates": {"reminder": {}}}, "whatsapp.templates.reminder"),
-        ({"templates": {"default": {"name": "Order Update"}}}, "whatsapp.templates.default.name"),
-        ({"templates": {"default": {"name": "a", "language": "English"}}}, ".language"),
+        ({"templates": 7}, "whatsapp.templates"),
+        ({"templates": {"default": ["x"]}}, "whatsapp.templates.default"),
+        ({"templates": {"default": {"name": ["a"]}}}, "whatsapp.templates.default.name"),
+        ({"templates": {"default": {"name": "a", "language": 3}}}, ".language"),
         ({"templates": {"default": {"name": "a", "parameters": "{text}"}}}, ".parameters"),
-        ({"templates": {"default": {"name": "a", "params": []}}}, ".params"),
+        ({"templates": {"default": {"name": "a", "parameters": ["x"] * 11}}}, ".parameters"),
     ],
 )
 def test_a_bad_setting_names_itself(section: dict[str, Any], names: str) -> None:
