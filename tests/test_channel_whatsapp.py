@@ -535,3 +535,13 @@ async def test_the_signature_covers_the_bytes_as_sent_escaped_or_raw_utf8(
         assert (await accepted(client, body))["messages"] == 1
     (stored,) = await history(client)
     assert stored["text"] == words
+
+
+async def test_without_a_verify_token_webhooks_are_taken_and_every_handshake_refused(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = make_settings(redis_url, whatsapp={**WHATSAPP, "verify_token": ""})
+    client = await aiohttp_client(create_app(settings))
+    for query, _ in handshake_cases():
+        assert (await client.get(WEBHOOK, params={**query, "hub.verify_token": ""})).status == 403
+    assert (await accepted(client, "whatsapp_text.json"))["messages"] == 1

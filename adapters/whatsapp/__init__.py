@@ -70,8 +70,8 @@ log = structlog.get_logger("adapters.whatsapp")
 def setup(
     settings: Settings, session: aiohttp.ClientSession, store: Store
 ) -> tuple[WhatsAppAdapter | None, Sender | None]:
-    """Inbound needs app_secret and verify_token; replies and media, access_token and
-    phone_number_id."""
+    """Inbound needs app_secret (and the handshake verify_token); replies and media,
+    access_token and phone_number_id."""
     config = whatsapp_config.from_settings(settings)
     if not config.inbound:
         return None, None
