@@ -3,7 +3,7 @@ The core loads this list by name (`omni.channel.REGISTRY`) and imports no channe
 
 from __future__ import annotations
 
-from adapters import instagram, mobile, voice, web, whatsapp
+from adapters import instagram, mobile, sms, voice, web, whatsapp
 from omni.channel import Channel
 
 CHANNELS: tuple[Channel, ...] = (
@@ -11,5 +11,6 @@ CHANNELS: tuple[Channel, ...] = (
     voice.CHANNEL,
     web.CHANNEL,
     mobile.CHANNEL,
+    sms.CHANNEL,
     whatsapp.CHANNEL,
 )
