@@ -35,7 +35,7 @@ from omni.store.reply import as_bytes
 
 TTL_S = 15 * 60
 _CODE_ATTEMPTS = 10
-LinkChannel = Literal["web", "mobile", "voice", "instagram"]
+LinkChannel = Literal["web", "mobile", "voice", "instagram", "whatsapp"]
 
 
 class LinkTokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
