@@ -18,7 +18,7 @@ from omni.demo import DemoError, play
 from omni.errors import ConfigError
 from omni.logs import configure
 from omni.services import open_services
-from omni.settings import Settings
+from omni.settings import Settings, inbox_shards
 from omni.store import Store
 from omni.worker import Worker
 
@@ -51,7 +51,8 @@ async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
         loop.add_signal_handler(signum, stop.set)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
     try:
-        async with open_services(settings, redis, Store(redis), channels) as services:
+        store = Store(redis, inbox_shards=inbox_shards(settings))
+        async with open_services(settings, redis, store, channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
         await redis.aclose()

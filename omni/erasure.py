@@ -120,6 +120,7 @@ async def _release(erasure: Erasure) -> None:
                 cid, codec.decode(fields["p"], Profile), Profile()
             )
         await erasure.outbox.erase(cid)
+        await erasure.store.inbox.drop(cid)
     await redis.zrem(keys.handoff_due(), *erasure.person)
 
 

@@ -17,6 +17,7 @@ it again (nothing lost, nothing doubled):
     repoint   every identity of the source resolves to the survivor; search follows
     record    one event on the survivor's timeline says what was merged (and which
               cart was set aside)
+    index     the team inbox shows the survivor's conversation, not the source's
 """
 
 from __future__ import annotations
@@ -215,7 +216,12 @@ async def _record(merge: Merge) -> None:
     await merge.store.timeline.record_event(merge.survivor, f"merge:{merge.source}", text, metadata)
 
 
-STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record)
+async def _index(merge: Merge) -> None:
+    await merge.store.inbox.drop(merge.source)
+    await merge.store.inbox.sync(merge.survivor)
+
+
+STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record, _index)
 
 
 async def announce(live: Live, result: MergeResult) -> None:

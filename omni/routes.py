@@ -12,6 +12,7 @@ from aiohttp import web
 
 from omni.api import (
     console,
+    conversations,
     customers,
     erasure,
     events,
@@ -49,6 +50,7 @@ from omni.model import (
     SearchResult,
 )
 from omni.route import Param, Route
+from omni.store.inbox import InboxPage
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
@@ -184,6 +186,18 @@ ROUTES: tuple[Route, ...] = (
           "handoff events instead of messages to answer", "conversation", role="bot",
           body=HandoffRequest, response=Conversation, params=(_ID,),
           errors=(400, 404, 413, 415, 422)),
+    Route("GET", "/v1/conversations", conversations.inbox,
+          "The team inbox: each customer's current conversation in a status (waiting: in "
+          "the agents' queue; open; resolved), oldest waiting first, with its customer, "
+          "channel, waiting time and last message; cursor-paginated", "conversation",
+          role="agent", response=InboxPage, errors=(400, 422),
+          params=(Param("status", "query", "waiting (default), open or resolved",
+                        {"type": "string", "enum": ["waiting", "open", "resolved"]}),
+                  Param("assignee", "query", "only conversations this agent holds"),
+                  Param("channel", "query", "only conversations whose customer last wrote "
+                        "on this channel"),
+                  _LIMIT,
+                  Param("after", "query", "next_cursor from the previous page"))),
     Route("POST", "/v1/customers/{id}/resolve", handoff.resolve,
           "The conversation is resolved (by the bot, or by an agent when one took part); "
           "the customer's next message starts a new one", "conversation", role="bot",

@@ -10,6 +10,9 @@
     store.parts             omni/store/parts.py        in customer (c): f:*, cart, cv_pending,
                                                        cv_topic, rev, *_rev, q_*; stats
     store.search            omni/store/search.py       search_index (ix:*)
+    store.inbox             omni/store/inbox.py        inbox (the team inbox's shards);
+                                                       in customer (c): ix, iw;
+                                                       inbox_mark.lua
     store.contexts          omni/store/context.py      none: reads c + tl in one script
     (shared)                omni/store/versioned.py    write_field.lua: If-Match writes of c
                             omni/store/entries.py      pure: entries decoded, page starts
@@ -43,6 +46,7 @@ from redis.asyncio import Redis
 from omni import scripts
 from omni.store.context import Contexts
 from omni.store.customers import Customers
+from omni.store.inbox import SHARDS_DEFAULT, ConversationIndex
 from omni.store.parts import Parts
 from omni.store.search import Search
 from omni.store.timeline import IDENTITY_CACHE, SYSTEM_CHANNEL, Appended, Timeline
@@ -54,9 +58,15 @@ class Store:
     """omni's Redis store: holds the client and the rooms, never opens or closes it."""
 
     def __init__(
-        self, redis: Redis, identity_cache: int = IDENTITY_CACHE, *, pipelined: Redis | None = None
+        self,
+        redis: Redis,
+        identity_cache: int = IDENTITY_CACHE,
+        *,
+        pipelined: Redis | None = None,
+        inbox_shards: int = SHARDS_DEFAULT,
     ) -> None:
-        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given)."""
+        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given);
+        `inbox_shards`: `[inbox] shards`, the team inbox index's sorted sets per status."""
         self.redis = redis
         self.pipeliner = scripts.Pipeliner(pipelined or redis)  # the hot paths' round trips
         self.customers = Customers(redis)
@@ -64,6 +74,7 @@ class Store:
         self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search, identity_cache)
         self.parts = Parts(redis, self.timeline)
         self.contexts = Contexts(self.timeline)
+        self.inbox = ConversationIndex(redis, inbox_shards)
         # The whole-customer operations a caller from outside (a test, the benchmark)
         # starts from: the rooms' own bound methods, so no extra call on the hot path.
         self.ingest = self.timeline.ingest

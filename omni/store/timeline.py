@@ -75,8 +75,9 @@ class Appended(NamedTuple):
     entry: str  # its timeline entry id
     created: bool  # False: a repeat of a message already stored
     # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
-    # stored (None for a repeat): who answers it, without reading them again.
-    handoff: tuple[bytes | None, bytes | None] | None = None
+    # stored (None for a repeat): who answers it, without reading them again; then its
+    # team inbox fields ('cv_status', 'last_channel', 'iw', 'ix'; omni.store.inbox).
+    handoff: tuple[bytes | None, ...] | None = None
 
 
 class _Gone(Exception):
@@ -176,7 +177,7 @@ class Timeline:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        return Appended(stored, entry, True, (result[4], result[5]))
+        return Appended(stored, entry, True, tuple(result[4:10]))
 
     async def _append_once(
         self,
