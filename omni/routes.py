@@ -50,7 +50,9 @@ from omni.model import (
     SearchResult,
 )
 from omni.route import Param, Route
+from omni.store.audit import AuditPage
 from omni.store.inbox import InboxPage
+from omni.unmerge import UnmergeResult
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
@@ -118,9 +120,26 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 404, 409, 413, 415, 422)),
     Route("POST", "/v1/customers/{id}/merge", merges.merge,
           "Merge another customer into this one: one timeline, identities, facts (newest "
-          "wins), the more recent cart; idempotent; the absorbed id then answers 308",
-          "customers", role="agent", body=merges.MergeRequest, response=MergeResult,
-          params=(_ID,), errors=(400, 404, 409, 413, 415, 422)),
+          "wins), the more recent cart; idempotent; the absorbed id then answers 308. The "
+          "answer's merge_id undoes it. With \"dry_run\": true, the preview "
+          "(MergePreview): both records, what would result, each fact's conflict and "
+          "winner, the evidence; nothing written", "customers", role="agent",
+          body=merges.MergeRequest, response=MergeResult, params=(_ID,),
+          errors=(400, 404, 409, 413, 415, 422)),
+    Route("POST", "/v1/merges/{merge_id}/undo", merges.undo,
+          "Undo a merge: each customer gets its own identities, facts, profile and cart "
+          "back (what changed since stays), messages stored since go to the customer "
+          "whose identity sent them, the absorbed id stops answering 308, both timelines "
+          "and audit logs say so; a repeat after a crash finishes it; 409 when already "
+          "undone or erased", "customers", role="agent", response=UnmergeResult,
+          errors=(404, 409),
+          params=(Param("merge_id", "path", "the merge's id (mrg_…)", required=True),)),
+    Route("GET", "/v1/customers/{id}/audit", merges.audit,
+          "The customer's audit log of identity changes, newest first: joins on verified "
+          "evidence, link tokens, agents' links, merges and undos, each with who, when, "
+          "the evidence and the request id; after an erasure, ids only", "customers",
+          role="agent", response=AuditPage, errors=(400, 404),
+          params=(_ID, _LIMIT, Param("before", "query", "next_cursor from the previous page"))),
     Route("DELETE", "/v1/customers/{id}", erasure.erase,
           "Erase everything omni holds about the customer and every customer merged into "
           "it (admins); 204 when done, 404 for an id with nothing (left) to erase; an "

@@ -10,6 +10,7 @@
     store.parts             omni/store/parts.py        in customer (c): f:*, cart, cv_pending,
                                                        cv_topic, rev, *_rev, q_*; stats
     store.search            omni/store/search.py       search_index (ix:*)
+    store.audit             omni/store/audit.py        audit (audit:{C}), the identity changes
     store.inbox             omni/store/inbox.py        inbox (the team inbox's shards);
                                                        in customer (c): ix, iw;
                                                        inbox_mark.lua
@@ -44,6 +45,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from omni import scripts
+from omni.store.audit import Audit
 from omni.store.context import Contexts
 from omni.store.customers import Customers
 from omni.store.inbox import SHARDS_DEFAULT, ConversationIndex
@@ -75,6 +77,7 @@ class Store:
         self.parts = Parts(redis, self.timeline)
         self.contexts = Contexts(self.timeline)
         self.inbox = ConversationIndex(redis, inbox_shards)
+        self.audit = Audit(redis)
         # The whole-customer operations a caller from outside (a test, the benchmark)
         # starts from: the rooms' own bound methods, so no extra call on the hot path.
         self.ingest = self.timeline.ingest
