@@ -16,13 +16,18 @@ finished by running it again:
               verified-phone index entries, the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
+    forget    each record's audit log is scrubbed to ids (omni.store.audit; it is kept:
+              who merged whom and when stays answerable), and its merges' records lose
+              the fields an undo needed (omni.merge.forget)
     announce  one `customer.erased` event, ids only, for agents' consoles
     delete    each absorbed record, then the survivor: every key under its hash tag in
               one transaction, the hash among them
 
 Left behind: a queued delivery's reference in the outbox stream (a delivery id and a
 customer id, no content; the worker drops it when it finds no record), the
-`customer.erased` event, and service-wide counters, which count and name no one.
+`customer.erased` event, service-wide counters, which count and name no one, and the
+audit logs and merge records scrubbed to ids (what was merged into what, when, by which
+role, in which request), so identity changes stay accountable after an erasure.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
 from omni.ids import decode_cursor
 from omni.live import Live
-from omni.merge import text_fields
+from omni.merge import forget, text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
 from omni.outbox import DeliveryStatus, Outbox
 from omni.store import SYSTEM_CHANNEL, Store
@@ -156,6 +161,12 @@ def _owner(body: bytes) -> str:
         return ""  # unreadable: not provably theirs, and the stream's cap will take it
 
 
+async def _forget(erasure: Erasure) -> None:
+    for cid in erasure.person:
+        await forget(erasure.store, cid)
+        await erasure.store.audit.scrub(cid)
+
+
 async def _announce(erasure: Erasure) -> None:
     # Published before the delete, which takes the customer's own event stream with it;
     # the copy in the stream of every customer's events names ids only.
@@ -225,6 +236,7 @@ STEPS: tuple[Callable[[Erasure], Awaitable[None]], ...] = (
     _mark,
     _release,
     _scrub,
+    _forget,
     _announce,
     _delete_absorbed,
     _delete_own,

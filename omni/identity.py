@@ -38,10 +38,17 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     # Caller ID can be spoofed, so the link does not claim the identity is verified.
     link = IdentityLink(channel=channel, external_id=external_id, verified=False)
     try:
-        await store.customers.link_identity(owner, link)
+        _, created = await store.customers.link_identity(owner, link)
     except Conflict as exc:  # the number's first message raced this and created its own
         found = exc.extra.get("customer_id")
         return str(found) if found else None
+    if created:
+        await store.audit.record(
+            [owner],
+            "join",
+            evidence=f"the caller's number is the phone {owner} verified",
+            identity=(channel, external_id),
+        )
     return owner
 
 

@@ -281,6 +281,16 @@ async def _index(merge: Merge) -> None:
 STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record, _index)
 
 
+async def forget(store: Store, cid: str) -> None:
+    """An erasure's part: the records of the customer's merges keep their ids and lose
+    what undoing them needed (the records' fields), so such a merge cannot be undone."""
+    for merge_id in await store.audit.merge_ids(cid):
+        async with store.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.merge_record(merge_id), "snapshot", "before", "sets")
+            pipe.hset(keys.merge_record(merge_id), "state", "erased")
+            await pipe.execute()
+
+
 async def announce(live: Live, result: MergeResult) -> None:
     """Both records' listeners hear of a merge: agents' streams, and a chat socket on
     the absorbed record, which then has its client reconnect to the survivor."""

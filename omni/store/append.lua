@@ -19,8 +19,10 @@ if held[2] then
   return {-5}
 end
 -- ARGV[9] '1': the caller took the customer id from its own cache, not from the
--- identity key; a customer that is not there (erased) must not be recreated by it.
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+-- identity key; a customer that is not there (erased) must not be recreated by it, nor
+-- one the identity left since (an undone merge, omni.unmerge): the cache is right only
+-- while the customer holds the identity (its first message stored it there).
+if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
   return {-4}
 end
 local existing = redis.call('HGET', KEYS[4], ARGV[1])

@@ -145,6 +145,12 @@ class Audit:
     async def exists(self, cid: str) -> bool:
         return is_customer_id(cid) and bool(await self.redis.exists(keys.audit(cid)))
 
+    async def merge_ids(self, cid: str) -> list[str]:
+        """The merges the customer's log names (an erasure forgets their records)."""
+        found: list[Any] = await self.redis.xrange(keys.audit(cid), "-", "+") or []
+        ids = [_entry(entry_id, fields).merge_id for entry_id, fields in found]
+        return sorted({merge_id for merge_id in ids if merge_id})
+
     async def scrub(self, cid: str) -> None:
         """Rewrite the log with ids only, each entry at its own position, in one
         transaction (one slot: the customer's). Running it again changes nothing."""

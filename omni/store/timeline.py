@@ -99,7 +99,8 @@ class Timeline:
         self.search = search
         # Identity -> customer, learnt from successful appends: a known customer's ingest
         # then skips the identity round trip. Safe without invalidation: a merged-away
-        # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
+        # customer forwards appends to its survivor (-3), and one that is gone or no
+        # longer holds the identity (an undone merge) is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
         self._append = scripts.load(redis, "append", "store")
