@@ -229,7 +229,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console", console.page,
           "The agents' console (HTML; it signs in with an agent key)", "console"),
     Route("GET", "/console/{asset}", console.asset, "The console's script and styles",
-          "console", params=(Param("asset", "path", "console.js or console.css",
+          "console", params=(Param("asset", "path", "console.js, identity.js or console.css",
                                    required=True),), errors=(404,)),
 )  # fmt: skip
 
