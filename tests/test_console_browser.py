@@ -242,7 +242,7 @@ async def _record(server: TestServer, session: Any, cid: str) -> dict[str, Any]:
         "profile": context["customer"]["profile"],
         "identities": sorted(
             (i["channel"], i["external_id"]) for i in context["customer"]["identities"]
-        ),  # fmt: skip
+        ),
         "facts": {k: (f["value"], f["at"]) for k, f in context["facts"].items()},
         "cart": context["cart"],
         "messages": [(m["id"], m.get("text")) for m in messages if m["channel"] != "system"],
