@@ -16,6 +16,9 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
+    omni:audit:{C}              stream  the customer's identity changes (omni.store.audit)
+    omni:merge:{<merge id>}     hash    a merge and what undoing it needs (omni.unmerge)
+    omni:inbox:{ib<n>}:…        zset    the team inbox's index shards (omni.store.inbox)
 """
 
 from __future__ import annotations

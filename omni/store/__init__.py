@@ -22,10 +22,12 @@
 The customer hash is shared by design (one slot, one script per write), by field: the
 rooms above own the fields listed; append.lua writes the activity fields (last_seen,
 last_channel, in:<ch>, cv_n, cv_channels, …); omni.handoff owns ho*, cv_assignee,
-cv_first, cv_resolved; omni.merge owns merged_into and absorbed (which the rooms read to
-follow a merge); omni.erasure owns erasing. Two operations reach every key of a customer
-by design: omni.merge (reads both hashes whole, repoints identities through
-`store.customers`) and omni.erasure (exports, then deletes every key). omni.metrics
+cv_first, cv_resolved; omni.merge owns merged_into, merged_at, merge_id and absorbed
+(which the rooms read to follow a merge); omni.erasure owns erasing. Three operations
+reach every key of a customer by design: omni.merge (reads both hashes whole, repoints
+identities through `store.customers`), omni.unmerge (its reverse: the same fields, and
+the timeline entries stored since the merge) and omni.erasure (exports, then deletes
+every key but the audit log, which it scrubs to ids). omni.metrics
 reads `stats` with its own keys in one round trip. The keys of other concerns are their
 modules' own: outbox/delivery (omni.outbox), events/live (omni.live), handoff_due and
 metrics (omni.handoff), links (omni.links), devices/push_token/presence (the mobile and
