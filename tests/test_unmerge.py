@@ -334,3 +334,21 @@ async def test_an_agents_stream_hears_of_the_undo(client: TestClient, redis: Red
         data = await asyncio.wait_for(stream.content.readline(), 5)
     assert merged["merge_id"].encode() in data
     assert b'"source":"' + web.encode() in data
+
+
+async def test_a_caller_joining_on_a_verified_phone_is_audited(
+    client: TestClient, redis: Redis
+) -> None:
+    ana = (await ingest(client, channel="web", external_id="vis_3", channel_message_id="a"))[
+        "customer_id"
+    ]
+    await _profile(client, ana, phone="+351910000002", phone_verified=True)
+    called = await ingest(
+        client, channel="voice", external_id="+351910000002", channel_message_id="CA1-1"
+    )
+    assert called["customer_id"] == ana
+    log = await (await client.get(f"/v1/customers/{ana}/audit", headers=AGENT)).json()
+    entry = log["entries"][0]
+    assert entry["action"] == "join"
+    assert entry["identity"] == {"channel": "voice", "external_id": "+351910000002"}
+    assert "verified" in entry["evidence"]

@@ -24,6 +24,7 @@ is when the customer's oldest unanswered message arrived (ms).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import zlib
@@ -198,9 +199,15 @@ class ConversationIndex:
         """Oldest waiting first. Each shard gives at most one page past the cursor; the
         merged page is checked against the customers' hashes (stale entries dropped)."""
         by = f"a:{agent}" if agent else (f"c:{channel}" if channel else "")
+        shard_keys = [keys.inbox(shard, status, by) for shard in range(self.shards)]
+        low = after[0] if after is not None else "-inf"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in shard_keys:  # every shard's first page in one round trip
+                pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
+            firsts: list[Any] = await pipe.execute()
         candidates: list[tuple[int, str]] = []
-        for shard in range(self.shards):
-            candidates += await self._shard_page(keys.inbox(shard, status, by), after, limit + 1)
+        for key, found in zip(shard_keys, firsts, strict=True):
+            candidates += await self._shard_page(key, after, limit + 1, found)
         candidates.sort()
         rows = candidates[: limit + 1]
         more = len(rows) > limit
@@ -236,29 +243,36 @@ class ConversationIndex:
                     assignee=agent_now or None,
                     waiting_since=iso(wait) if wait is not None else None,
                     waiting_s=max(0, now - wait) / 1000 if wait is not None else 0.0,
-                    last_message=await read_last(cid),
+                    last_message=None,
                 )
             )
+        # Each one's last message, read at once (one page of its timeline each).
+        lasts = await asyncio.gather(*(read_last(item.customer.id) for item in items))
+        items = [
+            msgspec.structs.replace(item, last_message=last)
+            for item, last in zip(items, lasts, strict=True)
+        ]
         cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more and rows else None
         return InboxPage(conversations=items, next_cursor=cursor)
 
     async def _shard_page(
-        self, key: str, after: tuple[int, str] | None, count: int
+        self, key: str, after: tuple[int, str] | None, count: int, first: list[Any]
     ) -> list[tuple[int, str]]:
-        """Up to `count` (score, id) of one shard after the cursor, in order. Entries
-        tying on the cursor's score are walked past (ties are rare: scores are ms)."""
+        """Up to `count` (score, id) of one shard after the cursor, in order, from its
+        first page as read. Entries tying on the cursor's score are walked past with more
+        reads (ties are rare: scores are ms)."""
         low = after[0] if after is not None else "-inf"
         out: list[tuple[int, str]] = []
         offset = 0
-        while len(out) < count:
-            found: list[Any] = await self.redis.zrangebyscore(
-                key, low, "+inf", start=offset, num=count, withscores=True
-            )
+        found = first
+        while True:
             for member, score in found:
                 row = (int(score), as_text(member) or "")
                 if after is None or row > after:
                     out.append(row)
-            if len(found) < count:
-                break
+            if len(out) >= count or len(found) < count:
+                return out[:count]
             offset += len(found)
-        return out[:count]
+            found = await self.redis.zrangebyscore(
+                key, low, "+inf", start=offset, num=count, withscores=True
+            )
