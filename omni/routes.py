@@ -29,6 +29,7 @@ from omni.channel import Channel, load
 from omni.erasure import Export
 from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
+from omni.merge_preview import MergePreview
 from omni.model import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -124,7 +125,7 @@ ROUTES: tuple[Route, ...] = (
           "answer's merge_id undoes it. With \"dry_run\": true, the preview "
           "(MergePreview): both records, what would result, each fact's conflict and "
           "winner, the evidence; nothing written", "customers", role="agent",
-          body=merges.MergeRequest, response=MergeResult, params=(_ID,),
+          body=merges.MergeRequest, response=(MergeResult, MergePreview), params=(_ID,),
           errors=(400, 404, 409, 413, 415, 422)),
     Route("POST", "/v1/merges/{merge_id}/undo", merges.undo,
           "Undo a merge: each customer gets its own identities, facts, profile and cart "
