@@ -352,3 +352,25 @@ async def test_a_caller_joining_on_a_verified_phone_is_audited(
     assert entry["action"] == "join"
     assert entry["identity"] == {"channel": "voice", "external_id": "+351910000002"}
     assert "verified" in entry["evidence"]
+
+
+async def test_undoing_a_merge_whose_survivor_was_merged_on_waits_for_that_undo(
+    client: TestClient, redis: Redis
+) -> None:
+    web, ig = await _two_customers(client)
+    phone = (await ingest(client, channel="voice", external_id="+351910000009",
+                          channel_message_id="c1", text="call"))["customer_id"]  # fmt: skip
+    first = await _merge(client, ig, web)
+    second = await _merge(client, phone, ig)  # the survivor of the first is absorbed now
+    refused = await client.post(f"/v1/merges/{first['merge_id']}/undo", headers=AGENT)
+    assert refused.status == 409
+    problem = await refused.json()
+    assert (problem["state"], problem["customer_id"]) == ("merged", phone)
+    # Undone in order, each record is itself again, with its own messages.
+    for merge_id in (second["merge_id"], first["merge_id"]):
+        response = await client.post(f"/v1/merges/{merge_id}/undo", headers=AGENT)
+        assert response.status == 200, await response.text()
+    for cid, texts in ((web, ["web 2", "web 1", "web 0"]), (ig, ["ig 2", "ig 1", "ig 0"]),
+                       (phone, ["call"])):  # fmt: skip
+        own = [t for t in await _texts(client, cid) if not t.startswith(("Merge", "Merged"))]
+        assert own == texts, cid
