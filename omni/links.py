@@ -167,7 +167,12 @@ class LinkTokens:
             # systems have had longest.
             survivor, source = sorted((cid, current))
             result = await merge_customers(
-                self.store, survivor, source, action="link_token", evidence=evidence
+                self.store,
+                survivor,
+                source,
+                action="link_token",
+                evidence=evidence,
+                identity=(request.channel, request.external_id),
             )
             await announce(self.live, result)
             cid, merged_from = result.survivor, result.source

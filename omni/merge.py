@@ -63,6 +63,7 @@ class Merge:
     source: str
     action: AuditAction = "merge"  # how the audit log names it (a link token's, a join's)
     evidence: str | None = None
+    identity: tuple[str, str] | None = None  # the channel identity that proved it, if one
     merge_id: str = ""
     merged_at: int = 0  # ms: messages stored on the survivor from then on came after it
     source_fields: dict[str, bytes] = field(default_factory=dict)
@@ -268,6 +269,7 @@ async def _record(merge: Merge) -> None:
             [merge.survivor, merge.source],
             merge.action,
             evidence=merge.evidence,
+            identity=merge.identity,
             merge_id=merge.merge_id,
         )
         await merge.store.redis.hset(record, "audited", 1)
@@ -319,12 +321,21 @@ async def merge_customers(
     *,
     action: AuditAction = "merge",
     evidence: str | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> MergeResult:
     """Make `source` part of `survivor`. Running it again (after a crash, or twice)
     finishes what is left and changes nothing else. `action` and `evidence` are what
-    the audit log says of it (an agent's merge, a link token, a verified login)."""
+    the audit log says of it (an agent's merge, a link token, a verified login), and
+    `identity` the channel identity (channel, external id) that proved it, if one."""
     survivor, source = await pair(store, survivor, source)
-    merge = Merge(store=store, survivor=survivor, source=source, action=action, evidence=evidence)
+    merge = Merge(
+        store=store,
+        survivor=survivor,
+        source=source,
+        action=action,
+        evidence=evidence,
+        identity=identity,
+    )
     for step in STEPS:
         await step(merge)
     assert merge.result is not None

@@ -370,6 +370,14 @@ async def test_login_of_a_known_user_moves_the_session_and_the_history_joins(
     merged = await chat.get(f"/v1/customers/{anonymous_id}/context", headers=BOT)
     assert merged.status == 200
     assert (await merged.json())["customer"]["id"] == known_id
+    # The join is in both records' audit logs: the web channel's, on a verified login.
+    for cid, other in ((known_id, anonymous_id), (anonymous_id, known_id)):
+        log = await (await chat.get(f"/v1/customers/{cid}/audit", headers=AGENT)).json()
+        [entry] = log["entries"]
+        assert (entry["action"], entry["other_customer_id"]) == ("join", other)
+        assert entry["identity"] == {"channel": "web", "external_id": f"user:{USER}"}
+        assert entry["actor"] == {"kind": "channel", "name": "web"}
+        assert "verified login" in entry["evidence"]
 
 
 @pytest.mark.parametrize(

@@ -119,17 +119,19 @@ async def log_in(
         cid = str(taken.extra["customer_id"])
     joined = anonymous if anonymous not in (None, cid) else None
     if joined is not None:
-        await _join(store, survivor=cid, source=joined)
+        await _join(store, survivor=cid, source=joined, identity=(channel, external_id))
     if traits is not None:
         await _fill_profile(store, cid, traits)
     return cid
 
 
-async def _join(store: Store, *, survivor: str, source: str) -> None:
+async def _join(store: Store, *, survivor: str, source: str, identity: tuple[str, str]) -> None:
     """The anonymous visitor's history joins the known customer's timeline. A merge
     that lost a race (the source merged elsewhere meanwhile) is left to that one."""
     try:
-        await merge_customers(store, survivor, source, action="join", evidence=_LOGIN_EVIDENCE)
+        await merge_customers(
+            store, survivor, source, action="join", evidence=_LOGIN_EVIDENCE, identity=identity
+        )
     except Conflict:
         log.info("anonymous customer already merged elsewhere", survivor=survivor)
 
