@@ -264,6 +264,7 @@ async def test_a_wrong_merge_is_previewed_performed_audited_and_undone_in_the_co
         }, **BOT))["customer_id"]  # fmt: skip
         await post(omni, session, f"/v1/customers/{other}/facts",
                    {"facts": {"order_id": {"value": "9001"}}}, method="PATCH", **BOT)  # fmt: skip
+        await post(omni, session, f"/v1/customers/{other}/handoff", {"to": "agent"}, **BOT)
         was = {cid: await _record(omni, session, cid) for cid in (ana, other)}
 
     expect.set_options(timeout=GUARD_MS)
@@ -278,6 +279,9 @@ async def test_a_wrong_merge_is_previewed_performed_audited_and_undone_in_the_co
             await page.goto(str(omni.make_url("/console")))
             await page.get_by_label("Agent API key").fill(AGENT_KEY)
             await page.get_by_role("button", name="Sign in").click()
+            # The inbox starts with who waits now (GET /v1/conversations).
+            await expect(page.locator("#inbox")).to_contain_text("Ana Souza")
+            await expect(page.locator("#inbox .waiting")).to_contain_text("Where is order 9001?")
             await page.get_by_label("Find a customer").fill("Ana Silva")
             await page.get_by_label("Find a customer").press("Enter")
             await page.get_by_role("button", name="Ana Silva").click()

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.app import create_app
-from tests.conftest import AGENT, BOT, ingest, make_settings
+from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings
 
 
 async def _inbox(client: TestClient, query: str = "", headers: Any = AGENT) -> Any:
@@ -137,3 +137,15 @@ async def test_bad_inbox_queries_get_problems(client: TestClient, redis: Redis) 
         response = await client.get(f"/v1/conversations{query}", headers=AGENT)
         assert response.status == status, (query, await response.text())
         assert response.content_type == "application/problem+json"
+
+
+async def test_an_erased_customer_leaves_the_inbox(client: TestClient, redis: Redis) -> None:
+    ana = await _customer(client, "Ana")
+    await _handoff(client, ana, {"to": "agent"})
+    assert len((await _inbox(client))["conversations"]) == 1
+    erased = await client.delete(f"/v1/customers/{ana}", headers=ADMIN)
+    assert erased.status == 204
+    assert (await _inbox(client))["conversations"] == []
+    assert not [
+        key async for key in redis.scan_iter(match="omni:inbox:*") if await redis.zcard(key)
+    ]

@@ -466,6 +466,17 @@
   }
 
   async function openInbox() {
+    // Who waits now (GET /v1/conversations), oldest on top; events then keep it live.
+    try {
+      const { conversations } = await api("/v1/conversations?status=waiting&limit=20");
+      for (const c of conversations.reverse()) {
+        const said = c.last_message ? c.last_message.text || "…" : "…";
+        noteInbox(c.customer.id, c.customer.name || c.customer.id,
+          `waiting since ${when(c.waiting_since)} · ${c.channel || "?"}: ${said}`, true);
+      }
+    } catch (_) {
+      // The events below still fill it.
+    }
     let url;
     try {
       url = await eventsUrl("/v1/events", state.inboxLastId);
