@@ -109,6 +109,7 @@ class Inbox:
                 customer_id=message.customer_id,
             )
         await self.store.pipeliner.run(batch)
+        await self.store.inbox.sync(message.customer_id, "inbound", handoff)
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against

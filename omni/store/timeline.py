@@ -80,8 +80,9 @@ class Appended(NamedTuple):
     entry: str  # its timeline entry id
     created: bool  # False: a repeat of a message already stored
     # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
-    # stored (None for a repeat): who answers it, without reading them again.
-    handoff: tuple[bytes | None, bytes | None] | None = None
+    # stored (None for a repeat): who answers it, without reading them again; then its
+    # team inbox fields ('cv_status', 'last_channel', 'iw', 'ix'; omni.store.inbox).
+    handoff: tuple[bytes | None, ...] | None = None
 
 
 class _Gone(Exception):
@@ -103,7 +104,8 @@ class Timeline:
         self.search = search
         # Identity -> customer, learnt from successful appends: a known customer's ingest
         # then skips the identity round trip. Safe without invalidation: a merged-away
-        # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
+        # customer forwards appends to its survivor (-3), and one that is gone or no
+        # longer holds the identity (an undone merge) is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
         self._append = scripts.load(redis, "append", "store")
@@ -190,7 +192,7 @@ class Timeline:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        return Appended(stored, entry, True, (result[4], result[5]))
+        return Appended(stored, entry, True, tuple(result[4:10]))
 
     async def _absorbed_repeat(
         self, cid: str, message: Message, absorbed: bytes
