@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from omni.channel import load, validate
 from omni.cli import main
 from omni.settings import Settings
 from tests.processes import free_port
@@ -68,6 +69,14 @@ def test_the_public_url_follows_the_port_unless_set() -> None:
 def test_the_shipped_config_leaves_the_public_url_to_the_port() -> None:
     settings = Settings.from_env({"OMNI_CONFIG": str(ROOT / "config/omni.toml")})
     assert not settings.server.public_url_set
+
+
+def test_the_example_cluster_config_loads_and_leaves_delivery_to_workers() -> None:
+    settings = Settings.from_env({"OMNI_CONFIG": str(ROOT / "config/cluster.toml")})
+    validate(settings, load())
+    assert settings.redis.url == "redis://10.0.0.11:6379"
+    assert settings.server.public_url == "https://omni.example.com"
+    assert not settings.in_process_worker and settings.api_keys == ()
 
 
 def test_demo_looks_where_the_settings_say_and_says_how_to_start_omni(
