@@ -254,11 +254,14 @@ def _cannot_bind(host: str, port: int, exc: OSError, *, shared: bool) -> str:
     return f"{where}: {exc.strerror}"
 
 
-def _check_port(host: str, port: int) -> None:
-    """Raise the OSError the children would get binding the port, before starting them."""
+def _check_port(host: str, port: int, *, shared: bool) -> None:
+    """Raise the OSError serving would get binding the port (as aiohttp binds it), before
+    anything starts. A check, not a reservation: the bind itself is checked again."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
 
 
@@ -272,26 +275,20 @@ def _serve(
         print("omni: --processes: must be 1 or more", file=sys.stderr)
         return 2
     shared = args.reuse_port or args.processes > 1
-    if args.reuse_port and not settings.redis.url:
-        # Each process would start its own embedded server on one data_dir.
-        print(
-            "omni: configuration error: redis.url: processes sharing a port with "
-            "--reuse-port need one shared Redis: set OMNI_REDIS_URL on every one, or let one "
-            "command start them all on its embedded Redis: omni serve --processes N",
-            file=sys.stderr,
-        )
-        return 2
+    # With --reuse-port and no redis.url this process owns the embedded server; the
+    # others sharing the port must use it (OMNI_REDIS_URL): the data-dir lock refuses
+    # one that tries to start its own, naming the URL.
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     settings = _at(settings, host, port)
     log = structlog.get_logger("omni")
     redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"
+    try:
+        _check_port(host, port, shared=shared)  # before the embedded server starts
+    except OSError as exc:
+        print(_cannot_bind(host, port, exc, shared=shared), file=sys.stderr)
+        return 1
     if args.processes > 1:
-        try:
-            _check_port(host, port)
-        except OSError as exc:
-            print(_cannot_bind(host, port, exc, shared=True), file=sys.stderr)
-            return 1
         log.info("omni serving", url=f"http://{host}:{port}", redis=redis, processes=args.processes)
         code = asyncio.run(serve_processes(settings, args.processes, env))
         log.info("omni stopped", code=code)

@@ -62,7 +62,7 @@ class _Child:
         """The exit code once exited; notes readiness on the way."""
         assert self.process is not None and self.link is not None
         if not self.ready:
-            with suppress(BlockingIOError):
+            with suppress(OSError):  # BlockingIOError: nothing yet
                 self.ready = self.link.recv(1) != b""
         return self.process.poll()
 
