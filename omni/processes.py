@@ -88,8 +88,14 @@ class ProcessGroup:
         argv = [sys.executable, "-m", "omni.cli", "serve", "--host", self.host,
                 "--port", str(self.port), "--reuse-port",
                 "--supervisor-fd", str(child_end.fileno())]  # fmt: skip
+        # A session of its own: a terminal's Ctrl-C reaches the parent alone, which
+        # stops each child once (a second signal would cut a child's shutdown short).
         child.process = subprocess.Popen(  # noqa: S603 - our own argument list
-            argv, env=env, stdin=subprocess.DEVNULL, pass_fds=(child_end.fileno(),)
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(child_end.fileno(),),
+            start_new_session=True,
         )
         child_end.close()
         child.link, child.ready, child.started = parent_end, False, time.monotonic()
