@@ -18,7 +18,9 @@ while it keeps failing). The child reads its end until EOF: when the parent dies
 however it dies, the children stop on their own.
 
 SIGTERM or SIGINT to the parent stops every child gracefully (SIGTERM, each finishing
-its requests within `server.shutdown_timeout`), then the embedded server.
+its requests within `server.shutdown_timeout`), then the embedded server. Each child
+runs in a session of its own, so a terminal's Ctrl-C reaches the parent alone and each
+child is signalled once.
 """
 
 from __future__ import annotations

@@ -322,3 +322,33 @@ async def test_sharing_a_port_held_without_reuse_port_says_what_to_do(
     assert "the port is in use; stop what holds it or choose another port" in err, err
     # Nothing was started for a port that cannot be had: no embedded server.
     assert not (tmp_path / "var" / "valkey.pid").exists()
+
+
+async def test_a_child_whose_parent_is_gone_stops_by_itself(tmp_path: Path, redis_url: str) -> None:
+    """The parent's end of the socket pair closing (its death, however it dies) stops
+    the child gracefully: no child outlives its `omni serve --processes` parent."""
+    config = tmp_path / "omni.toml"
+    config.write_text("")
+    parent_end, child_end = socket.socketpair()
+    port = free_port()
+    log = (tmp_path / "child.log").open("wb")
+    env = {**omni_env(config), "OMNI_REDIS_URL": redis_url}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "omni.cli", "serve", "--reuse-port", "--port", str(port),
+        "--supervisor-fd", str(child_end.fileno()),
+        env=env, stdout=log, stderr=log, pass_fds=(child_end.fileno(),),
+    )  # fmt: skip
+    child_end.close()
+    try:
+        ready = await asyncio.wait_for(asyncio.to_thread(parent_end.recv, 1), 60)
+        assert ready == b"r"  # it serves
+        parent_end.close()  # the parent is gone
+        code = await asyncio.wait_for(child.wait(), 30)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        log.close()
+    text = (tmp_path / "child.log").read_text()
+    assert code == 0, text
+    assert '"omni process stopped"' in text and "Traceback" not in text
