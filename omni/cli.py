@@ -194,7 +194,9 @@ def _demo(settings: Settings, url: str | None, port: int | None) -> int:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             print(f"omni demo: --url must be http(s)://host[:port], not {url!r}", file=sys.stderr)
             return 2
-        settings = _at(settings, parts.hostname, parts.port or settings.server.port)
+        if not settings.server.public_url_set:
+            server = replace(settings.server, public_url=url.rstrip("/"))
+            settings = replace(settings, server=server)
     elif port is not None:
         settings = _at(settings, settings.server.host, port)
     base = url or settings.server.public_url

@@ -92,6 +92,9 @@ def test_demo_looks_where_the_settings_say_and_says_how_to_start_omni(
     other = free_port()
     assert main(["demo", "--port", str(other)]) == 1
     assert f"http://127.0.0.1:{other};" in capsys.readouterr().err
+    third = free_port()
+    assert main(["demo", "--url", f"http://localhost:{third}/"]) == 1
+    assert f"nothing answers at http://localhost:{third}/;" in capsys.readouterr().err
 
 
 def test_bad_arguments_get_one_line_that_says_what_to_do(
