@@ -28,6 +28,9 @@ from omni.store import Store
 
 log = structlog.get_logger("omni.delivery")
 
+# The channels whose clients show a typing indicator (omni.channels.socket relays it).
+TYPING_CHANNELS = frozenset({"web", "mobile"})
+
 # What a channel gives the worker to send one message to one recipient on it.
 Sender = Callable[[Message, str], Awaitable[Delivery]]
 
@@ -96,16 +99,30 @@ class ChannelDelivery:
 
 
 class BotDelivery:
-    """The handler for bot webhooks: adds the current context, then calls the bot."""
+    """The handler for bot webhooks: adds the current context, then calls the bot. While
+    a bot answers a message on omni's own clients, they show it typing."""
 
-    def __init__(self, store: Store, dispatcher: BotDispatcher):
+    def __init__(self, store: Store, dispatcher: BotDispatcher, live: Live):
         self.store = store
         self.dispatcher = dispatcher
+        self.live = live
 
     async def __call__(self, job: Job) -> Delivery:
         context = await self.store.context(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
-        return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        channel = job.payload.get("bot")
+        typing = channel in TYPING_CHANNELS and job.payload.get("type") != "handoff"
+        if typing:
+            await self._typing(job, channel, "start")
+        try:
+            return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        finally:
+            if typing:
+                await self._typing(job, channel, "stop")
+
+    async def _typing(self, job: Job, channel: object, state: str) -> None:
+        typing = {"channel": channel, "from": "bot", "state": state}
+        await self.live.publish(job.customer_id or "", "typing", typing)
 
 
 def bot_replies(replies_out: Replies) -> Callable[[Job, list[BotReply]], Awaitable[None]]:
@@ -147,5 +164,5 @@ def handlers(
         )
         for channel in channels
     }
-    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)))
+    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)), live)
     return table

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from omni.channels import instagram, mobile, voice, web
+from omni.channels import instagram, mobile, voice, web, widget
 
-MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile)
+# `widget` only serves the web chat's script (no adapter, no sender).
+MODULES: tuple[ModuleType, ...] = (instagram, voice, web, mobile, widget)

@@ -53,11 +53,14 @@ def _origin(request: web.Request) -> str | None:
 
 def _cors(handler: Handler) -> Handler:
     """Answer an allowed Origin with CORS headers, on problems too (the widget must be
-    able to read a 401 to start a new session)."""
+    able to read a 401 to start a new session). A page from any other Origin is refused
+    before the handler runs, so it stores nothing (a form post needs no preflight)."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         origin = _origin(request)
+        if origin is None and "Origin" in request.headers:
+            raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
         try:
             response = await handler(request)
         except ProblemError as problem:
