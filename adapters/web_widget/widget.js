@@ -445,9 +445,10 @@ li.failed .meta{color:#b3261e}
 background:#fff;font-size:14px;font-weight:600}
 .chip:hover{background:#eef0ff}
 .typing{margin:0;padding:4px 18px 6px;font-size:13px;color:#57606a;background:#f7f8fa;min-height:0}
-form{display:flex;align-items:flex-end;gap:8px;padding:10px 10px 10px 14px;border-top:1px solid #e3e6ea;background:#fff}
-textarea{all:unset;flex:1;min-height:24px;max-height:120px;overflow-y:auto;white-space:pre-wrap;overflow-wrap:anywhere;
-padding:8px 4px;font:inherit;color:#1f2328}
+form{display:flex;align-items:flex-end;gap:8px;padding:10px 12px;border-top:1px solid #e3e6ea;background:#fff}
+textarea{all:unset;box-sizing:border-box;flex:1;min-height:40px;max-height:120px;overflow-y:auto;white-space:pre-wrap;
+overflow-wrap:anywhere;padding:9px 14px;border:1px solid #c9d1d9;border-radius:20px;font:inherit;color:#1f2328;background:#fff}
+textarea:focus-visible{outline:2px solid var(--accent-text);outline-offset:0;border-color:transparent}
 textarea::placeholder{color:#6a737d}
 .send{all:unset;width:40px;height:40px;border-radius:50%;background:var(--accent);color:var(--ink);display:grid;place-items:center;cursor:pointer;flex:none}
 .send svg{width:20px;height:20px;fill:currentColor}
