@@ -177,6 +177,7 @@ async def test_a_visitor_chats_through_the_widget(
         async with chromium() as browser:
             await _blocked(browser, blocked_url, redis)
             await _conversation(browser, page_url, omni, bot)
+            await _linked(browser, page_url, omni)
     finally:
         bot.thinking.set()
         await omni.stop()
@@ -329,4 +330,29 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await expect(mine.filter(has_text="Are you still there?")).to_have_count(1)
     assert await page.evaluate("window.__pwned") is None
     assert errors == []
+    await context.close()
+
+
+async def _linked(browser: Any, page_url: str, omni: Omni) -> None:
+    """A link a bot sent on Instagram, opened on the shop's site (`?omni_link=…`): the new
+    visitor continues as that customer, and the page's address loses the token."""
+    from playwright.async_api import expect
+
+    ig = await api(omni, "POST", "/v1/messages", {
+        "channel": "instagram", "external_id": "ig-ana", "channel_message_id": "ig-1",
+        "text": "Can I finish this on your website?",
+    }, **BOT)  # fmt: skip
+    cid = ig["customer_id"]
+    link = await api(omni, "POST", f"/v1/customers/{cid}/link-tokens", {"channel": "web"}, **BOT)
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{page_url}/?ref=ig&omni_link={link['token']}")
+    await expect(page.locator("[data-omni=chat]")).to_have_attribute("data-status", "online")
+    assert page.url == f"{page_url}/?ref=ig"
+    visitor = await page.evaluate(f"JSON.parse(localStorage.getItem('omni:{omni.url}')).visitor")
+    assert await customer(omni, visitor) == cid
+    await api(omni, "POST", f"/v1/customers/{cid}/messages",
+              {"channel": "web", "text": "Welcome back, Ana!"}, **AGENT)  # fmt: skip
+    await page.get_by_role("button", name="Open chat").click()
+    await expect(page.locator("li.theirs")).to_contain_text(["Welcome back, Ana!"])
     await context.close()
