@@ -58,6 +58,7 @@ def _cors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        http.adapter(request, NAME)  # an unconfigured channel is 404 for every page
         origin = _origin(request)
         if origin is None and "Origin" in request.headers:
             raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
