@@ -242,12 +242,23 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await expect(mine).to_have_count(1)
     await expect(theirs).to_have_count(1)
 
-    # A quick reply is tapped: it is the visitor's message, and the bot answers it.
+    # A second tab of the shop is the same visitor, with the same conversation.
+    tab = await context.new_page()
+    await tab.goto(page_url)
+    await tab.get_by_role("button", name="Open chat").click()
+    await expect(tab.locator("li.mine")).to_have_count(1)
+    await expect(tab.locator("li.theirs")).to_have_count(1)
+
+    # A quick reply is tapped: it is the visitor's message, and the bot answers it
+    # (live in the other tab too).
     await chips.filter(has_text="Where is my order?").click()
     await expect(mine).to_have_count(2)
     await expect(mine.last).to_contain_text("Where is my order?")
     await expect(theirs.last).to_contain_text("Order 4417 left our warehouse this morning.")
     await expect(chips).to_have_count(0)
+    await expect(tab.locator("li.mine")).to_have_count(2)
+    await expect(tab.locator("li.theirs")).to_have_count(2)
+    await tab.close()
     cid = await customer(omni, visitor)
     assert "Where is my order?" in await texts(omni, cid)
 

@@ -250,6 +250,7 @@
             byId.set(ack.id, entry);
           }
           if (entry && entry.state !== "delivered") state(entry, "sent");
+          if (wsOpen) offline(false);
         } catch (error) {
           if (error instanceof Offline || error.status >= 500 || error.status === 429) {
             outbox.forEach((i) => byClient.has(i.client_msg_id) && state(byClient.get(i.client_msg_id), "waiting"));
@@ -488,6 +489,7 @@ textarea::placeholder{color:#6a737d}
     document.body.append(host);
     apply();
     badge(unread);
+    if (isOpen) open(); // omni.open() was called before the widget was ready
   }
 
   // Colour, position and words, from data-omni-* and omni.configure().
