@@ -69,7 +69,7 @@ class ChannelDelivery:
             outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
         else:
             if echo is not None:
-                await self.store.expect_echo(cid, message.channel, echo, entry)
+                await self.store.timeline.expect_echo(cid, message.channel, echo, entry)
             try:
                 outcome = await self.sender(message, recipient)
             except Exception as exc:
@@ -85,13 +85,13 @@ class ChannelDelivery:
             attempts=job.attempt,
             channel_message_id=outcome.channel_message_id,
         )
-        await self.store.set_status(cid, entry, status)
+        await self.store.timeline.set_status(cid, entry, status)
         if outcome.channel_message_id:
-            await self.store.link_channel_message(
+            await self.store.timeline.link_channel_message(
                 cid, message.channel, outcome.channel_message_id, entry
             )
         if echo is not None:
-            await self.store.echo_settled(cid, message.channel, echo)
+            await self.store.timeline.echo_settled(cid, message.channel, echo)
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
         )
@@ -108,7 +108,7 @@ class BotDelivery:
         self.live = live
 
     async def __call__(self, job: Job) -> Delivery:
-        context = await self.store.context(job.customer_id or "")
+        context = await self.store.contexts.read(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
         channel = job.payload.get("bot")
         typing = channel in TYPING_CHANNELS and job.payload.get("type") != "handoff"

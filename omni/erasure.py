@@ -46,8 +46,8 @@ from omni.live import Live
 from omni.merge import text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
 from omni.outbox import DeliveryStatus, Outbox
-from omni.search import index_profile
-from omni.store import SYSTEM_CHANNEL, Store, _s
+from omni.store import SYSTEM_CHANNEL, Store
+from omni.store.reply import as_text
 
 log = structlog.get_logger("omni.erasure")
 EXPORT_FORMAT = "omni.export/1"
@@ -83,7 +83,7 @@ async def _mark(erasure: Erasure) -> None:
         # One write as any other (a merged-away id is Moved): the revision moves on, so a
         # writer holding an older version is refused from here on.
         marked = [("erasing", str(now_ms()).encode())]
-        await erasure.store._write_part(erasure.cid, "erasing", None, marked)
+        await erasure.store.parts.write(erasure.cid, "erasing", None, marked)
     except NotFound:
         # Nothing to erase, or erased already. What in-flight work (a delivery status,
         # a live event) wrote under this id after its hash went is still this id's by
@@ -92,13 +92,13 @@ async def _mark(erasure: Erasure) -> None:
         await _delete(erasure, erasure.cid)
         raise
     # Merges keep the list flat; following it further costs little and misses nothing.
-    pending = await erasure.store.absorbed(erasure.cid)
+    pending = await erasure.store.customers.absorbed(erasure.cid)
     while pending:
         cid = pending.pop()
         if cid in erasure.absorbed or cid == erasure.cid:
             continue
         erasure.absorbed.append(cid)
-        pending += await erasure.store.absorbed(cid)
+        pending += await erasure.store.customers.absorbed(cid)
 
 
 async def _release(erasure: Erasure) -> None:
@@ -115,8 +115,10 @@ async def _release(erasure: Erasure) -> None:
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
             )
         if "p" in fields:
-            # The verified-phone lookup (omni.identity) reads the same phone entries.
-            await index_profile(redis, cid, codec.decode(fields["p"], Profile), Profile())
+            # The verified-phone lookup (store.search) reads the same phone entries.
+            await erasure.store.search.index_profile(
+                cid, codec.decode(fields["p"], Profile), Profile()
+            )
         await erasure.outbox.erase(cid)
     await redis.zrem(keys.handoff_due(), *erasure.person)
 
@@ -143,7 +145,7 @@ async def _scrub(erasure: Erasure) -> None:
             await redis.xdel(keys.events_all(), *doomed)
         if len(entries) < _EVENTS_PAGE:
             return
-        start = f"({_s(entries[-1][0])}"
+        start = f"({as_text(entries[-1][0])}"
 
 
 def _owner(body: bytes) -> str:
@@ -195,14 +197,14 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
     channels = {SYSTEM_CHANNEL, *erasure.channels}
     channels.update(n[2:].partition(":")[0] for n in fields if n.startswith("i:"))
     channels.update(n[3:] for n in fields if n.startswith("in:"))
-    channels.update((_s(fields.get("cv_channels")) or "").split(","))
+    channels.update((as_text(fields.get("cv_channels")) or "").split(","))
     # The message-id index names every channel the timeline has an index for, also one
     # switched off since: the customer's own hash is scanned, never the keyspace.
     async for name in redis.hscan_iter(keys.message_ids(cid), count=1000, no_values=True):
-        match = _CHANNEL.match(_s(name) or "")
+        match = _CHANNEL.match(as_text(name) or "")
         channels.add(match.group(0) if match else "")
     channels.discard("")
-    deliveries = [_s(d) or "" for d in await redis.zrange(keys.deliveries(cid), 0, -1)]
+    deliveries = [as_text(d) or "" for d in await redis.zrange(keys.deliveries(cid), 0, -1)]
     return [
         *(keys.channel_timeline(cid, ch) for ch in sorted(channels)),
         *(keys.presence(cid, ch) for ch in sorted(channels)),
@@ -293,10 +295,10 @@ class Export(ExportHead, frozen=True):
 async def export_head(store: Store, cid: str) -> ExportHead:
     """Read before the response starts, so a missing or absorbed id is a problem
     document, not a cut-off download."""
-    context = await store.context(cid, follow=False)
+    context = await store.contexts.read(cid, follow=False)
     if await store.redis.hexists(keys.customer(cid), "erasing"):
         raise Conflict(f"{cid} is being erased; DELETE it again to finish the erasure")
-    absorbed = await store.absorbed(cid)
+    absorbed = await store.customers.absorbed(cid)
     devices: list[ExportedDevice] = []
     calls: list[ExportedCall] = []
     for owner in [cid, *absorbed]:
@@ -318,8 +320,8 @@ async def export_head(store: Store, cid: str) -> ExportHead:
                 )
             )
         for call_id, held in sorted((await store.redis.hgetall(keys.calls(owner))).items()):
-            status = (_s(held) or "").partition(" ")[0]
-            calls.append(ExportedCall(call_id=_s(call_id) or "", status=status))
+            status = (as_text(held) or "").partition(" ")[0]
+            calls.append(ExportedCall(call_id=as_text(call_id) or "", status=status))
     return ExportHead(
         format=EXPORT_FORMAT,
         exported_at=iso(now_ms()) or "",
@@ -357,7 +359,9 @@ async def export_body(
     yield b'],"messages":['
     comma, before, count = b"", None, 0
     while True:
-        history = await store.history(cid, limit=page, before=before, channel=None, follow=False)
+        history = await store.timeline.history(
+            cid, limit=page, before=before, channel=None, follow=False
+        )
         if history.messages:
             yield comma + b",".join(encoder.encode(m) for m in history.messages)
             comma = b","

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import re
 
-from redis.asyncio import Redis
-
-from omni import codec, keys
 from omni.errors import Conflict
-from omni.model import FactInput, FactSource, FactsPatch, IdentityLink, Message, Profile
-from omni.search import normalize_phone
-from omni.store import Store, _b
+from omni.model import FactInput, FactSource, IdentityLink, Message
+from omni.store import Store
+from omni.store.search import normalize_phone
 
 PHONE_CHANNELS = frozenset({"voice", "sms", "whatsapp"})  # external ids that are E.164
 TYPED_CONFIDENCE = 0.5  # an address typed in a chat: plausible, never proof
@@ -25,37 +22,23 @@ _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _PHONE = re.compile(r"(?:\+|00)[1-9][\d\s().-]{6,18}\d")
 
 
-async def verified_phone_owner(redis: Redis, phone: str) -> str | None:
-    """The one customer who verified `phone`, or None (nobody, or more than one)."""
-    members = await redis.smembers(keys.search_index("phone", phone))
-    owners = []
-    for member in members:
-        cid = _b(member).decode()
-        blob = await redis.hget(keys.customer(cid), "p")
-        if blob is not None:
-            profile = codec.decode(_b(blob), Profile)
-            if profile.phone == phone and profile.phone_verified:
-                owners.append(cid)
-    return owners[0] if len(owners) == 1 else None
-
-
 async def claim_verified_phone(store: Store, channel: str, external_id: str) -> str | None:
     """The customer of a phone channel's identity: the one it belongs to, else — before
     its first message creates a new customer — the one customer who verified that
     number, linked from now on. None: nobody yet (or not a phone channel)."""
     if channel not in PHONE_CHANNELS:
-        return None  # not asked: the identity's own record answers (omni.store.resolve)
-    cid = await store.find(channel, external_id)
+        return None  # not asked: the identity's own record answers (store.customers.resolve)
+    cid = await store.customers.find(channel, external_id)
     if cid is not None:
         return cid
     phone = normalize_phone(external_id)
-    owner = await verified_phone_owner(store.redis, phone) if phone else None
+    owner = await store.search.verified_phone_owner(phone) if phone else None
     if owner is None:
         return None
     # Caller ID can be spoofed, so the link does not claim the identity is verified.
     link = IdentityLink(channel=channel, external_id=external_id, verified=False)
     try:
-        await store.link_identity(owner, link)
+        await store.customers.link_identity(owner, link)
     except Conflict as exc:  # the number's first message raced this and created its own
         found = exc.extra.get("customer_id")
         return str(found) if found else None
@@ -83,14 +66,9 @@ async def note_typed_contacts(store: Store, message: Message) -> list[str]:
     contacts = typed_contacts(message.text or "")
     if not contacts:
         return []
-    known = await store.redis.hmget(keys.customer(message.customer_id),
-                                    [f"f:{name}" for name in contacts])  # fmt: skip
     source = FactSource(channel=message.channel, message_id=message.id)
-    facts: dict[str, FactInput | None] = {
+    facts = {
         name: FactInput(value=value, confidence=TYPED_CONFIDENCE, source=source)
-        for (name, value), existing in zip(contacts.items(), known, strict=True)
-        if existing is None
+        for name, value in contacts.items()
     }
-    if facts:
-        await store.patch_facts(message.customer_id, FactsPatch(facts=facts), None)
-    return list(facts)
+    return await store.parts.add_absent_facts(message.customer_id, facts)

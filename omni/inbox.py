@@ -54,7 +54,7 @@ class Inbox:
         """Store once and tell listeners; `notify_bot=False` is for a channel that calls
         its bot itself while the customer waits (voice), so the bot is not called twice."""
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
-        message, _, created, handoff = await self.store.ingest(inbound)
+        message, _, created, handoff = await self.store.timeline.ingest(inbound)
         if created:
             if message.text:
                 await note_typed_contacts(self.store, message)
@@ -106,7 +106,7 @@ class Inbox:
         """The channel's copy of a message sent from our side. Ours de-duplicates against
         the stored reply (its channel id was linked at delivery); one sent from the
         channel's own app by a person is stored as an agent's message."""
-        cid, _ = await self.store.resolve(inbound.channel, inbound.external_id)
+        cid, _ = await self.store.customers.resolve(inbound.channel, inbound.external_id)
         if (ours := await self._being_sent(cid, inbound)) is not None:
             return ours
         author_id = inbound.metadata.get("author_id")
@@ -114,7 +114,7 @@ class Inbox:
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="outbound", author=author
         )
-        stored, _, created, _ = await self.store.append(
+        stored, _, created, _ = await self.store.timeline.append(
             cid,
             message,
             identity=Identity(channel=inbound.channel, external_id=inbound.external_id),
@@ -133,30 +133,32 @@ class Inbox:
         # An echo of a send that has answered finds no expectation (the send took it
         # away): the append below finds the reply by the id the send linked.
         fingerprint = echo_fingerprint(inbound.external_id, inbound.text, inbound.attachments)
-        entry = await self.store.expected_echo(cid, inbound.channel, fingerprint)
+        entry = await self.store.timeline.expected_echo(cid, inbound.channel, fingerprint)
         if entry is None:
             return None
-        await self.store.link_channel_message(
+        await self.store.timeline.link_channel_message(
             cid, inbound.channel, inbound.channel_message_id, entry
         )
-        return await self.store.message_at(cid, entry)
+        return await self.store.timeline.message_at(cid, entry)
 
     async def _mark(self, event: Marked) -> None:
-        cid = await self.store.find(event.channel, event.external_id)
+        cid = await self.store.customers.find(event.channel, event.external_id)
         target = event.channel_message_id
         if cid is None or target is None or event.kind == "referral":
             log.info("mark not applied", channel=event.channel, kind=event.kind)
             return
-        entry = await self.store.entry_of(cid, event.channel, target)
+        entry = await self.store.timeline.entry_of(cid, event.channel, target)
         if entry is None:
             log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
             return
         at = event.at_ms or now_ms()
         if event.kind == "delivered":
-            await self.store.set_status(
+            await self.store.timeline.set_status(
                 cid, entry, MessageStatus(state="delivered", at=iso(at) or "")
             )
         else:
             emoji = event.detail.get("emoji") or event.detail.get("reaction")
-            await self.store.annotate(cid, entry, event.kind, at, str(emoji) if emoji else None)
+            await self.store.timeline.annotate(
+                cid, entry, event.kind, at, str(emoji) if emoji else None
+            )
         await self.live.publish(cid, f"message.{event.kind}", {"entry": entry, "at": iso(at)})

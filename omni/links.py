@@ -29,7 +29,8 @@ from omni.errors import Conflict, Gone, NotFound, Unauthenticated, ValidationFai
 from omni.live import Live
 from omni.merge import announce, merge_customers
 from omni.model import IdentityLink
-from omni.store import Store, _b
+from omni.store import Store
+from omni.store.reply import as_bytes
 
 TTL_S = 15 * 60
 _CODE_ATTEMPTS = 10
@@ -85,14 +86,14 @@ class LinkTokens:
         if self._secret is None:
             candidate = secrets.token_bytes(32)
             existing = await self.redis.set(keys.link_secret(), candidate, nx=True, get=True)
-            self._secret = _b(existing) if existing is not None else candidate
+            self._secret = as_bytes(existing) if existing is not None else candidate
         return self._secret
 
     def _sign(self, secret: bytes, payload: bytes) -> str:
         return _b64(hmac.new(secret, payload, hashlib.sha256).digest()[:20])
 
     async def issue(self, cid: str, channel: str, now: float | None = None) -> LinkToken:
-        await self.store.revision(cid)  # 404 for a customer that does not exist
+        await self.store.parts.revision(cid)  # 404 for a customer that does not exist
         now = time.time() if now is None else now
         expires = int(now) + TTL_S
         nonce = secrets.token_urlsafe(12)
@@ -140,7 +141,7 @@ class LinkTokens:
                 raise NotFound(
                     "no link code like that is waiting; it may have expired", field="code"
                 )
-            token = _b(found).decode()
+            token = as_bytes(found).decode()
         cid, channel, nonce = self._open(await self.secret(), token, now)
         if channel != request.channel:
             raise ValidationFailed(
@@ -149,11 +150,11 @@ class LinkTokens:
             )
         if not await self.redis.delete(keys.link_nonce(nonce)):
             raise Gone("that link token was already used", field="token")
-        current = await self.store.find(request.channel, request.external_id)
+        current = await self.store.customers.find(request.channel, request.external_id)
         merged_from = None
         if current is None:
             link = IdentityLink(channel=request.channel, external_id=request.external_id)
-            await self.store.link_identity(cid, link)
+            await self.store.customers.link_identity(cid, link)
         elif current != cid:
             # The older record survives (ids are time-ordered): its id is the one other
             # systems have had longest.

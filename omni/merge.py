@@ -33,8 +33,8 @@ from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError, Vali
 from omni.ids import is_customer_id
 from omni.live import Live
 from omni.model import Cart, Fact, Identity, MetaValue, Profile
-from omni.search import index_profile
-from omni.store import Store, _b, _s
+from omni.store import Store
+from omni.store.reply import as_bytes, as_text
 
 _ABSORB_ATTEMPTS = 20
 
@@ -68,7 +68,7 @@ async def canonical(store: Store, cid: str) -> str:
             raise NotFound(f"no customer {cid}")
         if moved is None:
             return cid
-        cid = _b(moved).decode()
+        cid = as_bytes(moved).decode()
     raise StoreError(f"customer {cid} is at the end of a merge chain too long to follow")
 
 
@@ -80,15 +80,15 @@ async def _mark(merge: Merge) -> None:
         raise NotFound(f"no customer {merge.source}", field="source")
     if int(found[0]) == -1:
         raise Conflict(
-            f"{merge.source} was merged into {_s(found[1])} meanwhile; merge that one",
+            f"{merge.source} was merged into {as_text(found[1])} meanwhile; merge that one",
             field="source",
-            customer_id=_s(found[1]),
+            customer_id=as_text(found[1]),
         )
 
 
 def text_fields(flat: dict[Any, Any]) -> dict[str, bytes]:
     """A hash as read (bytes names) with its field names as text."""
-    return {_b(k).decode(): _b(v) for k, v in flat.items()}
+    return {as_bytes(k).decode(): as_bytes(v) for k, v in flat.items()}
 
 
 def _fact_at(blob: bytes) -> str:
@@ -174,27 +174,26 @@ async def _absorb(merge: Merge) -> None:
             raise NotFound(f"no customer {merge.survivor}")
         sets, merge.result, profile = _absorb_plan(merge, mine, merge.source_fields)
         try:
-            await merge.store._write_part(merge.survivor, "*", mine["rev"].decode(), sets)
+            await merge.store.parts.write(merge.survivor, "*", mine["rev"].decode(), sets)
         except PreconditionFailed:
             continue  # the survivor changed while we planned; plan again on what it is now
         old = codec.decode(mine["p"], Profile) if "p" in mine else None
         if profile is not None and profile != old:
-            await index_profile(redis, merge.survivor, old, profile)
+            await merge.store.search.index_profile(merge.survivor, old, profile)
         return
     raise StoreError(f"{merge.survivor} kept changing; the merge could not be applied")
 
 
 async def _repoint(merge: Merge) -> None:
-    redis = merge.store.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        for name, blob in merge.source_fields.items():
-            if name.startswith("i:"):
-                identity = codec.decode(blob, Identity)
-                pipe.set(keys.identity(identity.channel, identity.external_id), merge.survivor)
-        await pipe.execute()
+    identities = [
+        codec.decode(blob, Identity)
+        for name, blob in merge.source_fields.items()
+        if name.startswith("i:")
+    ]
+    await merge.store.customers.repoint(identities, merge.survivor)
     if "p" in merge.source_fields:
-        await index_profile(
-            redis, merge.source, codec.decode(merge.source_fields["p"], Profile), Profile()
+        await merge.store.search.index_profile(
+            merge.source, codec.decode(merge.source_fields["p"], Profile), Profile()
         )
 
 
@@ -213,7 +212,7 @@ async def _record(merge: Merge) -> None:
             text += "; their cart was set aside (this customer's was changed more recently)"
         else:
             text += "; their cart, changed more recently, is the cart now"
-    await merge.store.record_event(merge.survivor, f"merge:{merge.source}", text, metadata)
+    await merge.store.timeline.record_event(merge.survivor, f"merge:{merge.source}", text, metadata)
 
 
 STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record)
@@ -234,7 +233,7 @@ async def merge_customers(store: Store, survivor: str, source: str) -> MergeResu
         raise NotFound(f"no customer {source}", field="source")
     survivor = await canonical(store, survivor)
     moved = await store.redis.hget(keys.customer(source), "merged_into")
-    if moved is not None and _b(moved).decode() != survivor:
+    if moved is not None and as_bytes(moved).decode() != survivor:
         source = await canonical(store, source)  # merged elsewhere: bring that one over
     if source == survivor:
         raise ValidationFailed("a customer cannot be merged into itself", field="source")

@@ -45,7 +45,7 @@ class Replies:
         """Store and queue one reply; a repeated `client_message_id` sends nothing twice."""
         if not (request.text or request.attachments):
             raise ValidationFailed("a reply needs text or attachments", field="text")
-        context = await self.store.context(cid)
+        context = await self.store.contexts.read(cid)
         channel = request.channel or context.customer.last_channel
         if channel is None:
             raise ValidationFailed("the customer has no channel yet; name one", field="channel")
@@ -71,7 +71,7 @@ class Replies:
             quick_replies=request.quick_replies,
         )
         status = MessageStatus(state="queued", at=iso(now_ms()) or "")
-        stored, entry, created, _ = await self.store.append(
+        stored, entry, created, _ = await self.store.timeline.append(
             cid, message, identity=Identity(channel=channel, external_id=to), status=status
         )
         if created:

@@ -30,9 +30,9 @@ from omni.ids import Cursor, decode_cursor
 from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
-from omni.search import index_profile, normalize_phone
 from omni.state import SERVICES, STORE
 from omni.store import Store
+from omni.store.search import normalize_phone
 from omni.web_io import json_response
 
 log = structlog.get_logger("omni.channels")
@@ -76,7 +76,7 @@ class CatchUpPage(msgspec.Struct, frozen=True):
 
 async def exists(store: Store, cid: str) -> bool:
     try:
-        await store.revision(cid)
+        await store.parts.revision(cid)
     except NotFound:
         return False
     return True
@@ -84,7 +84,7 @@ async def exists(store: Store, cid: str) -> bool:
 
 async def _known(store: Store, channel: str, external_id: str) -> str | None:
     for on in (channel, *(c for c in FIRST_PARTY if c != channel)):
-        cid = await store.find(on, external_id)
+        cid = await store.customers.find(on, external_id)
         if cid is not None and await exists(store, cid):
             return cid
     return None
@@ -100,15 +100,15 @@ async def log_in(
     """Link a verified login (see the module docstring) and return the session's
     customer. Call only after the adapter verified the identifier's hash."""
     external_id = USER_PREFIX + user_id
-    anonymous = await store.find(channel, previous.external_id) if previous else None
+    anonymous = await store.customers.find(channel, previous.external_id) if previous else None
     if anonymous is not None and not await exists(store, anonymous):
         anonymous = None
     cid = await _known(store, channel, external_id)
     if cid is None:
-        cid = anonymous or await store.ensure_customer(channel, external_id)
+        cid = anonymous or await store.customers.ensure(channel, external_id)
     link = IdentityLink(channel=channel, external_id=external_id, verified=True)
     try:
-        await store.link_identity(cid, link)
+        await store.customers.link_identity(cid, link)
     except Conflict as taken:
         # Another login of the same user linked it a moment ago: that customer is theirs.
         cid = str(taken.extra["customer_id"])
@@ -132,7 +132,7 @@ async def _join(store: Store, *, survivor: str, source: str) -> None:
 async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
     """Traits are the client's unverified claims: they fill empty profile fields, never
     overwrite what an agent or a verified source set."""
-    profile, rev = await store.profile(cid)
+    profile, rev = await store.customers.profile(cid)
     offered = {
         "name": traits.name,
         "email": traits.email,
@@ -144,10 +144,10 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
         return
     new = msgspec.structs.replace(profile, **fill)
     try:
-        _, before = await store.put_profile(cid, new, rev)
+        _, before = await store.customers.put_profile(cid, new, rev)
     except PreconditionFailed:
         return  # someone edited the profile this instant; theirs stands
-    await index_profile(store.redis, cid, before, new)
+    await store.search.index_profile(cid, before, new)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -198,13 +198,13 @@ async def catch_up(request: web.Request, channel: str) -> web.Response:
     adapter: ClientChannel = http.adapter(request, channel)
     query = adapter.parse_catch_up(await http.inbound(request))
     store = request.app[STORE]
-    cid = await store.find(channel, query.session.external_id)
+    cid = await store.customers.find(channel, query.session.external_id)
     if cid is None:
         page: list[Message] = []
         more = False
     else:
         start = await resolve_after(store, cid, channel, query.after)
-        found, more = await store.read_after(cid, channel, after=start, limit=query.limit)
+        found, more = await store.timeline.read_after(cid, channel, after=start, limit=query.limit)
         page = [message for _, message in found]
     body = adapter.render_catch_up(page, after=query.after, has_more=more)
     return json_response(msgspec.convert(body, CatchUpPage))
@@ -250,7 +250,7 @@ async def locate(store: Store, cid: str, channel: str, message_id: str, ms: int)
     """The position of a message on the channel's timeline, searched near its id's time."""
     start: Cursor = (f"{max(ms - LOCATE_WINDOW_MS, 0)}-0", None)
     for _ in range(LOCATE_PAGES):
-        page, more = await store.read_after(cid, channel, after=start, limit=PAGE_MAX)
+        page, more = await store.timeline.read_after(cid, channel, after=start, limit=PAGE_MAX)
         for position, message in page:
             if message.id == message_id:
                 return position

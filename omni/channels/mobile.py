@@ -153,7 +153,7 @@ async def mobile_devices(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:
         await client.log_in(store, NAME, registration.user_id, registration.previous)
-    cid = await store.ensure_customer(NAME, registration.external_id)
+    cid = await store.customers.ensure(NAME, registration.external_id)
     await register(store.redis, cid, registration)
     return json_response(msgspec.convert(adapter.render_device(registration), DeviceView))
 
@@ -207,7 +207,7 @@ class MobileSender:
             return Delivery("sent")  # the live socket writes it (and marks it delivered)
         if not self.adapter.pushes:
             return Delivery("sent", reason="not pushed: no push endpoint; the app catches up")
-        owners = [cid, *await self.store.absorbed(cid)]
+        owners = [cid, *await self.store.customers.absorbed(cid)]
         found = await asyncio.gather(*(device_records(redis, owner) for owner in owners))
         targets = [
             (owner, record.device)

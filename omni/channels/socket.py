@@ -88,7 +88,7 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
             await services.live.wait_ready()
     except TimeoutError:
         raise Unavailable("live events are not flowing; retry shortly") from None
-    cid = await request.app[STORE].ensure_customer(channel, session.external_id)
+    cid = await request.app[STORE].customers.ensure(channel, session.external_id)
     connection = Connection(request, ws, adapter, session, cid)
     redis = request.app[REDIS]
     with services.live.listen(cid) as listener:
@@ -219,7 +219,7 @@ class Connection:
         if found is None:
             return
         entry, owner = found
-        message = await self.store.message_at(owner or self.cid, entry)
+        message = await self.store.timeline.message_at(owner or self.cid, entry)
         if message is None or message.channel_message_id is None:
             return
         target = dataclasses.replace(mark, channel_message_id=message.channel_message_id)
@@ -229,7 +229,7 @@ class Connection:
         async with self._writing:
             start = await resolve_after(self.store, self.cid, self.channel, after)
             for _ in range(REPLAY_PAGES):
-                page, more = await self.store.read_after(
+                page, more = await self.store.timeline.read_after(
                     self.cid, self.channel, after=start, limit=PAGE_MAX
                 )
                 for _position, message in page:
@@ -316,11 +316,11 @@ class Connection:
             _remember(self._awaiting, message.id, message.channel_message_id)
 
     async def _delivered(self, message_id: str, channel_message_id: str) -> None:
-        entry = await self.store.entry_of(self.cid, self.channel, channel_message_id)
+        entry = await self.store.timeline.entry_of(self.cid, self.channel, channel_message_id)
         if entry is None:
             return
         status = MessageStatus(state="delivered", at=iso(now_ms()) or "")
-        await self.store.set_status(self.cid, entry, status)
+        await self.store.timeline.set_status(self.cid, entry, status)
         update = {"id": message_id, **msgspec.to_builtins(status)}
         await self.live.publish(self.cid, "message.status", update)
 

@@ -195,7 +195,7 @@ async def voice_status(request: web.Request) -> web.Response:
         ended = await _store_event(request, hook, "end", call_ended(hook), "call_ended", meta)
         cid: str | None = ended.customer_id
     else:
-        cid = await request.app[STORE].find(NAME, hook.customer)
+        cid = await request.app[STORE].customers.find(NAME, hook.customer)
     if cid is not None:
         await record_status(request.app[REDIS], cid, hook)
     return _twiml(empty())
@@ -278,7 +278,7 @@ async def _caller(request: web.Request, hook: CallWebhook) -> str | None:
 
 async def _context(store: Store, cid: str) -> Context | None:
     try:
-        return await store.context(cid)
+        return await store.contexts.read(cid)
     except NotFound:  # an identity whose first message never got stored
         return None
 
@@ -300,7 +300,7 @@ async def _store_event(
 ) -> Message:
     """Something that happened to the call, on the timeline once (its id is the call's)."""
     store = request.app[STORE]
-    cid, _ = await store.resolve(NAME, hook.customer)
+    cid, _ = await store.customers.resolve(NAME, hook.customer)
     message = Message(
         id=new_message_id(),
         customer_id=cid,
@@ -315,7 +315,7 @@ async def _store_event(
         metadata={"voice_event": event, **meta},
     )
     identity = Identity(channel=NAME, external_id=hook.customer, linked_at=iso(now_ms()))
-    stored, _, created, _ = await store.append(cid, message, identity=identity)
+    stored, _, created, _ = await store.timeline.append(cid, message, identity=identity)
     if created:
         await request.app[SERVICES].live.publish(cid, "message", msgspec.to_builtins(stored))
     return stored
@@ -345,7 +345,7 @@ async def _store_said(
     )
     status = MessageStatus(state="delivered", at=iso(now_ms()) or "")
     identity = Identity(channel=NAME, external_id=heard.author.id)
-    stored, _, created, _ = await request.app[STORE].append(
+    stored, _, created, _ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:
@@ -398,7 +398,7 @@ async def _ask_bot(request: web.Request, hook: CallWebhook, heard: Message) -> T
     target = request.app[SETTINGS].bots.get(NAME)
     if target is None:
         return Turn((NO_BOT,))
-    context = await request.app[STORE].context(heard.customer_id)
+    context = await request.app[STORE].contexts.read(heard.customer_id)
     job = Job(
         # Derived from the message, so a bot de-duplicating by delivery id sees one.
         delivery_id="dlv_" + heard.id.removeprefix("msg_"),
@@ -428,8 +428,8 @@ async def _replay(request: web.Request, heard: Message) -> Turn:
     store = request.app[STORE]
     said: list[Message] = []
     while True:
-        entry = await store.entry_of(heard.customer_id, NAME, _said_id(heard, len(said)))
-        found = await store.message_at(heard.customer_id, entry) if entry else None
+        entry = await store.timeline.entry_of(heard.customer_id, NAME, _said_id(heard, len(said)))
+        found = await store.timeline.message_at(heard.customer_id, entry) if entry else None
         if found is None:
             break
         said.append(found)
