@@ -260,7 +260,12 @@
           }
           if (error.status === 401 && !restarted) {
             restarted = true;
-            await restart();
+            try {
+              await restart();
+            } catch (e) {
+              later(flush);
+              return;
+            }
             continue;
           }
           if (entry) state(entry, "failed", error.message); // refused for good: say why
@@ -734,7 +739,15 @@ textarea::placeholder{color:#6a737d}
     if (dead) return;
     try {
       await session();
-      if (config.user && config.hash && store.user !== config.user) await upgrade();
+      if (config.user && config.hash && store.user !== config.user) {
+        try {
+          await upgrade();
+        } catch (error) {
+          if (error instanceof Offline || error.status !== 401) throw error;
+          say("error", "the visitor's login was refused (" + error.message + "); they stay anonymous.");
+          config.user = config.hash = "";
+        }
+      }
       await takeLink();
       mount();
       await refresh();
@@ -753,6 +766,7 @@ textarea::placeholder{color:#6a737d}
         say("error", "the web chat is not configured on " + BASE + " ([web] in omni's configuration).");
       } else {
         say("error", error.message);
+        if (error.status === 401) store = {}; // a session omni no longer accepts: a new one
         later(boot);
       }
     }
