@@ -431,7 +431,7 @@ h2{margin:0;flex:1;font-size:17px;font-weight:650;line-height:1.3}
 .close:hover{background:rgba(255,255,255,.18)}
 .close svg{width:22px;height:22px;fill:currentColor}
 .banner{margin:0;padding:8px 16px;background:#fff4d6;color:#5c3b00;font-size:13px;border-bottom:1px solid #f0d9a0}
-.log{flex:1;overflow-y:auto;padding:16px 14px 6px;background:#f7f8fa}
+.log{flex:1;overflow-y:auto;padding:16px 14px 12px;background:#f7f8fa}
 .greeting{margin:0 0 12px;padding:10px 14px;background:#fff;border:1px solid #e3e6ea;border-radius:14px;max-width:85%}
 ol{list-style:none;margin:0;padding:0;display:flex;flex-direction:column;gap:10px}
 li{display:flex;flex-direction:column;align-items:flex-start;max-width:85%}
@@ -576,21 +576,34 @@ textarea::placeholder{color:#6a737d}
     entry.meta = h("p", { class: "meta" }, view.channel ? fmt(S.via, { channel: view.channel }) : "");
     entry.el = h("li", { class: entry.mine ? "mine" : "theirs" }, h("p", { class: entry.mine ? "sr" : "who" }, who), bubble, entry.meta);
     entries.push(entry);
-    const near = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    const near = atBottom();
     list.append(entry.el);
     if (near || entry.mine) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  // Whatever grows at the bottom (a status, the typing line, the text box) keeps a reader
+  // who was at the latest message there.
+  const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  function stick(change) {
+    const near = scroller && atBottom();
+    change();
+    if (near) scroller.scrollTop = scroller.scrollHeight;
   }
 
   function state(entry, name, why) {
     entry.state = name;
     if (!entry.meta) return;
-    entry.el.classList.toggle("failed", name === "failed");
-    entry.el.setAttribute("data-state", name);
-    entry.meta.textContent = name === "failed" ? fmt(S.failed, { why: why || "" }) : S[name];
+    stick(() => {
+      entry.el.classList.toggle("failed", name === "failed");
+      entry.el.setAttribute("data-state", name);
+      entry.meta.textContent = name === "failed" ? fmt(S.failed, { why: why || "" }) : S[name];
+    });
   }
 
   function quickReplies() {
-    if (!quick) return;
+    if (quick) stick(chips);
+  }
+  function chips() {
     quick.replaceChildren();
     const last = entries[entries.length - 1];
     const options = (last && !last.mine && last.view.quick_replies) || [];
@@ -607,7 +620,7 @@ textarea::placeholder{color:#6a737d}
   function typing(on, from) {
     clearTimeout(typingTimer);
     if (!typer) return;
-    typer.textContent = on ? fmt(S.typing, { who: from === "bot" ? S.bot : S.team }) : "";
+    stick(() => (typer.textContent = on ? fmt(S.typing, { who: from === "bot" ? S.bot : S.team }) : ""));
     if (on) {
       delivered();
       typingTimer = setTimeout(() => typing(false), 30000); // a "stop" that never came
@@ -617,8 +630,10 @@ textarea::placeholder{color:#6a737d}
   let typingOn = false;
   let idle = 0;
   function typed() {
-    input.style.height = "auto";
-    input.style.height = Math.min(input.scrollHeight, 120) + "px";
+    stick(() => {
+      input.style.height = "auto";
+      input.style.height = Math.min(input.scrollHeight, 120) + "px";
+    });
     problem("");
     if (!typingOn && input.value.trim()) {
       typingOn = true;
@@ -645,7 +660,7 @@ textarea::placeholder{color:#6a737d}
   }
 
   function problem(text) {
-    if (error && error.textContent !== text) error.textContent = text;
+    if (error && error.textContent !== text) stick(() => (error.textContent = text));
   }
 
   function badge(n) {
@@ -669,7 +684,7 @@ textarea::placeholder{color:#6a737d}
     online = !down;
     if (!host) return;
     host.setAttribute("data-status", down ? "offline" : "online");
-    banner.hidden = !down;
+    stick(() => (banner.hidden = !down));
   }
 
   function focusables() {
