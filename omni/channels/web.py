@@ -7,9 +7,11 @@ WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
     GET     /channels/web/ws         the live socket (?token=); Origin must be allowed
     OPTIONS /channels/web/{route}    CORS preflight for the widget's page
 
-The widget runs on the brand's pages, another origin than omni's: the HTTP routes answer
-CORS for `[web] allowed_origins` (problem documents included, so the widget can read a
-401 and start over), and the socket refuses any other Origin before the upgrade.
+The widget (`GET /widget.js`, `omni.channels.widget`) runs on the brand's pages, another
+origin than omni's: the HTTP routes answer CORS for `[web] allowed_origins` (problem
+documents included, so the widget can read a 401 and start over) and refuse a request
+from any other Origin (403) before it runs; the socket refuses one before the upgrade.
+Requests without an Origin (servers, the app) are not a page's and are not checked.
 
 A reply on the web is `sent` once stored and published: the customer's sockets write it
 (and mark it `delivered`), and a widget that was away gets it from catch-up.
