@@ -366,4 +366,10 @@ async def _linked(browser: Any, page_url: str, omni: Omni) -> None:
               {"channel": "web", "text": "Welcome back, Ana!"}, **AGENT)  # fmt: skip
     await page.get_by_role("button", name="Open chat").click()
     await expect(page.locator("li.theirs")).to_contain_text(["Welcome back, Ana!"])
+
+    # omni.reset() logs out: a new anonymous visitor who inherits nothing.
+    await page.evaluate("omni.reset()")
+    await expect(page.locator("li.theirs")).to_have_count(0)
+    fresh = await page.evaluate(f"JSON.parse(localStorage.getItem('omni:{omni.url}')).visitor")
+    assert fresh != visitor
     await context.close()
