@@ -1,24 +1,26 @@
-"""The application factory: `create_app(settings)` wires routes, middleware and the
-resources opened and closed with the app's lifecycle."""
+"""The application factory: `create_app(settings, channels)` wires routes, middleware and
+the resources opened and closed with the app's lifecycle. It is the one place the core
+meets the channels: it receives their registry (or loads the default one by name)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
-from omni.channels.socket import track_sockets
+from omni.channel import Channel, load, validate
 from omni.middleware import request_middleware
 from omni.openapi import build
 from omni.redis_server import EmbeddedRedis
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
 from omni.settings import Settings
-from omni.state import OPENAPI, REDIS, SERVICES, SETTINGS, STORE
+from omni.sockets import track_sockets
+from omni.state import CHANNELS, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.worker import Worker
 
@@ -71,7 +73,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """The outbox, live events and channel adapters; with `in_process_worker`, a worker
     in this process too, so `omni serve` alone delivers replies and bot webhooks."""
     settings = app[SETTINGS]
-    async with open_services(settings, app[REDIS], app[STORE]) as services:
+    channels: tuple[Channel, ...] = app[CHANNELS]
+    async with open_services(settings, app[REDIS], app[STORE], channels) as services:
         app[SERVICES] = services
         tasks = [asyncio.create_task(services.live.run(), name="omni-live")]
         stop = asyncio.Event()
@@ -105,14 +108,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(*(t for t in background if t.done()), return_exceptions=True)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, channels: Sequence[Channel] | None = None) -> web.Application:
+    """`channels`: the channel registry; without it, the default one loaded by name
+    (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
+    listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
+    validate(settings, listed)
     app = web.Application(
         middlewares=[request_middleware], client_max_size=settings.limits.body_max
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
-    app[OPENAPI] = build(all_routes())
-    add_routes(app)
+    app[CHANNELS] = listed
+    app[OPENAPI] = build(all_routes(listed))
+    add_routes(app, listed)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)
     track_sockets(app)

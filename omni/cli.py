@@ -13,6 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from omni.app import create_app
+from omni.channel import Channel, load, validate
 from omni.demo import DemoError, play
 from omni.errors import ConfigError
 from omni.logs import configure
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _work(settings: Settings) -> None:
+async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
     """One worker until SIGTERM/SIGINT; the round in progress finishes first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,7 +51,7 @@ async def _work(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
     try:
-        async with open_services(settings, redis, Store(redis)) as services:
+        async with open_services(settings, redis, Store(redis), channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
         await redis.aclose()
@@ -69,7 +70,7 @@ def _demo(settings: Settings, url: str | None) -> int:
     return 0
 
 
-def _worker(settings: Settings) -> int:
+def _worker(settings: Settings, channels: tuple[Channel, ...]) -> int:
     if not settings.redis.url:
         print(
             "omni: configuration error: redis.url: `omni worker` needs a shared Redis "
@@ -77,7 +78,7 @@ def _worker(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(_work(settings))
+    asyncio.run(_work(settings, channels))
     structlog.get_logger("omni").info("omni worker stopped")
     return 0
 
@@ -86,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        # Each channel parses its own section: a bad channel setting stops here too.
+        channels = load()
+        validate(settings, channels)
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2
     configure(settings.log, cache=True)
     if args.command == "worker":
-        return _worker(settings)
+        return _worker(settings, channels)
     if args.command == "demo":
         return _demo(settings, args.url)
     if args.reuse_port and not settings.redis.url:
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("omni serving", url=f"http://{host}:{port}", redis=redis)
     try:
         web.run_app(
-            create_app(settings),
+            create_app(settings, channels),
             host=host,
             port=port,
             reuse_port=args.reuse_port or None,

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import msgspec
 import structlog
 
-from adapters.base import Delivery
 from omni.bots import BotDispatcher, BotReply
+from omni.channel import Delivery, Sender
 from omni.clock import iso, now_ms
 from omni.live import Live
 from omni.model import (
@@ -28,11 +28,8 @@ from omni.store import Store
 
 log = structlog.get_logger("omni.delivery")
 
-# The channels whose clients show a typing indicator (omni.channels.socket relays it).
+# The channels whose clients show a typing indicator (adapters.chat.socket relays it).
 TYPING_CHANNELS = frozenset({"web", "mobile"})
-
-# What a channel gives the worker to send one message to one recipient on it.
-Sender = Callable[[Message, str], Awaitable[Delivery]]
 
 
 class ChannelDelivery:

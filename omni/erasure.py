@@ -38,8 +38,8 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from omni import codec, keys, scripts
-from omni.channels.mobile import device_records, token_digest
 from omni.clock import iso, now_ms
+from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
 from omni.ids import decode_cursor
 from omni.live import Live

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import structlog
 
-from adapters.base import ChannelEvent, Marked, Received
+from omni.channel import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
 from omni.handoff import HandoffFields, Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts

@@ -27,6 +27,10 @@ log = structlog.get_logger("omni.http")
 _REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
 PROBLEM_TYPE = "application/problem+json"
 
+# Redis cannot be reached (or answer in time): what a caller that is not an HTTP handler
+# (a live socket) catches to answer "unavailable" itself.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
 # Library exceptions that mean something to a client, found by walking the MRO.
 _MAPPED: dict[type[BaseException], type[ProblemError]] = {
     redis.exceptions.ConnectionError: Unavailable,

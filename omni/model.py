@@ -26,6 +26,8 @@ PAGE_DEFAULT = 50
 RECENT_MESSAGES = 20
 
 Direction = Literal["inbound", "outbound"]
+# A language tag as apps and browsers send it (en-US, pt_BR).
+Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")]
 AuthorKind = Literal["customer", "bot", "agent", "system"]
 AttachmentType = Literal[
     "image", "video", "audio", "file", "location", "product", "story_reply", "story_mention",

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
-from omni import channels
 from omni.api import (
     console,
     customers,
@@ -23,6 +24,7 @@ from omni.api import (
     replies,
 )
 from omni.auth import require
+from omni.channel import Channel, load
 from omni.erasure import Export
 from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
@@ -199,13 +201,15 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
-def all_routes() -> tuple[Route, ...]:
-    """The core's routes and every channel's (those authenticate the channel's way)."""
-    return ROUTES + tuple(r for module in channels.MODULES for r in module.ROUTES)
+def all_routes(channels: Sequence[Channel] | None = None) -> tuple[Route, ...]:
+    """The core's routes and every channel's (those authenticate the channel's way);
+    without `channels`, those of the default registry (`omni.channel.load`)."""
+    listed = load() if channels is None else channels
+    return ROUTES + tuple(r for channel in listed for r in channel.routes)
 
 
-def add_routes(app: web.Application) -> None:
-    for route in all_routes():
+def add_routes(app: web.Application, channels: Sequence[Channel]) -> None:
+    for route in all_routes(channels):
         # The event streams also take ?access_token= (omni.api.events says why).
         guard = events.stream_guard if route.handler in events.TOKEN_AUTH else require
         handler = guard(route.role, route.handler) if route.role else route.handler

@@ -85,44 +85,6 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True)
-class InstagramSettings:
-    app_secret: Secret = NO_SECRET
-    verify_token: Secret = NO_SECRET
-    page_token: Secret = NO_SECRET
-    account_id: str = ""
-    graph_url: str = "https://graph.instagram.com/v22.0"
-
-
-@dataclass(frozen=True)
-class TwilioSettings:
-    auth_token: Secret = NO_SECRET
-    agent_number: str = ""
-    language: str = "en-US"
-    voice: str = "Polly.Joanna"
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    allowed_origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MobileSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    push_url: str = ""
-    # Push (optional): the bearer the push endpoint expects (an APNs provider JWT, an FCM
-    # OAuth token, or a relay's key), the FCM project, the APNs topic (bundle id) for
-    # devices that do not name their app, and the APNs sandbox base URL.
-    push_auth: Secret = NO_SECRET
-    fcm_project: str = ""
-    apns_topic: str = ""
-    apns_sandbox_url: str = ""
-
-
-@dataclass(frozen=True)
 class BotSettings:
     url: str
     secret: Secret
@@ -153,10 +115,6 @@ class Settings:
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     log: LogSettings = field(default_factory=LogSettings)
     api_keys: tuple[ApiKey, ...] = ()
-    instagram: InstagramSettings = field(default_factory=InstagramSettings)
-    twilio: TwilioSettings = field(default_factory=TwilioSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    mobile: MobileSettings = field(default_factory=MobileSettings)
     bots: dict[str, BotSettings] = field(default_factory=dict)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     # `omni serve` also runs a delivery worker in its own process (so `make run` is
@@ -231,24 +189,6 @@ class Settings:
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
-            instagram=_instagram(read_section(raw, "instagram")),
-            twilio=_twilio(read_section(raw, "twilio")),
-            web=WebSettings(
-                identity_secret=read_secret(web := read_section(raw, "web"), "web.identity_secret"),
-                session_secret=read_secret(web, "web.session_secret"),
-                allowed_origins=tuple(read_str_list(web, "web.allowed_origins")),
-            ),
-            mobile=MobileSettings(
-                identity_secret=read_secret(
-                    mobile := read_section(raw, "mobile"), "mobile.identity_secret"
-                ),
-                session_secret=read_secret(mobile, "mobile.session_secret"),
-                push_url=read_url(mobile, "mobile.push_url"),
-                push_auth=read_secret(mobile, "mobile.push_auth"),
-                fcm_project=read_str(mobile, "mobile.fcm_project", ""),
-                apns_topic=read_str(mobile, "mobile.apns_topic", ""),
-                apns_sandbox_url=read_url(mobile, "mobile.apns_sandbox_url"),
-            ),
             bots=_bots(read_section(raw, "bots"), tuple(enabled)),
             outbox=_outbox(outbox := read_section(raw, "outbox")),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
@@ -370,28 +310,6 @@ def read_url(section: Mapping[str, Any], name: str, default: str = "") -> str:
     if value and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}: must be an http:// or https:// URL, not {value!r}")
     return value
-
-
-def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
-    return InstagramSettings(
-        app_secret=read_secret(section, "instagram.app_secret"),
-        verify_token=read_secret(section, "instagram.verify_token"),
-        page_token=read_secret(section, "instagram.page_token"),
-        account_id=read_str(section, "instagram.account_id", ""),
-        graph_url=read_url(section, "instagram.graph_url", InstagramSettings.graph_url),
-    )
-
-
-def _twilio(section: Mapping[str, Any]) -> TwilioSettings:
-    agent = read_str(section, "twilio.agent_number", "")
-    if agent and not agent.startswith(("+", "client:", "sip:")):
-        raise ConfigError("twilio.agent_number: must be E.164 (+…), client:<name> or sip:<uri>")
-    return TwilioSettings(
-        auth_token=read_secret(section, "twilio.auth_token"),
-        agent_number=agent,
-        language=read_str(section, "twilio.language", "en-US"),
-        voice=read_str(section, "twilio.voice", "Polly.Joanna"),
-    )
 
 
 def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, BotSettings]:

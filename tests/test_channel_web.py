@@ -13,9 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from adapters.sessions import IdentityVerifier
+import adapters.web as web_channel
+from adapters.chat.sessions import IdentityVerifier
+from adapters.web import config as web_config
 from omni.app import create_app
-from omni.channels import web as web_channel
 from omni.errors import ConfigError
 from omni.settings import Settings
 from omni.store import Store
@@ -208,7 +209,7 @@ async def test_a_message_without_a_valid_session_is_401_and_stores_nothing(
 async def test_a_token_from_another_secret_or_channel_is_401(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
-    from adapters.web import WebAdapter
+    from adapters.web.protocol import WebAdapter
 
     mobile = {"session_secret": WEB["session_secret"], "identity_secret": "app-secret"}
     client = await aiohttp_client(create_app(web_settings(redis_url, mobile=mobile)))
@@ -672,8 +673,10 @@ async def test_the_development_config_has_working_web_and_mobile_channels(
 ) -> None:
     config = Path(__file__).parent.parent / "config" / "omni.toml"
     settings = Settings.from_env({"OMNI_CONFIG": str(config)})
-    assert {"http://127.0.0.1:8080", "http://localhost:8080"} <= set(settings.web.allowed_origins)
-    from omni.channels import mobile as mobile_channel
+    assert {"http://127.0.0.1:8080", "http://localhost:8080"} <= set(
+        web_config.read(settings).allowed_origins
+    )
+    import adapters.mobile as mobile_channel
 
     async with aiohttp.ClientSession() as session:
         for module in (web_channel, mobile_channel):

@@ -15,12 +15,12 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from adapters.base import Delivery
 from omni import keys
-from omni.channels.client import present
+from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.erasure import EXPORT_PAGE, STEPS, Erasure, Export
 from omni.outbox import Job
+from omni.presence import present
 from omni.settings import Settings
 from omni.state import REDIS, SERVICES, STORE
 from omni.worker import Worker

@@ -40,7 +40,7 @@ ELSEWHERE = "https://evil.example"
 
 
 async def test_the_widget_script_is_served_from_the_package(chat: TestClient) -> None:
-    source = resources.files("adapters").joinpath("web_widget/widget.js").read_bytes()
+    source = resources.files("adapters").joinpath("web/widget.js").read_bytes()
     response = await chat.get("/widget.js")
     assert response.status == 200
     assert response.content_type == "text/javascript"

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 from redis.asyncio import Redis
 
-from adapters.sessions import IdentityVerifier
+from adapters.chat.sessions import IdentityVerifier
 from omni.app import create_app
 from omni.settings import Settings
 from tests.browser import chromium, png

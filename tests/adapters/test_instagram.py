@@ -19,8 +19,7 @@ import pytest
 from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
-from adapters.base import ChannelEvent, InboundRequest, Marked, Received, Skipped
-from adapters.instagram import (
+from adapters.instagram.protocol import (
     REAUTH_REASONS,
     InstagramAdapter,
     reason_code,
@@ -28,6 +27,7 @@ from adapters.instagram import (
     split_text,
     window_state,
 )
+from omni.channel import ChannelEvent, InboundRequest, Marked, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
 from omni.model import (
     METADATA_MAX,

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.base import Delivery, InboundRequest, Received
-from adapters.mobile import PREVIEW_MAX, CatchUp, Device, MobileAdapter
-from adapters.web import WebAdapter
+from adapters.mobile.protocol import PREVIEW_MAX, CatchUp, Device, MobileAdapter
+from adapters.web.protocol import WebAdapter
+from omni.channel import Delivery, InboundRequest, Received
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated, ValidationFailed
 from omni.model import Author, Message
 

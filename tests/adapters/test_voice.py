@@ -22,8 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from adapters.base import Adapter, InboundRequest, Received, Skipped
-from adapters.voice import (
+from adapters.voice.protocol import (
     CallWebhook,
     VoiceAdapter,
     dial,
@@ -34,6 +33,7 @@ from adapters.voice import (
     signature,
     status_supersedes,
 )
+from omni.channel import Adapter, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import Author, Message
 from omni.settings import Secret

@@ -66,14 +66,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import ChannelEvent, InboundRequest, Marked, Received
-from adapters.sessions import (
+from adapters.chat.sessions import (
     Session,
     SessionAuthority,
     SessionGrant,
     decode_json,
     new_visitor_id,
 )
+from omni.channel import ChannelEvent, InboundRequest, Marked, Received
 from omni.clock import now_ms
 from omni.errors import (
     BadRequest,

@@ -1,7 +1,7 @@
 """The core side of omni's own clients (web widget, mobile app): sessions and login,
-messages in, catch-up, and presence. `omni.channels.web` and `omni.channels.mobile` route
-to these with their channel's adapter (`adapters.client` holds the protocol);
-`omni.channels.socket` holds the live socket both speak.
+messages in, catch-up, and presence. `adapters.web` and `adapters.mobile` route
+to these with their channel's adapter (`adapters.chat.protocol` holds the protocol);
+`adapters.chat.socket` holds the live socket both speak.
 
 Login (a verified identify) makes the session's customer the one the brand's user id
 belongs to: the customer holding `user:<id>` on this channel, else on the other
@@ -18,13 +18,11 @@ import msgspec
 import structlog
 from aiohttp import web
 from msgspec import Meta
-from redis.asyncio import Redis
 
-from adapters.client import ClientChannel
-from adapters.sessions import USER_PREFIX, Session, Traits, decode_json
-from omni import keys
-from omni.channels import http
-from omni.clock import entry_ms, now_ms
+from adapters.chat.protocol import ClientChannel
+from adapters.chat.sessions import USER_PREFIX, Session, Traits, decode_json
+from omni import channel_http
+from omni.clock import entry_ms
 from omni.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from omni.ids import Cursor, decode_cursor
 from omni.links import LinkChannel, Redeem
@@ -38,7 +36,6 @@ from omni.web_io import json_response
 log = structlog.get_logger("omni.channels")
 
 FIRST_PARTY = ("web", "mobile")
-PRESENCE_TTL_MS = 60_000  # a socket that stops refreshing counts as gone after this
 # A message id's time is when omni made it; its timeline entry's time is when Redis
 # stored it. Finding a message by id searches this far either side, at most this many
 # pages: a bounded cost whatever the history.
@@ -156,8 +153,8 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
 async def sessions(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/sessions`: start, renew or identify (a login links the
     customer before the new token is answered)."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    grant = adapter.session_request(await http.inbound(request))
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    grant = adapter.session_request(await channel_http.inbound(request))
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
         await log_in(store, channel, grant.session.user_id, grant.previous, grant.traits)
@@ -168,8 +165,8 @@ async def sessions(request: web.Request, channel: str) -> web.Response:
 async def post_message(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/messages`: stored once per client_msg_id (201 the first
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    inbound = await http.inbound(request)
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    inbound = await channel_http.inbound(request)
     event = adapter.parse_message(inbound.body, adapter.authenticate(inbound))
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
@@ -184,8 +181,8 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/link`: the client presents a link token (the one in the
     URL a bot sent) with its session, and the session's identity joins the token's
     customer (omni.links: forged 401, expired or used 410, nothing changed)."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    inbound = await http.inbound(request)
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    inbound = await channel_http.inbound(request)
     session = adapter.authenticate(inbound)
     body = decode_json(inbound.body, LinkBody)
     which: LinkChannel = "web" if channel == "web" else "mobile"
@@ -195,8 +192,8 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
 
 async def catch_up(request: web.Request, channel: str) -> web.Response:
     """`GET /channels/<channel>/messages?after=`: this channel's messages the client missed."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    query = adapter.parse_catch_up(await http.inbound(request))
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    query = adapter.parse_catch_up(await channel_http.inbound(request))
     store = request.app[STORE]
     cid = await store.customers.find(channel, query.session.external_id)
     if cid is None:
@@ -260,26 +257,3 @@ async def locate(store: Store, cid: str, channel: str, message_id: str, ms: int)
             return None
         start = page[-1][0]
     return None
-
-
-# -- presence: live sockets, seen by every omni process ----------------------------------
-
-
-async def present(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
-    """Mark (or refresh) one live socket; it lapses unless refreshed within the TTL."""
-    key = keys.presence(cid, channel)
-    now = now_ms()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.zadd(key, {socket_id: now + PRESENCE_TTL_MS})
-        pipe.pexpire(key, PRESENCE_TTL_MS)
-        await pipe.execute()
-
-
-async def absent(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
-    await redis.zrem(keys.presence(cid, channel), socket_id)
-
-
-async def online(redis: Redis, cid: str, channel: str) -> bool:
-    """Whether the customer has a live socket on the channel in any omni process."""
-    return int(await redis.zcount(keys.presence(cid, channel), now_ms(), "+inf")) > 0

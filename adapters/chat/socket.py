@@ -1,12 +1,12 @@
 """The live socket of omni's own clients: `GET /channels/<web|mobile>/ws` (frames in
-`adapters.client`).
+`adapters.chat.protocol`).
 
 A socket belongs to the session's customer. It listens to that customer's live events
 (every omni process publishes them through Redis) and writes this channel's messages to
 the client: replies from bots and agents as they are stored, and the customer's own sends
 from other tabs or devices. The client sends messages, typing, read watermarks and pings
 over it, and on (re)connect says `hello` with the last id it saw, to be sent what it
-missed. While open, the socket keeps a presence marker (`omni.channels.client.present`)
+missed. While open, the socket keeps a presence marker (`omni.presence.present`)
 that the mobile sender reads to choose the socket over a push.
 
 A reply is `sent` once the worker has handled it; when this socket has written it too,
@@ -22,29 +22,27 @@ import dataclasses
 import uuid
 from collections import OrderedDict
 from typing import Any
-from weakref import WeakSet
 
 import msgspec
-import redis.exceptions
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from adapters.base import Marked, Received
-from adapters.client import FRAME_MAX, ClientChannel, InboundFrame, Ping, Resume, Typing
-from adapters.sessions import Session
-from omni.channels import http
-from omni.channels.client import (
-    PRESENCE_TTL_MS,
-    absent,
+from adapters.chat.protocol import FRAME_MAX, ClientChannel, InboundFrame, Ping, Resume, Typing
+from adapters.chat.routes import (
     locate,
-    present,
     resolve_after,
     ulid_ms,
 )
+from adapters.chat.sessions import Session
+from omni import channel_http
+from omni.channel import Marked, Received
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest, ProblemError, Unauthenticated, Unavailable
 from omni.live import Event, Listener
+from omni.middleware import REDIS_DOWN
 from omni.model import PAGE_MAX, Message, MessageStatus
+from omni.presence import PRESENCE_TTL_MS, absent, present
+from omni.sockets import SOCKETS
 from omni.state import REDIS, SERVICES, STORE
 
 log = structlog.get_logger("omni.channels.socket")
@@ -55,30 +53,13 @@ READY_TIMEOUT_S = 5.0
 REPLAY_PAGES = 5  # a hello replays at most this many pages; catch-up serves the rest
 REMEMBER = 512  # message ids a socket remembers, to write each message once
 CLOSE_UNAUTHENTICATED = 4401  # private-use close code: start a new session
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-SOCKETS = web.AppKey("client_sockets", WeakSet[web.WebSocketResponse])
-
-
-def track_sockets(app: web.Application) -> None:
-    """Close the open sockets as the server shuts down, instead of it waiting out its
-    shutdown timeout for clients that never hang up (call from `create_app`)."""
-    sockets: WeakSet[web.WebSocketResponse] = WeakSet()
-    app[SOCKETS] = sockets
-    app.on_shutdown.append(_close_sockets)
-
-
-async def _close_sockets(app: web.Application) -> None:
-    sockets: WeakSet[web.WebSocketResponse] = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
 async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     """Authenticate (`?token=` or Authorization), then upgrade and run the socket. Every
     refusal (no channel, bad token, not a WebSocket request) is answered before upgrade."""
-    adapter: ClientChannel = http.adapter(request, channel)
-    session = adapter.authenticate(await http.inbound(request))
+    adapter: ClientChannel = channel_http.adapter(request, channel)
+    session = adapter.authenticate(await channel_http.inbound(request))
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=FRAME_MAX)
     if not ws.can_prepare(request).ok:
         raise BadRequest("this route speaks WebSocket only: send Upgrade: websocket")

@@ -3,20 +3,20 @@ the Apple Push Notification service provider API and Firebase Cloud Messaging HT
 
 Signature schemes: sessions are HS256 JWTs under the server's session secret and login
 is `identifier_hash = hex(HMAC-SHA256(identity_secret, identifier))` (Intercom's
-per-platform `user_hash`), both in constant time (`adapters.sessions`). Push requests
+per-platform `user_hash`), both in constant time (`adapters.chat.sessions`). Push requests
 carry `Authorization: Bearer <push_auth>` (an APNs provider JWT, an FCM OAuth token, or
 the key of a relay that adds them).
 
 Routes the core serves with this adapter:
 
     POST /channels/mobile/sessions      `session_request` (start | renew | identify)
-    POST /channels/mobile/messages      `parse` -> [Received] (adapters.client schema)
+    POST /channels/mobile/messages      `parse` -> [Received] (adapters.chat.protocol schema)
     POST /channels/mobile/devices       `parse_device` -> DeviceRegistration;
                                         answer `render_device(…)` with 200
     GET  /channels/mobile/messages?after=<omni id>&limit=<1-200>
                                         `parse_catch_up` -> CatchUp; answer
                                         `render_catch_up(…)`
-    GET  /channels/mobile/ws            the socket frames of `adapters.client` (no Origin:
+    GET  /channels/mobile/ws            the socket frames of `adapters.chat` (no Origin:
                                         apps are not browsers)
 
 Device registration body (unknown fields ignored), with the Bearer session token:
@@ -64,17 +64,17 @@ import aiohttp
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import Delivery, InboundRequest
-from adapters.client import CatchUp, ClientChannel
-from adapters.sessions import (
+from adapters.chat.protocol import CatchUp, ClientChannel
+from adapters.chat.sessions import (
     SESSION_TTL_S,
     USER_PREFIX,
-    Locale,
     Session,
     UserId,
     decode_json,
 )
+from omni.channel import Delivery, InboundRequest
 from omni.clock import now_ms
+from omni.devices import Device
 from omni.errors import ConfigError, Forbidden, ValidationFailed
 from omni.model import Message
 
@@ -91,23 +91,6 @@ PREVIEW_MAX = 180  # characters of message text shown in a notification
 _INVALID_APNS = {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
 _INVALID_FCM = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 _APNS_TOKEN = re.compile(r"[0-9a-f]{64,200}")
-
-Printable = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-Short = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[\x20-\x7e]+$")]
-
-
-class Device(Struct, frozen=True, omit_defaults=True):
-    """A registered app install (Sunshine Conversations' Device): where pushes go."""
-
-    device_id: Printable
-    platform: Literal["ios", "android"]
-    push_provider: Literal["apns", "fcm"]
-    push_token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_:.-]+$")]
-    app_id: Annotated[str, Meta(max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    app_version: Short | None = None
-    os_version: Short | None = None
-    locale: Locale | None = None
-    apns_env: Literal["production", "sandbox"] | None = None
 
 
 class DeviceRequest(Struct, frozen=True):

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.base import InboundRequest
+from omni.channel import InboundRequest
 from omni.errors import NotFound
 from omni.state import SERVICES, SETTINGS
 

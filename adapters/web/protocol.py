@@ -3,7 +3,7 @@ Conversations and Bot Framework Direct Line 3.0 (CHANNELS.md 3.1-3.5).
 
 Signature schemes: sessions are HS256 JWTs under the server's session secret; login
 (identify) is verified by `identifier_hash = hex(HMAC-SHA256(identity_secret,
-identifier))`; both compared in constant time (`adapters.sessions`). The socket's
+identifier))`; both compared in constant time (`adapters.chat.sessions`). The socket's
 Origin is checked against the operator's list (`allowed_origin`).
 
 Routes the core serves with this adapter:
@@ -16,7 +16,7 @@ Routes the core serves with this adapter:
     OPTIONS /channels/web/…          CORS preflight, for the origins `allowed_origin` allows
 
 The message body, the catch-up page and the socket frames are the ones the mobile app
-speaks too, documented once in `adapters.client`.
+speaks too, documented once in `adapters.chat.protocol`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from adapters.client import (
+from adapters.chat.protocol import (
     FRAME_MAX,
     ClientChannel,
     InboundFrame,
@@ -34,7 +34,7 @@ from adapters.client import (
     Typing,
     TypingState,
 )
-from adapters.sessions import SESSION_TTL_S
+from adapters.chat.sessions import SESSION_TTL_S
 from omni.clock import now_ms
 
 # The frame types live with the client protocol; importing them from here still works.

@@ -54,9 +54,10 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import InboundRequest
+from omni.channel import InboundRequest
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest, ConfigError, Unauthenticated, ValidationFailed
+from omni.model import Locale
 from omni.web_io import problem_field
 
 SESSION_TTL_S = 30 * 24 * 3600
@@ -77,7 +78,6 @@ T = TypeVar("T")
 # "user:" + id fits an identity's 256 characters.
 UserId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 VisitorId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")]
 
 
 def decode_json(body: bytes | str, kind: type[T]) -> T:

@@ -1,5 +1,5 @@
 """The website chat widget: anonymous sessions, login, messages in, replies out over a
-WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
+WebSocket, and catch-up after a reconnect (`adapters.web.protocol`, `adapters.chat`).
 
     POST    /channels/web/sessions   start | renew | identify (a login links the customer)
     POST    /channels/web/messages   a message, idempotent on client_msg_id
@@ -7,10 +7,11 @@ WebSocket, and catch-up after a reconnect (`adapters.web`, `adapters.client`).
     GET     /channels/web/ws         the live socket (?token=); Origin must be allowed
     OPTIONS /channels/web/{route}    CORS preflight for the widget's page
 
-The widget (`GET /widget.js`, `omni.channels.widget`) runs on the brand's pages, another
-origin than omni's: the HTTP routes answer CORS for `[web] allowed_origins` (problem
-documents included, so the widget can read a 401 and start over) and refuse a request
-from any other Origin (403) before it runs; the socket refuses one before the upgrade.
+The widget (`GET /widget.js`: `widget.js` beside this module, static, no build step) runs
+on the brand's pages, another origin than omni's: the HTTP routes answer CORS for
+`[web] allowed_origins` (problem documents included, so the widget can read a 401 and
+start over) and refuse a request from any other Origin (403) before it runs; the socket
+refuses one before the upgrade.
 Requests without an Origin (servers, the app) are not a page's and are not checked.
 
 A reply on the web is `sent` once stored and published: the customer's sockets write it
@@ -20,36 +21,41 @@ A reply on the web is `sent` once stored and published: the customer's sockets w
 from __future__ import annotations
 
 import functools
+from importlib import resources
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from adapters.base import Delivery
-from adapters.client import MessageBody
-from adapters.sessions import SessionRequest
-from adapters.web import WebAdapter, allowed_origin, origin_entry_ok
+from adapters.chat import routes as chat
+from adapters.chat import socket
+from adapters.chat.protocol import MessageBody
+from adapters.chat.sessions import SessionRequest
+from adapters.web.config import NAME, read
+from adapters.web.protocol import allowed_origin
+from omni import channel_http
 from omni.auth import Handler
-from omni.channels import client, http, socket
-from omni.delivery import Sender
-from omni.errors import ConfigError, Forbidden, NotFound, ProblemError
+from omni.errors import Forbidden, NotFound, ProblemError
 from omni.links import Linked
 from omni.middleware import problem_response
-from omni.model import Message
 from omni.route import Param, Route
-from omni.settings import Settings
 from omni.state import SETTINGS
-from omni.store import Store
 
-NAME = "web"
 PREFLIGHT_MAX_AGE_S = 600
 _PREFLIGHTED = ("sessions", "messages", "link")
+# The widget's script carries no secret and no setting, so any page may load it (what a
+# page may do with it is decided by the Origin check on the chat routes).
+_SCRIPT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",  # also for pages that isolate (COEP)
+    "Access-Control-Allow-Origin": "*",
+    "Cache-Control": "public, max-age=300",  # a new release reaches pages within minutes
+}
 
 
 def _origin(request: web.Request) -> str | None:
     """The request's Origin when the operator allows it, else None."""
     origin = request.headers.get("Origin")
-    allowed = request.app[SETTINGS].web.allowed_origins
+    allowed = read(request.app[SETTINGS]).allowed_origins
     return origin if origin is not None and allowed_origin(origin, allowed) else None
 
 
@@ -60,7 +66,7 @@ def _cors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        http.adapter(request, NAME)  # an unconfigured channel is 404 for every page
+        channel_http.adapter(request, NAME)  # an unconfigured channel is 404 for every page
         origin = _origin(request)
         if origin is None and "Origin" in request.headers:
             raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
@@ -82,33 +88,33 @@ def _cors(handler: Handler) -> Handler:
 
 @_cors
 async def web_sessions(request: web.Request) -> web.StreamResponse:
-    return await client.sessions(request, NAME)
+    return await chat.sessions(request, NAME)
 
 
 @_cors
 async def web_message(request: web.Request) -> web.StreamResponse:
-    return await client.post_message(request, NAME)
+    return await chat.post_message(request, NAME)
 
 
 @_cors
 async def web_link(request: web.Request) -> web.StreamResponse:
-    return await client.present_link(request, NAME)
+    return await chat.present_link(request, NAME)
 
 
 @_cors
 async def web_catch_up(request: web.Request) -> web.StreamResponse:
-    return await client.catch_up(request, NAME)
+    return await chat.catch_up(request, NAME)
 
 
 async def web_socket(request: web.Request) -> web.StreamResponse:
-    http.adapter(request, NAME)
+    channel_http.adapter(request, NAME)
     if _origin(request) is None:
         raise Forbidden("this page's Origin may not open the chat socket", field="Origin")
     return await socket.serve(request, NAME)
 
 
 async def web_preflight(request: web.Request) -> web.StreamResponse:
-    http.adapter(request, NAME)
+    channel_http.adapter(request, NAME)
     if request.match_info["route"] not in _PREFLIGHTED:
         raise NotFound("no such route")
     origin = _origin(request)
@@ -126,24 +132,36 @@ async def web_preflight(request: web.Request) -> web.StreamResponse:
     )
 
 
+@functools.cache
+def _script() -> bytes:
+    return resources.files("adapters").joinpath("web/widget.js").read_bytes()
+
+
+async def web_widget(request: web.Request) -> web.StreamResponse:
+    channel_http.adapter(request, NAME)
+    return web.Response(
+        body=_script(), content_type="text/javascript", charset="utf-8", headers=_SCRIPT_HEADERS
+    )
+
+
 _TOKEN = Param("token", "query", "the session token (browsers cannot set headers on a socket)")
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/channels/web/sessions", web_sessions,
           "Start an anonymous visitor session, renew it, or identify (log in, verified by "
           "identifier_hash = hex HMAC-SHA256 of the user id); 201 for a new visitor",
-          NAME, body=SessionRequest, response=client.SessionView, status=201,
+          NAME, body=SessionRequest, response=chat.SessionView, status=201,
           errors=(400, 401, 404, 422)),
     Route("POST", "/channels/web/messages", web_message,
           "A message from the visitor (Bearer session token); a retried client_msg_id is "
           "acknowledged with the same id and stored once", NAME, body=MessageBody,
-          response=client.Ack, status=201, errors=(400, 401, 404, 413, 422)),
+          response=chat.Ack, status=201, errors=(400, 401, 404, 413, 422)),
     Route("POST", "/channels/web/link", web_link,
           "Present a link token from this session (the token in the URL a bot sent): the "
           "session's identity joins the token's customer; forged 401, expired or used 410",
-          NAME, body=client.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
+          NAME, body=chat.LinkBody, response=Linked, errors=(400, 401, 404, 410, 422)),
     Route("GET", "/channels/web/messages", web_catch_up,
           "Catch-up: the chat's messages after a message id (or next_after), oldest first",
-          NAME, response=client.CatchUpPage, errors=(400, 401, 404),
+          NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
           params=(Param("after", "query", "the last message id the widget saw"),
                   Param("limit", "query", "page size, 1 to 200 (default 50)",
                         {"type": "integer", "minimum": 1, "maximum": 200}))),
@@ -155,33 +173,7 @@ ROUTES: tuple[Route, ...] = (
           "CORS preflight for the sessions, messages and link routes", NAME, status=204,
           params=(Param("route", "path", "sessions, messages or link", required=True),),
           errors=(403, 404)),
+    Route("GET", "/widget.js", web_widget,
+          "The website chat widget: one <script async> tag on the brand's page; its page "
+          "must be in [web] allowed_origins to chat", NAME, errors=(404,)),
 )  # fmt: skip
-
-
-async def send(message: Message, recipient: str) -> Delivery:
-    # Replies publish each message as they store it; the sockets and catch-up deliver it.
-    return Delivery("sent")
-
-
-def setup(
-    settings: Settings, session: aiohttp.ClientSession, store: Store
-) -> tuple[WebAdapter | None, Sender | None]:
-    config = settings.web
-    if not (config.session_secret or config.identity_secret):
-        return None, None
-    if not (config.session_secret and config.identity_secret):
-        raise ConfigError("web: set both session_secret and identity_secret, or neither")
-    for entry in config.allowed_origins:
-        if not origin_entry_ok(entry):
-            raise ConfigError(
-                f"web.allowed_origins: {entry!r} is not an origin (https://host[:port], "
-                "https://*.domain or *)"
-            )
-    try:
-        adapter = WebAdapter(
-            session_secret=config.session_secret.reveal(),
-            identity_secret=config.identity_secret.reveal(),
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"web.{exc}") from None
-    return adapter, send

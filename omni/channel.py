@@ -1,8 +1,12 @@
-"""The adapter seam: what every channel module implements.
+"""The core's seam with the channels: what every channel folder (`adapters/<name>/`)
+implements and exports, in the core's own vocabulary, so the core imports no channel.
 
 An adapter turns a channel's inbound request into canonical events, and a canonical
 outbound message into the channel's own request. It never touches Redis: the core owns
-routes, storage, identity and dispatch, so adding a channel is one module and its tests.
+storage, identity and dispatch. A channel folder exports one `Channel` (its name, its
+routes, and `setup`, which builds its adapter and sender from the settings); the
+registry (`adapters.registry:CHANNELS` unless told otherwise) lists them, and the core
+loads it by name (`load`) where the application or the worker is built.
 
 Inbound, a request becomes a list of `ChannelEvent`s:
 
@@ -16,11 +20,22 @@ Inbound, a request becomes a list of `ChannelEvent`s:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import aiohttp
+
+from omni.errors import ConfigError
 from omni.model import InboundMessage, Message
+from omni.route import Route
+from omni.settings import Settings
+from omni.store import Store
+
+# Where the channels are listed unless the caller passes them (errbot-style: the core
+# chooses the registry by name and imports no channel itself).
+REGISTRY = "adapters.registry:CHANNELS"
 
 
 @dataclass(frozen=True)
@@ -88,3 +103,41 @@ class Adapter(Protocol):
 
     async def deliver(self, message: Message, recipient: str) -> Delivery:
         """Send one outbound message to the channel's recipient id."""
+
+
+# What a channel gives the worker to send one message to one recipient on it.
+Sender = Callable[[Message, str], Awaitable[Delivery]]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a channel folder exports as `CHANNEL`.
+
+    `setup` returns the configured adapter (None when the channel is not configured: its
+    routes then answer 404) and the worker's sender for replies on it (None: replies on
+    the channel are not sent). `config` parses the channel's settings section, raising
+    `ConfigError` naming the setting, so a bad one stops `omni serve` at start-up.
+    `echoes`: the channel sends our own sends back to its webhook."""
+
+    name: str
+    routes: tuple[Route, ...]
+    setup: Callable[[Settings, aiohttp.ClientSession, Store], tuple[Any, Sender | None]]
+    echoes: bool = False
+    config: Callable[[Settings], object] | None = None
+
+
+def load(name: str = REGISTRY) -> tuple[Channel, ...]:
+    """The channels listed at `name` ("package.module:ATTRIBUTE")."""
+    module_name, _, attribute = name.partition(":")
+    try:
+        channels = getattr(importlib.import_module(module_name), attribute or "CHANNELS")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"channels: cannot load the channel registry {name!r}: {exc}") from None
+    return tuple(channels)
+
+
+def validate(settings: Settings, channels: Sequence[Channel]) -> None:
+    """Parse every channel's settings section: a bad setting raises `ConfigError`."""
+    for channel in channels:
+        if channel.config is not None:
+            channel.config(settings)

@@ -11,7 +11,7 @@
     POST /channels/voice/twilio/dial     how the transfer to an agent ended, on the timeline
 
 Every request is checked first (X-Twilio-Signature over `[server] public_url`, the path
-and the query; see `adapters.voice`): a bad one is 401 and nothing is stored.
+and the query; see `adapters.voice.protocol`): a bad one is 401 and nothing is stored.
 
 The voice bot (`[bots.voice]`) is called synchronously with the signed webhook of
 `omni.bots`, limited to its timeout_ms, and never also through the outbox. A bot that
@@ -28,28 +28,42 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
-from adapters.base import Received
-from adapters.voice import (
+from adapters.voice.config import NAME
+from adapters.voice.protocol import (
     TWIML_CONTENT_TYPE,
     CallWebhook,
     VoiceAdapter,
     empty,
     status_supersedes,
 )
-from omni import keys
+from adapters.voice.speech import (
+    AGENT_MISSED,
+    AGENT_MISSED_BYE,
+    BOT_FAILED,
+    CONNECTING,
+    GOODBYE,
+    HELD,
+    HELD_NO_NUMBER,
+    LINKED,
+    LISTENING,
+    NO_AGENT,
+    NO_BOT,
+    REPEAT,
+    REPROMPT,
+    call_ended,
+    greeting,
+)
+from omni import channel_http
 from omni.bots import KIND as BOT_KIND
 from omni.bots import BotAnswer, BotDispatcher, bot_event
-from omni.channels import http
+from omni.calls import record_status
+from omni.channel import Received
 from omni.clock import iso, now_ms
-from omni.delivery import Sender
-from omni.errors import ConfigError, Gone, NotFound, Unauthenticated, ValidationFailed
+from omni.errors import Gone, NotFound, Unauthenticated, ValidationFailed
 from omni.handoff import holder
 from omni.identity import claim_verified_phone
 from omni.ids import new_message_id
@@ -65,42 +79,15 @@ from omni.model import (
 )
 from omni.outbox import Job
 from omni.route import Param, Route
-from omni.settings import Settings
 from omni.state import REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
 
-NAME = "voice"
 log = structlog.get_logger("omni.channels.voice")
 
-# What omni says on its own. Short: every word is read aloud to someone waiting.
-HELLO = "Hello, thanks for calling. How can I help you today?"
-NO_BOT = "Thank you, I have noted that for our team. Is there anything else I can help with?"
-BOT_FAILED = "Sorry, I could not get you an answer just now. Could you say that again?"
-LISTENING = "Is there anything else I can help you with?"
-REPEAT = "Sorry, could you say that again?"
-REPROMPT = "Sorry, I did not catch that. How can I help you?"
-GOODBYE = "Thank you for calling. Goodbye."
-CONNECTING = "Connecting you to an agent. Please hold."
-NO_AGENT = "Sorry, no one is available to take your call right now. I can keep helping you."
-AGENT_MISSED = "Sorry, no one could take your call. I can keep helping you. What do you need?"
-HELD = "Connecting you to the agent looking after your conversation. Please hold."
-HELD_NO_NUMBER = "An agent is looking after your conversation and will get back to you shortly."
-LINKED = "Thank you, this number is now linked to your account. How can I help you?"
 LINK_CODE = re.compile(r"\d{6}")
-AGENT_MISSED_BYE = "Sorry, no one could take your call. Please call again later. Goodbye."
 
 BOT_AUTHOR = Author(kind="bot", name=f"{NAME} bot")
 SYSTEM_AUTHOR = Author(kind="system", name="Twilio")
-_CHANNEL_NAMES = {
-    "web": "our website chat",
-    "mobile": "our app",
-    "instagram": "Instagram",
-    "voice": "the phone",
-    "whatsapp": "WhatsApp",
-    "sms": "text message",
-    "email": "email",
-}
-_QUOTE_MAX = 120
 
 
 @dataclass(frozen=True)
@@ -197,7 +184,9 @@ async def voice_status(request: web.Request) -> web.Response:
     else:
         cid = await request.app[STORE].customers.find(NAME, hook.customer)
     if cid is not None:
-        await record_status(request.app[REDIS], cid, hook)
+        await record_status(
+            request.app[REDIS], cid, hook.call_id, hook.status, hook.sequence, status_supersedes
+        )
     return _twiml(empty())
 
 
@@ -260,8 +249,8 @@ ROUTES: tuple[Route, ...] = (
 
 async def _webhook(request: web.Request) -> tuple[VoiceAdapter, CallWebhook]:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    voice: VoiceAdapter = http.adapter(request, NAME)
-    inbound = await http.inbound(request)
+    voice: VoiceAdapter = channel_http.adapter(request, NAME)
+    inbound = await channel_http.inbound(request)
     voice.verify(inbound)
     return voice, voice.read(inbound)
 
@@ -358,38 +347,6 @@ def _said_id(heard: Message, index: int) -> str:
     return f"{heard.channel_message_id}:reply:{index}"
 
 
-async def record_status(redis: Redis, cid: str, hook: CallWebhook) -> bool:
-    """Keep the call's latest status; False when `hook` is older news than what is held."""
-    assert hook.status is not None
-    key = keys.calls(cid)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(key)
-                held = await pipe.hget(key, hook.call_id)
-                old_status, old_sequence = _parse_status(held)
-                if not status_supersedes(hook.status, hook.sequence, old_status, old_sequence):
-                    return False  # leaving the block unwatches
-                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                pipe.hset(key, hook.call_id, f"{hook.status} {_seq(hook.sequence)}")
-                await pipe.execute()
-                return True
-            except WatchError:  # another callback of the same customer wrote first
-                continue
-
-
-def _seq(sequence: int | None) -> str:
-    return "-" if sequence is None else str(sequence)
-
-
-def _parse_status(held: bytes | str | None) -> tuple[str | None, int | None]:
-    if not held:
-        return None, None
-    text = held.decode() if isinstance(held, bytes) else held
-    status, _, sequence = text.partition(" ")
-    return status, int(sequence) if sequence.isdigit() else None
-
-
 # -- the bot --------------------------------------------------------------------------
 
 
@@ -437,91 +394,3 @@ async def _replay(request: web.Request, heard: Message) -> Turn:
         return Turn((NO_BOT,) if NAME not in request.app[SETTINGS].bots else (REPEAT,))
     handoff = any(m.metadata.get("handoff") for m in said)
     return Turn(tuple(m.text or "" for m in said), handoff=handoff)
-
-
-# -- what omni says -------------------------------------------------------------------
-
-
-def greeting(context: Context | None) -> str:
-    """The first thing a caller hears: by name when omni knows them, then what they were
-    last about (an order, the topic, or their last message and where they wrote it)."""
-    if context is None:
-        return HELLO
-    name = (context.customer.profile.name or "").split()
-    hello = f"Hi {name[0]}, welcome back." if name else "Welcome back."
-    about = _last_about(context)
-    return f"{hello} {about or 'How can I help you today?'}"
-
-
-def _last_about(context: Context) -> str | None:
-    order = context.cart.order_id or _fact(context, "order_id")
-    if order:
-        return f"Are you calling about order {order}?"
-    if context.conversation.topic:
-        return f"Are you calling about {context.conversation.topic}?"
-    for message in reversed(context.recent_messages):
-        if message.direction == "inbound" and message.author.kind == "customer" and message.text:
-            where = _CHANNEL_NAMES.get(message.channel, message.channel)
-            verb = "said" if message.channel == NAME else "wrote"
-            quote = _clip(message.text)
-            return f"Last time, on {where}, you {verb}: {quote}. Is that why you are calling?"
-    last = context.customer.last_channel
-    if last and last != NAME:
-        where = _CHANNEL_NAMES.get(last, last)
-        return f"I see you were with us on {where}. How can I help you today?"
-    return None
-
-
-def _fact(context: Context, name: str) -> str | None:
-    fact = context.facts.get(name)
-    return str(fact.value) if fact is not None and fact.value not in (None, "") else None
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split()).rstrip(".!?;:, ")
-    if len(text) <= _QUOTE_MAX:
-        return text
-    return text[:_QUOTE_MAX].rsplit(" ", 1)[0] + "…"
-
-
-def call_ended(hook: CallWebhook) -> str:
-    """The call's end as an agent reads it in the history."""
-    if hook.duration_s is None:
-        return f"Call ended: {hook.status}"
-    minutes, seconds = divmod(hook.duration_s, 60)
-    took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-    return f"Call ended: {hook.status}, {took}"
-
-
-# -- setup ----------------------------------------------------------------------------
-
-_SETTING_NAMES = {
-    "voice: auth_token": "twilio.auth_token:",
-    "voice: agent_number": "twilio.agent_number:",
-    "voice: public_url": "server.public_url:",
-}
-
-
-def setup(
-    settings: Settings, session: aiohttp.ClientSession, store: Store
-) -> tuple[VoiceAdapter | None, Sender | None]:
-    """Configured by `[twilio] auth_token`; the sender fails every reply with a reason."""
-    config = settings.twilio
-    if not config.auth_token:
-        return None, None
-    try:
-        adapter = VoiceAdapter(
-            config.auth_token,
-            config.agent_number or None,
-            settings.server.public_url,
-            language=config.language,
-            say_voice=config.voice or None,
-        )
-    except ConfigError as exc:
-        message = str(exc)
-        for prefix, setting in _SETTING_NAMES.items():
-            message = message.replace(prefix, setting, 1)
-        raise ConfigError(message) from None
-    if not config.agent_number:
-        log.info("voice calls cannot be transferred: [twilio] agent_number is not set")
-    return adapter, adapter.deliver

@@ -1,0 +1,9 @@
+"""Every channel omni serves: adding one is a folder (`adapters/<name>/`) and a line here.
+The core loads this list by name (`omni.channel.REGISTRY`) and imports no channel."""
+
+from __future__ import annotations
+
+from adapters import instagram, mobile, voice, web
+from omni.channel import Channel
+
+CHANNELS: tuple[Channel, ...] = (instagram.CHANNEL, voice.CHANNEL, web.CHANNEL, mobile.CHANNEL)
