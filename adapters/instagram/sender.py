@@ -33,7 +33,7 @@ class WindowedSender:
         self.clock = clock
 
     async def __call__(self, message: Message, recipient: str) -> Delivery:
-        last = await self.store.last_inbound_ms(message.customer_id, NAME)
+        last = await self.store.customers.last_inbound_ms(message.customer_id, NAME)
         now = self.clock()
         state = window_state(last, now)
         if state == "open":

@@ -74,7 +74,7 @@ async def mobile_devices(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:
         await chat.log_in(store, NAME, registration.user_id, registration.previous)
-    cid = await store.ensure_customer(NAME, registration.external_id)
+    cid = await store.customers.ensure(NAME, registration.external_id)
     await register(store.redis, cid, registration.device, registration.external_id)
     return json_response(msgspec.convert(adapter.render_device(registration), DeviceView))
 

@@ -31,7 +31,7 @@ class MobileSender:
             return Delivery("sent")  # the live socket writes it (and marks it delivered)
         if not self.adapter.pushes:
             return Delivery("sent", reason="not pushed: no push endpoint; the app catches up")
-        owners = [cid, *await self.store.absorbed(cid)]
+        owners = [cid, *await self.store.customers.absorbed(cid)]
         found = await asyncio.gather(*(device_records(redis, owner) for owner in owners))
         targets = [
             (owner, record.device)
