@@ -311,6 +311,13 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await expect(mine).to_have_count(sent)
     await box.fill("")
 
+    # A wrong hash is refused: the visitor stays anonymous, and the page is told why.
+    refused = await page.evaluate(
+        f"omni.identify({{user: 'cust_000777', hash: '{'0' * 64}'}}).catch(e => e.message)"
+    )
+    assert refused == "identifier_hash does not match the identifier"
+    assert await customer(omni, visitor) == cid
+
     # identify() logs the visitor in: the agent sees one customer with everything.
     user_hash = IdentityVerifier(IDENTITY_SECRET).user_hash("cust_000777")
     await page.evaluate(f"omni.identify({{user: 'cust_000777', hash: '{user_hash}'}})")
