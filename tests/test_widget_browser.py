@@ -27,6 +27,7 @@ from tests.browser import chromium, png
 from tests.conftest import AGENT, BOT, make_settings, snapshot
 from tests.test_bots import SECRET as BOT_SECRET
 from tests.test_bots import BotReceiver, ServerFactory
+from tests.test_worker import until
 
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "widget.png"
 IDENTITY_SECRET = "widget-identity-secret-0001"
@@ -266,7 +267,7 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await page.keyboard.press("Escape")
     await expect(chat).to_be_hidden()
     await expect(launcher).to_be_focused()
-    await api(omni, "POST", f"/v1/customers/{cid}/messages", {
+    marta = await api(omni, "POST", f"/v1/customers/{cid}/messages", {
         "channel": "web", "text": "Hi, I'm Marta from the shop. Here is the size chart.",
         "attachments": [{"type": "image", "url": png(160, 90, (31, 111, 92)), "name": "Fit"},
                         {"type": "file", "url": f"{page_url}/size-chart.pdf"}],
@@ -274,6 +275,12 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await expect(page.get_by_role("button", name="Open chat, 1 unread")).to_be_visible()
     await launcher.click()
     await expect(page.get_by_role("button", name="Open chat, 1 unread")).to_have_count(0)
+
+    async def read_by_visitor() -> bool:  # opening the panel told the agent
+        found = await api(omni, "GET", f"/v1/customers/{cid}/history", **AGENT)
+        return any(m["id"] == marta["id"] and m.get("read_at") for m in found["messages"])
+
+    await until(read_by_visitor)
     agent = theirs.last
     await expect(agent).to_contain_text("Here is the size chart.")
     picture = agent.get_by_role("img", name="Fit")
