@@ -28,9 +28,6 @@ from omni.store import Store
 
 log = structlog.get_logger("omni.delivery")
 
-# The channels whose clients show a typing indicator (adapters.chat.socket relays it).
-TYPING_CHANNELS = frozenset({"web", "mobile"})
-
 
 class ChannelDelivery:
     """The handler for one channel's replies (delivery kind = the channel's name)."""
@@ -97,7 +94,8 @@ class ChannelDelivery:
 
 class BotDelivery:
     """The handler for bot webhooks: adds the current context, then calls the bot. While
-    a bot answers a message on omni's own clients, they show it typing."""
+    a bot answers a message, the customer's live events say it is typing (omni's own
+    chat clients show it; agents' consoles may)."""
 
     def __init__(self, store: Store, dispatcher: BotDispatcher, live: Live):
         self.store = store
@@ -108,7 +106,7 @@ class BotDelivery:
         context = await self.store.contexts.read(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
         channel = job.payload.get("bot")
-        typing = channel in TYPING_CHANNELS and job.payload.get("type") != "handoff"
+        typing = job.payload.get("type") != "handoff"  # a handoff is news, not a question
         if typing:
             await self._typing(job, channel, "start")
         try:
