@@ -273,6 +273,7 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
                         {"type": "file", "url": f"{page_url}/size-chart.pdf"}],
     }, **AGENT)  # fmt: skip
     await expect(page.get_by_role("button", name="Open chat, 1 unread")).to_be_visible()
+    assert await axe(page) == []  # the closed bubble with its badge
     await launcher.click()
     await expect(page.get_by_role("button", name="Open chat, 1 unread")).to_have_count(0)
 
@@ -289,7 +290,7 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     link = agent.get_by_role("link", name="size-chart.pdf")
     await expect(link).to_have_attribute("href", f"{page_url}/size-chart.pdf")
 
-    # The open panel traps focus, and axe-core finds nothing serious in it.
+    # The open panel traps focus, and axe-core finds nothing serious in it either.
     for _ in range(8):
         await page.keyboard.press("Tab")
         assert await widget.evaluate("host => host.shadowRoot.activeElement !== null")
