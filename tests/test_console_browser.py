@@ -7,6 +7,8 @@ Set OMNI_SCREENSHOT=docs/console.png to keep the screenshot it takes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -119,6 +121,29 @@ async def seed(server: TestServer) -> str:
     return str(cid)
 
 
+async def typing_told(server: TestServer, cid: str) -> list[str]:
+    """The `typing` states the customer's live events carry, from the first event on."""
+    states: list[str] = []
+    url = server.make_url(f"/v1/customers/{cid}/events")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={**AGENT, "Last-Event-ID": "0-0"}) as stream,
+    ):
+        kind = ""
+        async with asyncio.timeout(10):
+            async for raw in stream.content:
+                line = raw.decode().strip()
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind == "typing":
+                    event = json.loads(line.removeprefix("data: "))
+                    assert event["data"]["from"] == "agent"
+                    states.append(event["data"]["state"])
+                    if states[-1] == "stop":
+                        return states
+    return states
+
+
 async def write(server: TestServer, text: str, mid: str) -> None:
     async with aiohttp.ClientSession() as session:
         body = {"channel": "instagram", "external_id": "ig-ana", "channel_message_id": mid,
@@ -131,7 +156,7 @@ async def test_an_agent_works_a_conversation_in_the_console(
 ) -> None:
     from playwright.async_api import expect
 
-    await seed(omni)
+    cid = await seed(omni)
     async with chromium() as browser:
         page = await browser.new_page(viewport={"width": 1366, "height": 860})
         problems: list[str] = []
@@ -180,6 +205,8 @@ async def test_an_agent_works_a_conversation_in_the_console(
         await expect(mine.locator(".text")).to_have_text("Your order 4417 ships today.")
         await expect(mine.locator(".badge")).to_have_text("instagram")
         await expect(mine.locator("[data-status]")).to_have_attribute("data-status", "sent")
+        # While the agent wrote, the customer's chats were told (and then told it stopped).
+        assert await typing_told(omni, cid) == ["start", "stop"]
 
         # Ana answers: it appears without a reload.
         await write(omni, "Great, thank you!", "ig-2")

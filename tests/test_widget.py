@@ -23,6 +23,7 @@ from tests.test_channel_web import (
     customer_of,
     frame,
     login_body,
+    say,
     socket,
     start,
     web_settings,
@@ -122,4 +123,44 @@ async def test_a_bot_shows_typing_and_its_quick_replies_reach_the_widget(
     )  # fmt: skip
     assert sent.status == 202
     assert (await frame(ws))["text"] == "Marta here"
+    await ws.close()
+
+
+async def test_an_agent_typing_shows_in_the_chat_and_bad_input_is_refused(
+    chat: TestClient, redis: Redis
+) -> None:
+    visitor = await start(chat)
+    await say(chat, visitor["token"], "c-1", "Hello?")
+    cid = (await customer_of(chat, visitor["visitor_id"]))["customer"]["id"]
+    path = f"/v1/customers/{cid}/typing"
+
+    before = await snapshot(redis)
+    for body, field in (
+        ({"state": "maybe"}, "state"),
+        ({"state": "start", "channel": "fax"}, "channel"),
+        ({"state": "start", "extra": 1}, None),
+    ):
+        refused = await chat.post(path, json=body, headers=AGENT)
+        assert refused.status == 422, await refused.text()
+        assert refused.content_type == "application/problem+json"
+        if field:
+            assert (await refused.json())["field"] == field
+    missing = await chat.post(
+        "/v1/customers/cus_00000000000000000000000000/typing", json={"state": "start"},
+        headers=AGENT,
+    )  # fmt: skip
+    assert missing.status == 404
+    assert (await chat.post(path, json={"state": "start"})).status == 401
+    assert await snapshot(redis) == before
+
+    ws = await socket(chat, visitor["token"])
+    await ws.send_json({"type": "hello"})
+    started = await chat.post(path, json={"state": "start"}, headers=AGENT)
+    assert started.status == 204
+    assert await frame(ws, "typing") == {"type": "typing", "state": "start", "from": "agent"}
+    # Typing for another channel is not this chat's.
+    elsewhere = await chat.post(path, json={"state": "start", "channel": "mobile"}, headers=AGENT)
+    assert elsewhere.status == 204
+    await chat.post(path, json={"state": "stop", "channel": "web"}, headers=AGENT)
+    assert await frame(ws, "typing") == {"type": "typing", "state": "stop", "from": "agent"}
     await ws.close()

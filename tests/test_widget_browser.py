@@ -125,7 +125,7 @@ async def api(omni: Omni, method: str, path: str, body: Any = None, **headers: s
         session.request(method, omni.url + path, json=body, headers=headers) as response,
     ):
         assert response.status < 300, await response.text()
-        return await response.json()
+        return None if response.status == 204 else await response.json()
 
 
 async def customer(omni: Omni, external_id: str) -> str:
@@ -302,9 +302,12 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await box.fill(XSS)
     await box.press("Enter")
     await expect(mine.last.locator(".text")).to_have_text(XSS)
+    await api(omni, "POST", f"/v1/customers/{cid}/typing", {"state": "start"}, **AGENT)
+    await expect(chat.locator(".typing")).to_have_text("Team is typing…")
     await api(omni, "POST", f"/v1/customers/{cid}/messages",
               {"channel": "web", "text": XSS}, **AGENT)  # fmt: skip
     await expect(theirs.last.locator(".text")).to_have_text(XSS)
+    await expect(chat.locator(".typing")).to_have_text("")
     assert await page.evaluate("window.__pwned") is None
     assert await chat.locator("img[src=x]").count() == 0
     assert (await texts(omni, cid)).count(XSS) == 2

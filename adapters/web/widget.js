@@ -187,7 +187,7 @@
       state(entry, "sent");
       settle(entry.client);
     } else {
-      typing(false);
+      typing(false, view.from);
       delivered();
       if (!quiet) {
         if (isOpen && document.visibilityState === "visible") markRead();
@@ -616,12 +616,18 @@ textarea::placeholder{color:#6a737d}
     quick.hidden = !options.length;
   }
 
+  // Who is writing to the visitor: the bot and an agent each start and stop on their own.
+  const typers = new Set();
   let typingTimer = 0;
   function typing(on, from) {
     clearTimeout(typingTimer);
+    if (from === undefined) typers.clear();
+    else if (on) typers.add(from === "bot" ? "bot" : "agent");
+    else typers.delete(from === "bot" ? "bot" : "agent");
     if (!typer) return;
-    stick(() => (typer.textContent = on ? fmt(S.typing, { who: from === "bot" ? S.bot : S.team }) : ""));
-    if (on) {
+    const who = typers.has("agent") ? S.team : typers.has("bot") ? S.bot : "";
+    stick(() => (typer.textContent = who ? fmt(S.typing, { who }) : ""));
+    if (who) {
       delivered();
       typingTimer = setTimeout(() => typing(false), 30000); // a "stop" that never came
     }
