@@ -354,9 +354,22 @@ async def _conversation(browser: Any, page_url: str, omni: Omni, bot: ShopBot) -
     await expect(mine.last).to_have_attribute("data-state", STORED)
     await expect(mine.filter(has_text="Are you still there?")).to_have_count(1)
     assert (await texts(omni, cid)).count("Are you still there?") == 1
+
+    # Down again, and the visitor reloads meanwhile: what they wrote is kept in the page's
+    # storage and sent, once, when the page is next opened with omni back.
+    await omni.stop()
+    await expect(banner).to_be_visible()
+    await box.fill("Hello again?")
+    await box.press("Enter")
+    await expect(mine.last).to_have_attribute("data-state", "waiting")
+    await page.reload()
+    await omni.start()
     await page.reload()
     await launcher.click()
+    await expect(mine.filter(has_text="Hello again?")).to_have_count(1)
+    await expect(mine.filter(has_text="Hello again?")).to_have_attribute("data-state", STORED)
     await expect(mine.filter(has_text="Are you still there?")).to_have_count(1)
+    assert (await texts(omni, cid)).count("Hello again?") == 1
     assert await page.evaluate("window.__pwned") is None
     assert errors == []
     await context.close()

@@ -288,6 +288,16 @@
     lastId = null;
     page.messages.forEach((view) => receive(view, true));
     lastId = page.next_after || lastId;
+    drawPending();
+    const seen = store.readUpTo || "";
+    badge(isOpen ? 0 : entries.filter((e) => !e.mine && e.id && e.id > seen).length);
+    if (isOpen) markRead();
+    quickReplies();
+    reconnect();
+  }
+
+  // What the visitor wrote that omni has not acknowledged yet (kept across reloads).
+  function drawPending() {
     outbox.forEach((item) => {
       if (byClient.has(item.client_msg_id)) return;
       const entry = { client: item.client_msg_id, mine: true, view: { from: "customer", text: item.text } };
@@ -295,11 +305,6 @@
       draw(entry);
       state(entry, online ? "sending" : "waiting");
     });
-    const seen = store.readUpTo || "";
-    badge(isOpen ? 0 : entries.filter((e) => !e.mine && e.id && e.id > seen).length);
-    if (isOpen) markRead();
-    quickReplies();
-    reconnect();
   }
 
   async function restart() {
@@ -780,6 +785,7 @@ textarea::placeholder{color:#6a737d}
         if (store.token) {
           mount();
           offline(true);
+          drawPending();
         }
         later(boot);
       } else if (error.status === 404) {
