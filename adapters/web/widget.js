@@ -508,9 +508,9 @@ textarea::placeholder{color:#6a737d}
     box.classList.toggle("left", config.position === "left");
     box.style.setProperty("--accent", config.color);
     const rgb = colour(config.color);
-    const dark = luminance(rgb) < 0.4;
-    box.style.setProperty("--ink", dark ? "#fff" : "#111");
-    box.style.setProperty("--accent-text", contrast(rgb, [255, 255, 255]) >= 4.5 ? config.color : "#1f2328");
+    const white = contrast(rgb, [255, 255, 255]);
+    box.style.setProperty("--ink", white >= contrast(rgb, [17, 17, 17]) ? "#fff" : "#111");
+    box.style.setProperty("--accent-text", white >= 4.5 ? config.color : "#1f2328");
     if (config.lang) panel.setAttribute("lang", config.lang);
     heading.textContent = S.title;
     greeting.textContent = S.greeting;
