@@ -15,29 +15,33 @@ from omni.auth import API_KEYS
 from omni.channel import Channel, load, validate
 from omni.middleware import request_middleware
 from omni.openapi import build
+from omni.overload import in_flight_limit
 from omni.redis_server import EmbeddedRedis
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
 from omni.settings import Settings
 from omni.sockets import track_sockets
-from omni.state import CHANNELS, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
+from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
-EMBEDDED = web.AppKey("embedded_redis", EmbeddedRedis)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = settings.redis.url
     embedded = None
+    supervisor: asyncio.Task[None] | None = None
     if not url:
-        embedded = EmbeddedRedis(settings.redis.data_dir)
+        embedded = EmbeddedRedis(
+            settings.redis.data_dir, fsync=settings.redis.fsync, owner_port=settings.server.port
+        )
         await asyncio.to_thread(embedded.start)
         app[EMBEDDED] = embedded
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
+        supervisor = asyncio.create_task(embedded.supervise(), name="omni-redis-supervisor")
 
     # A blocking pool makes a burst of requests wait for a connection instead of
     # failing with "Too many connections" the moment the pool is exhausted.
@@ -46,17 +50,17 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
             url,
             max_connections=settings.redis.max_connections,
             timeout=settings.redis.pool_timeout,
-            socket_connect_timeout=2,
+            socket_connect_timeout=settings.redis.request_timeout,
             socket_timeout=socket_timeout,
         )
         return Redis(connection_pool=pool)
 
-    client = connect(10)
+    client = connect(settings.redis.request_timeout)
     # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(None)
     app[REDIS] = client
-    app[STORE] = Store(client, pipelined=pipelined)
+    app[STORE] = Store(client, pipelined=pipelined, timeout_s=settings.redis.request_timeout)
     try:
         yield
     finally:
@@ -64,6 +68,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         # explicitly, or every pooled connection is left open when the app stops.
         await client.aclose(close_connection_pool=True)
         await pipelined.aclose(close_connection_pool=True)
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")
@@ -114,7 +121,8 @@ def create_app(settings: Settings, channels: Sequence[Channel] | None = None) ->
     listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
     validate(settings, listed)
     app = web.Application(
-        middlewares=[request_middleware], client_max_size=settings.limits.body_max
+        middlewares=[request_middleware, in_flight_limit(settings.limits.max_in_flight)],
+        client_max_size=settings.limits.body_max,
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys

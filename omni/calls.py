@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from omni import keys
+from omni.store import Store
 
 # Whether (status, sequence) is newer news than the (status, sequence) held: the
 # channel's own rule (Twilio's call progress order and callback sequence numbers).
@@ -16,11 +16,11 @@ Supersedes = Callable[[str, int | None, str | None, int | None], bool]
 
 
 async def record_status(
-    redis: Redis, cid: str, call_id: str, status: str, sequence: int | None, supersedes: Supersedes
+    store: Store, cid: str, call_id: str, status: str, sequence: int | None, supersedes: Supersedes
 ) -> bool:
     """Keep the call's latest status; False when it is older news than what is held."""
     key = keys.calls(cid)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with store.redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 await pipe.watch(key)

@@ -51,6 +51,15 @@ class InboundRequest:
     query: Mapping[str, str] = field(default_factory=dict)
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever its case: `InboundRequest.headers` may be a plain dict."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value
+
+
 @dataclass(frozen=True)
 class Received:
     """A message for the timeline. `message.external_id` is always the customer's id
@@ -91,8 +100,34 @@ class Delivery:
     retry: bool = False  # a failure worth another attempt (rate limit, 5xx, timeout)
 
 
+@dataclass(frozen=True)
+class OutboundRequest:
+    """One HTTP request to a provider, as a channel's protocol renders it (the body
+    already encoded); the channel's sender sends it (`omni.channel_client.send`)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderAnswer:
+    """The provider's HTTP answer to an `OutboundRequest`, for the protocol to read into
+    a `Delivery` (headers case-insensitive, as HTTP has them)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
 class Adapter(Protocol):
-    channel: str
+    """What the core holds of a configured channel (`Channel.setup`) and hands back to
+    the channel's routes. Sending is the sender's (`Sender`), not the adapter's."""
+
+    @property
+    def channel(self) -> str: ...
 
     def verify(self, request: InboundRequest) -> None:
         """Raise `omni.errors.Unauthenticated` unless the request is the channel's own."""
@@ -100,9 +135,6 @@ class Adapter(Protocol):
     def parse(self, request: InboundRequest) -> Sequence[ChannelEvent]:
         """Every event in the request (a webhook may batch several). Raise
         `omni.errors.BadRequest` for a body that cannot be read; never anything else."""
-
-    async def deliver(self, message: Message, recipient: str) -> Delivery:
-        """Send one outbound message to the channel's recipient id."""
 
 
 # What a channel gives the worker to send one message to one recipient on it.
@@ -121,7 +153,7 @@ class Channel:
 
     name: str
     routes: tuple[Route, ...]
-    setup: Callable[[Settings, aiohttp.ClientSession, Store], tuple[Any, Sender | None]]
+    setup: Callable[[Settings, aiohttp.ClientSession, Store], tuple[Adapter | None, Sender | None]]
     echoes: bool = False
     config: Callable[[Settings], object] | None = None
 

@@ -3,20 +3,25 @@ adapter sees it (raw bytes, headers, the public URL the provider called)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from aiohttp import web
 
-from omni.channel import InboundRequest
+from omni.channel import Adapter, InboundRequest
 from omni.errors import NotFound
 from omni.state import SERVICES, SETTINGS
 
+AdapterT = TypeVar("AdapterT", bound=Adapter)
 
-def adapter(request: web.Request, channel: str) -> Any:
-    """The channel's adapter; 404 when the channel is not configured on this server."""
+
+def adapter(request: web.Request, channel: str, kind: type[AdapterT]) -> AdapterT:
+    """The channel's adapter, of the class its `setup` builds; 404 when the channel is not
+    configured on this server."""
     found = request.app[SERVICES].adapters.get(channel)
     if found is None:
         raise NotFound(f"the {channel} channel is not configured on this server")
+    if not isinstance(found, kind):
+        raise TypeError(f"the {channel} adapter is a {type(found).__name__}, not a {kind.__name__}")
     return found
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from dataclasses import replace
 
 import aiohttp
 import structlog
@@ -49,7 +50,10 @@ async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
+    timeout = settings.redis.request_timeout
+    redis = Redis.from_url(
+        settings.redis.url, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
         async with open_services(settings, redis, Store(redis), channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    # The embedded Redis's lock names this port to a second `omni serve`.
+    settings = replace(settings, server=replace(settings.server, port=port))
     log = structlog.get_logger("omni")
     redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"
     log.info("omni serving", url=f"http://{host}:{port}", redis=redis)

@@ -13,12 +13,12 @@ from typing import Annotated, Literal
 import msgspec
 import structlog
 from msgspec import Meta, Struct
-from redis.asyncio import Redis
 
 from omni import codec, keys
 from omni.clock import iso, now_ms
 from omni.errors import CorruptRecord
 from omni.model import Locale
+from omni.store import Store
 
 DEVICES_MAX = 10  # per customer; registering one more forgets the longest-registered
 log = structlog.get_logger("omni.channels.mobile")
@@ -65,10 +65,10 @@ def token_digest(device: Device) -> str:
     return hashlib.sha256(token).hexdigest()[:32]
 
 
-async def device_records(redis: Redis, cid: str) -> dict[str, DeviceRecord]:
+async def device_records(store: Store, cid: str) -> dict[str, DeviceRecord]:
     """A customer's registered app installs by device id (unreadable ones left out)."""
     records = {}
-    for name, blob in (await redis.hgetall(keys.devices(cid))).items():
+    for name, blob in (await store.redis.hgetall(keys.devices(cid))).items():
         try:
             records[_text(name)] = codec.decode(_bytes(blob), DeviceRecord)
         except (CorruptRecord, msgspec.ValidationError):
@@ -76,28 +76,28 @@ async def device_records(redis: Redis, cid: str) -> dict[str, DeviceRecord]:
     return records
 
 
-async def register(redis: Redis, cid: str, device: Device, external_id: str) -> None:
+async def register(store: Store, cid: str, device: Device, external_id: str) -> None:
     """Store the device under the customer (replacing its earlier registration). A token
     another customer held moves here: a shared phone must not get the last user's pushes."""
     record = DeviceRecord(device, external_id, iso(now_ms()) or "")
     holder = f"{cid} {device.device_id}"
-    before = await redis.set(keys.push_token(token_digest(device)), holder, get=True)
+    before = await store.redis.set(keys.push_token(token_digest(device)), holder, get=True)
     if before is not None and _text(before) != holder:
         owner, _, device_id = _text(before).partition(" ")
-        held = (await device_records(redis, owner)).get(device_id)
+        held = (await device_records(store, owner)).get(device_id)
         if held is not None and held.device.push_token == device.push_token:
-            await redis.hdel(keys.devices(owner), device_id)
-    await redis.hset(keys.devices(cid), device.device_id, codec.encode(record))
-    records = await device_records(redis, cid)
+            await store.redis.hdel(keys.devices(owner), device_id)
+    await store.redis.hset(keys.devices(cid), device.device_id, codec.encode(record))
+    records = await device_records(store, cid)
     if len(records) > DEVICES_MAX:
         oldest = sorted(records, key=lambda name: records[name].registered_at)
-        await redis.hdel(keys.devices(cid), *oldest[: len(records) - DEVICES_MAX])
+        await store.redis.hdel(keys.devices(cid), *oldest[: len(records) - DEVICES_MAX])
 
 
-async def deactivate(redis: Redis, cid: str, device: Device, reason: str) -> None:
+async def deactivate(store: Store, cid: str, device: Device, reason: str) -> None:
     """Stop pushing to a device, unless it registered a new token meanwhile."""
-    record = (await device_records(redis, cid)).get(device.device_id)
+    record = (await device_records(store, cid)).get(device.device_id)
     if record is None or record.device.push_token != device.push_token:
         return
     inactive = msgspec.structs.replace(record, status="inactive", reason=reason)
-    await redis.hset(keys.devices(cid), device.device_id, codec.encode(inactive))
+    await store.redis.hset(keys.devices(cid), device.device_id, codec.encode(inactive))

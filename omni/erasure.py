@@ -110,7 +110,7 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
-        for device_id, record in (await device_records(redis, cid)).items():
+        for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
             )
@@ -302,7 +302,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
     devices: list[ExportedDevice] = []
     calls: list[ExportedCall] = []
     for owner in [cid, *absorbed]:
-        for device_id, record in sorted((await device_records(store.redis, owner)).items()):
+        for device_id, record in sorted((await device_records(store, owner)).items()):
             device = record.device
             devices.append(
                 ExportedDevice(

@@ -4,6 +4,10 @@ These are frozen msgspec Structs: the HTTP API decodes requests straight into th
 field paths in validation errors), the OpenAPI document takes their JSON Schema, and
 `omni.codec` stores them as msgpack. Limits that a client can hit are `Meta` constraints
 here, so the schema, the validation and the documentation say the same thing.
+
+Over 400 lines on purpose: it is the one vocabulary (about forty small Structs and the
+limits they share), read as a glossary; split by topic, the limits and the types that
+nest one another (Message in Context, Attachment in Message) would be spread over files.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
             responses["200"] = {**ok, "description": "already stored: the stored one"}
         if route.etag and route.method == "GET":
             responses["304"] = {"description": "not modified (If-None-Match)"}
-        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500}
+        # Any route can meet a Redis that is away, or a process at its in-flight limit.
+        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500, 503}
         for status in sorted(statuses):
             cls = titles.get(status)
             responses[str(status)] = {
@@ -79,6 +80,10 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
                     "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
                 },
             }
+            if status == 503:
+                responses[str(status)]["headers"] = {
+                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+                }
         if route.role:
             op["security"] = [{"apiKey": []}]
             op["x-omni-role"] = route.role

@@ -4,29 +4,28 @@ process. A socket refreshes its marker while open; one that stops counts as gone
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from omni import keys
 from omni.clock import now_ms
+from omni.store import Store
 
 PRESENCE_TTL_MS = 60_000  # a socket that stops refreshing counts as gone after this
 
 
-async def present(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
+async def present(store: Store, cid: str, channel: str, socket_id: str) -> None:
     """Mark (or refresh) one live socket; it lapses unless refreshed within the TTL."""
     key = keys.presence(cid, channel)
     now = now_ms()
-    async with redis.pipeline(transaction=True) as pipe:
+    async with store.redis.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, "-inf", now)
         pipe.zadd(key, {socket_id: now + PRESENCE_TTL_MS})
         pipe.pexpire(key, PRESENCE_TTL_MS)
         await pipe.execute()
 
 
-async def absent(redis: Redis, cid: str, channel: str, socket_id: str) -> None:
-    await redis.zrem(keys.presence(cid, channel), socket_id)
+async def absent(store: Store, cid: str, channel: str, socket_id: str) -> None:
+    await store.redis.zrem(keys.presence(cid, channel), socket_id)
 
 
-async def online(redis: Redis, cid: str, channel: str) -> bool:
+async def online(store: Store, cid: str, channel: str) -> bool:
     """Whether the customer has a live socket on the channel in any omni process."""
-    return int(await redis.zcount(keys.presence(cid, channel), now_ms(), "+inf")) > 0
+    return int(await store.redis.zcount(keys.presence(cid, channel), now_ms(), "+inf")) > 0

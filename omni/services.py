@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
 from omni.bots import BotDispatcher
-from omni.channel import Channel, Delivery, Sender
+from omni.channel import Adapter, Channel, Delivery, Sender
 from omni.delivery import handlers
 from omni.handoff import Handoffs
 from omni.inbox import Inbox
@@ -34,7 +33,7 @@ class Services:
     replies: Replies
     handoffs: Handoffs
     links: LinkTokens
-    adapters: dict[str, Any]
+    adapters: dict[str, Adapter]
     handlers: dict[str, Callable[[Job], Awaitable[Delivery]]]
 
 
@@ -48,7 +47,7 @@ async def open_services(
     try:
         outbox = Outbox(redis, settings.outbox)
         live = Live(redis)
-        adapters: dict[str, Any] = {}
+        adapters: dict[str, Adapter] = {}
         senders: dict[str, Sender] = {}
         for channel in channels:
             adapter, sender = channel.setup(settings, session, store)

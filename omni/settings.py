@@ -72,11 +72,21 @@ class RedisSettings:
     data_dir: Path = Path("./var")
     max_connections: int = 64
     pool_timeout: float = 5.0
+    # The deadline for Redis's answer to one command or pipeline (and for connecting):
+    # past it the request fails with a 503 and Retry-After instead of hanging on a
+    # stalled server.
+    request_timeout: float = 2.0
+    # The embedded server's appendfsync: "always" loses no acknowledged write even when
+    # the machine dies; "everysec" may lose the last second of them then (a killed
+    # Redis process alone loses nothing either way: the writes are in the kernel).
+    fsync: Literal["always", "everysec"] = "everysec"
 
 
 @dataclass(frozen=True)
 class LimitSettings:
     body_max: int = 1024 * 1024
+    # Requests one process handles at once; more are answered 503 + Retry-After.
+    max_in_flight: int = 1024
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,15 @@ class Settings:
     # own: a channel parses its own with the read_* helpers below, naming each setting.
     # Raw values include secrets, so they stay out of the repr.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # The worker's blocking read waits block_ms on a client whose replies are due
+        # within request_timeout: a longer wait would read as a stalled Redis.
+        if self.outbox.block_ms >= self.redis.request_timeout * 1000:
+            raise ConfigError(
+                f"outbox.block_ms: must be less than redis.request_timeout "
+                f"({self.redis.request_timeout:g} s), not {self.outbox.block_ms} ms"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -182,9 +201,12 @@ class Settings:
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
                 max_connections=read_int(redis, "redis.max_connections", 64, low=1, high=10_000),
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
+                request_timeout=_request_timeout(redis),
+                fsync=_fsync(redis),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+                max_in_flight=read_int(limits, "limits.max_in_flight", 1024, low=1, high=1_000_000),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
@@ -361,6 +383,22 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
             )
         },
     )
+
+
+def _request_timeout(section: Mapping[str, Any]) -> float:
+    value = read_float(section, "redis.request_timeout", RedisSettings.request_timeout)
+    if not 0.05 <= value <= 300:
+        raise ConfigError(
+            f"redis.request_timeout: must be between 0.05 and 300 seconds, not {value}"
+        )
+    return value
+
+
+def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:
+    value = read_str(section, "redis.fsync", RedisSettings.fsync)
+    if value not in ("always", "everysec"):
+        raise ConfigError(f"redis.fsync: must be always or everysec, not {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def _handoff(section: Mapping[str, Any]) -> HandoffSettings:

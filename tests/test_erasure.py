@@ -95,7 +95,7 @@ async def _person(client: TestClient) -> tuple[str, list[str]]:
     await _ok(await client.patch(f"/v1/customers/{web}/profile", json=profile, headers=AGENT))
     handoff = {"to": "agent", "agent_id": "agent-7"}
     await _ok(await client.post(f"/v1/customers/{web}/handoff", json=handoff, headers=AGENT))
-    await present(client.app[REDIS], web, "web", "socket-1")
+    await present(client.app[STORE], web, "web", "socket-1")
     return web, [web, ig, app]
 
 

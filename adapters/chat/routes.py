@@ -153,7 +153,7 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
 async def sessions(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/sessions`: start, renew or identify (a login links the
     customer before the new token is answered)."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     grant = adapter.session_request(await channel_http.inbound(request))
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
@@ -165,7 +165,7 @@ async def sessions(request: web.Request, channel: str) -> web.Response:
 async def post_message(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/messages`: stored once per client_msg_id (201 the first
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     inbound = await channel_http.inbound(request)
     event = adapter.parse_message(inbound.body, adapter.authenticate(inbound))
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
@@ -181,7 +181,7 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/link`: the client presents a link token (the one in the
     URL a bot sent) with its session, and the session's identity joins the token's
     customer (omni.links: forged 401, expired or used 410, nothing changed)."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     inbound = await channel_http.inbound(request)
     session = adapter.authenticate(inbound)
     body = decode_json(inbound.body, LinkBody)
@@ -192,7 +192,7 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
 
 async def catch_up(request: web.Request, channel: str) -> web.Response:
     """`GET /channels/<channel>/messages?after=`: this channel's messages the client missed."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     query = adapter.parse_catch_up(await channel_http.inbound(request))
     store = request.app[STORE]
     cid = await store.customers.find(channel, query.session.external_id)

@@ -47,14 +47,14 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
-from omni.channel import InboundRequest
+from omni.channel import InboundRequest, header
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest, ConfigError, Unauthenticated, ValidationFailed
 from omni.model import Locale
@@ -316,7 +316,7 @@ class SessionAuthority:
     def bearer(self, request: InboundRequest) -> str | None:
         """The token a request carries: `Authorization: Bearer …`, else the `token`
         query parameter (browsers cannot set headers on a WebSocket)."""
-        auth = _header(request.headers, "authorization")
+        auth = header(request.headers, "authorization")
         if auth is not None:
             scheme, _, value = auth.strip().partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
@@ -373,14 +373,3 @@ class SessionAuthority:
     ) -> SessionGrant:
         token = self.issue(visitor_id, now, user_id=user_id)
         return SessionGrant(kind, token, self.open(token, now), previous, traits)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup (aiohttp's CIMultiDict or a plain dict)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, item in headers.items():
-        if key.lower() == name:
-            return item
-    return None

@@ -43,7 +43,7 @@ from omni.middleware import REDIS_DOWN
 from omni.model import PAGE_MAX, Message, MessageStatus
 from omni.presence import PRESENCE_TTL_MS, absent, present
 from omni.sockets import SOCKETS
-from omni.state import REDIS, SERVICES, STORE
+from omni.state import SERVICES, STORE
 
 log = structlog.get_logger("omni.channels.socket")
 
@@ -58,7 +58,7 @@ CLOSE_UNAUTHENTICATED = 4401  # private-use close code: start a new session
 async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     """Authenticate (`?token=` or Authorization), then upgrade and run the socket. Every
     refusal (no channel, bad token, not a WebSocket request) is answered before upgrade."""
-    adapter: ClientChannel = channel_http.adapter(request, channel)
+    adapter = channel_http.adapter(request, channel, ClientChannel)
     session = adapter.authenticate(await channel_http.inbound(request))
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=FRAME_MAX)
     if not ws.can_prepare(request).ok:
@@ -69,11 +69,11 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
             await services.live.wait_ready()
     except TimeoutError:
         raise Unavailable("live events are not flowing; retry shortly") from None
-    cid = await request.app[STORE].customers.ensure(channel, session.external_id)
+    store = request.app[STORE]
+    cid = await store.customers.ensure(channel, session.external_id)
     connection = Connection(request, ws, adapter, session, cid)
-    redis = request.app[REDIS]
     with services.live.listen(cid) as listener:
-        await present(redis, cid, channel, connection.socket_id)
+        await present(store, cid, channel, connection.socket_id)
         try:
             await ws.prepare(request)
             sockets = request.app.get(SOCKETS)
@@ -82,7 +82,7 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
             await connection.run(listener)
         finally:
             with contextlib.suppress(*REDIS_DOWN):
-                await asyncio.shield(absent(redis, cid, channel, connection.socket_id))
+                await asyncio.shield(absent(store, cid, channel, connection.socket_id))
     return ws
 
 
@@ -115,7 +115,6 @@ class Connection:
     ) -> None:
         services = request.app[SERVICES]
         self.store = request.app[STORE]
-        self.redis = request.app[REDIS]
         self.inbox = services.inbox
         self.live = services.live
         self.ws = ws
@@ -243,7 +242,7 @@ class Connection:
                 if now_ms() >= self.session.expires_at_ms:
                     await self.ws.close(code=CLOSE_UNAUTHENTICATED, message=b"session expired")
                     return
-                await present(self.redis, self.cid, self.channel, self.socket_id)
+                await present(self.store, self.cid, self.channel, self.socket_id)
                 refresh_at = loop.time() + REFRESH_S
             try:
                 async with asyncio.timeout(refresh_at - loop.time()):

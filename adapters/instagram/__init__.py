@@ -18,9 +18,10 @@ What Instagram sends, and what omni does with each kind:
                         skipped (logged)
 
 Replies go out through the Send API inside the customer's messaging window (`sender`).
-Files: `protocol` (verify, parse, render and send Graph requests; what each event becomes
-is `events`, Graph errors and quick replies `outbound`, text cuts `text`), `routes` (the
-webhook), `sender` (the windowed sender), `config` (`[instagram]`).
+Files: `protocol` (verify, parse, render Graph requests and read Graph's answers; what
+each event becomes is `events`, Graph errors and quick replies `outbound`, text cuts
+`text`), `routes` (the webhook), `sender` (sends the requests, inside the window),
+`config` (`[instagram]`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import structlog
 from adapters.instagram.config import NAME, read
 from adapters.instagram.protocol import InstagramAdapter
 from adapters.instagram.routes import ROUTES
-from adapters.instagram.sender import WindowedSender, not_configured
+from adapters.instagram.sender import GraphSender, WindowedSender, not_configured
 from omni.channel import Channel, Sender
 from omni.settings import Settings
 from omni.store import Store
@@ -53,12 +54,11 @@ def setup(
         # Only the sender uses the account; inbound events name their own.
         account_id=config.account_id or "me",
         graph_url=config.graph_url,
-        session=session,
     )
     if not (config.page_token and config.account_id):
         log.warning("instagram replies cannot be sent: page_token or account_id is not set")
         return adapter, not_configured
-    return adapter, WindowedSender(adapter, store)
+    return adapter, WindowedSender(GraphSender(adapter, session), store)
 
 
 CHANNEL = Channel(

@@ -337,18 +337,6 @@ def _validated(message: InboundMessage) -> InboundMessage:
     return msgspec.convert(msgspec.to_builtins(message), InboundMessage)
 
 
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
-
-
-def reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _get(data: dict[str, Any], outer: str, inner: str) -> Any:
     value = data.get(outer)
     return value.get(inner) if isinstance(value, dict) else None

@@ -44,10 +44,11 @@ when they came through `standby[]`. Unknown scalar fields of a message land in m
 ignored. Text longer than `TEXT_MAX` is cut at a character-cluster boundary with
 metadata `truncated=true` and `text_length`.
 
-Outbound (`deliver`): attachments (image, video, audio, file with an http(s) URL) are sent
-first, one request each, then the text, split into parts of at most 1000 UTF-8 bytes
-at cluster boundaries. Quick replies come from `message.quick_replies` (the title, or the
-payload when there is no title, is the button's label) and ride on the last text part.
+Outbound (`requests`, sent by `adapters.instagram.sender`): attachments (image, video,
+audio, file with an http(s) URL) are sent first, one request each, then the text, split
+into parts of at most 1000 UTF-8 bytes at cluster boundaries. Quick replies come from
+`message.quick_replies` (the title, or the payload when there is no title, is the
+button's label) and ride on the last text part.
 Text parts carry `messaging_type: RESPONSE`; media parts carry no messaging type, as in
 Meta's examples; `human_agent=True` tags every part `MESSAGE_TAG`/`HUMAN_AGENT`. A Graph
 error becomes `Delivery(status="failed")` whose `reason` starts with one of the
@@ -65,15 +66,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-import aiohttp
-
-from adapters.instagram.events import entry_events, header, reject_constant
+from adapters.instagram.events import entry_events
 from adapters.instagram.outbound import (
     REASON_NETWORK,
     REASON_OUTSIDE_WINDOW,
     REASON_TIMEOUT,
     REASON_TOKEN_INVALID,
-    REASON_UNSENDABLE,
     REAUTH_REASONS,
     graph_failure,
     render_quick_replies,
@@ -83,7 +81,10 @@ from omni.channel import (
     ChannelEvent,
     Delivery,
     InboundRequest,
+    OutboundRequest,
+    ProviderAnswer,
     Skipped,
+    header,
 )
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
 from omni.model import Message
@@ -113,6 +114,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SENDABLE = frozenset({"image", "video", "audio", "file"})
 
 
+def reject_constant(name: str) -> Any:
+    """NaN and Infinity are Python's JSON, not Meta's: a body holding one is refused."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def window_state(last_inbound_ms: int | None, now_ms: int) -> WindowState:
     """Where a reply stands against Instagram's windows, measured from the customer's last
     message (echoes and our own sends do not count): inside 24 h anything may be sent;
@@ -134,8 +140,8 @@ def reason_code(delivery: Delivery) -> str | None:
 
 class InstagramAdapter:
     """One connected Instagram professional account. Inbound parsing accepts events for
-    any account (each event names its own in `ig_account_id`); `deliver` sends as
-    `account_id` with `page_token`."""
+    any account (each event names its own in `ig_account_id`); the requests it renders
+    send as `account_id` with `page_token` (`adapters.instagram.sender` sends them)."""
 
     channel = CHANNEL
 
@@ -147,11 +153,9 @@ class InstagramAdapter:
         page_token: str,
         account_id: str,
         graph_url: str,
-        session: aiohttp.ClientSession | None = None,
         extra_app_secrets: Sequence[str] = (),
         auth_style: Literal["bearer", "query"] = "bearer",
         appsecret_proof: bool = False,
-        timeout: float = 10.0,
     ) -> None:
         for name, value in (("app_secret", app_secret), ("verify_token", verify_token),
                             ("account_id", account_id), ("graph_url", graph_url)):  # fmt: skip
@@ -170,8 +174,6 @@ class InstagramAdapter:
         if appsecret_proof:
             proof = hmac.new(app_secret.encode(), page_token.encode(), hashlib.sha256)
             self._params["appsecret_proof"] = proof.hexdigest()
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def __repr__(self) -> str:
         return f"InstagramAdapter(url={self._url!r}, secrets=****)"
@@ -255,50 +257,61 @@ class InstagramAdapter:
             raise ValueError("nothing to send: no text and no attachments")
         return bodies
 
-    async def deliver(
+    def requests(
         self, message: Message, recipient: str, *, human_agent: bool = False
-    ) -> Delivery:
-        """Send one message (one Send API call per part). On success, channel_message_id
-        is the first part's mid; a failure after some parts names how many were sent."""
-        try:
-            bodies = self.render(message, recipient, human_agent=human_agent)
-        except ValueError as exc:
-            return Delivery(status="failed", reason=f"{REASON_UNSENDABLE}: {exc}")
-        first: str | None = None
-        for index, body in enumerate(bodies):
-            outcome = await self._send(body)
-            if outcome.status == "failed":
-                if index:
-                    reason = f"{outcome.reason} (after {index} of {len(bodies)} parts were sent)"
-                    return Delivery("failed", first, reason, outcome.retry)
-                return outcome
-            first = first or outcome.channel_message_id
-        return Delivery(status="sent", channel_message_id=first)
+    ) -> list[OutboundRequest]:
+        """The Send API requests for one message, in sending order (`render`'s bodies).
+        Raises ValueError when the message cannot be sent on Instagram."""
+        return [
+            self._request(body) for body in self.render(message, recipient, human_agent=human_agent)
+        ]
 
-    async def send_action(self, recipient: str, action: SenderAction) -> Delivery:
+    def action_request(self, recipient: str, action: SenderAction) -> OutboundRequest:
         """A sender action: typing_on, typing_off or mark_seen."""
-        return await self._send({"recipient": {"id": recipient}, "sender_action": action})
+        return self._request({"recipient": {"id": recipient}, "sender_action": action})
 
-    async def _send(self, body: dict[str, Any]) -> Delivery:
-        if self._session is None:
-            raise RuntimeError("InstagramAdapter needs an aiohttp.ClientSession to deliver")
-        if not self._token:
-            return Delivery("failed", reason=f"{REASON_TOKEN_INVALID}: no page token configured")
+    @property
+    def can_send(self) -> bool:
+        """Whether a page token is configured (without one, Graph refuses every send)."""
+        return bool(self._token)
+
+    def answer(self, answer: ProviderAnswer) -> Delivery:
+        """What Graph's answer to one Send API request means."""
         try:
-            async with self._session.post(
-                self._url, json=body, params=self._params, headers=self._headers,
-                timeout=self._timeout,
-            ) as response:  # fmt: skip
-                status, raw = response.status, await response.read()
-        except TimeoutError:
-            return Delivery("failed", reason=f"{REASON_TIMEOUT}: no answer from Graph", retry=True)
-        except aiohttp.ClientError as exc:
-            return Delivery("failed", reason=f"{REASON_NETWORK}: {type(exc).__name__}", retry=True)
-        try:
-            data: Any = json.loads(raw)
+            data: Any = json.loads(answer.body)
         except ValueError:
             data = None
-        if 200 <= status < 300 and not (isinstance(data, dict) and "error" in data):
+        if 200 <= answer.status < 300 and not (isinstance(data, dict) and "error" in data):
             mid = data.get("message_id") if isinstance(data, dict) else None
             return Delivery("sent", channel_message_id=mid if isinstance(mid, str) else None)
-        return graph_failure(status, data)
+        return graph_failure(answer.status, data)
+
+    def _request(self, body: dict[str, Any]) -> OutboundRequest:
+        # json.dumps as aiohttp's `json=` encodes it: the bytes Graph saw before.
+        headers = {**self._headers, "Content-Type": "application/json"}
+        encoded = json.dumps(body).encode()
+        return OutboundRequest("POST", self._url, headers, encoded, self._params)
+
+
+def sent_parts(outcomes: Sequence[Delivery], parts: int) -> Delivery:
+    """One message's Delivery from its parts' (sent in order, stopping at the first
+    failure): the first part's mid; a failure after some parts names how many were sent."""
+    first = next((o.channel_message_id for o in outcomes if o.channel_message_id), None)
+    failed = outcomes[-1] if outcomes and outcomes[-1].status == "failed" else None
+    if failed is None:
+        return Delivery(status="sent", channel_message_id=first)
+    if len(outcomes) > 1:
+        reason = f"{failed.reason} (after {len(outcomes) - 1} of {parts} parts were sent)"
+        return Delivery("failed", first, reason, failed.retry)
+    return failed
+
+
+NO_TOKEN = Delivery("failed", reason=f"{REASON_TOKEN_INVALID}: no page token configured")
+UNANSWERED_TIMEOUT = Delivery(
+    "failed", reason=f"{REASON_TIMEOUT}: no answer from Graph", retry=True
+)
+
+
+def unreachable(exc: BaseException) -> Delivery:
+    """A Send API request that got no answer (refused, reset…): worth a retry."""
+    return Delivery("failed", reason=f"{REASON_NETWORK}: {type(exc).__name__}", retry=True)

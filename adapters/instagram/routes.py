@@ -28,14 +28,14 @@ log = structlog.get_logger("omni.channels.instagram")
 
 
 async def instagram_handshake(request: web.Request) -> web.Response:
-    adapter: InstagramAdapter = channel_http.adapter(request, NAME)
+    adapter = channel_http.adapter(request, NAME, InstagramAdapter)
     challenge = adapter.handshake(request.query)
     return web.Response(text=challenge, content_type="text/plain")
 
 
 async def instagram_webhook(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    adapter: InstagramAdapter = channel_http.adapter(request, NAME)
+    adapter = channel_http.adapter(request, NAME, InstagramAdapter)
     inbound = await channel_http.inbound(request)
     adapter.verify(inbound)
     events = adapter.parse(inbound)

@@ -26,7 +26,7 @@ import aiohttp
 from adapters.mobile.config import NAME, read
 from adapters.mobile.protocol import MobileAdapter
 from adapters.mobile.routes import ROUTES
-from adapters.mobile.sender import MobileSender
+from adapters.mobile.sender import MobileSender, Pusher
 from omni.channel import Channel, Sender
 from omni.errors import ConfigError
 from omni.settings import Settings
@@ -46,7 +46,6 @@ def setup(
             session_secret=config.session_secret.reveal(),
             identity_secret=config.identity_secret.reveal(),
             push_url=config.push_url or None,
-            http=session,
             push_auth=config.push_auth.reveal() or None,
             fcm_project=config.fcm_project or None,
             apns_topic=config.apns_topic or None,
@@ -54,7 +53,7 @@ def setup(
         )
     except ConfigError as exc:
         raise ConfigError(f"mobile.{exc}") from None
-    return adapter, MobileSender(adapter, store)
+    return adapter, MobileSender(Pusher(adapter, session), store)
 
 
 CHANNEL = Channel(NAME, ROUTES, setup, config=read)

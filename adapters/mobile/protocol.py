@@ -29,8 +29,9 @@ Device registration body (unknown fields ignored), with the Bearer session token
                 "os_version": "18.2", "locale": "en-US",
                 "apns_env": "production"|"sandbox"}}          apns only
 
-Push (`deliver`), to configurable base URLs so tests and relays can stand in (without a
-`push_url` nothing is pushed and `deliver` fails with "not_configured:push_url"):
+Push (`push_request`, sent by `adapters.mobile.sender`), to configurable base URLs so
+tests and relays can stand in (without a `push_url` nothing is pushed and the push fails
+with "not_configured:push_url"):
 
     APNs  POST {push_url or apns_sandbox_url}/3/device/<token>
           apns-topic (device app_id, else apns_topic), apns-push-type: alert,
@@ -60,7 +61,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from msgspec import Meta, Struct
 
@@ -72,7 +72,7 @@ from adapters.chat.sessions import (
     UserId,
     decode_json,
 )
-from omni.channel import Delivery, InboundRequest
+from omni.channel import Delivery, InboundRequest, OutboundRequest, ProviderAnswer
 from omni.clock import now_ms
 from omni.devices import Device
 from omni.errors import ConfigError, Forbidden, ValidationFailed
@@ -116,7 +116,8 @@ class DeviceRegistration:
 
 
 class MobileAdapter(ClientChannel):
-    """The mobile app channel. Pure but for `deliver`, which calls the push endpoint."""
+    """The mobile app channel: sessions, devices, and the push requests that
+    `adapters.mobile.sender` sends."""
 
     channel = "mobile"
 
@@ -126,7 +127,6 @@ class MobileAdapter(ClientChannel):
         session_secret: str | bytes,
         identity_secret: str | bytes,
         push_url: str | None,
-        http: aiohttp.ClientSession,
         push_auth: str | Callable[[], str] | None = None,
         fcm_project: str | None = None,
         apns_topic: str | None = None,
@@ -134,7 +134,6 @@ class MobileAdapter(ClientChannel):
         push_title: str = "New message",
         push_preview: bool = True,
         push_fallback: str = "You have a new message",
-        push_timeout_s: float = 10.0,
         session_ttl_s: int = SESSION_TTL_S,
         previous_session_secrets: Sequence[str | bytes] = (),
         clock: Callable[[], int] = now_ms,
@@ -151,14 +150,12 @@ class MobileAdapter(ClientChannel):
                 raise ConfigError(f"{name}: must be an http(s) URL, not {url!r}")
         self._push_url = (push_url or "").rstrip("/")
         self._sandbox_url = (apns_sandbox_url or push_url or "").rstrip("/")
-        self._http = http
         self._push_auth = push_auth
         self._fcm_project = fcm_project
         self._apns_topic = apns_topic
         self._title = push_title
         self._preview = push_preview
         self._fallback = push_fallback
-        self._timeout = aiohttp.ClientTimeout(total=push_timeout_s)
 
     # -- devices and catch-up --------------------------------------------------------
 
@@ -207,9 +204,9 @@ class MobileAdapter(ClientChannel):
         """Whether a push endpoint is configured at all (push is optional)."""
         return bool(self._push_url)
 
-    async def deliver(self, message: Message, recipient_device: Device) -> Delivery:
-        """Push one message to one device; see the module docstring for the mapping."""
-        device = recipient_device
+    def push_request(self, message: Message, device: Device) -> OutboundRequest | Delivery:
+        """The push of one message to one device (see the module docstring), or the failed
+        Delivery saying why none can be sent."""
         if not self._push_url:
             return Delivery("failed", reason="not_configured:push_url")
         title, body = self._alert(message)
@@ -234,7 +231,7 @@ class MobileAdapter(ClientChannel):
                 "aps": aps,
                 "omni": {"message_id": message.id, "conversation_id": message.conversation_id},
             }
-            return await self._post(url, headers, payload, _apns_outcome)
+            return OutboundRequest("POST", url, headers, msgspec.json.encode(payload))
         if not self._fcm_project:
             return Delivery("failed", reason="not_configured:fcm_project")
         fcm: dict[str, Any] = {
@@ -249,7 +246,17 @@ class MobileAdapter(ClientChannel):
         if device.platform == "ios":
             fcm["apns"] = {"headers": _apns_headers(message, None), "payload": {"aps": aps}}
         url = f"{self._push_url}/v1/projects/{quote(self._fcm_project, safe='')}/messages:send"
-        return await self._post(url, headers, {"message": fcm}, _fcm_outcome)
+        return OutboundRequest("POST", url, headers, msgspec.json.encode({"message": fcm}))
+
+    def push_answer(self, device: Device, answer: ProviderAnswer) -> Delivery:
+        """What the push provider's answer to `push_request(…, device)` means."""
+        try:
+            decoded: Any = msgspec.json.decode(answer.body) if answer.body else None
+        except msgspec.DecodeError:
+            decoded = None
+        if device.push_provider == "apns":
+            return _apns_outcome(answer.status, decoded, answer.headers.get("apns-id"))
+        return _fcm_outcome(answer.status, decoded)
 
     def _alert(self, message: Message) -> tuple[str, str]:
         title = message.author.name or self._title
@@ -258,27 +265,9 @@ class MobileAdapter(ClientChannel):
             return title, self._fallback
         return title, text if len(text) <= PREVIEW_MAX else text[: PREVIEW_MAX - 1] + "…"
 
-    async def _post(
-        self,
-        url: str,
-        headers: dict[str, str],
-        payload: dict[str, Any],
-        outcome: Callable[[int, Any, str | None], Delivery],
-    ) -> Delivery:
-        try:
-            async with self._http.post(
-                url, data=msgspec.json.encode(payload), headers=headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-                apns_id = response.headers.get("apns-id")
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError):
-            return Delivery("failed", reason="unreachable", retry=True)
-        try:
-            answer: Any = msgspec.json.decode(raw) if raw else None
-        except msgspec.DecodeError:
-            answer = None
-        return outcome(status, answer, apns_id)
+
+# A push that got no answer (refused, reset, timed out): worth a retry.
+UNREACHABLE = Delivery("failed", reason="unreachable", retry=True)
 
 
 def _apns_headers(message: Message, topic: str | None) -> dict[str, str]:
@@ -314,7 +303,7 @@ def _apns_outcome(status: int, answer: Any, apns_id: str | None) -> Delivery:
     return _retryable(status, code) or Delivery("failed", reason=f"rejected:{code}")
 
 
-def _fcm_outcome(status: int, answer: Any, _apns_id: str | None) -> Delivery:
+def _fcm_outcome(status: int, answer: Any) -> Delivery:
     if 200 <= status < 300:
         name = answer.get("name") if isinstance(answer, dict) else None
         return Delivery("sent", channel_message_id=name if isinstance(name, str) else None)

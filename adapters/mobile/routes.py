@@ -69,13 +69,13 @@ async def mobile_socket(request: web.Request) -> web.StreamResponse:
 async def mobile_devices(request: web.Request) -> web.StreamResponse:
     """Register a push token for the session's customer; with a verified identifier on
     an anonymous session, this is also the login."""
-    adapter: MobileAdapter = channel_http.adapter(request, NAME)
+    adapter = channel_http.adapter(request, NAME, MobileAdapter)
     registration = adapter.parse_device(await channel_http.inbound(request))
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:
         await chat.log_in(store, NAME, registration.user_id, registration.previous)
     cid = await store.customers.ensure(NAME, registration.external_id)
-    await register(store.redis, cid, registration.device, registration.external_id)
+    await register(store, cid, registration.device, registration.external_id)
     return json_response(msgspec.convert(adapter.render_device(registration), DeviceView))
 
 

@@ -42,7 +42,6 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from adapters.voice.sender import send
 from adapters.voice.twiml import dial, dial_target, empty, gather, hangup, redirect
 from adapters.voice.webhooks import (
     TERMINAL_STATUSES,
@@ -50,13 +49,11 @@ from adapters.voice.webhooks import (
     WebhookKind,
     first_values,
     form_pairs,
-    header,
     media_type,
     read_webhook,
 )
-from omni.channel import ChannelEvent, Delivery, InboundRequest
+from omni.channel import ChannelEvent, InboundRequest, header
 from omni.errors import BadRequest, ConfigError, Unauthenticated
-from omni.model import Message
 from omni.settings import Secret
 
 __all__ = [
@@ -235,11 +232,6 @@ class VoiceAdapter:
         except (ValueError, UnicodeError):
             raise BadRequest("the webhook cannot be decoded") from None
         return read_webhook(kind, params, ours)
-
-    async def deliver(self, message: Message, recipient: str) -> Delivery:
-        """Voice has no asynchronous send: Twilio only speaks what omni answers to one of
-        its own webhooks, so a reply queued outside a call has no way into the line."""
-        return await send(message, recipient)
 
     # -- TwiML for the routes -----------------------------------------------------------
 

@@ -79,7 +79,7 @@ from omni.model import (
 )
 from omni.outbox import Job
 from omni.route import Param, Route
-from omni.state import REDIS, SERVICES, SETTINGS, STORE
+from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
 
 log = structlog.get_logger("omni.channels.voice")
@@ -185,7 +185,7 @@ async def voice_status(request: web.Request) -> web.Response:
         cid = await request.app[STORE].customers.find(NAME, hook.customer)
     if cid is not None:
         await record_status(
-            request.app[REDIS], cid, hook.call_id, hook.status, hook.sequence, status_supersedes
+            request.app[STORE], cid, hook.call_id, hook.status, hook.sequence, status_supersedes
         )
     return _twiml(empty())
 
@@ -249,7 +249,7 @@ ROUTES: tuple[Route, ...] = (
 
 async def _webhook(request: web.Request) -> tuple[VoiceAdapter, CallWebhook]:
     structlog.contextvars.bind_contextvars(channel=NAME)
-    voice: VoiceAdapter = channel_http.adapter(request, NAME)
+    voice = channel_http.adapter(request, NAME, VoiceAdapter)
     inbound = await channel_http.inbound(request)
     voice.verify(inbound)
     return voice, voice.read(inbound)

@@ -17,7 +17,7 @@ import msgspec
 
 from adapters.voice.config import NAME as CHANNEL
 from adapters.voice.twiml import E164
-from omni.channel import ChannelEvent, Received, Skipped
+from omni.channel import ChannelEvent, Received, Skipped, header
 from omni.errors import BadRequest
 from omni.model import InboundMessage
 
@@ -188,14 +188,6 @@ def first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, value in pairs:
         params.setdefault(name, value)
     return params
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
 
 
 def media_type(headers: Mapping[str, str]) -> str:

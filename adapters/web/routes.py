@@ -31,7 +31,7 @@ from adapters.chat import socket
 from adapters.chat.protocol import MessageBody
 from adapters.chat.sessions import SessionRequest
 from adapters.web.config import NAME, read
-from adapters.web.protocol import allowed_origin
+from adapters.web.protocol import WebAdapter, allowed_origin
 from omni import channel_http
 from omni.auth import Handler
 from omni.errors import Forbidden, NotFound, ProblemError
@@ -66,7 +66,7 @@ def _cors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        channel_http.adapter(request, NAME)  # an unconfigured channel is 404 for every page
+        channel_http.adapter(request, NAME, WebAdapter)  # unconfigured: 404 for every page
         origin = _origin(request)
         if origin is None and "Origin" in request.headers:
             raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
@@ -107,14 +107,14 @@ async def web_catch_up(request: web.Request) -> web.StreamResponse:
 
 
 async def web_socket(request: web.Request) -> web.StreamResponse:
-    channel_http.adapter(request, NAME)
+    channel_http.adapter(request, NAME, WebAdapter)
     if _origin(request) is None:
         raise Forbidden("this page's Origin may not open the chat socket", field="Origin")
     return await socket.serve(request, NAME)
 
 
 async def web_preflight(request: web.Request) -> web.StreamResponse:
-    channel_http.adapter(request, NAME)
+    channel_http.adapter(request, NAME, WebAdapter)
     if request.match_info["route"] not in _PREFLIGHTED:
         raise NotFound("no such route")
     origin = _origin(request)
@@ -138,7 +138,7 @@ def _script() -> bytes:
 
 
 async def web_widget(request: web.Request) -> web.StreamResponse:
-    channel_http.adapter(request, NAME)
+    channel_http.adapter(request, NAME, WebAdapter)
     return web.Response(
         body=_script(), content_type="text/javascript", charset="utf-8", headers=_SCRIPT_HEADERS
     )

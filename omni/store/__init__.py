@@ -54,11 +54,17 @@ class Store:
     """omni's Redis store: holds the client and the rooms, never opens or closes it."""
 
     def __init__(
-        self, redis: Redis, identity_cache: int = IDENTITY_CACHE, *, pipelined: Redis | None = None
+        self,
+        redis: Redis,
+        identity_cache: int = IDENTITY_CACHE,
+        *,
+        pipelined: Redis | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
-        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given)."""
+        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given);
+        `timeout_s`: the pipeliner's deadline for Redis's answer."""
         self.redis = redis
-        self.pipeliner = scripts.Pipeliner(pipelined or redis)  # the hot paths' round trips
+        self.pipeliner = scripts.Pipeliner(pipelined or redis, timeout_s)  # the hot paths
         self.customers = Customers(redis)
         self.search = Search(redis, self.customers)
         self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search, identity_cache)

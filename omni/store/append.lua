@@ -3,14 +3,18 @@
 --       5 annotations
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
 --       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none),
---       9 '1' when the customer id came from a cache (see below)
+--       9 '1' when the customer id came from a cache (see below),
+--       10 the customers absorbed (the 'absorbed' field) whose indexes the caller has
+--          looked in already ('' = none)
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
 -- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee'} for a new
 -- message (the handoff fields say who answers it, so the caller need not read them);
 -- {-3, survivor id} when this customer was merged into another (the caller retries there);
 -- {-5} while the customer is being erased (omni.erasure): nothing is stored, the sender
--- is asked to send again, and once the erasure is done the message makes a new customer.
-local held = redis.call('HMGET', KEYS[1], 'merged_into', 'erasing')
+-- is asked to send again, and once the erasure is done the message makes a new customer;
+-- {-6, absorbed} when the id is not in this customer's index and it absorbed others
+-- whose indexes the caller has not looked in (see below).
+local held = redis.call('HMGET', KEYS[1], 'merged_into', 'erasing', 'absorbed')
 if held[1] then
   return {-3, held[1]}
 end
@@ -34,6 +38,13 @@ if existing then
     end
   end
   return {0, existing, conv, blob}
+end
+-- A message stored before a merge is in the absorbed customer's index, in another slot,
+-- so the caller looks there (a merge does not copy indexes: its cost stays flat). Those
+-- indexes are frozen since the merge (an absorbed customer takes no writes); a merge
+-- since the caller looked changes the field, and it is asked to look again.
+if held[3] and held[3] ~= '' and held[3] ~= ARGV[10] then
+  return {-6, held[3]}
 end
 
 local channel = ARGV[3]

@@ -151,8 +151,17 @@ class Timeline:
         is new. `status` starts an outbound message's delivery status. `cached`: `cid`
         came from the identity cache (a customer that is gone raises _Gone)."""
         assert message.channel_message_id is not None
+        looked = b""  # the absorbed customers whose indexes were looked in
         for _ in range(_MERGE_HOPS):
-            result = await self._append_once(cid, message, identity, profile, status, cached)
+            result = await self._append_once(
+                cid, message, identity, profile, status, cached, looked
+            )
+            if int(result[0]) == -6:
+                looked = as_bytes(result[1])
+                repeat = await self._absorbed_repeat(cid, message, looked)
+                if repeat is not None:
+                    return repeat
+                continue
             if int(result[0]) == -4:
                 raise _Gone(cid)
             if int(result[0]) == -5:
@@ -178,6 +187,29 @@ class Timeline:
         )
         return Appended(stored, entry, True, (result[4], result[5]))
 
+    async def _absorbed_repeat(
+        self, cid: str, message: Message, absorbed: bytes
+    ) -> Appended | None:
+        """The message as stored before a merge on a customer `cid` absorbed, if it was:
+        one HGET per absorbed customer (one round trip), whatever their histories' length."""
+        assert message.channel_message_id is not None
+        owners = absorbed_ids(absorbed)
+        field = dedupe_field(message.channel, message.channel_message_id)
+        batch = scripts.Batch()
+        for owner in owners:
+            batch.command("hget", keys.message_ids(owner), field)
+        for owner, entry in zip(owners, await self.pipeliner.run(batch), strict=True):
+            if entry is None:
+                continue
+            entry_id = as_bytes(entry).decode()
+            found = await self.redis.xrange(keys.timeline(owner), entry_id, entry_id)
+            if not found:
+                continue
+            fields: dict[Any, Any] = found[0][1] or {}
+            blob, conv = as_bytes(fields[b"m"]), int(fields.get(b"v", b"0"))
+            return Appended(stored_message(cid, entry_id, blob, conv), entry_id, False)
+        return None
+
     async def _append_once(
         self,
         cid: str,
@@ -186,6 +218,7 @@ class Timeline:
         profile: bytes,
         status: MessageStatus | None,
         cached: bool = False,
+        looked: bytes = b"",
     ) -> list[Any]:
         assert message.channel_message_id is not None
         result: list[Any] = await self.pipeliner.script(
@@ -207,6 +240,7 @@ class Timeline:
                 message.direction,
                 codec.encode(status) if status else b"",
                 "1" if cached else "0",
+                looked,
             ],
         )
         return result
