@@ -3,7 +3,13 @@ The core loads this list by name (`omni.channel.REGISTRY`) and imports no channe
 
 from __future__ import annotations
 
-from adapters import instagram, mobile, voice, web
+from adapters import instagram, mobile, sms, voice, web
 from omni.channel import Channel
 
-CHANNELS: tuple[Channel, ...] = (instagram.CHANNEL, voice.CHANNEL, web.CHANNEL, mobile.CHANNEL)
+CHANNELS: tuple[Channel, ...] = (
+    instagram.CHANNEL,
+    voice.CHANNEL,
+    web.CHANNEL,
+    mobile.CHANNEL,
+    sms.CHANNEL,
+)

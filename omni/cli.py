@@ -18,6 +18,8 @@ from omni.channel import Channel, load, validate
 from omni.demo import DemoError, play
 from omni.errors import ConfigError
 from omni.logs import configure
+from omni.migrations import PhoneMigration, migrate_phones
+from omni.redis_server import EmbeddedRedis
 from omni.services import open_services
 from omni.settings import Settings
 from omni.store import Store
@@ -41,7 +43,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--url", help="omni's address (default: http://<server.host>:<server.port>)")
     commands.add_parser("worker", help="deliver queued replies and bot webhooks (needs redis.url)")
+    commands.add_parser(
+        "migrate",
+        help="bring stored data up to this version (phone numbers to E.164); idempotent, "
+        "safe while omni serves on a shared redis.url",
+    )
     return parser
+
+
+async def _migrate_with(settings: Settings, url: str) -> PhoneMigration:
+    redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+    try:
+        return await migrate_phones(Store(redis), settings.identity.default_region or None)
+    finally:
+        await redis.aclose()
+
+
+def _migrate(settings: Settings) -> int:
+    """`omni migrate`: on redis.url, or on the embedded server's data (stop `omni serve`
+    first: two servers must not share one data_dir)."""
+    embedded = None
+    url = settings.redis.url
+    if not url:
+        embedded = EmbeddedRedis(settings.redis.data_dir)
+        embedded.start()
+        url = embedded.url
+    try:
+        report = asyncio.run(_migrate_with(settings, url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print(
+        f"omni migrate: phones: {report.customers} customers read, {report.profiles} "
+        f"profile phones and {report.identities} identities rewritten, {report.invalid} "
+        f"invalid numbers left as they were, {report.conflicts} conflicts"
+    )
+    return 0
 
 
 async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
@@ -102,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(settings, channels)
     if args.command == "demo":
         return _demo(settings, args.url)
+    if args.command == "migrate":
+        return _migrate(settings)
     if args.reuse_port and not settings.redis.url:
         # Each process would start its own embedded server on one data_dir.
         print(

@@ -23,6 +23,7 @@ from omni.model import (
     echo_fingerprint,
 )
 from omni.outbox import Job
+from omni.receipts import apply_early
 from omni.replies import Replies
 from omni.store import Store
 
@@ -89,6 +90,11 @@ class ChannelDelivery:
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
         )
+        if outcome.channel_message_id:
+            # A receipt the channel sent before this answer came back (omni.receipts).
+            await apply_early(
+                self.store, self.live, cid, message.channel, outcome.channel_message_id, entry
+            )
         return outcome
 
 

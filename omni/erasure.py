@@ -12,7 +12,7 @@ finished by running it again:
               the id is there for a repeat to find and finish
     release   what points at the person from other slots, each only while it still
               points at them: channel identities (a new message on one then makes a
-              new customer, never the old one again), push tokens, search and
+              new customer, never the old one again) and their opt-outs, push tokens, search and
               verified-phone index entries, the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
@@ -45,6 +45,7 @@ from omni.ids import decode_cursor
 from omni.live import Live
 from omni.merge import text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
+from omni.optouts import opted_out
 from omni.outbox import DeliveryStatus, Outbox
 from omni.store import SYSTEM_CHANNEL, Store
 from omni.store.reply import as_text
@@ -110,6 +111,8 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
+                # The number's opt-out (omni.optouts) is theirs too: it names the number.
+                await redis.delete(keys.opt_out(channel, external_id))
         for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
@@ -268,6 +271,13 @@ class ExportedCall(msgspec.Struct, frozen=True):
     status: str  # the latest status the phone provider reported
 
 
+class ExportedOptOut(msgspec.Struct, frozen=True):
+    channel: str
+    external_id: str
+    at: str  # when the customer asked for no more messages
+    keyword: str  # what they sent ("STOP"), or the provider's error that told omni
+
+
 class ExportHead(msgspec.Struct, frozen=True):
     """What the export says before its long lists."""
 
@@ -281,6 +291,7 @@ class ExportHead(msgspec.Struct, frozen=True):
     continuity: Continuity | None
     devices: list[ExportedDevice]
     calls: list[ExportedCall]
+    opt_outs: list[ExportedOptOut]
 
 
 class Export(ExportHead, frozen=True):
@@ -322,6 +333,13 @@ async def export_head(store: Store, cid: str) -> ExportHead:
         for call_id, held in sorted((await store.redis.hgetall(keys.calls(owner))).items()):
             status = (as_text(held) or "").partition(" ")[0]
             calls.append(ExportedCall(call_id=as_text(call_id) or "", status=status))
+    opt_outs: list[ExportedOptOut] = []
+    for identity in context.customer.identities:
+        opt_out = await opted_out(store, identity.channel, identity.external_id)
+        if opt_out is not None:
+            opt_outs.append(
+                ExportedOptOut(identity.channel, identity.external_id, opt_out.at, opt_out.keyword)
+            )
     return ExportHead(
         format=EXPORT_FORMAT,
         exported_at=iso(now_ms()) or "",
@@ -333,6 +351,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
         continuity=context.continuity,
         devices=devices,
         calls=calls,
+        opt_outs=opt_outs,
     )
 
 

@@ -13,13 +13,13 @@ import re
 
 from omni.errors import Conflict
 from omni.model import FactInput, FactSource, IdentityLink, Message
+from omni.phones import PHONE_CHANNELS, find_phones, identity_phone
 from omni.store import Store
-from omni.store.search import normalize_phone
 
-PHONE_CHANNELS = frozenset({"voice", "sms", "whatsapp"})  # external ids that are E.164
+__all__ = ["PHONE_CHANNELS", "claim_verified_phone", "note_typed_contacts", "typed_contacts"]
+
 TYPED_CONFIDENCE = 0.5  # an address typed in a chat: plausible, never proof
 _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-_PHONE = re.compile(r"(?:\+|00)[1-9][\d\s().-]{6,18}\d")
 
 
 async def claim_verified_phone(store: Store, channel: str, external_id: str) -> str | None:
@@ -31,7 +31,7 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     cid = await store.customers.find(channel, external_id)
     if cid is not None:
         return cid
-    phone = normalize_phone(external_id)
+    phone = identity_phone(channel, external_id)
     owner = await store.search.verified_phone_owner(phone) if phone else None
     if owner is None:
         return None
@@ -45,8 +45,9 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     return owner
 
 
-def typed_contacts(text: str) -> dict[str, str]:
-    """E-mail and phone numbers written in a message."""
+def typed_contacts(text: str, region: str | None = None) -> dict[str, str]:
+    """E-mail and phone numbers written in a message; a number without its country
+    code is read in `region` (omni.phones)."""
     found: dict[str, str] = {}
     # Only the words with an "@" are tried: a regex search over a long word without one
     # would backtrack quadratically.
@@ -54,16 +55,17 @@ def typed_contacts(text: str) -> dict[str, str]:
         if "@" in word and (email := _EMAIL.search(word)):
             found["email"] = email.group(0).casefold()
             break
-    for match in _PHONE.finditer(text):
-        if phone := normalize_phone(match.group(0)):
-            found["phone"] = phone
-            break
+    for phone in find_phones(text, region):
+        found["phone"] = phone
+        break
     return found
 
 
-async def note_typed_contacts(store: Store, message: Message) -> list[str]:
+async def note_typed_contacts(
+    store: Store, message: Message, region: str | None = None
+) -> list[str]:
     """Keep what the customer typed as unverified facts, unless already known."""
-    contacts = typed_contacts(message.text or "")
+    contacts = typed_contacts(message.text or "", region)
     if not contacts:
         return []
     source = FactSource(channel=message.channel, message_id=message.id)

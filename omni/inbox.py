@@ -25,6 +25,7 @@ from omni.model import (
     message_from,
 )
 from omni.outbox import Outbox
+from omni.phones import canonical_external_id
 from omni.scripts import Batch
 from omni.settings import BotSettings
 from omni.store import Store
@@ -41,8 +42,10 @@ class Inbox:
         bots: Mapping[str, BotSettings],
         *,
         handoffs: Handoffs | None = None,
+        phone_region: str | None = None,
     ) -> None:
         self.store = store
+        self.phone_region = phone_region  # [identity] default_region (omni.phones)
         self.outbox = outbox
         self.live = live
         self.bots = bots
@@ -52,12 +55,16 @@ class Inbox:
         self, inbound: InboundMessage, *, notify_bot: bool = True
     ) -> tuple[Message, bool]:
         """Store once and tell listeners; `notify_bot=False` is for a channel that calls
-        its bot itself while the customer waits (voice), so the bot is not called twice."""
+        its bot itself while the customer waits (voice), so the bot is not called twice.
+        A phone channel's number is stored in its canonical form (omni.phones)."""
+        external_id = canonical_external_id(inbound.channel, inbound.external_id, self.phone_region)
+        if external_id != inbound.external_id:
+            inbound = msgspec.structs.replace(inbound, external_id=external_id)
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
         message, _, created, handoff = await self.store.timeline.ingest(inbound)
         if created:
             if message.text:
-                await note_typed_contacts(self.store, message)
+                await note_typed_contacts(self.store, message, self.phone_region)
             await self._tell(message, handoff, notify_bot=notify_bot)
         return message, created
 

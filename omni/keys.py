@@ -14,6 +14,8 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
     omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
+    omni:optout:{<ch>:<ext>}    string  the identity asked for no more messages (STOP):
+                                        "<ms> <keyword>"; beside its identity key's slot
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
 """
@@ -71,6 +73,12 @@ def push_token(digest: str) -> str:
 
 def identity(channel: str, external_id: str) -> str:
     return f"{PREFIX}:ident:{{{channel}:{external_id}}}"
+
+
+def opt_out(channel: str, external_id: str) -> str:
+    """A channel identity that asked for no more messages (SMS STOP), until it asks
+    again (START). Tagged like its identity: the number's, whichever customer it is."""
+    return f"{PREFIX}:optout:{{{channel}:{external_id}}}"
 
 
 def search_index(kind: str, value: str) -> str:

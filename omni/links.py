@@ -29,6 +29,7 @@ from omni.errors import Conflict, Gone, NotFound, Unauthenticated, ValidationFai
 from omni.live import Live
 from omni.merge import announce, merge_customers
 from omni.model import IdentityLink
+from omni.phones import canonical_external_id
 from omni.store import Store
 from omni.store.reply import as_bytes
 
@@ -150,6 +151,9 @@ class LinkTokens:
             )
         if not await self.redis.delete(keys.link_nonce(nonce)):
             raise Gone("that link token was already used", field="token")
+        # A phone channel's number in its one stored form (omni.phones).
+        external_id = canonical_external_id(request.channel, request.external_id)
+        request = msgspec.structs.replace(request, external_id=external_id)
         current = await self.store.customers.find(request.channel, request.external_id)
         merged_from = None
         if current is None:

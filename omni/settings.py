@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from omni import phones
 from omni.errors import ConfigError
 from omni.outbox import OutboxConfig
 
@@ -112,6 +113,14 @@ class HandoffSettings:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    # The country a phone number written without its +country code is read in (ISO
+    # 3166 alpha-2, e.g. "US"), unless the customer's locale names one (omni.phones).
+    # Empty: only +international numbers are accepted.
+    default_region: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
@@ -131,6 +140,7 @@ class Settings:
     # complete); deployments with `omni worker` processes may turn it off.
     in_process_worker: bool = True
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     # Every section as read (file, then environment), for the sections the core does not
     # own: a channel parses its own with the read_* helpers below, naming each setting.
     # Raw values include secrets, so they stay out of the repr.
@@ -215,6 +225,7 @@ class Settings:
             outbox=_outbox(outbox := read_section(raw, "outbox")),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
             handoff=_handoff(read_section(raw, "handoff")),
+            identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
 
@@ -399,6 +410,16 @@ def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:
     if value not in ("always", "everysec"):
         raise ConfigError(f"redis.fsync: must be always or everysec, not {value!r}")
     return value  # type: ignore[return-value]
+
+
+def _identity(section: Mapping[str, Any]) -> IdentitySettings:
+    region = read_str(section, "identity.default_region", "").strip().upper()
+    if region and region not in phones.regions():
+        raise ConfigError(
+            f"identity.default_region: {region!r} is not a region with phone numbers "
+            "(an ISO 3166 alpha-2 code such as US, GB, FR), or empty"
+        )
+    return IdentitySettings(default_region=region)
 
 
 def _handoff(section: Mapping[str, Any]) -> HandoffSettings:

@@ -28,9 +28,9 @@ from omni.ids import Cursor, decode_cursor
 from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
-from omni.state import SERVICES, STORE
+from omni.phones import normalize_phone
+from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
-from omni.store.search import normalize_phone
 from omni.web_io import json_response
 
 log = structlog.get_logger("omni.channels")
@@ -93,6 +93,8 @@ async def log_in(
     user_id: str,
     previous: Session | None,
     traits: Traits | None = None,
+    *,
+    phone_region: str | None = None,
 ) -> str:
     """Link a verified login (see the module docstring) and return the session's
     customer. Call only after the adapter verified the identifier's hash."""
@@ -113,7 +115,7 @@ async def log_in(
     if joined is not None:
         await _join(store, survivor=cid, source=joined)
     if traits is not None:
-        await _fill_profile(store, cid, traits)
+        await _fill_profile(store, cid, traits, phone_region)
     return cid
 
 
@@ -126,14 +128,20 @@ async def _join(store: Store, *, survivor: str, source: str) -> None:
         log.info("anonymous customer already merged elsewhere", survivor=survivor)
 
 
-async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
+async def _fill_profile(
+    store: Store, cid: str, traits: Traits, phone_region: str | None = None
+) -> None:
     """Traits are the client's unverified claims: they fill empty profile fields, never
     overwrite what an agent or a verified source set."""
     profile, rev = await store.customers.profile(cid)
     offered = {
         "name": traits.name,
         "email": traits.email,
-        "phone": normalize_phone(traits.phone) if traits.phone else None,
+        "phone": (
+            normalize_phone(traits.phone, phone_region, locale=traits.locale or profile.locale)
+            if traits.phone
+            else None
+        ),
         "locale": traits.locale,
     }
     fill = {k: v for k, v in offered.items() if v is not None and getattr(profile, k) is None}
@@ -157,7 +165,15 @@ async def sessions(request: web.Request, channel: str) -> web.Response:
     grant = adapter.session_request(await channel_http.inbound(request))
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
-        await log_in(store, channel, grant.session.user_id, grant.previous, grant.traits)
+        region = request.app[SETTINGS].identity.default_region or None
+        await log_in(
+            store,
+            channel,
+            grant.session.user_id,
+            grant.previous,
+            grant.traits,
+            phone_region=region,
+        )
     view = msgspec.convert(grant.render(), SessionView)
     return json_response(view, status=grant.status)
 

@@ -9,14 +9,9 @@ Twilio calls omni synchronously, form-encoded, and every answer is a TwiML docum
     POST /channels/voice/twilio/status   StatusCallback: call progress, in any order
     POST /channels/voice/twilio/dial     <Dial action>: how the transfer to an agent ended
 
-Signature scheme (https://www.twilio.com/docs/usage/webhooks/webhooks-security):
-`X-Twilio-Signature` is base64(HMAC-SHA1(auth token, URL + params)), where URL is the public
-URL Twilio requested, query string included, and params are every POST parameter, decoded,
-sorted by name (a repeated name's distinct values sorted too), each name and value appended
-with no delimiter. The URL is accepted with and without its port (Twilio drops :443 for voice
-over https and keeps ports elsewhere), as twilio-python's RequestValidator does. A URL that
-carries `bodySHA256` (Twilio's JSON-body variant) is signed alone, and the raw body must hash
-to that value. Signatures are compared with `hmac.compare_digest`.
+Signature scheme: `X-Twilio-Signature`, checked by `omni.twilio.TwilioSignature`, the one
+implementation every Twilio channel shares (public URL + sorted decoded params,
+HMAC-SHA1 with the auth token, base64; with and without the port; `bodySHA256`).
 
 What a webhook becomes (`VoiceAdapter.read`, or `parse` for the seam's event list):
 
@@ -35,26 +30,16 @@ one re-prompt), so the gather callback names its turn without any state in omni.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from adapters.voice.twiml import dial, dial_target, empty, gather, hangup, redirect
-from adapters.voice.webhooks import (
-    TERMINAL_STATUSES,
-    CallWebhook,
-    WebhookKind,
-    first_values,
-    form_pairs,
-    media_type,
-    read_webhook,
-)
-from omni.channel import ChannelEvent, InboundRequest, header
-from omni.errors import BadRequest, ConfigError, Unauthenticated
+from adapters.voice.webhooks import TERMINAL_STATUSES, CallWebhook, WebhookKind, read_webhook
+from omni.channel import ChannelEvent, InboundRequest
+from omni.errors import BadRequest, ConfigError
 from omni.settings import Secret
+from omni.twilio import FORM, TwilioSignature, first_values, form_params, media_type
 
 __all__ = [
     "TWIML_CONTENT_TYPE",
@@ -65,17 +50,14 @@ __all__ = [
     "gather",
     "hangup",
     "redirect",
-    "signature",
     "status_supersedes",
 ]
 
 CHANNEL: Final = "voice"
-SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWIML_CONTENT_TYPE: Final = "text/xml"
 BASE_PATH: Final = "/channels/voice/twilio"
 
 
-_FORM = "application/x-www-form-urlencoded"
 _KINDS: dict[str, WebhookKind] = {
     "": "call",
     "/gather": "gather",
@@ -104,18 +86,6 @@ def _rank(status: str) -> int:
     return 3 if status in TERMINAL_STATUSES else _RANK.get(status, 0)
 
 
-def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]] = ()) -> str:
-    """X-Twilio-Signature for `url` and decoded POST `params`, exactly as Twilio computes it."""
-    grouped: dict[str, set[str]] = {}
-    for name, value in params:
-        grouped.setdefault(name, set()).add(value)
-    payload = url + "".join(
-        name + value for name in sorted(grouped) for value in sorted(grouped[name])
-    )
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
 class VoiceAdapter:
     """The voice channel over Twilio. Pure: configuration in, no I/O, no Redis."""
 
@@ -134,30 +104,15 @@ class VoiceAdapter:
         base_path: str = BASE_PATH,
     ) -> None:
         token = auth_token.reveal() if isinstance(auth_token, Secret) else auth_token
-        if not token:
-            raise ConfigError("voice: auth_token is empty")
         if agent_number and not dial_target(agent_number):
             raise ConfigError(
                 "voice: agent_number must be E.164 (+14155550142), client:<name> or sip:<uri>"
             )
-        parts = urlsplit(public_url)
         try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError("voice: public_url has a bad port") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-            raise ConfigError("voice: public_url must be http(s)://host[:port][/prefix]")
-        host = parts.netloc.rpartition("@")[2]  # Twilio drops user:pass@ before signing
-        if port is not None:
-            host = host[: host.rfind(":")]
-        prefix = parts.path.rstrip("/")
-        default = 443 if parts.scheme == "https" else 80
-        bare = f"{parts.scheme}://{host}{prefix}"
-        ported = f"{parts.scheme}://{host}:{port or default}{prefix}"
-        self.public_url = ported if port not in (None, default) else bare
-        # The forms a signature is checked against, as twilio-python's add_port/remove_port.
-        self._forms = (bare, ported)
-        self._token = token
+            self._signature = TwilioSignature(token, public_url)
+        except ConfigError as exc:
+            raise ConfigError(f"voice: {exc}") from None
+        self.public_url = self._signature.public_url
         self.agent_number = agent_number or None  # None: no one to transfer calls to
         self.language = language
         self.say_voice = say_voice
@@ -171,44 +126,14 @@ class VoiceAdapter:
     # -- inbound ----------------------------------------------------------------------
 
     def signed_url(self, url: str) -> str:
-        """The URL Twilio signed: the public URL, then the path and query as received.
-        `url` may be the URL omni saw (any host) or just its path and query."""
-        url = url.partition("#")[0]
-        for form in self._forms:
-            if url == form or url.startswith((form + "/", form + "?")):
-                return self.public_url + url[len(form) :]
-        if "://" in url:  # another origin (omni behind a proxy): keep the path and query
-            rest = url.partition("://")[2]
-            cuts = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
-            url = rest[min(cuts) :] if cuts else ""
-        return self.public_url + (url if url.startswith("/") else "/" + url)
+        """The URL Twilio signed: the public URL, then the path and query as received."""
+        return self._signature.signed_url(url)
 
     def verify(self, request: InboundRequest) -> None:
-        """Raise `Unauthenticated` unless X-Twilio-Signature matches (see the module doc)."""
-        given = header(request.headers, SIGNATURE_HEADER)
-        if not given:
-            raise Unauthenticated(f"missing {SIGNATURE_HEADER}")
-        path_query = self.signed_url(request.url)[len(self.public_url) :]
-        query = first_values(parse_qsl(path_query.partition("?")[2], keep_blank_values=True))
-        params: list[tuple[str, str]] = []
-        try:
-            if "bodySHA256" in query:
-                digest = hashlib.sha256(request.body).hexdigest()
-                if not hmac.compare_digest(digest.encode(), query["bodySHA256"].encode()):
-                    raise Unauthenticated("body does not match bodySHA256")
-            elif request.body:
-                if request.method.upper() != "POST" or media_type(request.headers) != _FORM:
-                    raise Unauthenticated("body is neither form-encoded nor covered by bodySHA256")
-                params = form_pairs(request.body)
-            expected = given.encode()
-            matched = False
-            for form in self._forms:
-                computed = signature(self._token, form + path_query, params).encode()
-                matched |= hmac.compare_digest(computed, expected)
-        except (ValueError, UnicodeError):
-            raise Unauthenticated(f"{SIGNATURE_HEADER} cannot be checked") from None
-        if not matched:
-            raise Unauthenticated(f"{SIGNATURE_HEADER} does not match")
+        """Raise `Unauthenticated` unless X-Twilio-Signature matches (omni.twilio)."""
+        self._signature.verify(
+            method=request.method, url=request.url, headers=request.headers, body=request.body
+        )
 
     def parse(self, request: InboundRequest) -> list[ChannelEvent]:
         return list(self.read(request).events)
@@ -225,8 +150,8 @@ class VoiceAdapter:
             ours = first_values(parse_qsl(query, keep_blank_values=True, errors="strict"))
             if request.method.upper() == "GET":  # Twilio's GET puts its parameters in the query
                 params = ours
-            elif media_type(request.headers) == _FORM:
-                params = first_values(form_pairs(request.body))
+            elif media_type(request.headers) == FORM:
+                params = first_values(form_params(request.body))
             else:
                 raise BadRequest("Twilio voice webhooks are form-encoded")
         except (ValueError, UnicodeError):

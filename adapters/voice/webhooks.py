@@ -6,25 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal
-from urllib.parse import parse_qsl
 
 import msgspec
 
 from adapters.voice.config import NAME as CHANNEL
 from adapters.voice.twiml import E164
-from omni.channel import ChannelEvent, Received, Skipped, header
+from omni.channel import ChannelEvent, Received, Skipped
 from omni.errors import BadRequest
 from omni.model import InboundMessage
+from omni.phones import canonical_external_id
 
 TERMINAL_STATUSES: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 WebhookKind = Literal["call", "gather", "status", "dial"]
 Meta = Mapping[str, str | int | None]
-_MAX_PARAMS = 500
 _INT = re.compile(r"[0-9]{1,12}")
 _FLOAT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,20})?")
 AGENT_DIGIT: Final = "0"
@@ -42,6 +41,8 @@ def read_webhook(
     customer = params.get("To" if outbound else "From", "")
     if not customer:
         raise BadRequest("a Twilio voice webhook needs From and To", field="From")
+    # The caller's number in the one form every phone channel stores (omni.phones).
+    customer = canonical_external_id(CHANNEL, customer)
     hook = CallWebhook(
         kind=kind,
         call_id=call_id,
@@ -174,24 +175,6 @@ def _received(hook: CallWebhook, message_id: str, text: str | None, meta: Meta) 
     except msgspec.ValidationError as exc:
         raise BadRequest(f"the webhook breaks a message limit: {exc}") from None
     return Received(message)
-
-
-def form_pairs(body: bytes) -> list[tuple[str, str]]:
-    """Decoded form parameters; ValueError (UnicodeError included) when they cannot be."""
-    text = body.decode()
-    return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_PARAMS)
-
-
-def first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The first value of each name (voice webhooks do not repeat names)."""
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        params.setdefault(name, value)
-    return params
-
-
-def media_type(headers: Mapping[str, str]) -> str:
-    return (header(headers, "Content-Type") or "").partition(";")[0].strip().lower()
 
 
 def _int(params: Mapping[str, str], name: str) -> int | None:

@@ -31,8 +31,8 @@ from omni.model import (
     SearchResult,
     json_size,
 )
+from omni.phones import canonical_external_id, normalize_phone
 from omni.state import SERVICES, SETTINGS, STORE
-from omni.store.search import normalize_phone
 from omni.web_io import (
     etag,
     if_match,
@@ -112,6 +112,8 @@ async def context_by_identity(request: web.Request) -> web.Response:
     channel = query_str(request, "channel", required=True) or ""
     external_id = query_str(request, "external_id", required=True) or ""
     check_channel(request, channel)
+    region = request.app[SETTINGS].identity.default_region
+    external_id = canonical_external_id(channel, external_id, region)
     cid = await request.app[STORE].customers.find(channel, external_id)
     if cid is None:
         raise NotFound(f"no customer has that {channel} identity")
@@ -162,12 +164,20 @@ async def patch_profile(request: web.Request) -> web.Response:
     patch = await read_json(request, ProfilePatch)
     changes = msgspec.structs.asdict(patch)
     changes = {k: v for k, v in changes.items() if v is not None}
-    if "phone" in changes:
-        phone = normalize_phone(changes["phone"])
-        if phone is None:
-            raise ValidationFailed("phone must be in E.164 form, like +14155550100", field="phone")
-        changes["phone"] = phone
     store = request.app[STORE]
+    if "phone" in changes:
+        # Read in the customer's region when their locale names one (omni.phones).
+        locale = changes.get("locale") or (await store.customers.profile(cid))[0].locale
+        region = request.app[SETTINGS].identity.default_region
+        phone = normalize_phone(changes["phone"], region, locale=locale)
+        if phone is None:
+            raise ValidationFailed(
+                "phone is not a valid number: write it with its country code, like "
+                "+14155550100 (a national number is read in the customer's locale's "
+                "country, else in [identity] default_region)",
+                field="phone",
+            )
+        changes["phone"] = phone
     given = if_match(request)
     attempt = 0
     while True:
@@ -197,6 +207,9 @@ async def link_identity(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     link = await read_json(request, IdentityLink)
     check_channel(request, link.channel)
+    region = request.app[SETTINGS].identity.default_region
+    external_id = canonical_external_id(link.channel, link.external_id, region)
+    link = msgspec.structs.replace(link, external_id=external_id)
     identity, created = await request.app[STORE].customers.link_identity(cid, link)
     if created:
         await _publish(request, cid, "identity", {"identity": identity})
@@ -222,5 +235,7 @@ async def history(request: web.Request) -> web.Response:
 
 async def find_customers(request: web.Request) -> web.Response:
     q = query_str(request, "q", required=True) or ""
-    found = await request.app[STORE].search.find(q, request.app[SETTINGS].channels.enabled)
+    settings = request.app[SETTINGS]
+    region = settings.identity.default_region or None
+    found = await request.app[STORE].search.find(q, settings.channels.enabled, region)
     return json_response(SearchResult(customers=found))

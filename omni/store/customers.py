@@ -84,6 +84,35 @@ class Customers:
         )
         return identity, existing is None
 
+    async def rename_identity(self, cid: str, identity: Identity, external_id: str) -> bool:
+        """Move `cid`'s identity to another external id on the same channel (a number
+        rewritten in its canonical form, omni.migrations): the new key points at `cid`,
+        the field is renamed with its verified flag and time, the old key goes.
+        `Conflict` when the new id is another customer's; False when the old id is no
+        longer `cid`'s (nothing to move)."""
+        channel = identity.channel
+        old_key = keys.identity(channel, identity.external_id)
+        if as_text(await self.redis.get(old_key)) not in (cid, None):
+            return False
+        new_key = keys.identity(channel, external_id)
+        owner = as_text(await self.redis.set(new_key, cid, nx=True, get=True))
+        if owner not in (None, cid):
+            raise Conflict(
+                f"that {channel} identity belongs to another customer; merge them instead",
+                field="external_id",
+                customer_id=owner,
+            )
+        moved = Identity(channel, external_id, identity.verified, identity.linked_at)
+        await write_part(
+            self._write, cid, "ident", None,
+            [(f"i:{channel}:{external_id}", codec.encode(moved))],
+            [f"i:{channel}:{identity.external_id}"],
+        )  # fmt: skip
+        # Only while it still names this customer: deleting it is what moves the identity.
+        if as_text(await self.redis.get(old_key)) == cid:
+            await self.redis.delete(old_key)
+        return True
+
     async def repoint(self, identities: list[Identity], cid: str) -> None:
         """Make each identity resolve to `cid` (a merge's survivor)."""
         async with self.redis.pipeline(transaction=False) as pipe:

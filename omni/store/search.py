@@ -18,22 +18,13 @@ from omni.clock import iso
 from omni.errors import ValidationFailed
 from omni.ids import is_customer_id
 from omni.model import CustomerSummary, Identity, Profile
+from omni.phones import canonical_external_id, normalize_phone, plus_restored
 from omni.store.customers import Customers
 from omni.store.reply import as_bytes
 
 RESULTS_MAX = 20
 _PREFIX_MIN, _PREFIX_MAX = 2, 12
-_PHONE_JUNK = re.compile(r"[\s().\-]")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _IDENTITY = re.compile(r"^([a-z][a-z0-9_]*):(.+)$")
-
-
-def normalize_phone(raw: str) -> str | None:
-    """E.164 from what people type ("+33 6 12-34-56-78"), or None when it is not one."""
-    phone = _PHONE_JUNK.sub("", raw)
-    if phone.startswith("00"):
-        phone = "+" + phone[2:]
-    return phone if _E164.match(phone) else None
 
 
 def name_tokens(name: str) -> set[str]:
@@ -73,9 +64,12 @@ class Search:
                 pipe.sadd(key, cid)
             await pipe.execute()
 
-    async def find(self, query: str, channels: tuple[str, ...]) -> list[CustomerSummary]:
+    async def find(
+        self, query: str, channels: tuple[str, ...], region: str | None = None
+    ) -> list[CustomerSummary]:
         """The customers a query (an id, "<channel>:<external id>", an e-mail, a phone
-        number or words of a name) finds, most recently seen first."""
+        number or words of a name) finds, most recently seen first. `region`: where a
+        phone number typed without its country code is read (omni.phones)."""
         q = query.strip()
         if not q:
             raise ValidationFailed("q must not be empty", field="q")
@@ -83,11 +77,14 @@ class Search:
             raise ValidationFailed("q is longer than 256 characters", field="q")
         candidates: set[str] = set()
         match = _IDENTITY.match(q)
-        phone = normalize_phone(q)
+        phone = normalize_phone(plus_restored(query).strip(), region) if not match else None
         if is_customer_id(q):
             candidates.add(q)
         elif match and match.group(1) in channels:
-            found = await self.customers.find(match.group(1), match.group(2))
+            channel = match.group(1)
+            external_id = canonical_external_id(channel, match.group(2), region)
+            q = f"{channel}:{external_id}"
+            found = await self.customers.find(channel, external_id)
             if found is not None:
                 candidates.add(found)
         elif "@" in q:

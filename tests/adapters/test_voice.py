@@ -30,7 +30,6 @@ from adapters.voice.protocol import (
     gather,
     hangup,
     redirect,
-    signature,
     status_supersedes,
 )
 from adapters.voice.sender import send
@@ -38,6 +37,7 @@ from omni.channel import Adapter, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import Author, Message
 from omni.settings import Secret
+from omni.twilio import signature
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "voice"
 FORM = "application/x-www-form-urlencoded"
