@@ -12,8 +12,9 @@ finished by running it again:
               the id is there for a repeat to find and finish
     release   what points at the person from other slots, each only while it still
               points at them: channel identities (a new message on one then makes a
-              new customer, never the old one again) and their opt-outs, push tokens, search and
-              verified-phone index entries, the handoff sweep's entry, and delivery
+              new customer, never the old one again) and their opt-outs, e-mail
+              Message-IDs, push tokens, search and verified-phone index entries,
+              the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
     announce  one `customer.erased` event, ids only, for agents' consoles
@@ -113,6 +114,9 @@ async def _release(erasure: Erasure) -> None:
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
                 # The number's opt-out (omni.optouts) is theirs too: it names the number.
                 await redis.delete(keys.opt_out(channel, external_id))
+        for name in text_fields(await redis.hgetall(keys.mail(cid))):
+            if name.startswith("x:"):  # an e-mail Message-ID indexed for them (omni.threads)
+                await owned(keys=[keys.message_id(name[2:])], args=erasure.person)
         for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
@@ -218,6 +222,7 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.notes(cid),
         keys.calls(cid),
         keys.devices(cid),
+        keys.mail(cid),
         keys.events(cid),
         keys.customer(cid),
     ]

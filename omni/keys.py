@@ -13,11 +13,14 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:calls      hash    phone calls: CallSid -> "<latest status> <sequence number>"
     omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
     omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
+    omni:{C}:mail       hash    e-mail threads: the last mail each way, the Message-IDs indexed
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
     omni:optout:{<ch>:<ext>}    string  the identity asked for no more messages (STOP):
                                         "<ms> <keyword>"; beside its identity key's slot
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
+    omni:msgid:{<digest>}       string  an e-mail Message-ID omni sent or received -> id
+    omni:once:<scope>:{<digest>} string a webhook's one-time token, until it expires
 """
 
 from __future__ import annotations
@@ -69,6 +72,24 @@ def push_token(digest: str) -> str:
     """Who holds a push token now, so a token that moves to another customer (a shared
     device, a new login) stops receiving the previous customer's pushes."""
     return f"{PREFIX}:push:{{{digest}}}"
+
+
+def mail(cid: str) -> str:
+    """The customer's e-mail threads (omni.threads): `in` and `out`, the last mail from
+    and to them, and `x:<digest>` -> the address of each Message-ID indexed for them."""
+    return f"{PREFIX}:{{{cid}}}:mail"
+
+
+def message_id(digest: str) -> str:
+    """Which customer an e-mail Message-ID belongs to (by its digest: ids are long), so a
+    reply's In-Reply-To or References finds the conversation it answers."""
+    return f"{PREFIX}:msgid:{{{digest}}}"
+
+
+def once(scope: str, digest: str) -> str:
+    """A one-time token a webhook carried (Mailgun's `token`), kept while a post with it
+    could still be accepted, so a replayed post is refused (omni.nonces)."""
+    return f"{PREFIX}:once:{scope}:{{{digest}}}"
 
 
 def identity(channel: str, external_id: str) -> str:

@@ -10,14 +10,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.model import InboundMessage
+from omni.settings import Settings
 from omni.store import Store
-from tests.conftest import BOT
+from tests.conftest import BOT, make_settings
 
 LONG = 10_000
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    """The app's own background work (the handoff sweep) would add its commands to the
+    counts: it sweeps once at start-up, then not again during a test."""
+    return make_settings(redis_url, handoff={"sweep_interval_s": 3600.0})
 
 
 async def _seed(store: Store, external_id: str, count: int) -> str:
