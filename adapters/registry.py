@@ -3,7 +3,7 @@ The core loads this list by name (`omni.channel.REGISTRY`) and imports no channe
 
 from __future__ import annotations
 
-from adapters import email, instagram, mobile, sms, voice, web
+from adapters import email, instagram, mobile, sms, voice, web, whatsapp
 from omni.channel import Channel
 
 CHANNELS: tuple[Channel, ...] = (
@@ -13,4 +13,5 @@ CHANNELS: tuple[Channel, ...] = (
     mobile.CHANNEL,
     sms.CHANNEL,
     email.CHANNEL,
+    whatsapp.CHANNEL,
 )

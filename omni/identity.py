@@ -45,7 +45,8 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     if owner is None:
         return None
     # Caller ID can be spoofed, so the link does not claim the identity is verified.
-    return await _link_unverified(store, owner, channel, external_id)
+    evidence = f"the {channel} number is the phone {owner} verified"
+    return await _link_unverified(store, owner, channel, external_id, evidence)
 
 
 async def claim_verified_email(store: Store, address: str) -> str | None:
@@ -60,7 +61,8 @@ async def claim_verified_email(store: Store, address: str) -> str | None:
     owner = await store.search.verified_email_owner(address)
     if owner is None:
         return None
-    return await _link_unverified(store, owner, "email", address)
+    evidence = f"the sending domain passed SPF/DKIM for the address {owner} verified"
+    return await _link_unverified(store, owner, "email", address, evidence)
 
 
 async def claim_thread(store: Store, cid: str, address: str) -> str | None:
@@ -71,18 +73,25 @@ async def claim_thread(store: Store, cid: str, address: str) -> str | None:
     found = await store.customers.find("email", address)
     if found is not None:
         return found
-    return await _link_unverified(store, cid, "email", address)
+    evidence = f"a reply from the address to the mail omni sent it for {cid}"
+    return await _link_unverified(store, cid, "email", address, evidence)
 
 
-async def _link_unverified(store: Store, owner: str, channel: str, external_id: str) -> str | None:
+async def _link_unverified(
+    store: Store, owner: str, channel: str, external_id: str, evidence: str
+) -> str | None:
     link = IdentityLink(channel=channel, external_id=external_id, verified=False)
     try:
-        await store.customers.link_identity(owner, link)
+        _, created = await store.customers.link_identity(owner, link)
     except Conflict as exc:  # the identity's first message raced this and created its own
         found = exc.extra.get("customer_id")
         return str(found) if found else None
-    except NotFound:  # the customer the thread names was erased since
+    except NotFound:  # the customer the evidence names was erased since
         return None
+    if created:
+        await store.audit.record(
+            [owner], "join", evidence=evidence, identity=(channel, external_id)
+        )
     return owner
 
 

@@ -21,6 +21,9 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
     omni:msgid:{<digest>}       string  an e-mail Message-ID omni sent or received -> id
     omni:once:<scope>:{<digest>} string a webhook's one-time token, until it expires
+    omni:audit:{C}              stream  the customer's identity changes (omni.store.audit)
+    omni:merge:{<merge id>}     hash    a merge and what undoing it needs (omni.unmerge)
+    omni:inbox:{ib<n>}:…        zset    the team inbox's index shards (omni.store.inbox)
 """
 
 from __future__ import annotations
@@ -207,3 +210,35 @@ def link_code(code: str) -> str:
 def stats() -> str:
     """Service-wide counters (hash): repeated questions, questions omni answered, …"""
     return f"{PREFIX}:stats"
+
+
+# -- the team inbox (omni.conversations) ----------------------------------------------
+#
+#     omni:inbox:{ib<n>}:<status>              zset  customer ids scored by waiting since (ms);
+#                                                    status: waiting, open or resolved
+#     omni:inbox:{ib<n>}:<status>:c:<channel>  zset  the same, on one channel
+#     omni:inbox:{ib<n>}:<status>:a:<agent>    zset  the same, held by one agent
+#
+# Sharded by customer id (`[inbox] shards`): a single global set would pin every
+# conversation change of the service to one Cluster node; a read merges the shards.
+
+
+def inbox(shard: int, status: str, by: str = "") -> str:
+    """One shard of the team inbox's index for a status; `by` is "c:<channel>" or
+    "a:<agent id>" for the filtered sets, "" for all."""
+    return f"{PREFIX}:inbox:{{ib{shard}}}:{status}" + (f":{by}" if by else "")
+
+
+# -- identity changes (omni.audit, omni.merge, omni.unmerge) --------------------------
+
+
+def audit(cid: str) -> str:
+    """The customer's audit log of identity changes (stream). It carries the customer's
+    hash tag but is not one of the keys erasure deletes: erasure scrubs it to ids."""
+    return f"{PREFIX}:audit:{{{cid}}}"
+
+
+def merge_record(merge_id: str) -> str:
+    """One merge (hash): its two customers, the absorbed record's fields at merge time
+    and the survivor's fields the merge overwrote, what undoing it needs."""
+    return f"{PREFIX}:merge:{{{merge_id}}}"

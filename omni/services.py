@@ -55,7 +55,7 @@ async def open_services(
                 adapters[channel.name] = adapter
             if sender is not None:
                 senders[channel.name] = sender
-        handoffs = Handoffs(redis, live, settings.handoff)
+        handoffs = Handoffs(redis, live, settings.handoff, store.inbox)
         replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
         yield Services(
             session=session,

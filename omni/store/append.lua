@@ -7,8 +7,9 @@
 --       10 the customers absorbed (the 'absorbed' field) whose indexes the caller has
 --          looked in already ('' = none)
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
--- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee'} for a new
--- message (the handoff fields say who answers it, so the caller need not read them);
+-- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', 'cv_status',
+-- 'last_channel', 'iw', 'ix'} for a new message (the handoff fields say who answers it,
+-- the rest where the team inbox shows it, so the caller need not read them);
 -- {-3, survivor id} when this customer was merged into another (the caller retries there);
 -- {-5} while the customer is being erased (omni.erasure): nothing is stored, the sender
 -- is asked to send again, and once the erasure is done the message makes a new customer;
@@ -22,8 +23,10 @@ if held[2] then
   return {-5}
 end
 -- ARGV[9] '1': the caller took the customer id from its own cache, not from the
--- identity key; a customer that is not there (erased) must not be recreated by it.
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+-- identity key; a customer that is not there (erased) must not be recreated by it, nor
+-- one the identity left since (an undone merge, omni.unmerge): the cache is right only
+-- while the customer holds the identity (its first message stored it there).
+if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
   return {-4}
 end
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
@@ -101,5 +104,6 @@ if profile_set == 1 then
   -- The profile changed: an If-Match read before this is stale for profile writes.
   redis.call('HSET', KEYS[1], 'profile_rev', rev)
 end
-local handoff = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee')
-return {1, id, conv, profile_set, handoff[1], handoff[2]}
+local after = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee', 'cv_status', 'last_channel',
+  'iw', 'ix')
+return {1, id, conv, profile_set, after[1], after[2], after[3], after[4], after[5], after[6]}
