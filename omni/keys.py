@@ -186,3 +186,32 @@ def link_code(code: str) -> str:
 def stats() -> str:
     """Service-wide counters (hash): repeated questions, questions omni answered, …"""
     return f"{PREFIX}:stats"
+
+
+# -- the service report (omni.reports) ------------------------------------------------
+#
+#     omni:rep:{r<shard>}:d:<day>             hash  counters "<figure>|<channel>|<agent>"
+#     omni:rep:{r<shard>}:q:<figure>:<day>    zset  duration samples (ms), bounded
+#     omni:rep:{r<shard>}:u:<day>:<channel>   HLL   returning customers ("*": any channel)
+#
+# A customer's figures go to one shard (crc32 of its id modulo [reports] shards), so no
+# key is service-wide, one shard's days share a slot (PFCOUNT over a range is one
+# command) and distinct counts add up across shards.
+
+
+def report_day(shard: int, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:d:{day}"
+
+
+def report_samples(shard: int, figure: str, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:q:{figure}:{day}"
+
+
+def report_returning(shard: int, day: str, channel: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:u:{day}:{channel}"
+
+
+def survey(cid: str) -> str:
+    """The customer's open survey (hash: id, kind, channel, steps, expiry, what it is
+    about); gone once answered or expired (omni.surveys)."""
+    return f"{PREFIX}:{{{cid}}}:svy"

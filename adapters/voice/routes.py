@@ -304,7 +304,7 @@ async def _store_event(
         metadata={"voice_event": event, **meta},
     )
     identity = Identity(channel=NAME, external_id=hook.customer, linked_at=iso(now_ms()))
-    stored, _, created, _ = await store.timeline.append(cid, message, identity=identity)
+    stored, _, created, *_ = await store.timeline.append(cid, message, identity=identity)
     if created:
         await request.app[SERVICES].live.publish(cid, "message", msgspec.to_builtins(stored))
     return stored
@@ -334,7 +334,7 @@ async def _store_said(
     )
     status = MessageStatus(state="delivered", at=iso(now_ms()) or "")
     identity = Identity(channel=NAME, external_id=heard.author.id)
-    stored, _, created, _ = await request.app[STORE].timeline.append(
+    stored, _, created, *_ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:

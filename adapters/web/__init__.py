@@ -55,6 +55,6 @@ def setup(
     return adapter, send
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="buttons")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

@@ -77,6 +77,10 @@ class Appended(NamedTuple):
     # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
     # stored (None for a repeat): who answers it, without reading them again.
     handoff: tuple[bytes | None, bytes | None] | None = None
+    # For the service report (omni.reports): how the new message moved the customer's
+    # journey ('n' opened conversation `conversation`, 's' switched channel, '') and,
+    # when it opened one, the customer's last resolution ('rp', b"" when none).
+    journey: tuple[str, int, bytes] | None = None
 
 
 class _Gone(Exception):
@@ -185,7 +189,8 @@ class Timeline:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        return Appended(stored, entry, True, (result[4], result[5]))
+        journey = (as_text(result[6]) or "", conv, as_bytes(result[7]) or b"")
+        return Appended(stored, entry, True, (result[4], result[5]), journey)
 
     async def _absorbed_repeat(
         self, cid: str, message: Message, absorbed: bytes
@@ -241,6 +246,9 @@ class Timeline:
                 codec.encode(status) if status else b"",
                 "1" if cached else "0",
                 looked,
+                # omni's own words to the customer (a survey) belong to the conversation
+                # they follow: they neither open one nor move it on.
+                "1" if message.author.kind == "system" else "0",
             ],
         )
         return result
