@@ -1,0 +1,258 @@
+"""Surveys in the channel the customer is on, end to end through each channel's own
+requests (web and app chat, Instagram's signed webhook, Twilio's signed SMS webhook) on a
+real Valkey; the answers read back from the timeline and the service report."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from omni import keys
+from omni.app import create_app
+from tests.adapters.test_instagram import ACCOUNT, Graph, signature
+from tests.conftest import AGENT, BOT, make_settings
+from tests.test_channel_instagram import INSTAGRAM, delivering, graph  # noqa: F401 - fixture
+from tests.test_channel_mobile import MOBILE
+from tests.test_channel_sms import ACCOUNT as TWILIO_ACCOUNT
+from tests.test_channel_sms import PUBLIC, SERVICE, TOKEN, text_from
+from tests.test_channel_voice import twilio_signature
+from tests.test_channel_web import WEB
+from tests.test_worker import until
+
+Json = dict[str, Any]
+QUIET = {"in_process_worker": False}
+SMS_INBOUND = "/channels/sms/twilio"
+
+
+def all_channels(redis_url: str, **sections: Any) -> Any:
+    return make_settings(
+        redis_url,
+        server={"public_url": PUBLIC},
+        web=WEB,
+        mobile={**MOBILE, "push_url": "http://127.0.0.1:9"},
+        instagram=INSTAGRAM,
+        twilio={"auth_token": TOKEN},
+        sms={"account_sid": TWILIO_ACCOUNT, "messaging_service_sid": SERVICE,
+             "api_url": "http://127.0.0.1:9"},
+        outbox=QUIET,
+        **sections,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def app(aiohttp_client: Any, redis_url: str, redis: Redis) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(all_channels(redis_url)))
+    return client
+
+
+# -- each channel's customer, as the channel sends them ------------------------------------
+
+
+class Chat:
+    """A web or app visitor: a session, and messages sent with it."""
+
+    def __init__(self, client: TestClient, channel: str) -> None:
+        self.client, self.channel, self.sent = client, channel, 0
+        self.token = self.external_id = ""
+
+    async def open(self) -> Chat:
+        response = await self.client.post(f"/channels/{self.channel}/sessions", json={})
+        assert response.status == 201, await response.text()
+        body = await response.json()
+        self.token, self.external_id = body["token"], body["visitor_id"]
+        return self
+
+    async def say(self, text: str | None = None, quick_reply: Json | None = None) -> Json:
+        self.sent += 1
+        body: Json = {"client_msg_id": f"{self.channel}-{self.sent}"}
+        if text is not None:
+            body["text"] = text
+        if quick_reply is not None:
+            body["quick_reply"] = quick_reply
+        response = await self.client.post(
+            f"/channels/{self.channel}/messages", json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )  # fmt: skip
+        assert response.status in (200, 201), await response.text()
+        ack: Json = await response.json()
+        return ack
+
+    async def seen(self) -> list[Json]:
+        """What the visitor's client shows (catch-up), oldest first."""
+        response = await self.client.get(
+            f"/channels/{self.channel}/messages",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status == 200, await response.text()
+        messages: list[Json] = (await response.json())["messages"]
+        return messages
+
+
+class Instagram:
+    def __init__(self, client: TestClient, external_id: str = "1180000000000077") -> None:
+        self.client, self.external_id, self.sent = client, external_id, 0
+        self.channel = "instagram"
+
+    async def say(self, text: str | None = None, quick_reply: Json | None = None) -> None:
+        self.sent += 1
+        message: Json = {"mid": f"mid.survey.{self.external_id}.{self.sent}",
+                         "text": text or (quick_reply or {}).get("title", "")}  # fmt: skip
+        if quick_reply is not None:
+            message["quick_reply"] = {"payload": quick_reply["payload"]}
+        event = {"sender": {"id": self.external_id}, "recipient": {"id": ACCOUNT},
+                 "timestamp": int(time.time() * 1000), "message": message}  # fmt: skip
+        body = json.dumps(
+            {
+                "object": "instagram",
+                "entry": [{"id": ACCOUNT, "time": int(time.time() * 1000), "messaging": [event]}],
+            }
+        ).encode()
+        response = await self.client.post(
+            "/channels/instagram/webhook", data=body,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+        )  # fmt: skip
+        assert response.status == 200, await response.text()
+
+
+class Sms:
+    def __init__(self, client: TestClient, number: str = "+14155550177") -> None:
+        self.client, self.external_id, self.sent = client, number, 0
+        self.channel = "sms"
+
+    async def say(self, text: str) -> None:
+        self.sent += 1
+        sid = f"SM{self.external_id[-4:]}{self.sent:028d}"
+        params = text_from(text, sid, From=self.external_id)
+        pairs = list(params.items())
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Twilio-Signature": twilio_signature(PUBLIC + SMS_INBOUND, pairs, TOKEN)}  # fmt: skip
+        response = await self.client.post(SMS_INBOUND, data=urlencode(pairs), headers=headers)
+        assert response.status == 200, await response.text()
+
+
+async def customer_id(client: TestClient, channel: str, external_id: str) -> str:
+    response = await client.get(
+        "/v1/context", params={"channel": channel, "external_id": external_id}, headers=BOT
+    )
+    assert response.status == 200, await response.text()
+    cid: str = (await response.json())["customer"]["id"]
+    return cid
+
+
+async def timeline(client: TestClient, cid: str) -> list[Json]:
+    response = await client.get(f"/v1/customers/{cid}/history", headers=AGENT)
+    assert response.status == 200, await response.text()
+    messages: list[Json] = (await response.json())["messages"]
+    return messages
+
+
+async def conversation(client: TestClient, cid: str) -> Json:
+    response = await client.get(f"/v1/customers/{cid}/context", headers=BOT)
+    assert response.status == 200, await response.text()
+    found: Json = (await response.json())["conversation"]
+    return found
+
+
+async def answer_and_resolve(client: TestClient, cid: str, channel: str) -> None:
+    sent = await client.post(f"/v1/customers/{cid}/messages",
+                             json={"text": "Here is your answer", "channel": channel},
+                             headers=AGENT)  # fmt: skip
+    assert sent.status == 202, await sent.text()
+    resolved = await client.post(f"/v1/customers/{cid}/resolve", json={}, headers=AGENT)
+    assert resolved.status == 200, await resolved.text()
+
+
+async def report(client: TestClient, **query: str) -> Json:
+    response = await client.get("/v1/reports/service", params=query, headers=AGENT)
+    assert response.status == 200, await response.text()
+    body: Json = await response.json()
+    return body
+
+
+def survey_answers(messages: list[Json]) -> list[Json]:
+    return [m["metadata"] for m in messages
+            if m["channel"] == "system" and m.get("metadata", {}).get("kind") == "survey"
+            and "score" in m["metadata"]]  # fmt: skip
+
+
+def question(messages: list[Json]) -> Json:
+    """The newest survey question on the timeline."""
+    return next(m for m in messages if m["author"] == {"kind": "system", "name": "survey"}
+                and m.get("text", "").startswith("How"))  # fmt: skip
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+async def test_a_conversation_resolved_on_each_channel_gets_its_survey_there(
+    app: TestClient,
+) -> None:
+    web, mobile = await Chat(app, "web").open(), await Chat(app, "mobile").open()
+    instagram, sms = Instagram(app), Sms(app)
+    scores = {"web": 5, "mobile": 4, "instagram": 2, "sms": 3}
+    for customer in (web, mobile, instagram, sms):
+        await customer.say("Where is my parcel?")
+        cid = await customer_id(app, customer.channel, customer.external_id)
+        await answer_and_resolve(app, cid, customer.channel)
+        asked = question(await timeline(app, cid))
+        assert asked["channel"] == customer.channel
+        score = scores[customer.channel]
+        if customer.channel == "sms":  # no buttons: a numbered reply
+            assert "Reply with a number from 1 to 5." in asked["text"]
+            assert "quick_replies" not in asked
+            await customer.say(str(score))
+        else:
+            buttons = asked["quick_replies"]
+            assert [b["title"] for b in buttons] == ["1", "2", "3", "4", "5"]
+            if isinstance(customer, Chat):  # what the widget / app shows: the buttons
+                shown = (await customer.seen())[-1]
+                assert shown["quick_replies"] == buttons
+            await customer.say(quick_reply=buttons[score - 1])
+        messages = await timeline(app, cid)
+        [recorded] = survey_answers(messages)
+        assert recorded["score"] == score and recorded["survey_kind"] == "csat"
+        assert recorded["channel"] == customer.channel
+        assert recorded["resolved_by"] == "agent" and recorded["agent"] == "test agent"
+        assert recorded["channels_crossed"] == 1
+        # The answer is the survey's event: no new conversation, and thanks are sent.
+        assert (await conversation(app, cid))["status"] == "resolved"
+        assert messages[0]["text"] == "Thank you for your feedback!"
+    figures = await report(app, group_by="channel")
+    by_channel = {g["key"]: g for g in figures["groups"]}
+    for channel, score in scores.items():
+        csat = by_channel[channel]["csat"]
+        assert (csat["sent"], csat["answered"], csat["average"]) == (1, 1, score)
+        assert csat["response_rate"] == 1
+    total = figures["totals"]
+    assert total["csat"]["average"] == sum(scores.values()) / 4
+    assert total["conversations"] == total["resolved"] == 4
+
+
+async def test_the_instagram_question_goes_out_as_quick_replies_with_the_survey_id(
+    aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
+) -> None:
+    stub, graph_url = graph
+    client = await delivering(aiohttp_client, redis_url, graph_url)
+    customer = Instagram(client)
+    await customer.say("hello")
+    cid = await customer_id(client, "instagram", customer.external_id)
+    await answer_and_resolve(client, cid, "instagram")
+
+    async def asked() -> bool:
+        return any("quick_replies" in r["body"].get("message", {}) for r in stub.requests)
+
+    await until(asked)
+    [sent] = [r["body"] for r in stub.requests if "quick_replies" in r["body"]["message"]]
+    assert sent["recipient"] == {"id": customer.external_id}
+    assert sent["message"]["text"].startswith("How satisfied are you")
+    replies = sent["message"]["quick_replies"]
+    assert [r["title"] for r in replies] == ["1", "2", "3", "4", "5"]
+    survey = (await redis.hget(keys.survey(cid), "id")).decode()  # type: ignore[union-attr]
+    assert [r["payload"] for r in replies] == [f"SURVEY:{survey}:{n}" for n in range(1, 6)]
+    assert {r["content_type"] for r in replies} == {"text"}
