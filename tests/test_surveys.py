@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -17,7 +19,7 @@ from omni import keys
 from omni.app import create_app
 from tests.adapters.test_instagram import ACCOUNT, Graph, signature
 from tests.conftest import AGENT, BOT, make_settings
-from tests.test_channel_instagram import INSTAGRAM, delivering, graph  # noqa: F401 - fixture
+from tests.test_channel_instagram import INSTAGRAM, delivering
 from tests.test_channel_mobile import MOBILE
 from tests.test_channel_sms import ACCOUNT as TWILIO_ACCOUNT
 from tests.test_channel_sms import PUBLIC, SERVICE, TOKEN, text_from
@@ -43,6 +45,17 @@ def all_channels(redis_url: str, **sections: Any) -> Any:
         outbox=QUIET,
         **sections,
     )  # fmt: skip
+
+
+@pytest.fixture
+async def graph(aiohttp_server: Any) -> AsyncIterator[tuple[Graph, str]]:
+    """Instagram's Graph API as a local server (the Send API)."""
+    stub = Graph()
+    api = web.Application()
+    api.router.add_post("/v22.0/{account}/messages", stub.handle)
+    server = await aiohttp_server(api)
+    yield stub, str(server.make_url("/v22.0"))
+    stub.release.set()
 
 
 @pytest.fixture
@@ -130,8 +143,9 @@ class Sms:
         sid = f"SM{self.external_id[-4:]}{self.sent:028d}"
         params = text_from(text, sid, From=self.external_id)
         pairs = list(params.items())
+        signed = twilio_signature(PUBLIC + SMS_INBOUND, pairs, TOKEN)
         headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   "X-Twilio-Signature": twilio_signature(PUBLIC + SMS_INBOUND, pairs, TOKEN)}  # fmt: skip
+                   "X-Twilio-Signature": signed}  # fmt: skip
         response = await self.client.post(SMS_INBOUND, data=urlencode(pairs), headers=headers)
         assert response.status == 200, await response.text()
 
