@@ -20,9 +20,11 @@ from omni.errors import ConfigError
 from omni.logs import configure
 from omni.migrations import PhoneMigration, migrate_phones
 from omni.redis_server import EmbeddedRedis
+from omni.reports import read_settings as report_settings
 from omni.services import open_services
 from omni.settings import Settings
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
 
 
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         # Each channel parses its own section: a bad channel setting stops here too.
         channels = load()
         validate(settings, channels)
+        survey_settings(settings), report_settings(settings)
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ from omni import keys, scripts
 from omni.calls import live_call
 from omni.clock import iso, now_ms
 from omni.errors import Conflict, Moved, NotFound, ProblemError, ValidationFailed
-from omni.ids import ulid
+from omni.ids import is_customer_id, ulid
 from omni.live import Live
 from omni.model import Author, InboundMessage, Message, OutboundRequest, Payload
 from omni.replies import Replies
@@ -153,8 +153,17 @@ class Surveys:
     async def ask(self, cid: str, kind: Kind, channel: str) -> Asked:
         """On demand (`POST /v1/customers/{id}/surveys`); `channel` "current" is the
         channel the customer last wrote on. NPS within the period: Conflict (409)."""
+        if not is_customer_id(cid):
+            raise NotFound(f"no customer {cid}")
+        last, rev, moved = await self.store.redis.hmget(
+            keys.customer(cid), ["last_channel", "rev", "merged_into"]
+        )
+        if rev is None:
+            raise NotFound(f"no customer {cid}")
+        if moved is not None:
+            raise Moved(cid, _text(moved))
         if channel == "current":
-            found = _text(await self.store.redis.hget(keys.customer(cid), "last_channel"))
+            found = _text(last)
             if not found:
                 raise ValidationFailed("the customer has no current channel", field="channel")
             channel = found

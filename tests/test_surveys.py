@@ -270,3 +270,197 @@ async def test_the_instagram_question_goes_out_as_quick_replies_with_the_survey_
     survey = (await redis.hget(keys.survey(cid), "id")).decode()  # type: ignore[union-attr]
     assert [r["payload"] for r in replies] == [f"SURVEY:{survey}:{n}" for n in range(1, 6)]
     assert {r["content_type"] for r in replies} == {"text"}
+
+
+@pytest.fixture
+async def with_bot(aiohttp_client: Any, redis_url: str, redis: Redis) -> TestClient:
+    """Every channel, and a web bot (its deliveries queue: no worker sends them)."""
+    bots = {"web": {"url": "http://127.0.0.1:9/bot", "secret": "web-bot-secret-000001"}}
+    client: TestClient = await aiohttp_client(create_app(all_channels(redis_url, bots=bots)))
+    return client
+
+
+async def bot_deliveries(client: TestClient, cid: str) -> int:
+    response = await client.get(f"/v1/customers/{cid}/deliveries", headers=AGENT)
+    assert response.status == 200, await response.text()
+    return sum(1 for d in (await response.json())["items"] if d["kind"] == "bot")
+
+
+async def test_only_an_answer_to_the_open_survey_is_a_score(with_bot: TestClient) -> None:
+    app = with_bot
+    web = await Chat(app, "web").open()
+    # A number before any survey is a plain message: stored, and the bot hears of it.
+    await web.say("4")
+    cid = await customer_id(app, "web", web.external_id)
+    assert await bot_deliveries(app, cid) == 1
+    assert not survey_answers(await timeline(app, cid))
+    await answer_and_resolve(app, cid, "web")
+    buttons = question(await timeline(app, cid))["quick_replies"]
+    survey_id = buttons[0]["payload"].split(":")[1]
+    # The customer's SMS number joins the customer: a bare number there is no answer,
+    # the survey was asked on web.
+    linked = await app.post(f"/v1/customers/{cid}/identities",
+                            json={"channel": "sms", "external_id": "+14155550188"},
+                            headers=AGENT)  # fmt: skip
+    assert linked.status == 201, await linked.text()
+    await Sms(app, "+14155550188").say("5")
+    # Out of range, as a typed number or a forged button: plain messages.
+    await web.say("9")
+    await web.say(quick_reply={"payload": f"SURVEY:{survey_id}:6", "title": "6"})
+    assert not survey_answers(await timeline(app, cid))
+    assert await bot_deliveries(app, cid) == 3  # "4", "9", the forged button; SMS has no bot
+    # The answer: recorded, the bot not woken.
+    await web.say("2")
+    [recorded] = survey_answers(await timeline(app, cid))
+    assert (recorded["score"], recorded["survey_id"]) == (2, survey_id)
+    assert await bot_deliveries(app, cid) == 3
+    # Answered: the same button again, or another number, is a plain message.
+    await web.say(quick_reply=buttons[3])
+    await web.say("3")
+    assert len(survey_answers(await timeline(app, cid))) == 1
+    assert await bot_deliveries(app, cid) == 5
+    figures = (await report(app))["totals"]["csat"]
+    assert (figures["sent"], figures["answered"], figures["average"]) == (1, 1, 2)
+
+
+async def test_an_answer_on_another_channel_closes_the_survey_everywhere(
+    app: TestClient,
+) -> None:
+    web = await Chat(app, "web").open()
+    await web.say("My order is late")
+    cid = await customer_id(app, "web", web.external_id)
+    instagram = Instagram(app, "1180000000000099")
+    linked = await app.post(f"/v1/customers/{cid}/identities",
+                            json={"channel": "instagram", "external_id": instagram.external_id},
+                            headers=AGENT)  # fmt: skip
+    assert linked.status == 201, await linked.text()
+    await answer_and_resolve(app, cid, "web")
+    buttons = question(await timeline(app, cid))["quick_replies"]
+    # The web button's payload names the survey: tapped from Instagram (a shared link,
+    # a forwarded button) it answers it, and the web survey is closed.
+    await instagram.say(quick_reply=buttons[4])
+    [recorded] = survey_answers(await timeline(app, cid))
+    assert (recorded["score"], recorded["channel"], recorded["asked_on"]) == (5, "instagram", "web")
+    # Taken up again and resolved again: the conversation was asked once, not twice.
+    taken = await app.post(f"/v1/customers/{cid}/handoff", json={"to": "agent"}, headers=AGENT)
+    assert taken.status == 200, await taken.text()
+    resolved = await app.post(f"/v1/customers/{cid}/resolve", json={}, headers=AGENT)
+    assert resolved.status == 200
+    questions = [m for m in await timeline(app, cid)
+                 if m["author"] == {"kind": "system", "name": "survey"}
+                 and m.get("text", "").startswith("How")]  # fmt: skip
+    assert len(questions) == 1
+    await web.say(quick_reply=buttons[0])
+    await web.say("1")
+    assert len(survey_answers(await timeline(app, cid))) == 1
+
+
+async def test_a_retried_answer_is_recorded_once(app: TestClient) -> None:
+    sms = Sms(app, "+14155550166")
+    await sms.say("hi")
+    cid = await customer_id(app, "sms", sms.external_id)
+    await answer_and_resolve(app, cid, "sms")
+    params = text_from("4", "SM" + "7" * 32, From=sms.external_id)
+    pairs = list(params.items())
+    signed = twilio_signature(PUBLIC + SMS_INBOUND, pairs, TOKEN)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signed}
+    for _ in range(2):  # Twilio retries a webhook it got no answer to
+        response = await app.post(SMS_INBOUND, data=urlencode(pairs), headers=headers)
+        assert response.status == 200
+    assert [a["score"] for a in survey_answers(await timeline(app, cid))] == [4]
+    assert (await report(app))["totals"]["csat"]["answered"] == 1
+
+
+async def test_nps_on_demand_at_most_once_per_period_across_channels(
+    app: TestClient, redis: Redis
+) -> None:
+    sms = Sms(app, "+14155550155")
+    await sms.say("hello")
+    cid = await customer_id(app, "sms", sms.external_id)
+    asked = await app.post(f"/v1/customers/{cid}/surveys", json={"kind": "nps"}, headers=AGENT)
+    assert asked.status == 201, await asked.text()
+    survey = await asked.json()
+    assert (survey["kind"], survey["channel"], survey["scale"]) == ("nps", "sms", [0, 10])
+    text = question(await timeline(app, cid))["text"]
+    assert "Reply with a number from 0 to 10." in text
+    # Within the period: 409, whatever the channel, with when it is allowed again.
+    for channel in ("current", "sms", "web"):
+        again = await app.post(f"/v1/customers/{cid}/surveys",
+                               json={"kind": "nps", "channel": channel}, headers=AGENT)  # fmt: skip
+        assert again.status == 409, await again.text()
+        assert again.content_type == "application/problem+json"
+        assert "next_allowed_at" in await again.json()
+    await sms.say("10 you were great")  # a comment is not invited on SMS by default
+    assert not survey_answers(await timeline(app, cid))
+    await sms.say("10")
+    [recorded] = survey_answers(await timeline(app, cid))
+    assert (recorded["survey_kind"], recorded["score"]) == ("nps", 10)
+    # A period later, NPS may be asked again.
+    await redis.hset(keys.customer(cid), "nps_at", 0)  # type: ignore[misc]
+    later = await app.post(f"/v1/customers/{cid}/surveys", json={}, headers=AGENT)
+    assert later.status == 201, await later.text()
+    await sms.say("3")
+    nps = (await report(app))["totals"]["nps"]
+    assert (nps["sent"], nps["answered"], nps["promoters"], nps["detractors"]) == (2, 2, 1, 1)
+    assert nps["score"] == 0  # 50 % promoters - 50 % detractors
+    # Bad requests: a bot may not ask, bad kinds and channels, no such customer.
+    assert (await app.post(f"/v1/customers/{cid}/surveys", json={}, headers=BOT)).status == 403
+    for body in ({"kind": "wow"}, {"channel": "fax"}, {"kind": "nps", "extra": 1}):
+        bad = await app.post(f"/v1/customers/{cid}/surveys", json=body, headers=AGENT)
+        assert bad.status in (400, 422), body
+    ghost = "cus_01JAAAAAAAAAAAAAAAAAAAAAAA"
+    assert (await app.post(f"/v1/customers/{ghost}/surveys", json={}, headers=AGENT)).status == 404
+
+
+async def test_a_comment_after_the_number_where_comments_are_invited(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    surveys = {"channels": {"sms": {"resolution": ["csat", "ces"], "comment": True}}}
+    app = await aiohttp_client(create_app(all_channels(redis_url, surveys=surveys)))
+    sms = Sms(app, "+14155550144")
+    await sms.say("My parcel?")
+    cid = await customer_id(app, "sms", sms.external_id)
+    await answer_and_resolve(app, cid, "sms")
+    assert "comment after the number" in question(await timeline(app, cid))["text"]
+    await sms.say("4 quick and kind")
+    # Then the next question: CES, 1 to 7.
+    assert "1 to 7" in question(await timeline(app, cid))["text"]
+    await sms.say("8")  # out of range: a plain message
+    await sms.say("6")
+    answers = survey_answers(await timeline(app, cid))
+    assert [(a["survey_kind"], a["score"], a.get("comment")) for a in reversed(answers)] == [
+        ("csat", 4, "quick and kind"), ("ces", 6, None)
+    ]  # fmt: skip
+    figures = (await report(app, channel="sms"))["totals"]
+    assert (figures["csat"]["average"], figures["ces"]["average"]) == (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"from": "2026-01-02", "to": "2026-01-01"}, "from"),
+        ({"from": "2025-01-01", "to": "2026-01-02"}, "to"),
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2026-13-01"}, "to"),
+        ({"group_by": "week"}, "group_by"),
+        ({"channel": "fax"}, "channel"),
+    ],
+)
+async def test_bad_report_queries_are_422(app: TestClient, query: Json, field: str) -> None:
+    response = await app.get("/v1/reports/service", params=query, headers=AGENT)
+    assert response.status == 422, await response.text()
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["field"] == field
+
+
+async def test_a_year_is_allowed_and_the_report_is_for_agents(app: TestClient) -> None:
+    year = await app.get("/v1/reports/service", params={"from": "2025-03-01", "to": "2026-03-01",
+                                                        "group_by": "day"}, headers=AGENT)  # fmt: skip
+    assert year.status == 200
+    body = await year.json()
+    assert len(body["groups"]) == 366 and body["totals"]["conversations"] == 0
+    assert (await app.get("/v1/reports/service", headers=BOT)).status == 403
+    assert (await app.get("/v1/reports/service")).status == 401
+    paths = (await (await app.get("/openapi.json")).json())["paths"]
+    assert "422" in paths["/v1/reports/service"]["get"]["responses"]
+    assert "409" in paths["/v1/customers/{id}/surveys"]["post"]["responses"]
