@@ -175,8 +175,8 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "surveys",
-            "reports",
+            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity",
+            "surveys", "reports",
         }  # fmt: skip
         for section in raw:
             if section not in known:
