@@ -19,16 +19,19 @@ class FirstContact(Struct, frozen=True):
     rate: float | None  # (resolved - reopened) / resolved
 
 
-class SurveyFigures(Struct, frozen=True, omit_defaults=True):
+class SurveyFigures(Struct, frozen=True):
     scale: list[int]
-    sent: int
+    sent: int  # surveys asked
     answered: int
-    response_rate: float | None
+    response_rate: float | None  # answered / sent (answers count on the day asked)
     average: float | None
-    promoters: int | None = None  # NPS only: 9-10
-    passives: int | None = None  # 7-8
-    detractors: int | None = None  # 0-6
-    score: float | None = None  # % promoters - % detractors
+
+
+class NpsFigures(SurveyFigures, frozen=True):
+    promoters: int  # 9-10
+    passives: int  # 7-8
+    detractors: int  # 0-6
+    score: float | None  # % promoters - % detractors
 
 
 class RepeatedQuestions(Struct, frozen=True):
@@ -54,7 +57,7 @@ class Figures(Struct, frozen=True):
     first_contact_resolution: FirstContact
     csat: SurveyFigures
     ces: SurveyFigures
-    nps: SurveyFigures
+    nps: NpsFigures
     repeated_questions: RepeatedQuestions
     channel_switches: int
     carts: Carts
