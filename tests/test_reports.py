@@ -108,8 +108,8 @@ async def test_the_report_matches_figures_computed_from_the_events_played(
     await play.say("sms", "+14155550101", "2")  # the CSAT answer, asked by SMS
     # C: Instagram, then web; the bot asks for an order id omni knew (let through).
     c = await play.say("instagram", "1180000000000301", "Order status?")
-    known = await client.patch(f"/v1/customers/{c}/facts",
-                               json={"facts": {"order_id": {"value": "A-1"}}}, headers=BOT)  # fmt: skip
+    order = {"facts": {"order_id": {"value": "A-1"}}}
+    known = await client.patch(f"/v1/customers/{c}/facts", json=order, headers=BOT)
     assert known.status == 200, await known.text()
     asked = await client.patch(f"/v1/customers/{c}/conversation",
                                json={"pending": {"fact": "order_id"}}, headers=BOT)  # fmt: skip
