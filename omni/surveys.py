@@ -324,6 +324,11 @@ class Surveys:
         return event
 
 
+def is_survey_answer(message: Message) -> bool:
+    """Whether a message `Inbox.ingest` returned is a survey answer's timeline event."""
+    return message.channel == "system" and message.metadata.get("kind") == "survey"
+
+
 def _answers(survey: Mapping[str, str], found: Candidate, channel: str) -> bool:
     """Whether `found` answers the open `survey` (pure)."""
     if not survey.get("id") or int(survey.get("expires") or 0) <= now_ms():

@@ -81,6 +81,7 @@ from omni.outbox import Job
 from omni.route import Param, Route
 from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.surveys import is_survey_answer
 
 log = structlog.get_logger("omni.channels.voice")
 
@@ -107,7 +108,8 @@ async def voice_call(request: web.Request) -> web.Response:
     cid = await _caller(request, hook)
     # Read before the call itself is stored, so "last time" is the time before this call.
     context = await _context(request.app[STORE], cid) if cid else None
-    await _store_inbound(request, hook)
+    stored, _ = await _store_inbound(request, hook)
+    await _note_status(request, stored.customer_id, hook)
     if cid is not None and voice.agent_number and await holder(request.app[STORE], cid):
         # An agent holds the conversation (or it waits for one): the caller goes to them.
         return _twiml(voice.transfer(HELD, turn=hook.turn))
@@ -119,6 +121,10 @@ async def voice_gather(request: web.Request) -> web.Response:
     if hook.empty:
         return _twiml(voice.on_empty(hook, reprompt=REPROMPT, goodbye=GOODBYE))
     message, created = await _store_inbound(request, hook)
+    await _note_status(request, message.customer_id, hook)
+    if is_survey_answer(message):
+        # The caller keyed their answer to the survey asked at the end of the call.
+        return _twiml(await _after_answer(request, voice, hook, message.customer_id))
     linked = await _link_code(request, hook) if created else None
     if linked is not None:
         return _twiml(voice.speak((linked,), turn=hook.next_turn))
@@ -145,7 +151,38 @@ async def voice_gather(request: web.Request) -> web.Response:
     says = first + turn.says
     if turn.handoff and NO_AGENT not in says:
         says += (NO_AGENT,)
+    # Resolved while the caller is on the line (by the bot during its turn, or by an
+    # agent): the survey is asked now, keypad digits into the same <Gather>.
+    says += await _survey_question(request, message.customer_id)
     return _twiml(voice.speak(says, turn=hook.next_turn))
+
+
+async def _note_status(request: web.Request, cid: str, hook: CallWebhook) -> None:
+    """Every webhook of a call says its status: kept, so the core knows the call is live
+    (a survey is asked on voice only then)."""
+    if hook.status:
+        await record_status(
+            request.app[STORE], cid, hook.call_id, hook.status, hook.sequence, status_supersedes
+        )
+
+
+async def _survey_question(request: web.Request, cid: str) -> tuple[str, ...]:
+    """The open survey's question when it was asked on voice (else nothing)."""
+    surveys = request.app[SERVICES].surveys
+    survey = await surveys.open_survey(cid)
+    if survey.get("channel") != NAME or not survey.get("kind"):
+        return ()
+    return (surveys.question_text(survey["kind"], NAME),)
+
+
+async def _after_answer(
+    request: web.Request, voice: VoiceAdapter, hook: CallWebhook, cid: str
+) -> str:
+    """The next question of the survey, or thanks and goodbye."""
+    question = await _survey_question(request, cid)
+    if question:
+        return voice.speak(question, turn=hook.next_turn)
+    return voice.goodbye(request.app[SERVICES].surveys.config.thanks or GOODBYE)
 
 
 async def _to_queue(request: web.Request, cid: str, reason: str) -> None:
