@@ -219,6 +219,7 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.calls(cid),
         keys.devices(cid),
         keys.events(cid),
+        keys.survey(cid),
         keys.customer(cid),
     ]
 

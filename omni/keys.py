@@ -13,11 +13,16 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:calls      hash    phone calls: CallSid -> "<latest status> <sequence number>"
     omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
     omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
+    omni:{C}:svy        hash    the open survey: id, kind, channel, steps, expiry, what it
+                                is about (omni.surveys); the customer hash keeps svy_conv
+                                (last conversation asked), nps_at, rp (last resolution, for
+                                the report's reopen count), cv_rq, cart_ch, cart_order
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
     omni:optout:{<ch>:<ext>}    string  the identity asked for no more messages (STOP):
                                         "<ms> <keyword>"; beside its identity key's slot
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
+    omni:rep:{r<shard>}:…       the service report's per-day figures (see below)
 """
 
 from __future__ import annotations

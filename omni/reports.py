@@ -7,7 +7,8 @@ shards`), so there is no service-wide key to contend on and a Redis Cluster spre
 A counter field is "<figure>|<channel>|<agent>": the channel the conversation started on
 (or where the thing happened) and who answered or resolved it (an agent id, "bot", or ""
 for what belongs to no one yet: a conversation starting, a channel switch). Durations
-(first response, resolution) are also kept as samples, at most `samples_per_day` per shard
+(first response, resolution) are also kept as samples (members name the conversation by
+a digest, never the customer's id), at most `samples_per_day` per shard
 and day (a uniform sample past that), so the median and p90 are exact up to that volume.
 
     conv       conversations started            switch     inbound channel switches
@@ -24,6 +25,7 @@ and day (a uniform sample past that), so the median and p90 are exact up to that
 
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
 from collections.abc import Iterable
@@ -104,7 +106,10 @@ class Reports:
     async def _duration(
         self, cid: str, figure: str, day: str, channel: str, agent: str, conv: int, ms: int
     ) -> None:
-        member = SEP.join((channel.replace(SEP, "/"), agent.replace(SEP, "/"), f"{cid}:{conv}"))
+        # The conversation by a digest, not its customer's id: an erased customer leaves
+        # nothing that names them in the report (the figures stay).
+        which = hashlib.blake2b(f"{cid}:{conv}".encode(), digest_size=8).hexdigest()
+        member = SEP.join((channel.replace(SEP, "/"), agent.replace(SEP, "/"), which))
         key = keys.report_samples(self.shard(cid), figure, day)
         ttl = self.config.retention_days * 86400
         await self._sample(keys=[key], args=[member, max(0, ms), self.config.samples_per_day, ttl])
