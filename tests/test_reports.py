@@ -21,8 +21,8 @@ class Player:
     def __init__(self, client: TestClient) -> None:
         self.client = client
         self.sent = 0
-        self.first_response: list[tuple[str, str, float]] = []  # channel, agent, seconds
-        self.resolution: list[tuple[str, str, float]] = []
+        self.first_response: list[tuple[str, str, int]] = []  # channel, agent, ms
+        self.resolution: list[tuple[str, str, int]] = []
 
     async def say(self, channel: str, external_id: str, text: str) -> str:
         self.sent += 1
@@ -58,22 +58,25 @@ class Player:
         self.resolution.append((done["channels"][0], agent, took))
 
 
-def _seconds(start: str, end: str) -> float:
+def _seconds(start: str, end: str) -> int:
+    """Milliseconds between two of omni's stamps (they are whole milliseconds)."""
+
     def parse(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
-    return round((parse(end) - parse(start)).total_seconds(), 3)
+    return round((parse(end) - parse(start)).total_seconds() * 1000)
 
 
-def _nearest_rank(values: list[float], q: float) -> float | None:
+def _nearest_rank(values: list[int], q: float) -> float | None:
+    """The value at rank ceil(q * n), in seconds."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1] if ordered else None
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1] / 1000 if ordered else None
 
 
-def expected_durations(samples: list[float]) -> Json:
+def expected_durations(samples: list[int]) -> Json:
     return {
         "count": len(samples),
-        "mean_s": round(sum(samples) / len(samples), 3) if samples else None,
+        "mean_s": round(sum(samples) / len(samples) / 1000, 3) if samples else None,
         "median_s": _nearest_rank(samples, 0.5),
         "p90_s": _nearest_rank(samples, 0.9),
     }
