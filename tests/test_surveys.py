@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from omni import keys
 from omni.app import create_app
+from omni.errors import ConfigError
 from tests.adapters.test_instagram import ACCOUNT, Graph, signature
 from tests.conftest import AGENT, BOT, make_settings
 from tests.test_channel_instagram import INSTAGRAM, delivering
@@ -464,3 +465,62 @@ async def test_a_year_is_allowed_and_the_report_is_for_agents(app: TestClient) -
     paths = (await (await app.get("/openapi.json")).json())["paths"]
     assert "422" in paths["/v1/reports/service"]["get"]["responses"]
     assert "409" in paths["/v1/customers/{id}/surveys"]["post"]["responses"]
+
+
+async def test_an_expired_survey_takes_no_answer(app: TestClient, redis: Redis) -> None:
+    web = await Chat(app, "web").open()
+    await web.say("Hello")
+    cid = await customer_id(app, "web", web.external_id)
+    await answer_and_resolve(app, cid, "web")
+    await redis.hset(keys.survey(cid), "expires", 1)  # type: ignore[misc]  # long ago
+    await web.say("5")
+    assert not survey_answers(await timeline(app, cid))
+    assert (await conversation(app, cid))["status"] == "open"  # a plain message: a new one
+
+
+async def test_nps_on_a_schedule_follows_the_resolution_survey_once_per_period(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    surveys = {"nps_on_resolution": True, "nps_period_days": 30}
+    app = await aiohttp_client(create_app(all_channels(redis_url, surveys=surveys)))
+    web = await Chat(app, "web").open()
+    await web.say("Hello")
+    cid = await customer_id(app, "web", web.external_id)
+    await answer_and_resolve(app, cid, "web")
+    first = question(await timeline(app, cid))["quick_replies"]
+    await web.say(quick_reply=first[4])  # CSAT 5, then the NPS question
+    nps = question(await timeline(app, cid))
+    assert [b["title"] for b in nps["quick_replies"]] == [str(n) for n in range(11)]
+    await web.say(quick_reply=nps["quick_replies"][8])
+    kinds = [(a["survey_kind"], a["score"]) for a in survey_answers(await timeline(app, cid))]
+    assert sorted(kinds) == [("csat", 5), ("nps", 8)]
+    # The next resolution within the period asks CSAT only.
+    await web.say("One more thing")
+    await answer_and_resolve(app, cid, "web")
+    latest = question(await timeline(app, cid))
+    assert len(latest["quick_replies"]) == 5
+    await web.say(quick_reply=latest["quick_replies"][2])
+    assert question(await timeline(app, cid))["id"] == latest["id"]  # no NPS after it
+    totals = (await report(app))["totals"]
+    assert (totals["nps"]["sent"], totals["nps"]["passives"], totals["csat"]["sent"]) == (1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("surveys", "named"),
+    [
+        ({"resolution": ["nps"]}, "surveys.resolution"),
+        ({"resolution": "csat"}, "surveys.resolution"),
+        ({"nps_period_days": -1}, "surveys.nps_period_days"),
+        ({"channels": {"sms": {"comment": "yes"}}}, "surveys.channels.sms.comment"),
+    ],
+)
+async def test_a_bad_surveys_setting_stops_start_up_naming_it(
+    redis_url: str, surveys: Json, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        create_app(all_channels(redis_url, surveys=surveys))
+
+
+async def test_a_bad_reports_setting_stops_start_up_naming_it(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="reports.shards"):
+        create_app(all_channels(redis_url, reports={"shards": 0}))
