@@ -5,6 +5,7 @@ real Valkey; the answers read back from the timeline and the service report."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -517,10 +518,10 @@ async def test_nps_on_a_schedule_follows_the_resolution_survey_once_per_period(
 async def test_a_bad_surveys_setting_stops_start_up_naming_it(
     redis_url: str, surveys: Json, named: str
 ) -> None:
-    with pytest.raises(ConfigError, match=named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
         create_app(all_channels(redis_url, surveys=surveys))
 
 
 async def test_a_bad_reports_setting_stops_start_up_naming_it(redis_url: str) -> None:
-    with pytest.raises(ConfigError, match="reports.shards"):
+    with pytest.raises(ConfigError, match=re.escape("reports.shards")):
         create_app(all_channels(redis_url, reports={"shards": 0}))
