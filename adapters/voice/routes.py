@@ -21,6 +21,10 @@ bot answers `"handoff": true`: <Dial> to `[twilio] agent_number`.
 
 A reply queued to a voice customer through the outbox fails with a reason: Twilio only
 speaks what omni answers to one of its webhooks, so nothing can be pushed into the line.
+That is also why a survey on voice is asked in the call's next <Gather> after the
+conversation is resolved, and only while the call is live (`adapters.voice.surveys`).
+
+Just over 400 lines: the call flow, each webhook's answer, reads top to bottom here.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from adapters.voice.speech import (
     call_ended,
     greeting,
 )
+from adapters.voice.surveys import after_answer, note_status, survey_question
 from omni import channel_http
 from omni.bots import KIND as BOT_KIND
 from omni.bots import BotAnswer, BotDispatcher, bot_event
@@ -109,7 +114,7 @@ async def voice_call(request: web.Request) -> web.Response:
     # Read before the call itself is stored, so "last time" is the time before this call.
     context = await _context(request.app[STORE], cid) if cid else None
     stored, _ = await _store_inbound(request, hook)
-    await _note_status(request, stored.customer_id, hook)
+    await note_status(request, stored.customer_id, hook)
     if cid is not None and voice.agent_number and await holder(request.app[STORE], cid):
         # An agent holds the conversation (or it waits for one): the caller goes to them.
         return _twiml(voice.transfer(HELD, turn=hook.turn))
@@ -121,10 +126,10 @@ async def voice_gather(request: web.Request) -> web.Response:
     if hook.empty:
         return _twiml(voice.on_empty(hook, reprompt=REPROMPT, goodbye=GOODBYE))
     message, created = await _store_inbound(request, hook)
-    await _note_status(request, message.customer_id, hook)
+    await note_status(request, message.customer_id, hook)
     if is_survey_answer(message):
         # The caller keyed their answer to the survey asked at the end of the call.
-        return _twiml(await _after_answer(request, voice, hook, message.customer_id))
+        return _twiml(await after_answer(request, voice, hook, message.customer_id))
     linked = await _link_code(request, hook) if created else None
     if linked is not None:
         return _twiml(voice.speak((linked,), turn=hook.next_turn))
@@ -153,36 +158,8 @@ async def voice_gather(request: web.Request) -> web.Response:
         says += (NO_AGENT,)
     # Resolved while the caller is on the line (by the bot during its turn, or by an
     # agent): the survey is asked now, keypad digits into the same <Gather>.
-    says += await _survey_question(request, message.customer_id)
+    says += await survey_question(request, message.customer_id)
     return _twiml(voice.speak(says, turn=hook.next_turn))
-
-
-async def _note_status(request: web.Request, cid: str, hook: CallWebhook) -> None:
-    """Every webhook of a call says its status: kept, so the core knows the call is live
-    (a survey is asked on voice only then)."""
-    if hook.status:
-        await record_status(
-            request.app[STORE], cid, hook.call_id, hook.status, hook.sequence, status_supersedes
-        )
-
-
-async def _survey_question(request: web.Request, cid: str) -> tuple[str, ...]:
-    """The open survey's question when it was asked on voice (else nothing)."""
-    surveys = request.app[SERVICES].surveys
-    survey = await surveys.open_survey(cid)
-    if survey.get("channel") != NAME or not survey.get("kind"):
-        return ()
-    return (surveys.question_text(survey["kind"], NAME),)
-
-
-async def _after_answer(
-    request: web.Request, voice: VoiceAdapter, hook: CallWebhook, cid: str
-) -> str:
-    """The next question of the survey, or thanks and goodbye."""
-    question = await _survey_question(request, cid)
-    if question:
-        return voice.speak(question, turn=hook.next_turn)
-    return voice.goodbye(request.app[SERVICES].surveys.config.thanks or GOODBYE)
 
 
 async def _to_queue(request: web.Request, cid: str, reason: str) -> None:
