@@ -3,7 +3,7 @@ The core loads this list by name (`omni.channel.REGISTRY`) and imports no channe
 
 from __future__ import annotations
 
-from adapters import instagram, mobile, sms, voice, web
+from adapters import email, instagram, mobile, sms, voice, web, whatsapp
 from omni.channel import Channel
 
 CHANNELS: tuple[Channel, ...] = (
@@ -12,4 +12,6 @@ CHANNELS: tuple[Channel, ...] = (
     web.CHANNEL,
     mobile.CHANNEL,
     sms.CHANNEL,
+    email.CHANNEL,
+    whatsapp.CHANNEL,
 )

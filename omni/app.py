@@ -20,7 +20,7 @@ from omni.redis_server import EmbeddedRedis
 from omni.reports import read_settings as report_settings
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
-from omni.settings import Settings
+from omni.settings import Settings, inbox_shards
 from omni.sockets import track_sockets
 from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
@@ -62,7 +62,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(None)
     app[REDIS] = client
-    app[STORE] = Store(client, pipelined=pipelined, timeout_s=settings.redis.request_timeout)
+    app[STORE] = Store(
+        client,
+        pipelined=pipelined,
+        timeout_s=settings.redis.request_timeout,
+        inbox_shards=inbox_shards(settings),
+    )
     try:
         yield
     finally:

@@ -13,7 +13,8 @@ Inbound, a request becomes a list of `ChannelEvent`s:
     Received   a message to put on the timeline (inbound from the customer, or
                outbound: the channel echoing a message we sent)
     Marked     something that happened to an earlier message or the conversation:
-               read, delivered, a reaction or its removal, deletion (unsend)
+               read, sent, delivered or failed (a failure's detail "reason" says why),
+               a reaction or its removal, deletion (unsend)
     Skipped    an event the adapter understood but that stores nothing, with a reason
                the core logs (a test webhook, an unknown event kind)
 """
@@ -69,7 +70,9 @@ class Received:
     direction: Literal["inbound", "outbound"] = "inbound"
 
 
-MarkKind = Literal["read", "delivered", "reaction", "unreaction", "deleted", "referral"]
+MarkKind = Literal[
+    "read", "sent", "delivered", "failed", "reaction", "unreaction", "deleted", "referral"
+]
 
 
 @dataclass(frozen=True)

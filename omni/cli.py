@@ -22,7 +22,7 @@ from omni.migrations import PhoneMigration, migrate_phones
 from omni.redis_server import EmbeddedRedis
 from omni.reports import read_settings as report_settings
 from omni.services import open_services
-from omni.settings import Settings
+from omni.settings import Settings, inbox_shards
 from omni.store import Store
 from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
@@ -94,7 +94,8 @@ async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
         settings.redis.url, socket_connect_timeout=timeout, socket_timeout=timeout
     )
     try:
-        async with open_services(settings, redis, Store(redis), channels) as services:
+        store = Store(redis, inbox_shards=inbox_shards(settings))
+        async with open_services(settings, redis, store, channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
         await redis.aclose()

@@ -12,17 +12,23 @@ finished by running it again:
               the id is there for a repeat to find and finish
     release   what points at the person from other slots, each only while it still
               points at them: channel identities (a new message on one then makes a
-              new customer, never the old one again) and their opt-outs, push tokens, search and
-              verified-phone index entries, the handoff sweep's entry, and delivery
+              new customer, never the old one again) and their opt-outs, e-mail
+              Message-IDs, push tokens, search and verified-phone index entries,
+              the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
+    forget    each record's audit log is scrubbed to ids (omni.store.audit; it is kept:
+              who merged whom and when stays answerable), and its merges' records lose
+              the fields an undo needed (omni.merge.forget)
     announce  one `customer.erased` event, ids only, for agents' consoles
     delete    each absorbed record, then the survivor: every key under its hash tag in
               one transaction, the hash among them
 
 Left behind: a queued delivery's reference in the outbox stream (a delivery id and a
 customer id, no content; the worker drops it when it finds no record), the
-`customer.erased` event, and service-wide counters, which count and name no one.
+`customer.erased` event, service-wide counters, which count and name no one, and the
+audit logs and merge records scrubbed to ids (what was merged into what, when, by which
+role, in which request), so identity changes stay accountable after an erasure.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
 from omni.ids import decode_cursor
 from omni.live import Live
-from omni.merge import text_fields
+from omni.merge import forget, text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
 from omni.optouts import opted_out
 from omni.outbox import DeliveryStatus, Outbox
@@ -113,6 +119,9 @@ async def _release(erasure: Erasure) -> None:
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
                 # The number's opt-out (omni.optouts) is theirs too: it names the number.
                 await redis.delete(keys.opt_out(channel, external_id))
+        for name in text_fields(await redis.hgetall(keys.mail(cid))):
+            if name.startswith("x:"):  # an e-mail Message-ID indexed for them (omni.threads)
+                await owned(keys=[keys.message_id(name[2:])], args=erasure.person)
         for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
@@ -123,6 +132,7 @@ async def _release(erasure: Erasure) -> None:
                 cid, codec.decode(fields["p"], Profile), Profile()
             )
         await erasure.outbox.erase(cid)
+        await erasure.store.inbox.drop(cid)
     await redis.zrem(keys.handoff_due(), *erasure.person)
 
 
@@ -156,6 +166,12 @@ def _owner(body: bytes) -> str:
         return msgspec.json.decode(body, type=_Owner).customer_id
     except msgspec.DecodeError:
         return ""  # unreadable: not provably theirs, and the stream's cap will take it
+
+
+async def _forget(erasure: Erasure) -> None:
+    for cid in erasure.person:
+        await forget(erasure.store, cid)
+        await erasure.store.audit.scrub(cid)
 
 
 async def _announce(erasure: Erasure) -> None:
@@ -218,6 +234,7 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.notes(cid),
         keys.calls(cid),
         keys.devices(cid),
+        keys.mail(cid),
         keys.events(cid),
         keys.survey(cid),
         keys.customer(cid),
@@ -228,6 +245,7 @@ STEPS: tuple[Callable[[Erasure], Awaitable[None]], ...] = (
     _mark,
     _release,
     _scrub,
+    _forget,
     _announce,
     _delete_absorbed,
     _delete_own,

@@ -17,6 +17,7 @@ from omni.ids import new_message_id
 from omni.live import Live
 from omni.model import (
     Author,
+    DeliveryState,
     Identity,
     InboundMessage,
     Message,
@@ -124,6 +125,7 @@ class Inbox:
                 customer_id=message.customer_id,
             )
         await self.store.pipeliner.run(batch)
+        await self.store.inbox.sync(message.customer_id, "inbound", handoff)
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against
@@ -175,13 +177,26 @@ class Inbox:
             log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
             return
         at = event.at_ms or now_ms()
-        if event.kind == "delivered":
-            await self.store.timeline.set_status(
-                cid, entry, MessageStatus(state="delivered", at=iso(at) or "")
-            )
-        else:
-            emoji = event.detail.get("emoji") or event.detail.get("reaction")
-            await self.store.timeline.annotate(
-                cid, entry, event.kind, at, str(emoji) if emoji else None
-            )
+        if event.kind in ("sent", "delivered", "failed"):
+            reason = event.detail.get("reason") if event.kind == "failed" else None
+            await self._advance(cid, entry, event.kind, at, str(reason) if reason else None)
+            return
+        if event.kind == "read":  # read implies delivered (which may never be reported)
+            await self._advance(cid, entry, "delivered", at, None)
+        emoji = event.detail.get("emoji") or event.detail.get("reaction")
+        await self.store.timeline.annotate(
+            cid, entry, event.kind, at, str(emoji) if emoji else None
+        )
         await self.live.publish(cid, f"message.{event.kind}", {"entry": entry, "at": iso(at)})
+
+    async def _advance(
+        self, cid: str, entry: str, state: DeliveryState, at: int, reason: str | None
+    ) -> None:
+        """A channel's report on a message we sent: its delivery status moves forward."""
+        status = await self.store.timeline.advance_status(cid, entry, state, iso(at) or "", reason)
+        if status is None:
+            return
+        message = await self.store.timeline.message_at(cid, entry)
+        if message is not None:
+            data = {"id": message.id, **msgspec.to_builtins(status)}
+            await self.live.publish(cid, "message.status", data)

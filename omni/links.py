@@ -35,7 +35,7 @@ from omni.store.reply import as_bytes
 
 TTL_S = 15 * 60
 _CODE_ATTEMPTS = 10
-LinkChannel = Literal["web", "mobile", "voice", "instagram"]
+LinkChannel = Literal["web", "mobile", "voice", "instagram", "whatsapp"]
 
 
 class LinkTokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -156,14 +156,28 @@ class LinkTokens:
         request = msgspec.structs.replace(request, external_id=external_id)
         current = await self.store.customers.find(request.channel, request.external_id)
         merged_from = None
+        evidence = f"link token for {channel}, issued to {cid}, presented by that identity"
         if current is None:
             link = IdentityLink(channel=request.channel, external_id=request.external_id)
             await self.store.customers.link_identity(cid, link)
+            await self.store.audit.record(
+                [cid],
+                "link_token",
+                evidence=evidence,
+                identity=(request.channel, request.external_id),
+            )
         elif current != cid:
             # The older record survives (ids are time-ordered): its id is the one other
             # systems have had longest.
             survivor, source = sorted((cid, current))
-            result = await merge_customers(self.store, survivor, source)
+            result = await merge_customers(
+                self.store,
+                survivor,
+                source,
+                action="link_token",
+                evidence=evidence,
+                identity=(request.channel, request.external_id),
+            )
             await announce(self.live, result)
             cid, merged_from = result.survivor, result.source
         if request.code is not None:

@@ -27,11 +27,21 @@ _PROBLEM_SCHEMA = {
 
 
 def _ref(kind: Any) -> dict[str, Any]:
+    """A schema reference; a tuple of kinds is a response that is one of them (a merge,
+    or its preview with dry_run)."""
+    if isinstance(kind, tuple):
+        return {"oneOf": [_ref(one) for one in kind]}
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
+def _kinds(kind: Any) -> tuple[Any, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def build(routes: tuple[Route, ...]) -> dict[str, Any]:
-    kinds = {r.body for r in routes if r.body} | {r.response for r in routes if r.response}
+    kinds = {r.body for r in routes if r.body} | {
+        one for r in routes if r.response for one in _kinds(r.response)
+    }
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )

@@ -17,10 +17,17 @@ from omni.store import Store
 
 
 def recipient(context: Context, channel: str) -> str | None:
-    """The customer's id on `channel`: the most recently linked identity there."""
+    """The customer's id on `channel`: the most recently linked identity there; on
+    e-mail, before the customer has written from any address, the address they verified
+    (a receipt to a customer of the web chat or the app)."""
     found = [i for i in context.customer.identities if i.channel == channel]
     found.sort(key=lambda i: i.linked_at or "")
-    return found[-1].external_id if found else None
+    if found:
+        return found[-1].external_id
+    profile = context.customer.profile
+    if channel == "email" and profile.email and profile.email_verified:
+        return profile.email.casefold()
+    return None
 
 
 class Replies:

@@ -62,7 +62,7 @@ async def open_services(
             if sender is not None:
                 senders[channel.name] = sender
         reports = Reports(redis, report_settings(settings))
-        handoffs = Handoffs(redis, live, settings.handoff, reports)
+        handoffs = Handoffs(redis, live, settings.handoff, store.inbox, reports)
         replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
         enabled = set(settings.channels.enabled)
         styles = {c.name: c.survey for c in channels if c.name in enabled}

@@ -175,7 +175,7 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity",
+            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "inbox",
             "surveys", "reports",
         }  # fmt: skip
         for section in raw:
@@ -431,3 +431,10 @@ def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
     if not 0.01 <= sweep <= 3600:
         raise ConfigError("handoff.sweep_interval_s: must be between 0.01 and 3600 seconds")
     return HandoffSettings(reply_timeout_s=timeout, sweep_interval_s=sweep)
+
+
+def inbox_shards(settings: Settings) -> int:
+    """`[inbox] shards`: how many sorted sets per status the team inbox's index spreads
+    over (omni.store.inbox), so that in a Redis Cluster no one node takes every write."""
+    section = settings.sections.get("inbox", {})
+    return read_int(section, "inbox.shards", 16, low=1, high=1024)

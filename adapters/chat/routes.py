@@ -87,6 +87,10 @@ async def _known(store: Store, channel: str, external_id: str) -> str | None:
     return None
 
 
+# What a verified login proves (the audit log's evidence for what it joins).
+_LOGIN_EVIDENCE = "a verified login: the user id's HMAC matched"
+
+
 async def log_in(
     store: Store,
     channel: str,
@@ -107,23 +111,29 @@ async def log_in(
         cid = anonymous or await store.customers.ensure(channel, external_id)
     link = IdentityLink(channel=channel, external_id=external_id, verified=True)
     try:
-        await store.customers.link_identity(cid, link)
+        _, created = await store.customers.link_identity(cid, link)
+        if created:
+            await store.audit.record(
+                [cid], "join", evidence=_LOGIN_EVIDENCE, identity=(channel, external_id)
+            )
     except Conflict as taken:
         # Another login of the same user linked it a moment ago: that customer is theirs.
         cid = str(taken.extra["customer_id"])
     joined = anonymous if anonymous not in (None, cid) else None
     if joined is not None:
-        await _join(store, survivor=cid, source=joined)
+        await _join(store, survivor=cid, source=joined, identity=(channel, external_id))
     if traits is not None:
         await _fill_profile(store, cid, traits, phone_region)
     return cid
 
 
-async def _join(store: Store, *, survivor: str, source: str) -> None:
+async def _join(store: Store, *, survivor: str, source: str, identity: tuple[str, str]) -> None:
     """The anonymous visitor's history joins the known customer's timeline. A merge
     that lost a race (the source merged elsewhere meanwhile) is left to that one."""
     try:
-        await merge_customers(store, survivor, source)
+        await merge_customers(
+            store, survivor, source, action="join", evidence=_LOGIN_EVIDENCE, identity=identity
+        )
     except Conflict:
         log.info("anonymous customer already merged elsewhere", survivor=survivor)
 

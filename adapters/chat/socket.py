@@ -274,12 +274,26 @@ class Connection:
             # This visitor's record joined another customer: a new socket listens there
             # (its session's identity now names the survivor); the client reconnects.
             await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"merged: reconnect")
+        elif event.type == "unmerge" and isinstance(data, dict) and self._returned(data):
+            # The merge that brought this visitor here was undone: their record is their
+            # own again, and a new socket listens there; the client reconnects.
+            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"unmerged: reconnect")
         elif event.type == "typing" and isinstance(data, dict):
             sender, state = data.get("from"), data.get("state")
             if data.get("channel") not in (None, self.channel):
                 return
             if (sender == "agent" or sender == "bot") and (state == "start" or state == "stop"):
                 await self._send(self.adapter.render_typing(state, sender))
+
+    def _returned(self, data: dict[str, Any]) -> bool:
+        """This socket's identity is one an undone merge gave back to its own record."""
+        identities = data.get("identities")
+        return isinstance(identities, list) and any(
+            isinstance(i, dict)
+            and i.get("channel") == self.channel
+            and i.get("external_id") == self.session.external_id
+            for i in identities
+        )
 
     async def _write(self, message: Message) -> None:
         """Write one message once (the caller holds the write lock)."""

@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 
 from adapters.instagram.config import NAME as CHANNEL
-from adapters.instagram.text import clean_text, safe_cut
 from omni.channel import (
     ChannelEvent,
     Marked,
@@ -33,6 +32,8 @@ from omni.model import (
     Payload,
     Product,
 )
+from omni.text import clean as clean_text
+from omni.text import safe_cut
 
 _META_STR_MAX = 512
 _DETAIL_STR_MAX = 1024

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.instagram.text import as_int, clean_text, safe_cut
+from adapters.instagram.text import as_int
 from omni.channel import Delivery
 from omni.model import Payload
+from omni.text import clean as clean_text
+from omni.text import safe_cut
 
 QUICK_REPLIES_MAX = 13
 QUICK_REPLY_TITLE_MAX = 20

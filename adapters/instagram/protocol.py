@@ -61,7 +61,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -76,7 +75,7 @@ from adapters.instagram.outbound import (
     graph_failure,
     render_quick_replies,
 )
-from adapters.instagram.text import SEND_TEXT_MAX_BYTES, clean_text, safe_cut, split_text
+from adapters.instagram.text import SEND_TEXT_MAX_BYTES, split_text
 from omni.channel import (
     ChannelEvent,
     Delivery,
@@ -84,10 +83,12 @@ from omni.channel import (
     OutboundRequest,
     ProviderAnswer,
     Skipped,
-    header,
 )
-from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
+from omni.errors import BadRequest, ConfigError
+from omni.meta import hub_challenge, verify_hub_signature
 from omni.model import Message
+from omni.text import clean as clean_text
+from omni.text import safe_cut
 
 __all__ = [
     "REASON_OUTSIDE_WINDOW",
@@ -109,8 +110,6 @@ HUMAN_AGENT_MS = 7 * DAY_MS  # the HUMAN_AGENT tag's window
 WindowState = Literal["open", "human_agent", "closed"]
 SenderAction = Literal["typing_on", "typing_off", "mark_seen"]
 
-_SIGNATURE_HEADER = "X-Hub-Signature-256"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SENDABLE = frozenset({"image", "video", "audio", "file"})
 
 
@@ -182,32 +181,11 @@ class InstagramAdapter:
 
     def handshake(self, query: Mapping[str, str]) -> str:
         """Meta's GET subscription handshake: the challenge to echo as text/plain."""
-        token = query.get("hub.verify_token", "")
-        challenge = query.get("hub.challenge", "")
-        if (
-            query.get("hub.mode") != "subscribe"
-            or not hmac.compare_digest(token.encode(), self._verify_token)
-            or not 0 < len(challenge) <= 256
-        ):
-            raise Forbidden("instagram subscription handshake refused")
-        return challenge
+        return hub_challenge(query, self._verify_token, "instagram")
 
     def verify(self, request: InboundRequest) -> None:
         """Raise Unauthenticated unless X-Hub-Signature-256 signs the raw body."""
-        value = header(request.headers, _SIGNATURE_HEADER)
-        if value is None:
-            raise Unauthenticated(f"missing {_SIGNATURE_HEADER}")
-        scheme, _, digest = value.partition("=")
-        if scheme != "sha256" or not _HEX64.fullmatch(digest):
-            raise Unauthenticated(f"malformed {_SIGNATURE_HEADER}")
-        if not request.body:
-            raise Unauthenticated("empty body")
-        matches = [
-            hmac.compare_digest(hmac.new(s, request.body, hashlib.sha256).hexdigest(), digest)
-            for s in self._secrets
-        ]
-        if not any(matches):
-            raise Unauthenticated(f"{_SIGNATURE_HEADER} does not match the body")
+        verify_hub_signature(self._secrets, request.headers, request.body)
 
     def parse(self, request: InboundRequest) -> list[ChannelEvent]:
         """Every event of every entry, in order. Call `verify` first."""

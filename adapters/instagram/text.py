@@ -1,20 +1,14 @@
-"""Text as Instagram takes it: lone surrogates replaced (JSON can carry them, UTF-8
-cannot), and long text cut at character-cluster boundaries (an emoji family or a flag
-is never split), for the inbound text limit and the Send API's 1000 bytes a part."""
+"""Text as Instagram sends it: cut into the Send API's 1000-byte parts at character-cluster
+boundaries (an emoji family or a flag is never split). Surrogates and cluster boundaries
+are every channel's: `omni.text`."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Any
 
+from omni.text import safe_cut
+
 SEND_TEXT_MAX_BYTES = 1000
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """JSON can carry lone surrogates (`\\ud83d` alone); they cannot be stored as UTF-8."""
-    return _SURROGATE.sub("\ufffd", text)
 
 
 def as_int(value: Any) -> int | None:
@@ -41,33 +35,6 @@ def split_text(text: str, limit: int = SEND_TEXT_MAX_BYTES) -> list[str]:
         if part:
             parts.append(part)
     return parts
-
-
-def safe_cut(text: str, cut: int) -> int:
-    """The largest index <= cut that does not split a character cluster (approximate
-    UAX #29: extenders, joiners, variation selectors, skin tones, tags, flag pairs)."""
-    while 0 < cut < len(text) and (_extends(text[cut]) or text[cut - 1] == "\u200d"):
-        cut -= 1
-    if 0 < cut < len(text) and _regional(text[cut]) and _regional(text[cut - 1]):
-        run = 0
-        while cut - run > 0 and _regional(text[cut - run - 1]):
-            run += 1
-        cut -= run % 2
-    return cut
-
-
-def _extends(char: str) -> bool:
-    point = ord(char)
-    return (
-        unicodedata.category(char) in ("Mn", "Me", "Mc")
-        or point in (0x200D, 0xFE0E, 0xFE0F)
-        or 0x1F3FB <= point <= 0x1F3FF  # skin tone modifiers
-        or 0xE0020 <= point <= 0xE007F  # tag characters (subdivision flags)
-    )
-
-
-def _regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF
 
 
 # -- parsing -----------------------------------------------------------------------------

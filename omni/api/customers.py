@@ -229,6 +229,12 @@ async def link_identity(request: web.Request) -> web.Response:
     link = msgspec.structs.replace(link, external_id=external_id)
     identity, created = await request.app[STORE].customers.link_identity(cid, link)
     if created:
+        await request.app[STORE].audit.record(
+            [cid],
+            "link",
+            evidence="linked by an agent" + (" as verified" if link.verified else ""),
+            identity=(link.channel, link.external_id),
+        )
         await _publish(request, cid, "identity", {"identity": identity})
     return json_response(identity, status=201 if created else 200)
 

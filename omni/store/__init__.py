@@ -10,6 +10,10 @@
     store.parts             omni/store/parts.py        in customer (c): f:*, cart, cv_pending,
                                                        cv_topic, rev, *_rev, q_*; stats
     store.search            omni/store/search.py       search_index (ix:*)
+    store.audit             omni/store/audit.py        audit (audit:{C}), the identity changes
+    store.inbox             omni/store/inbox.py        inbox (the team inbox's shards);
+                                                       in customer (c): ix, iw;
+                                                       inbox_mark.lua
     store.contexts          omni/store/context.py      none: reads c + tl in one script
     (shared)                omni/store/versioned.py    write_field.lua: If-Match writes of c
                             omni/store/entries.py      pure: entries decoded, page starts
@@ -18,10 +22,12 @@
 The customer hash is shared by design (one slot, one script per write), by field: the
 rooms above own the fields listed; append.lua writes the activity fields (last_seen,
 last_channel, in:<ch>, cv_n, cv_channels, …); omni.handoff owns ho*, cv_assignee,
-cv_first, cv_resolved; omni.merge owns merged_into and absorbed (which the rooms read to
-follow a merge); omni.erasure owns erasing. Two operations reach every key of a customer
-by design: omni.merge (reads both hashes whole, repoints identities through
-`store.customers`) and omni.erasure (exports, then deletes every key). omni.metrics
+cv_first, cv_resolved; omni.merge owns merged_into, merged_at, merge_id and absorbed
+(which the rooms read to follow a merge); omni.erasure owns erasing. Three operations
+reach every key of a customer by design: omni.merge (reads both hashes whole, repoints
+identities through `store.customers`), omni.unmerge (its reverse: the same fields, and
+the timeline entries stored since the merge) and omni.erasure (exports, then deletes
+every key but the audit log, which it scrubs to ids). omni.metrics
 reads `stats` with its own keys in one round trip. The keys of other concerns are their
 modules' own: outbox/delivery (omni.outbox), events/live (omni.live), handoff_due and
 metrics (omni.handoff), links (omni.links), devices/push_token/presence (the mobile and
@@ -41,8 +47,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from omni import scripts
+from omni.store.audit import Audit
 from omni.store.context import Contexts
 from omni.store.customers import Customers
+from omni.store.inbox import SHARDS_DEFAULT, ConversationIndex
 from omni.store.parts import Parts
 from omni.store.search import Search
 from omni.store.timeline import IDENTITY_CACHE, SYSTEM_CHANNEL, Appended, Timeline
@@ -60,9 +68,11 @@ class Store:
         *,
         pipelined: Redis | None = None,
         timeout_s: float = 10.0,
+        inbox_shards: int = SHARDS_DEFAULT,
     ) -> None:
         """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given);
-        `timeout_s`: the pipeliner's deadline for Redis's answer."""
+        `timeout_s`: the pipeliner's deadline for Redis's answer; `inbox_shards`: `[inbox]
+        shards`, the team inbox index's sorted sets per status."""
         self.redis = redis
         self.pipeliner = scripts.Pipeliner(pipelined or redis, timeout_s)  # the hot paths
         self.customers = Customers(redis)
@@ -70,6 +80,8 @@ class Store:
         self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search, identity_cache)
         self.parts = Parts(redis, self.timeline)
         self.contexts = Contexts(self.timeline)
+        self.inbox = ConversationIndex(redis, inbox_shards)
+        self.audit = Audit(redis)
         # The whole-customer operations a caller from outside (a test, the benchmark)
         # starts from: the rooms' own bound methods, so no extra call on the hot path.
         self.ingest = self.timeline.ingest

@@ -8,8 +8,9 @@
 --          looked in already ('' = none), 11 '1' for omni's own message (a survey
 --          question): like the timeline's events, it opens no conversation
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
--- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', journey,
--- last resolution} for a new message (the handoff fields say who answers it, so the caller
+-- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', 'cv_status',
+-- 'last_channel', 'iw', 'ix', journey, last resolution} for a new message (the handoff
+-- fields say who answers it, the next four where the team inbox shows it, so the caller
 -- need not read them; journey is 'n' when the message opened a conversation, 's' when an
 -- inbound one switched channel, else ''; last resolution is the 'rp' field, for the
 -- service report's reopen count, when it opened one);
@@ -26,8 +27,10 @@ if held[2] then
   return {-5}
 end
 -- ARGV[9] '1': the caller took the customer id from its own cache, not from the
--- identity key; a customer that is not there (erased) must not be recreated by it.
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+-- identity key; a customer that is not there (erased) must not be recreated by it, nor
+-- one the identity left since (an undone merge, omni.unmerge): the cache is right only
+-- while the customer holds the identity (its first message stored it there).
+if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
   return {-4}
 end
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
@@ -110,9 +113,11 @@ if profile_set == 1 then
   -- The profile changed: an If-Match read before this is stale for profile writes.
   redis.call('HSET', KEYS[1], 'profile_rev', rev)
 end
-local handoff = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee', 'rp')
+local after = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee', 'cv_status', 'last_channel',
+  'iw', 'ix', 'rp')
 local resolved = ''
 if journey == 'n' then
-  resolved = handoff[3] or ''
+  resolved = after[7] or ''
 end
-return {1, id, conv, profile_set, handoff[1], handoff[2], journey, resolved}
+return {1, id, conv, profile_set, after[1], after[2], after[3], after[4], after[5], after[6],
+  journey, resolved}

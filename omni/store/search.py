@@ -110,6 +110,19 @@ class Search:
                 owners.append(cid)
         return owners[0] if len(owners) == 1 else None
 
+    async def verified_email_owner(self, address: str) -> str | None:
+        """The one customer whose verified profile e-mail is `address`, or None."""
+        address = address.casefold()
+        members = await self.redis.smembers(keys.search_index("email", address))
+        owners = []
+        for member in members:
+            cid = as_bytes(member).decode()
+            profile = await self.customers.stored_profile(cid)
+            email = (profile.email or "").casefold() if profile is not None else ""
+            if profile is not None and profile.email_verified and email == address:
+                owners.append(cid)
+        return owners[0] if len(owners) == 1 else None
+
     async def _members(self, index_keys: list[str], *, intersect: bool = False) -> set[str]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in index_keys:

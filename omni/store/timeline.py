@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from omni import codec, keys, scripts
 from omni.clock import entry_ms, iso, now_ms
@@ -36,6 +37,7 @@ from omni.errors import Moved, NotFound, StoreError, Unavailable
 from omni.ids import Cursor, encode_cursor, new_message_id
 from omni.model import (
     Author,
+    DeliveryState,
     HistoryPage,
     Identity,
     InboundMessage,
@@ -64,6 +66,9 @@ from omni.store.search import Search
 ECHO_WAIT_MS = 120_000
 SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
 _MERGE_HOPS = 4
+# How far a delivery has got: a channel's report never moves a message's status to a
+# lower rank (`advance_status`).
+STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
 IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
 
 # A timeline row: its sort key (entry ms, entry seq, owner) and the message.
@@ -75,8 +80,9 @@ class Appended(NamedTuple):
     entry: str  # its timeline entry id
     created: bool  # False: a repeat of a message already stored
     # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
-    # stored (None for a repeat): who answers it, without reading them again.
-    handoff: tuple[bytes | None, bytes | None] | None = None
+    # stored (None for a repeat): who answers it, without reading them again; then its
+    # team inbox fields ('cv_status', 'last_channel', 'iw', 'ix'; omni.store.inbox).
+    handoff: tuple[bytes | None, ...] | None = None
     # For the service report (omni.reports): how the new message moved the customer's
     # journey ('n' opened conversation `conversation`, 's' switched channel, '') and,
     # when it opened one, the customer's last resolution ('rp', b"" when none).
@@ -102,7 +108,8 @@ class Timeline:
         self.search = search
         # Identity -> customer, learnt from successful appends: a known customer's ingest
         # then skips the identity round trip. Safe without invalidation: a merged-away
-        # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
+        # customer forwards appends to its survivor (-3), and one that is gone or no
+        # longer holds the identity (an undone merge) is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
         self._append = scripts.load(redis, "append", "store")
@@ -189,8 +196,8 @@ class Timeline:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        journey = (as_text(result[6]) or "", conv, as_bytes(result[7]) or b"")
-        return Appended(stored, entry, True, (result[4], result[5]), journey)
+        journey = (as_text(result[10]) or "", conv, as_bytes(result[11]) or b"")
+        return Appended(stored, entry, True, tuple(result[4:10]), journey)
 
     async def _absorbed_repeat(
         self, cid: str, message: Message, absorbed: bytes
@@ -456,6 +463,32 @@ class Timeline:
             pipe.hset(keys.notes(cid), f"s:{entry}", codec.encode(status))
             pipe.hincrby(keys.customer(cid), "rev", 1)
             await pipe.execute()
+
+    async def advance_status(
+        self, cid: str, entry: str, state: DeliveryState, at: str, reason: str | None = None
+    ) -> MessageStatus | None:
+        """What a channel reports after the send (WhatsApp's sent, delivered, failed):
+        reports come out of order and repeated, so the status only moves forward, and
+        delivered and failed are both final. The new status, or None when it did not
+        change (not further, or the message has no status: it is not one we sent)."""
+        key, field = keys.notes(cid), f"s:{entry}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    old = await pipe.hget(key, field)
+                    current = codec.decode(old, MessageStatus) if isinstance(old, bytes) else None
+                    if current is None or STATUS_RANK[state] <= STATUS_RANK[current.state]:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return None
+                    status = msgspec.structs.replace(current, state=state, at=at, reason=reason)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    pipe.hset(key, field, codec.encode(status))
+                    pipe.hincrby(keys.customer(cid), "rev", 1)
+                    await pipe.execute()
+                    return status
+                except WatchError:
+                    continue  # another report on this customer's messages came first
 
     async def annotate(
         self, cid: str, entry: str, kind: str, at_ms: int, value: str | None = None
