@@ -158,7 +158,9 @@ class Channel:
     the channel are not sent). `config` parses the channel's settings section, raising
     `ConfigError` naming the setting, so a bad one stops `omni serve` at start-up.
     `echoes`: the channel sends our own sends back to its webhook. `survey`: how it shows
-    a survey question (`SurveyStyle`)."""
+    a survey question (`SurveyStyle`); `survey_choices`: the most quick replies it shows
+    at once (WhatsApp's list: 10), a scale with more (NPS, 0-10) is asked as a numbered
+    reply instead (None: no limit a survey reaches)."""
 
     name: str
     routes: tuple[Route, ...]
@@ -166,6 +168,7 @@ class Channel:
     echoes: bool = False
     config: Callable[[Settings], object] | None = None
     survey: SurveyStyle = "numbered"
+    survey_choices: int | None = None
 
 
 def load(name: str = REGISTRY) -> tuple[Channel, ...]:

@@ -65,8 +65,10 @@ async def open_services(
         handoffs = Handoffs(redis, live, settings.handoff, store.inbox, reports)
         replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
         enabled = set(settings.channels.enabled)
-        styles = {c.name: c.survey for c in channels if c.name in enabled}
-        surveys = Surveys(store, replies, live, reports, survey_settings(settings), styles)
+        shown = [c for c in channels if c.name in enabled]
+        styles = {c.name: c.survey for c in shown}
+        choices = {c.name: c.survey_choices for c in shown if c.survey_choices is not None}
+        surveys = Surveys(store, replies, live, reports, survey_settings(settings), styles, choices)
         handoffs.on_resolved = surveys.on_resolved
         yield Services(
             session=session,

@@ -97,6 +97,7 @@ class Surveys:
         reports: Reports,
         config: SurveySettings,
         styles: Mapping[str, str],
+        choices: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.replies = replies
@@ -104,6 +105,7 @@ class Surveys:
         self.reports = reports
         self.config = config
         self.styles = styles  # channel -> how it shows a question (Channel.survey)
+        self.choices = dict(choices or {})  # channel -> Channel.survey_choices
         self._script = scripts.load(store.redis, "surveys")
 
     async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
@@ -189,7 +191,7 @@ class Surveys:
         survey_id = "svy_" + ulid()
         now = now_ms()
         expires = now + self.config.expire_after_s * 1000
-        style = self.styles.get(channel, "numbered")
+        style = self.style(kinds[0], channel)
         comment = self.config.for_channel(channel).comment
         fields = {**about, "channel": channel, "steps": ",".join(kinds[1:]),
                   "day": day_of(now), "asked": str(now), "expires": str(expires),
@@ -215,11 +217,21 @@ class Surveys:
         await self.live.publish(cid, "survey", {"state": "asked", **msgspec.to_builtins(asked)})
         return asked
 
+    def style(self, kind: str, channel: str) -> str:
+        """How `channel` shows a `kind` question: its own style, or a numbered reply when
+        the scale has more choices than its quick replies can carry."""
+        style = self.styles.get(channel, "numbered")
+        lo, hi = SCALES[kind]
+        most = self.choices.get(channel)
+        if style in ("quick_replies", "buttons") and most is not None and hi - lo + 1 > most:
+            return "numbered"
+        return style
+
     def question_text(self, kind: str, channel: str) -> str:
         """The question as the channel shows it (voice speaks it)."""
         lo, hi = SCALES[kind]
         text = self.config.questions[kind]
-        style = self.styles.get(channel, "numbered")
+        style = self.style(kind, channel)
         if style == "numbered":
             text += f"\nReply with a number from {lo} to {hi}."
         elif style == "digits":
@@ -231,7 +243,7 @@ class Surveys:
     async def _question(
         self, cid: str, survey_id: str, kind: str, channel: str, agent: str, now: int
     ) -> None:
-        style = self.styles.get(channel, "numbered")
+        style = self.style(kind, channel)
         await self.reports.survey_sent(cid, day_of(now), kind, channel, agent)
         if style == "digits":
             return  # the live call's next <Gather> asks it (adapters/voice)
