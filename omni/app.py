@@ -17,12 +17,14 @@ from omni.middleware import request_middleware
 from omni.openapi import build
 from omni.overload import in_flight_limit
 from omni.redis_server import EmbeddedRedis
+from omni.reports import read_settings as report_settings
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
 from omni.settings import Settings, inbox_shards
 from omni.sockets import track_sockets
 from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
@@ -125,6 +127,7 @@ def create_app(settings: Settings, channels: Sequence[Channel] | None = None) ->
     (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
     listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
     validate(settings, listed)
+    survey_settings(settings), report_settings(settings)  # a bad one stops here, named
     app = web.Application(
         middlewares=[request_middleware, in_flight_limit(settings.limits.max_in_flight)],
         client_max_size=settings.limits.body_max,

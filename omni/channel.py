@@ -140,6 +140,11 @@ class Adapter(Protocol):
         `omni.errors.BadRequest` for a body that cannot be read; never anything else."""
 
 
+# How a channel shows a survey question (omni.surveys): quick replies, buttons (quick
+# replies drawn as buttons by omni's own clients), keypad digits in a live call, or a
+# numbered reply written out.
+SurveyStyle = Literal["quick_replies", "buttons", "digits", "numbered"]
+
 # What a channel gives the worker to send one message to one recipient on it.
 Sender = Callable[[Message, str], Awaitable[Delivery]]
 
@@ -152,13 +157,18 @@ class Channel:
     routes then answer 404) and the worker's sender for replies on it (None: replies on
     the channel are not sent). `config` parses the channel's settings section, raising
     `ConfigError` naming the setting, so a bad one stops `omni serve` at start-up.
-    `echoes`: the channel sends our own sends back to its webhook."""
+    `echoes`: the channel sends our own sends back to its webhook. `survey`: how it shows
+    a survey question (`SurveyStyle`); `survey_choices`: the most quick replies it shows
+    at once (WhatsApp's list: 10), a scale with more (NPS, 0-10) is asked as a numbered
+    reply instead (None: no limit a survey reaches)."""
 
     name: str
     routes: tuple[Route, ...]
     setup: Callable[[Settings, aiohttp.ClientSession, Store], tuple[Adapter | None, Sender | None]]
     echoes: bool = False
     config: Callable[[Settings], object] | None = None
+    survey: SurveyStyle = "numbered"
+    survey_choices: int | None = None
 
 
 def load(name: str = REGISTRY) -> tuple[Channel, ...]:

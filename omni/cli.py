@@ -27,9 +27,11 @@ from omni.logs import configure
 from omni.migrations import PhoneMigration, migrate_phones
 from omni.processes import serve_processes, supervised
 from omni.redis_server import EmbeddedRedis
+from omni.reports import read_settings as report_settings
 from omni.services import open_services
 from omni.settings import Settings, inbox_shards
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
 
 _CONFIG_HELP = "settings file (default: $OMNI_CONFIG, else config/omni.toml when present)"
@@ -131,6 +133,7 @@ def _settings(config: str | None) -> tuple[Mapping[str, str], Settings, tuple[Ch
     # Each channel parses its own section: a bad channel setting stops here too.
     channels = load()
     validate(settings, channels)
+    survey_settings(settings), report_settings(settings)  # their sections, checked alike
     return env, settings, channels
 
 

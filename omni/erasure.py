@@ -236,6 +236,7 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.devices(cid),
         keys.mail(cid),
         keys.events(cid),
+        keys.survey(cid),
         keys.customer(cid),
     ]
 

@@ -193,6 +193,7 @@ class Settings:
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
             "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "inbox",
+            "surveys", "reports",
         }  # fmt: skip
         for section in raw:
             if section not in known:

@@ -36,7 +36,7 @@ AGENT_KEY = AGENT["Authorization"].removeprefix("Bearer ")
 
 
 async def test_the_console_is_served_from_the_package(client: TestClient) -> None:
-    for name in ("index.html", "console.js", "console.css"):
+    for name in ("index.html", "console.js", "console.css", "reports.js"):
         assert resources.files("omni").joinpath(f"console/{name}").is_file()
     page = await client.get("/console")
     assert page.status == 200
@@ -225,6 +225,82 @@ async def test_an_agent_works_a_conversation_in_the_console(
         keep = os.environ.get("OMNI_SCREENSHOT")
         if keep:
             shutil.copyfile(shot, keep)
+        assert problems == []
+
+
+async def play_for_the_report(server: TestServer) -> dict[str, Any]:
+    """Two web visitors, each answered by the bot and resolved, who rate it 4 and 5 (the
+    answer to the CSAT question omni asked); a third still waiting. Returns the figures
+    the report must show, computed here from what was played."""
+    async with aiohttp.ClientSession() as session:
+        cids = []
+        for n, (score, wait) in enumerate(((4, False), (5, False), (None, True))):
+            visitor = f"visitor-{n}"
+            said = await post(server, session, "/v1/messages", {
+                "channel": "web", "external_id": visitor, "channel_message_id": f"q-{n}",
+                "text": "Where is my parcel?"}, **BOT)  # fmt: skip
+            cid = said["customer_id"]
+            cids.append(cid)
+            if wait:
+                continue
+            await post(server, session, f"/v1/customers/{cid}/messages",
+                       {"text": "It arrives tomorrow.", "channel": "web"}, **BOT)  # fmt: skip
+            await post(server, session, f"/v1/customers/{cid}/resolve", {}, **BOT)
+            await post(server, session, "/v1/messages", {
+                "channel": "web", "external_id": visitor, "channel_message_id": f"a-{n}",
+                "text": str(score)}, **BOT)  # fmt: skip
+    return {"conversations": 3, "resolved": 2, "csat": "4.5 / 5", "rate": "100 %"}
+
+
+async def test_the_reports_view_charts_the_figures_over_time(omni: TestServer) -> None:
+    from playwright.async_api import expect
+
+    expected = await play_for_the_report(omni)
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1366, "height": 900})
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        await page.goto(str(omni.make_url("/console")))
+        await page.get_by_label("Agent API key").fill(AGENT_KEY)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name="Reports").click()
+        await expect(page.locator("#report-status")).to_contain_text("Report for")
+
+        def figure(name: str) -> Any:
+            return page.locator(f'#report-totals [data-figure="{name}"] dd')
+
+        await expect(figure("Conversations")).to_have_text(str(expected["conversations"]))
+        await expect(figure("Resolved")).to_have_text(str(expected["resolved"]))
+        await expect(figure("CSAT average")).to_have_text(expected["csat"])
+        await expect(figure("CSAT response rate")).to_have_text(expected["rate"])
+        await expect(figure("Returning customers")).to_have_text("0")
+
+        # A chart per figure, over the 30 days shown: an image with a name, today's
+        # bar carrying today's figure, and the same figures in a table beside it.
+        chart = page.get_by_role("img", name="Conversations by day", exact=False)
+        await expect(chart).to_have_count(1)
+        bars = chart.locator("rect.bar")
+        await expect(bars).to_have_count(30)
+        assert await bars.last.get_attribute("data-value") == "3"
+        assert await bars.first.get_attribute("data-value") == "0"
+        csat = page.locator('svg[data-chart="CSAT average"] rect.bar')
+        assert await csat.last.get_attribute("data-value") == "4.5"
+        table = page.locator("table", has_text="Conversations by day")
+        await expect(table.locator("tr").last).to_contain_text("3")
+
+        # Narrowing to a channel with nothing on it empties the figures.
+        await page.get_by_label("Channel", exact=True).select_option("sms")
+        await page.get_by_role("button", name="Show").click()
+        await expect(page.locator("#report-status")).to_contain_text("on sms")
+        await expect(figure("Conversations")).to_have_text("0")
+        # A range the API refuses says why.
+        await page.get_by_label("From", exact=True).fill("2020-01-01")
+        await page.get_by_role("button", name="Show").click()
+        await expect(page.locator("#report-error")).to_contain_text("over 1 year")
+
+        # Back to the conversations.
+        await page.get_by_role("button", name="Conversations").click()
+        await expect(page.locator("#desk")).to_be_visible()
         assert problems == []
 
 

@@ -68,6 +68,7 @@ CHANNEL = Channel(
     # Every send comes back as an `is_echo` message, often before its answer.
     echoes=True,
     config=read,
+    survey="quick_replies",  # a survey question's scores as quick replies
 )
 
 __all__ = ["CHANNEL", "NAME", "setup"]

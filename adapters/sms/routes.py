@@ -96,7 +96,7 @@ async def _store_help(request: web.Request, read: InboundSms, heard: Message, te
     )
     status = MessageStatus(state="sent", at=iso(now_ms()) or "")
     identity = Identity(channel=CHANNEL, external_id=read.customer)
-    stored, _, created, _ = await request.app[STORE].timeline.append(
+    stored, _, created, *_ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:

@@ -67,6 +67,6 @@ def setup(
     return adapter, send
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="digits")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

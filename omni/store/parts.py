@@ -146,6 +146,9 @@ class Parts:
         rev, _ = await self.write(cid, "conversation", if_match, sets, deletes)
         if repeated:
             await self.count(cid, "q_repeated")
+            # This conversation let a repeated question through (the service report's
+            # "continued across channels without a repeated question" leaves it out).
+            await self.redis.hset(keys.customer(cid), "cv_rq", "1")
         return rev, repeated
 
     async def count(self, cid: str, name: str, by: int = 1) -> None:
