@@ -5,7 +5,6 @@ real SMTP server (aiosmtpd) running in the test's own event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,22 +12,19 @@ import io
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.settings import Settings
 from tests.adapters.test_email import BASIC, SIGNING_KEY, edited, payload
 from tests.conftest import ADMIN, AGENT, make_settings, snapshot
+from tests.smtp_server import Mailbox, has_mails
 from tests.test_bots import BotReceiver, ServerFactory, serve
 from tests.test_worker import until
 
@@ -52,33 +48,6 @@ AUTO = "email_autoreply_inbound.json"
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return make_settings(redis_url, email=EMAIL)
-
-
-class Mailbox:
-    """An SMTP server's DATA handler: every mail it accepts, parsed."""
-
-    def __init__(self) -> None:
-        self.mails: list[EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.content if isinstance(envelope.content, bytes) else b""
-        parsed = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.mails.append(parsed)
-        self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
-        return "250 OK"
-
-
-@pytest.fixture
-async def mailbox() -> AsyncIterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="mx.test"), "127.0.0.1", 0
-    )
-    yield box, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
 
 
 async def postmark(client: TestClient, body: bytes, auth: str = BASIC) -> ClientResponse:
@@ -361,7 +330,7 @@ async def test_a_reply_goes_out_over_smtp_threaded_under_the_customers_mail(
     assert (await postmark(client, payload(REPLY))).status == 200
     cid = (await context_of(client, DANA))["customer"]["id"]
     await reply_by_mail(client, cid, "It ships today.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     [mail] = box.mails
     assert box.envelopes[0] == ("support@omni.example.com", [DANA])
     assert mail["Subject"] == "Re: Order A-1042 not arrived"
@@ -392,7 +361,7 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
     # A web customer, never mailed from: omni sends a receipt to their verified address.
     cid = await verified_customer(client)
     await reply_by_mail(client, cid, "Your receipt for A-1042.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     receipt = box.mails[0]
     assert receipt["Subject"] == "Your conversation with us"
     sent_id = receipt["Message-ID"].strip("<>")
@@ -420,7 +389,7 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
     assert (await context_of(client, "mallory@example.org"))["customer"]["id"] != cid
     # A bounce of omni's next mail marks it failed.
     await reply_by_mail(client, cid, "One more thing.")
-    await until(lambda: _mails(box, 2))
+    await until(lambda: has_mails(box, 2))
     bounced_id = box.mails[1]["Message-ID"]
     await until(lambda: _state(client, cid, "One more thing.", "sent"))
     report = edited(REPLY, From="MAILER-DAEMON@mx.example.net", FromFull=None,
@@ -438,10 +407,6 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
 async def _state(client: TestClient, cid: str, text: str, state: str) -> bool:
     mine = [m for m in await history(client, cid) if m.get("text") == text]
     return bool(mine) and (mine[0].get("status") or {}).get("state") == state
-
-
-async def _mails(box: Mailbox, n: int) -> bool:
-    return len(box.mails) >= n
 
 
 def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
@@ -486,7 +451,7 @@ async def test_erasure_removes_the_mail_index(
     assert (await postmark(client, payload(FIRST))).status == 200
     cid = (await context_of(client, DANA))["customer"]["id"]
     await reply_by_mail(client, cid, "Noted.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     await until(lambda: _state(client, cid, "Noted.", "sent"))
     assert [k async for k in redis.scan_iter(match="omni:msgid:*")]
     erased = await client.delete(f"/v1/customers/{cid}", headers=ADMIN)
@@ -510,7 +475,7 @@ async def test_a_bots_reply_is_mailed_as_an_automatic_answer_in_the_thread(
     )
     client = await aiohttp_client(create_app(settings))
     assert (await postmark(client, payload(FIRST))).status == 200
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     [mail] = box.mails
     assert mail["Auto-Submitted"] == "auto-replied"
     assert mail["In-Reply-To"] == "<CAF3x9Yq1-synthetic-0001@mail.example.net>"
@@ -533,7 +498,7 @@ async def test_journey_web_chat_then_an_email_receipt_then_a_reply_the_bot_under
     client = await aiohttp_client(create_app(settings))
     cid = await verified_customer(client)  # said "hello from the site" on the web chat
     await reply_by_mail(client, cid, "Receipt: order A-1042, 2 items, 59.00 EUR.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     receipt = box.mails[0]
     answer = edited(
         REPLY,
