@@ -1,5 +1,6 @@
 """The acceptance story of DESIGN.md, end to end through the real adapters: web chat →
-Instagram → link → phone → agent reply → mobile checkout, played by `omni demo`'s own
+Instagram → link → phone → agent reply → mobile checkout → WhatsApp through a link token
+→ an authenticated e-mail, played by `omni demo`'s own
 script against a real omni on a real port, asserting at each step what the next
 channel's bot receives. Then the messaging channels' journey: web chat → WhatsApp through
 a link token → an e-mail receipt over SMTP → the customer's e-mailed answer, each
@@ -34,7 +35,7 @@ FAST = {"in_process_worker": True, "block_ms": 50, "base_delay_ms": 5, "max_dela
 async def _upstreams(aiohttp_server: ServerFactory) -> tuple[Graph, dict[str, BotReceiver], str]:
     """A Graph API and a bot per channel, on one local server."""
     graph = Graph()
-    bots = {channel: BotReceiver() for channel in ("web", "instagram", "mobile")}
+    bots = {c: BotReceiver() for c in ("web", "instagram", "mobile", "whatsapp", "email")}
     app = web.Application()
     app.router.add_post("/v22.0/{account}/messages", graph.handle)
     for channel, bot in bots.items():
@@ -60,6 +61,8 @@ async def test_the_acceptance_story(
         twilio={"auth_token": "twilio-token-for-the-story-0001"},
         web={"session_secret": "w" * 40, "identity_secret": "web-identity-secret"},
         mobile={"session_secret": "m" * 40, "identity_secret": "mobile-identity-secret"},
+        whatsapp=WHATSAPP,  # replies would go to a Graph nobody serves: none is sent here
+        email=EMAIL,
         bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
         outbox=FAST,
     )
@@ -89,7 +92,7 @@ async def test_the_acceptance_story(
         assert context["customer"]["id"] == cid
         assert context["known"]["order_id"]["value"] == "4417"
         assert context["known"]["order_id"]["source"] == {"channel": "web"}
-        assert context["known"]["email"]["value"] == "ana@example.com"
+        assert context["known"]["email"]["value"] == story.email
         assert context["cart"]["stage"] == "checkout"
         assert context["continuity"]["came_from"] == "web"
         assert "order 4417" in context["continuity"]["resume_hint"]
@@ -127,12 +130,39 @@ async def test_the_acceptance_story(
         assert [i["sku"] for i in app_step.bot_sees["cart"]["items"]] == ["TRAIL-42"]
         assert any("order 4418 placed" in line for line in app_step.said)
 
+        # 6. WhatsApp through a link token: the WhatsApp bot knows her, her order and cart.
+        wa_step = steps[5]
+        assert wa_step.bot_sees["customer"]["id"] == cid
+        assert wa_step.bot_sees["facts"]["order_id"]["value"] == "4417"
+        assert wa_step.bot_sees["cart"]["order_id"] == "4418"
+        assert wa_step.bot_sees["continuity"]["came_from"] == "web"
+        said = [m.get("text") for m in wa_step.bot_sees["recent_messages"]]
+        assert "I'm back on the website — can someone confirm the delivery date?" in said
+        await until(lambda: _count(bots["whatsapp"], 2))
+        wa_told = list(bots["whatsapp"].delivered.values())[-1]
+        assert wa_told["message"]["text"] == "Will order 4418 ship together with 4417?"
+        assert wa_told["context"]["customer"]["id"] == cid
+
+        # 7. E-mail from her verified address, authenticated: the same customer, and the
+        # e-mail bot reads what she asked on WhatsApp.
+        mail_step = steps[6]
+        assert mail_step.bot_sees["customer"]["id"] == cid
+        assert mail_step.bot_sees["continuity"]["came_from"] == "whatsapp"
+        said = [m.get("text") for m in mail_step.bot_sees["recent_messages"]]
+        assert "Will order 4418 ship together with 4417?" in said
+        await until(lambda: _count(bots["email"], 1))
+        [mail_told] = bots["email"].delivered.values()
+        assert mail_told["context"]["customer"]["id"] == cid
+        assert mail_told["message"]["text"] == (
+            "Please leave the parcel with the neighbour at number 7."
+        )
+
     identities = {(i["channel"], i["external_id"]) for i in context["customer"]["identities"]}
     assert ("instagram", story.instagram_user) in identities
     assert ("voice", story.phone) in {
         (i["channel"], i["external_id"]) for i in voice_step.bot_sees["customer"]["identities"]
     }
-    assert lines[-1].strip() == "One customer, four channels, nothing asked twice."
+    assert lines[-1].strip() == "One customer, six channels, nothing asked twice."
 
 
 async def _count(bot: BotReceiver, n: int) -> bool:
