@@ -27,6 +27,7 @@ from omni.model import (
 )
 from omni.outbox import Outbox
 from omni.phones import canonical_external_id
+from omni.receipts import hold_early
 from omni.reports import Reports
 from omni.scripts import Batch
 from omni.settings import BotSettings
@@ -174,6 +175,14 @@ class Inbox:
             return
         entry = await self.store.timeline.entry_of(cid, event.channel, target)
         if entry is None:
+            if event.kind in ("delivered", "failed", "read"):
+                # Perhaps before the send's own answer linked the id: kept for it (a read
+                # says delivered), the same as Twilio's early receipts.
+                state: DeliveryState = "failed" if event.kind == "failed" else "delivered"
+                reason = event.detail.get("reason") if event.kind == "failed" else None
+                await hold_early(
+                    self.store, cid, event.channel, target, state, str(reason) if reason else None
+                )
             log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
             return
         at = event.at_ms or now_ms()

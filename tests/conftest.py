@@ -4,6 +4,7 @@ through `aiohttp_client`. Set OMNI_TEST_REDIS_URL to run against another server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from omni.app import create_app
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
+from tests.smtp_server import Mailbox
 
 BOT = {"Authorization": "Bearer test-bot-key-0001"}
 AGENT = {"Authorization": "Bearer test-agent-key-001"}
@@ -105,3 +107,17 @@ async def snapshot(redis: Redis) -> dict[bytes, Any]:
         else:
             state[key] = await redis.lrange(key, 0, -1)
     return state
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[tuple[Mailbox, int]]:
+    """A real SMTP server on a free port (aiosmtpd) and what it received."""
+    from aiosmtpd.smtp import SMTP  # only the tests that mail need it
+
+    box = Mailbox()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="mx.test"), "127.0.0.1", 0
+    )
+    yield box, server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()

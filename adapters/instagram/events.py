@@ -5,7 +5,6 @@ unknown event kind skipped, nothing raised but `BadRequest`."""
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,21 +20,19 @@ from omni.channel import (
     Skipped,
 )
 from omni.clock import iso
+from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
-    METADATA_MAX,
     TEXT_MAX,
     Attachment,
     AttachmentType,
     InboundMessage,
-    MetaValue,
     Payload,
     Product,
 )
 from omni.text import clean as clean_text
 from omni.text import safe_cut
 
-_META_STR_MAX = 512
 _DETAIL_STR_MAX = 1024
 _URL_MAX = 2048
 _ID_MAX = 256
@@ -54,25 +51,6 @@ _ATTACHMENT_TYPES: Mapping[str, AttachmentType] = {
     "reel": "reel",
     "ig_reel": "reel",
 }
-
-
-class _Bag:
-    """Metadata under construction: scalars only, strings bounded, first value wins,
-    never more than METADATA_MAX keys."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, MetaValue] = {}
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self.data) >= METADATA_MAX or key[:64] in self.data or value is None:
-            return
-        if isinstance(value, str):
-            value = clean_text(value)[:_META_STR_MAX]
-        elif not isinstance(value, int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            return
-        self.data[key[:64]] = value
 
 
 def entry_events(entry: Any) -> list[ChannelEvent]:
@@ -141,8 +119,8 @@ class _Context:
         self.account, self.sender, self.customer = account, sender, customer
         self.at_ms, self.standby, self.by_page = at_ms, standby, by_page
 
-    def bag(self) -> _Bag:
-        bag = _Bag()
+    def bag(self) -> MetadataBag:
+        bag = MetadataBag()
         bag.put("ig_account_id", self.account or None)
         if self.standby:
             bag.put("standby", True)
@@ -204,12 +182,12 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     referral = message.get("referral")
     if isinstance(referral, dict):
         for key in ("ref", "source", "type"):
-            bag.put(f"referral_{key}", _scalar(referral.get(key)))
+            bag.put(f"referral_{key}", scalar(referral.get(key)))
         bag.put("ad_id", _id(referral.get("ad_id")))
-        bag.put("ad_title", _scalar(_get(referral, "ads_context_data", "ad_title")))
+        bag.put("ad_title", scalar(_get(referral, "ads_context_data", "ad_title")))
     for key, value in message.items():
         if key not in _MESSAGE_KEYS:
-            bag.put(f"ig.{key}", _scalar(value))
+            bag.put(f"ig.{key}", scalar(value))
     inbound = InboundMessage(
         channel=CHANNEL,
         external_id=ctx.customer,
@@ -224,7 +202,7 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     return Received(_validated(inbound), direction="outbound" if echo else "inbound")
 
 
-def _attachment(item: dict[str, Any], bag: _Bag) -> Attachment:
+def _attachment(item: dict[str, Any], bag: MetadataBag) -> Attachment:
     kind = item.get("type")
     raw = item.get("payload")
     payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -295,7 +273,7 @@ def _reaction(reaction: dict[str, Any], ctx: _Context) -> ChannelEvent:
     mid, action = _id(reaction.get("mid")), reaction.get("action")
     if not mid or action not in ("react", "unreact"):
         return Skipped("instagram: reaction without a mid or a known action")
-    name, emoji = _scalar(reaction.get("reaction")), _scalar(reaction.get("emoji"))
+    name, emoji = scalar(reaction.get("reaction")), scalar(reaction.get("emoji"))
     kind: MarkKind = "reaction" if action == "react" else "unreaction"
     detail = {"action": action, "reaction": name, "emoji": emoji}
     return ctx.mark(kind, mid, detail, action, name, emoji, ctx.at_ms)
@@ -311,7 +289,7 @@ def _read(read: dict[str, Any], ctx: _Context) -> ChannelEvent:
 def _referral(referral: dict[str, Any], ctx: _Context) -> ChannelEvent:
     bag = ctx.bag()
     bag.put("event", "referral")
-    values = [_scalar(referral.get(key)) for key in ("ref", "source", "type")]
+    values = [scalar(referral.get(key)) for key in ("ref", "source", "type")]
     for key, value in zip(("ref", "source", "type"), values, strict=True):
         bag.put(f"referral_{key}", value)
     bag.put("ad_id", _id(referral.get("ad_id")))
@@ -371,12 +349,6 @@ def _url(value: Any) -> str | None:
     ):
         return clean_text(value)
     return None
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    if isinstance(value, str):
-        return clean_text(value)[:_META_STR_MAX]
-    return value if isinstance(value, int | float | bool) else None
 
 
 def _bounded(value: Any) -> Any:

@@ -35,14 +35,13 @@ from omni.channel import ChannelEvent, InboundRequest, Marked, MarkKind, Receive
 from omni.clock import iso
 from omni.errors import BadRequest
 from omni.meta import hub_challenge, verify_hub_signature
+from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
-    METADATA_MAX,
     TEXT_MAX,
     Attachment,
     AttachmentType,
     InboundMessage,
-    MetaValue,
     Payload,
     Product,
 )
@@ -65,7 +64,6 @@ STATUS_MARKS: Mapping[str, MarkKind] = {
 }
 _ID_MAX = 256
 _WAMID_MAX = 512
-_META_STR_MAX = 512
 
 
 def handshake(query: Mapping[str, str], verify_token: str) -> str:
@@ -151,7 +149,7 @@ def _message(
     at_ms = _seconds_ms(item.get("timestamp"))
     if kind == "reaction":
         return _reaction(item.get("reaction"), wa_id, wamid, number, at_ms)
-    bag = _Bag()
+    bag = MetadataBag()
     bag.put("phone_number_id", number or None)
     content = item.get(kind) if isinstance(kind, str) else None
     fields = _content(kind, content, bag, media_base)
@@ -170,7 +168,7 @@ def _message(
     referral = item.get("referral")
     if isinstance(referral, dict):  # the customer came from a click-to-WhatsApp ad
         for key in ("source_url", "source_id", "source_type", "headline", "ctwa_clid"):
-            bag.put(f"referral_{key}", _scalar(referral.get(key)))
+            bag.put(f"referral_{key}", scalar(referral.get(key)))
     attachments = fields.pop("attachments", [])
     if len(attachments) > ATTACHMENTS_MAX:
         bag.put("attachments_dropped", len(attachments) - ATTACHMENTS_MAX)
@@ -189,7 +187,9 @@ def _message(
     return Received(msgspec.convert(msgspec.to_builtins(inbound), InboundMessage))
 
 
-def _content(kind: Any, content: Any, bag: _Bag, media_base: str) -> dict[str, Any] | Skipped:
+def _content(
+    kind: Any, content: Any, bag: MetadataBag, media_base: str
+) -> dict[str, Any] | Skipped:
     """The canonical fields of one kind of message (text, attachments, quick_reply)."""
     fields: dict[str, Any] = {}
     if kind == "text" and isinstance(content, dict):
@@ -228,7 +228,7 @@ def _content(kind: Any, content: Any, bag: _Bag, media_base: str) -> dict[str, A
     return fields
 
 
-def _text(value: Any, bag: _Bag) -> str | None:
+def _text(value: Any, bag: MetadataBag) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     text = clean(value)
@@ -240,12 +240,12 @@ def _text(value: Any, bag: _Bag) -> str | None:
 
 
 def _media(
-    kind: str, content: dict[str, Any], media_id: str, media_base: str, bag: _Bag
+    kind: str, content: dict[str, Any], media_id: str, media_base: str, bag: MetadataBag
 ) -> Attachment:
     """The attachment points at omni's media route for the id: Meta's own URL for it
     lasts minutes and needs the access token, omni's asks Graph afresh each time."""
     bag.put("media_id", media_id)
-    bag.put("media_sha256", _scalar(content.get("sha256")))
+    bag.put("media_sha256", scalar(content.get("sha256")))
     if content.get("voice") is True:
         bag.put("voice_note", True)
     if kind == "sticker" and content.get("animated") is True:
@@ -260,12 +260,12 @@ def _media(
     )
 
 
-def _location(content: dict[str, Any], bag: _Bag) -> Attachment:
+def _location(content: dict[str, Any], bag: MetadataBag) -> Attachment:
     latitude, longitude = _number(content.get("latitude")), _number(content.get("longitude"))
     if latitude is None or longitude is None:
         raise ValueError("location without latitude and longitude")
     name, address = content.get("name"), content.get("address")
-    bag.put("location_address", _scalar(address))
+    bag.put("location_address", scalar(address))
     label = name if isinstance(name, str) and name else address
     url = content.get("url")
     return Attachment(
@@ -277,7 +277,7 @@ def _location(content: dict[str, Any], bag: _Bag) -> Attachment:
     )
 
 
-def _contacts(cards: list[Any], bag: _Bag) -> list[Attachment]:
+def _contacts(cards: list[Any], bag: MetadataBag) -> list[Attachment]:
     """Shared contact cards. Their numbers are someone's address book, never the
     sender's identity: they stay in the message and are not taken as facts."""
     attachments: list[Attachment] = []
@@ -287,7 +287,7 @@ def _contacts(cards: list[Any], bag: _Bag) -> list[Attachment]:
         name = _get(card, "name", "formatted_name")
         phones = [p for p in _list(card.get("phones")) if isinstance(p.get("phone"), str)]
         if len(attachments) == 0 and phones:
-            bag.put("contact_phone", _scalar(phones[0]["phone"]))
+            bag.put("contact_phone", scalar(phones[0]["phone"]))
             bag.put("contact_wa_id", _id(phones[0].get("wa_id")))
         attachments.append(
             Attachment(type="other", name=clean(name)[:512] if isinstance(name, str) else None)
@@ -298,7 +298,7 @@ def _contacts(cards: list[Any], bag: _Bag) -> list[Attachment]:
     return attachments
 
 
-def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
+def _interactive(content: dict[str, Any], bag: MetadataBag) -> Payload | None:
     kind = content.get("type")
     if kind in ("button_reply", "list_reply"):
         answer = content.get(kind)
@@ -306,7 +306,7 @@ def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
             return None
         title = answer.get("title")
         bag.put("interactive", kind)
-        bag.put("list_description", _scalar(answer.get("description")))
+        bag.put("list_description", scalar(answer.get("description")))
         return Payload(
             clean(answer["id"])[:1024],
             title=clean(title)[:256] if isinstance(title, str) and title else None,
@@ -324,12 +324,12 @@ def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
     return None
 
 
-def _order(content: dict[str, Any], bag: _Bag) -> list[Attachment]:
+def _order(content: dict[str, Any], bag: MetadataBag) -> list[Attachment]:
     bag.put("order_catalog_id", _id(content.get("catalog_id")))
     items = []
     for item in _list(content.get("product_items")):
         items.append(_product(item))
-        bag.put(f"quantity.{_name(item.get('product_retailer_id'))}", _scalar(item.get("quantity")))
+        bag.put(f"quantity.{_name(item.get('product_retailer_id'))}", scalar(item.get("quantity")))
     if not items:
         raise ValueError("order without product items")
     return items
@@ -381,30 +381,11 @@ def _status(item: dict[str, Any], number: str) -> ChannelEvent:
         detail["reason"] = "failed: WhatsApp gave no reason"
     pricing = item.get("pricing")
     if isinstance(pricing, dict):
-        detail["pricing_category"] = _scalar(pricing.get("category"))
+        detail["pricing_category"] = scalar(pricing.get("category"))
     return Marked(CHANNEL, recipient, kind, wamid, _seconds_ms(item.get("timestamp")), detail)
 
 
 # -- small helpers ----------------------------------------------------------------------
-
-
-class _Bag:
-    """Metadata under construction: scalars only, strings bounded, first value wins,
-    never more than METADATA_MAX keys."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, MetaValue] = {}
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self.data) >= METADATA_MAX or key[:64] in self.data or value is None:
-            return
-        if isinstance(value, str):
-            value = clean(value)[:_META_STR_MAX]
-        elif not isinstance(value, int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            return
-        self.data[key[:64]] = value
 
 
 def _reject_constant(name: str) -> Any:
@@ -441,12 +422,6 @@ def _seconds_ms(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 253_402_300_800:
         return None
     return value * 1000
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    if isinstance(value, str):
-        return clean(value)[:_META_STR_MAX]
-    return value if isinstance(value, int | float | bool) else None
 
 
 def _name(value: Any) -> str:
