@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from omni import phones
 from omni.errors import ConfigError
+from omni.eventloop import EVENT_LOOPS, EventLoop
 from omni.outbox import OutboxConfig
 
 Role = Literal["bot", "agent", "admin"]
@@ -65,6 +66,7 @@ class ServerSettings:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     shutdown_timeout: float = 10.0
+    event_loop: EventLoop = "auto"  # omni.eventloop: uvloop when installed
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class Settings:
                     "/"
                 ),
                 shutdown_timeout=read_float(server, "server.shutdown_timeout", 10.0),
+                event_loop=_event_loop(server),
             ),
             redis=RedisSettings(
                 url=read_str(redis, "redis.url", ""),
@@ -228,6 +231,13 @@ class Settings:
             identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
+
+
+def _event_loop(server: Mapping[str, Any]) -> EventLoop:
+    kind = read_str(server, "server.event_loop", "auto")
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop: must be {', '.join(EVENT_LOOPS)}, not {kind!r}")
+    return kind
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
