@@ -83,6 +83,12 @@ class Config:
     loop: str = "auto"  # omni.eventloop, the same on both sides
     quick: bool = False
 
+    @property
+    def side_rounds(self) -> int:
+        """Rounds of the growth and two-process sections: one when quick, which keeps
+        `--quick` under two minutes (their ratios then rest on one round each)."""
+        return 1 if self.quick else self.rounds
+
 
 # `--quick`: every section, smaller and shorter, in under two minutes on 2 cores; its
 # ratios are within one run like the full bench's, with fewer rounds behind each median.
@@ -414,7 +420,7 @@ def growth(bench: Bench, omni_url: str, out: dict[str, Any]) -> None:
                           ("long", bench.long_cid))
     }  # fmt: skip
     expected = 4000.0
-    for round_ in range(config.rounds):
+    for round_ in range(config.side_rounds):
         # A fresh 10-message customer each round: the one before has grown.
         short_id = f"bench-short-ingest-{round_}"
         asyncio.run(_seed_short(bench, short_id))
@@ -476,7 +482,7 @@ def two_processes(bench: Bench, base_url: str, single: list[Server], out: dict[s
     picked = [s for s in scenarios(bench) if s.name in ("context_read", "messages_ingest")]
     runs: dict[tuple[str, int], list[wrk.Run]] = {}
     base2_url, base2 = bench.start_baseline(processes=2)
-    for round_ in range(bench.config.rounds):
+    for round_ in range(bench.config.side_rounds):
         for processes in (1, 2) if round_ % 2 == 0 else (2, 1):
             url, group = bench.start_omni(processes)
             warm = next(s for s in picked if s.name == "context_read")
