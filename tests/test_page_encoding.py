@@ -77,6 +77,20 @@ def _stored_as_map(message: Message) -> bytes:
 Page = tuple[list[list[bytes]], list[bytes | None], list[Message], set[str]]
 
 
+def _stored_by_position_2(message: Message) -> bytes:
+    """A message as schema 2 wrote it: by position, direction and author as the API
+    spells them."""
+    fields = msgspec.to_builtins(message)
+    order = ["id", "channel", "direction", "author", "channel_message_id", "sent_at", "text",
+             "attachments", "quick_reply", "postback", "quick_replies", "voice", "reply_to",
+             "metadata"]  # fmt: skip
+    empty: dict[str, object] = {"attachments": [], "quick_replies": [], "metadata": {}}
+    values = [fields.get(name, empty.get(name)) for name in order]
+    while len(values) > 4 and values[-1] in (None, [], {}):
+        values.pop()
+    return b"\x02" + msgpack.packb(values)
+
+
 def _page(seed: int) -> Page:
     """A page as read_page.lua answers it and the messages it must read back as."""
     rng = random.Random(seed)
@@ -87,9 +101,10 @@ def _page(seed: int) -> Page:
         entry = f"{ms}-{rng.randrange(3)}"
         conv = rng.randrange(1, 4)
         written = msgspec.structs.replace(rng.choice(KINDS), id=f"msg_{rng.randrange(10**9)}")
-        as_map = rng.random() < 0.1
-        blob = _stored_as_map(written) if as_map else codec.encode_message(written)
-        cases |= {"map"} if as_map else set()
+        schema = rng.choice([1, 2, 3, 3, 3, 3])
+        writer = {1: _stored_as_map, 2: _stored_by_position_2, 3: codec.encode_message}[schema]
+        blob = writer(written)
+        cases.add(f"schema {schema}")
         mine = _notes(rng) if rng.random() < 0.5 else [None] * 4
         entries.append([entry.encode(), blob, str(conv).encode()])
         notes += mine
@@ -114,4 +129,13 @@ def test_every_kind_of_message_reads_back_as_the_json_it_was_written_as() -> Non
         assert JSON.encode(stored_messages(CID, entries, notes)) == JSON.encode(expected), seed
         seen |= cases
     # The generated pages did hold every case the loop treats apart.
-    assert seen == {"unsent", "status", "reaction", "read", "plain", "map"}
+    assert seen == {
+        "unsent",
+        "status",
+        "reaction",
+        "read",
+        "plain",
+        "schema 1",
+        "schema 2",
+        "schema 3",
+    }
