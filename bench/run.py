@@ -608,6 +608,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--long", type=int, default=defaults.long, help="messages, growth")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy on misses")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --quick: py-spy the misses too"
+    )
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument(
         "--loop", choices=EVENT_LOOPS, default=defaults.loop, help="both sides' event loop"
@@ -641,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.quick:
         config = dataclasses.replace(
-            QUICK, connections=args.connections, out=args.out, loop=args.loop
-        )
+            QUICK, connections=args.connections, out=args.out, loop=args.loop,
+            profile=args.profile,
+        )  # fmt: skip
     if wrk.wrk_binary() is None:
         print(f"bench: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
