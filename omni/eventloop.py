@@ -2,8 +2,9 @@
 ("auto", the default), or asyncio's own.
 
 uvloop (libuv under asyncio's interface) takes less CPU per request than asyncio's
-selector loop: 7-12% less for a history page or a context read through the app in one
-process (`bench/micro.py`), more under many connections. It is a dependency on the
+selector loop: 0-13% less for a history page or a context read through the app, 16 at
+once, in one process (`python -m bench.micro`, alternating the loops, on a loaded
+machine); never more. It is a dependency on the
 platforms it supports; where it is not installed, "auto" runs asyncio's loop, so omni
 still runs everywhere Python does.
 """
