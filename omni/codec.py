@@ -32,9 +32,11 @@ from omni.model import (
 )
 
 SCHEMA = 1  # a msgpack map of the record's fields
-# A message as a msgpack array in `_StoredMessage`'s field order, its direction a bool
+# A message as a msgpack array in `_StoredMessage3`'s field order, its direction a bool
 # and its author an array (`_StoredAuthor`): 3 since issue 16, 23 bytes a message less
-# than 2 (direction and author as the API spells them), which still reads.
+# than 2 (`_StoredMessage`: direction and author as the API spells them), which still
+# reads. A version of omni before 3 cannot read what 3 writes: upgrade every process of
+# a deployment before the first message is stored by the new one.
 MESSAGE_SCHEMA = 3
 _HEADER = bytes([SCHEMA])
 _MESSAGE_HEADER = bytes([MESSAGE_SCHEMA])
@@ -46,7 +48,8 @@ T = TypeVar("T")
 
 
 class _StoredMessage(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """The fields of `Message` a stored message holds, by position: names are not
+    """Schema 2, read only now. The fields of `Message` a stored message holds, by
+    position: names are not
     repeated in every message and trailing empty fields are left out. Not here: what
     the timeline entry says and the annotations (status, deletion, reaction, read).
     Fields are only ever added at the end, with a default. Spelled out rather than
