@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from omni import phones
 from omni.errors import ConfigError
+from omni.eventloop import EVENT_LOOPS, EventLoop
 from omni.outbox import OutboxConfig
 
 Role = Literal["bot", "agent", "admin"]
@@ -82,6 +83,8 @@ class ServerSettings:
         """These settings serving on `host:port` (the CLI's --host and --port)."""
         public = self.public_url if self.public_url_set else local_url(host, port)
         return replace(self, host=host, port=port, public_url=public)
+
+    event_loop: EventLoop = "auto"  # omni.eventloop: uvloop when installed
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,13 @@ class Settings:
             identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
+
+
+def _event_loop(server: Mapping[str, Any]) -> EventLoop:
+    kind = read_str(server, "server.event_loop", "auto")
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop: must be {', '.join(EVENT_LOOPS)}, not {kind!r}")
+    return kind
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
@@ -417,6 +427,7 @@ def _server(section: Mapping[str, Any]) -> ServerSettings:
         public_url=public or local_url(host, port),
         shutdown_timeout=read_float(section, "server.shutdown_timeout", 10.0),
         public_url_set=bool(public),
+        event_loop=_event_loop(section),
     )
 
 
