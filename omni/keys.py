@@ -33,7 +33,15 @@ Keys that index across customers (identities, search) are tagged by what they in
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "omni"
+
+
+def shard_of(cid: str, shards: int) -> int:
+    """The shard a customer's entries in a sharded service-wide index go to (the team
+    inbox, the service report): crc32 of its id modulo the section's `shards`."""
+    return zlib.crc32(cid.encode()) % shards
 
 
 def customer(cid: str) -> str:
