@@ -88,7 +88,7 @@ from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.surveys import is_survey_answer
 
-log = structlog.get_logger("omni.channels.voice")
+log = structlog.get_logger("adapters.voice")
 
 LINK_CODE = re.compile(r"\d{6}")
 
