@@ -23,7 +23,6 @@ one place so what WhatsApp sends and what omni makes of it can be read side by s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +33,7 @@ from adapters.whatsapp.errors import status_reason
 from omni.channel import ChannelEvent, InboundRequest, Marked, MarkKind, Received, Skipped
 from omni.clock import iso
 from omni.errors import BadRequest
-from omni.meta import hub_challenge, verify_hub_signature
+from omni.meta import hub_challenge, notification, verify_hub_signature
 from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
@@ -79,12 +78,7 @@ def verify(request: InboundRequest, app_secrets: tuple[str, ...]) -> None:
 def parse(body: bytes, media_base: str) -> list[ChannelEvent]:
     """Every message and status of every change, in order. `media_base` is where omni
     serves a media id (`{media_base}/{id}`): what an attachment's url becomes."""
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest("whatsapp webhook body is not JSON") from exc
-    if not isinstance(data, dict) or data.get("object") != OBJECT:
-        raise BadRequest(f'whatsapp webhook body is not an object with "object":"{OBJECT}"')
+    data = notification(body, OBJECT, CHANNEL)
     entries = _objects(data.get("entry"), "entry")
     events: list[ChannelEvent] = []
     for entry in entries:
@@ -386,10 +380,6 @@ def _status(item: dict[str, Any], number: str) -> ChannelEvent:
 
 
 # -- small helpers ----------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _list(value: Any) -> list[dict[str, Any]]:
