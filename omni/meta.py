@@ -18,6 +18,7 @@ from typing import Any
 
 from omni.channel import header
 from omni.errors import BadRequest, Forbidden, Unauthenticated
+from omni.text import clean
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 CHALLENGE_MAX = 256
@@ -73,3 +74,18 @@ def notification(body: bytes, object_: str, channel: str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def nested(data: dict[str, Any], outer: str, inner: str) -> Any:
+    """`data[outer][inner]` of a payload, or None where either is missing or not an object."""
+    value = data.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def payload_id(value: Any) -> str | None:
+    """An id in a payload as text: Meta sends some as numbers, some as strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return clean(value) if isinstance(value, str) and value else None
