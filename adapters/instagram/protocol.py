@@ -245,10 +245,7 @@ class InstagramAdapter:
 
     def answer(self, answer: ProviderAnswer) -> Delivery:
         """What Graph's answer to one Send API request means."""
-        try:
-            data: Any = json.loads(answer.body)
-        except ValueError:
-            data = None
+        data = answer.json()
         if 200 <= answer.status < 300 and not (isinstance(data, dict) and "error" in data):
             mid = data.get("message_id") if isinstance(data, dict) else None
             return Delivery("sent", channel_message_id=mid if isinstance(mid, str) else None)
