@@ -26,6 +26,7 @@ from omni.errors import ConfigError, Unauthenticated
 
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 FORM: Final = "application/x-www-form-urlencoded"
+TWIML_CONTENT_TYPE: Final = "text/xml"  # what a webhook's TwiML answer is sent as
 MAX_PARAMS: Final = 500
 
 
