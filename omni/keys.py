@@ -254,7 +254,7 @@ def survey(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:svy"
 
 
-# -- the team inbox (omni.conversations) ----------------------------------------------
+# -- the team inbox (omni.store.inbox) ------------------------------------------------
 #
 #     omni:inbox:{ib<n>}:<status>              zset  customer ids scored by waiting since (ms);
 #                                                    status: waiting, open or resolved
@@ -271,7 +271,7 @@ def inbox(shard: int, status: str, by: str = "") -> str:
     return f"{PREFIX}:inbox:{{ib{shard}}}:{status}" + (f":{by}" if by else "")
 
 
-# -- identity changes (omni.audit, omni.merge, omni.unmerge) --------------------------
+# -- identity changes (omni.store.audit, omni.merge, omni.unmerge) --------------------
 
 
 def audit(cid: str) -> str:
