@@ -22,6 +22,7 @@ Inbound, a request becomes a list of `ChannelEvent`s:
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -123,6 +124,19 @@ class ProviderAnswer:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; None when it is empty or not JSON (a proxy's error page)."""
+        return answer_json(self.body)
+
+
+def answer_json(body: bytes) -> Any:
+    """A provider's answer body as JSON, None when it is empty or not JSON: what it
+    means is the protocol's to say, never an exception in the sender."""
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
 
 
 class Adapter(Protocol):

@@ -33,7 +33,15 @@ Keys that index across customers (identities, search) are tagged by what they in
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "omni"
+
+
+def shard_of(cid: str, shards: int) -> int:
+    """The shard a customer's entries in a sharded service-wide index go to (the team
+    inbox, the service report): crc32 of its id modulo the section's `shards`."""
+    return zlib.crc32(cid.encode()) % shards
 
 
 def customer(cid: str) -> str:
@@ -246,7 +254,7 @@ def survey(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:svy"
 
 
-# -- the team inbox (omni.conversations) ----------------------------------------------
+# -- the team inbox (omni.store.inbox) ------------------------------------------------
 #
 #     omni:inbox:{ib<n>}:<status>              zset  customer ids scored by waiting since (ms);
 #                                                    status: waiting, open or resolved
@@ -263,7 +271,7 @@ def inbox(shard: int, status: str, by: str = "") -> str:
     return f"{PREFIX}:inbox:{{ib{shard}}}:{status}" + (f":{by}" if by else "")
 
 
-# -- identity changes (omni.audit, omni.merge, omni.unmerge) --------------------------
+# -- identity changes (omni.store.audit, omni.merge, omni.unmerge) --------------------
 
 
 def audit(cid: str) -> str:

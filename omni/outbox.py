@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -459,7 +459,7 @@ class Outbox:
         owner: str,
         state: State,
         sets: list[Any],
-        deletes: list[str] = (),  # type: ignore[assignment]
+        deletes: Sequence[str] = (),
     ) -> bool:
         written = await self._update(
             keys=[keys.delivery(owner or delivery_id, delivery_id)],

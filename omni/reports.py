@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -67,10 +66,6 @@ def field(figure: str, channel: str, agent: str) -> str:
     return SEP.join(part.replace(SEP, "/") for part in (figure, channel, agent))
 
 
-def shard_of(cid: str, shards: int) -> int:
-    return zlib.crc32(cid.encode()) % shards
-
-
 @dataclass(frozen=True)
 class Resolution:
     """A conversation just resolved (omni.handoff), as the survey and report see it."""
@@ -93,7 +88,7 @@ class Reports:
         self._sample = scripts.load(redis, "reports")
 
     def shard(self, cid: str) -> int:
-        return shard_of(cid, self.config.shards)
+        return keys.shard_of(cid, self.config.shards)
 
     async def _count(self, cid: str, day: str, counts: Iterable[Count]) -> None:
         key = keys.report_day(self.shard(cid), day)

@@ -246,7 +246,10 @@ async def test_serve_processes_shares_one_embedded_redis_and_restarts_a_crashed_
                    if line.get("event") == "worker started"]  # fmt: skip
         assert len(started) == 1 and f"-{children[0]}-" in started[0], started
 
-        async with aiohttp.ClientSession() as session:
+        # A new connection per request: a kept-alive one may be the child killed below,
+        # which resets it (the kernel spreads connections, not requests, over the children).
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             cid = (await _ingest(session, parent.url, "eve", "e-0"))["customer_id"]
             for n in range(1, 8):  # spread over both children by the kernel
                 await _ingest(session, parent.url, "eve", f"e-{n}")

@@ -68,6 +68,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from adapters.chat.sessions import (
+    SESSION_TTL_S,
     Session,
     SessionAuthority,
     SessionGrant,
@@ -227,8 +228,8 @@ class ClientChannel:
         *,
         session_secret: str | bytes,
         identity_secret: str | bytes,
-        session_ttl_s: int,
-        previous_session_secrets: Sequence[str | bytes],
+        session_ttl_s: int = SESSION_TTL_S,
+        previous_session_secrets: Sequence[str | bytes] = (),
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.sessions = SessionAuthority(

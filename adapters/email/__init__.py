@@ -39,7 +39,7 @@ from omni.settings import Settings
 from omni.store import Store
 from omni.threads import Threads
 
-log = structlog.get_logger("omni.channels.email")
+log = structlog.get_logger("adapters.email")
 
 
 def setup(

@@ -38,7 +38,7 @@ from omni.store import Store
 from omni.threads import MailThread, Threads
 from omni.web_io import json_response
 
-log = structlog.get_logger("omni.channels.email")
+log = structlog.get_logger("adapters.email")
 AUTOMATIC_TEXT_MAX = 1000  # of an auto-reply's or a bounce's text, kept on its event
 
 

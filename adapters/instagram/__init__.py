@@ -37,7 +37,7 @@ from omni.channel import Channel, Sender
 from omni.settings import Settings
 from omni.store import Store
 
-log = structlog.get_logger("omni.channels.instagram")
+log = structlog.get_logger("adapters.instagram")
 
 
 def setup(

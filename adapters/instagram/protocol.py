@@ -84,8 +84,8 @@ from omni.channel import (
     ProviderAnswer,
     Skipped,
 )
-from omni.errors import BadRequest, ConfigError
-from omni.meta import hub_challenge, verify_hub_signature
+from omni.errors import ConfigError
+from omni.meta import hub_challenge, notification, verify_hub_signature
 from omni.model import Message
 from omni.text import clean as clean_text
 from omni.text import safe_cut
@@ -111,11 +111,6 @@ WindowState = Literal["open", "human_agent", "closed"]
 SenderAction = Literal["typing_on", "typing_off", "mark_seen"]
 
 _SENDABLE = frozenset({"image", "video", "audio", "file"})
-
-
-def reject_constant(name: str) -> Any:
-    """NaN and Infinity are Python's JSON, not Meta's: a body holding one is refused."""
-    raise ValueError(f"{name} is not JSON")
 
 
 def window_state(last_inbound_ms: int | None, now_ms: int) -> WindowState:
@@ -189,12 +184,7 @@ class InstagramAdapter:
 
     def parse(self, request: InboundRequest) -> list[ChannelEvent]:
         """Every event of every entry, in order. Call `verify` first."""
-        try:
-            body = json.loads(request.body, parse_constant=reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest("instagram webhook body is not JSON") from exc
-        if not isinstance(body, dict) or body.get("object") != "instagram":
-            raise BadRequest('instagram webhook body is not an object with "object":"instagram"')
+        body = notification(request.body, "instagram", "instagram")
         entries = body.get("entry")
         if not isinstance(entries, list):
             return [Skipped("instagram: notification without an entry list")]
@@ -255,10 +245,7 @@ class InstagramAdapter:
 
     def answer(self, answer: ProviderAnswer) -> Delivery:
         """What Graph's answer to one Send API request means."""
-        try:
-            data: Any = json.loads(answer.body)
-        except ValueError:
-            data = None
+        data = answer.json()
         if 200 <= answer.status < 300 and not (isinstance(data, dict) and "error" in data):
             mid = data.get("message_id") if isinstance(data, dict) else None
             return Delivery("sent", channel_message_id=mid if isinstance(mid, str) else None)

@@ -34,7 +34,7 @@ from omni.route import Param, Route
 from omni.state import STORE
 from omni.web_io import json_response
 
-log = structlog.get_logger("omni.channels.mobile")
+log = structlog.get_logger("adapters.mobile")
 
 
 class DeviceView(msgspec.Struct, frozen=True):
@@ -105,7 +105,7 @@ ROUTES: tuple[Route, ...] = (
           body=DeviceRequest, response=DeviceView, errors=(400, 401, 403, 404, 413, 422)),
     Route("GET", "/channels/mobile/ws", mobile_socket,
           "The live socket while the app is open: replies there are not pushed (frames in "
-          "adapters.client)", NAME, status=101,
+          "adapters.chat.protocol)", NAME, status=101,
           params=(Param("token", "query", "the session token, if not in Authorization"),),
           errors=(400, 401, 404)),
 )  # fmt: skip

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from adapters.sms.outbound import OPTED_OUT_CODE, twiml
-from adapters.sms.protocol import CHANNEL, INBOUND_PATH, STATUS_PATH, TWIML_CONTENT_TYPE, InboundSms
+from adapters.sms.protocol import CHANNEL, INBOUND_PATH, STATUS_PATH, InboundSms
 from adapters.sms.sender import SmsAdapter
 from omni import channel_http
 from omni.channel import InboundRequest, Received
@@ -19,6 +19,7 @@ from omni.optouts import opt_in, opt_out
 from omni.receipts import record_receipt
 from omni.route import Param, Route
 from omni.state import SERVICES, STORE
+from omni.twilio import TWIML_CONTENT_TYPE
 
 log = structlog.get_logger("adapters.sms")
 HELP_AUTHOR = Author(kind="system", name="SMS help")

@@ -33,7 +33,7 @@ from omni.errors import ConfigError
 from omni.settings import Settings
 from omni.store import Store
 
-log = structlog.get_logger("omni.channels.voice")
+log = structlog.get_logger("adapters.voice")
 
 _SETTING_NAMES = {
     "voice: auth_token": "twilio.auth_token:",

@@ -38,7 +38,6 @@ from aiohttp import web
 
 from adapters.voice.config import NAME
 from adapters.voice.protocol import (
-    TWIML_CONTENT_TYPE,
     CallWebhook,
     VoiceAdapter,
     empty,
@@ -87,8 +86,9 @@ from omni.route import Param, Route
 from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.surveys import is_survey_answer
+from omni.twilio import TWIML_CONTENT_TYPE
 
-log = structlog.get_logger("omni.channels.voice")
+log = structlog.get_logger("adapters.voice")
 
 LINK_CODE = re.compile(r"\d{6}")
 

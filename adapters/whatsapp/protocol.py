@@ -23,7 +23,6 @@ one place so what WhatsApp sends and what omni makes of it can be read side by s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +33,7 @@ from adapters.whatsapp.errors import status_reason
 from omni.channel import ChannelEvent, InboundRequest, Marked, MarkKind, Received, Skipped
 from omni.clock import iso
 from omni.errors import BadRequest
-from omni.meta import hub_challenge, verify_hub_signature
+from omni.meta import hub_challenge, nested, notification, payload_id, verify_hub_signature
 from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
@@ -79,12 +78,7 @@ def verify(request: InboundRequest, app_secrets: tuple[str, ...]) -> None:
 def parse(body: bytes, media_base: str) -> list[ChannelEvent]:
     """Every message and status of every change, in order. `media_base` is where omni
     serves a media id (`{media_base}/{id}`): what an attachment's url becomes."""
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest("whatsapp webhook body is not JSON") from exc
-    if not isinstance(data, dict) or data.get("object") != OBJECT:
-        raise BadRequest(f'whatsapp webhook body is not an object with "object":"{OBJECT}"')
+    data = notification(body, OBJECT, CHANNEL)
     entries = _objects(data.get("entry"), "entry")
     events: list[ChannelEvent] = []
     for entry in entries:
@@ -109,10 +103,10 @@ def _change(change: dict[str, Any], media_base: str) -> list[ChannelEvent]:
     for key in ("contacts", "messages", "statuses", "errors"):
         if key in value:
             _objects(value[key], f"value.{key}")
-    number = _id(_get(value, "metadata", "phone_number_id")) or ""
+    number = payload_id(nested(value, "metadata", "phone_number_id")) or ""
     names: dict[str, str] = {}
     for contact in _list(value.get("contacts")):
-        wa_id, name = _id(contact.get("wa_id")), _get(contact, "profile", "name")
+        wa_id, name = payload_id(contact.get("wa_id")), nested(contact, "profile", "name")
         if wa_id and isinstance(name, str) and name.strip():
             names[wa_id] = clean(name.strip())[:256]
     events: list[ChannelEvent] = []
@@ -143,7 +137,7 @@ def _guarded(handler: Any, item: dict[str, Any], *args: Any) -> ChannelEvent:
 def _message(
     item: dict[str, Any], number: str, names: dict[str, str], media_base: str
 ) -> ChannelEvent:
-    wa_id, wamid, kind = _id(item.get("from")), _id(item.get("id")), item.get("type")
+    wa_id, wamid, kind = payload_id(item.get("from")), payload_id(item.get("id")), item.get("type")
     if not wa_id or len(wa_id) > _ID_MAX or not wamid or len(wamid) > _WAMID_MAX:
         return Skipped("whatsapp: message without a usable from or id")
     at_ms = _seconds_ms(item.get("timestamp"))
@@ -159,11 +153,11 @@ def _message(
     context = item.get("context")
     reply_to = None
     if isinstance(context, dict):
-        reply_to = _id(context.get("id"))
+        reply_to = payload_id(context.get("id"))
         if context.get("forwarded") is True or context.get("frequently_forwarded") is True:
             bag.put("forwarded", True)
         product = context.get("referred_product")
-        if isinstance(product, dict) and _id(product.get("product_retailer_id")):
+        if isinstance(product, dict) and payload_id(product.get("product_retailer_id")):
             fields.setdefault("attachments", []).append(_product(product))
     referral = item.get("referral")
     if isinstance(referral, dict):  # the customer came from a click-to-WhatsApp ad
@@ -197,7 +191,7 @@ def _content(
         if not fields["text"]:
             return Skipped("whatsapp: text message without a body")
     elif isinstance(kind, str) and kind in MEDIA_KINDS and isinstance(content, dict):
-        media_id = _id(content.get("id"))
+        media_id = payload_id(content.get("id"))
         if not media_id:
             return Skipped(f"whatsapp: {kind} message without a media id")
         fields["text"] = _text(content.get("caption"), bag)
@@ -284,11 +278,11 @@ def _contacts(cards: list[Any], bag: MetadataBag) -> list[Attachment]:
     for card in cards:
         if not isinstance(card, dict):
             continue
-        name = _get(card, "name", "formatted_name")
+        name = nested(card, "name", "formatted_name")
         phones = [p for p in _list(card.get("phones")) if isinstance(p.get("phone"), str)]
         if len(attachments) == 0 and phones:
             bag.put("contact_phone", scalar(phones[0]["phone"]))
-            bag.put("contact_wa_id", _id(phones[0].get("wa_id")))
+            bag.put("contact_wa_id", payload_id(phones[0].get("wa_id")))
         attachments.append(
             Attachment(type="other", name=clean(name)[:512] if isinstance(name, str) else None)
         )
@@ -325,7 +319,7 @@ def _interactive(content: dict[str, Any], bag: MetadataBag) -> Payload | None:
 
 
 def _order(content: dict[str, Any], bag: MetadataBag) -> list[Attachment]:
-    bag.put("order_catalog_id", _id(content.get("catalog_id")))
+    bag.put("order_catalog_id", payload_id(content.get("catalog_id")))
     items = []
     for item in _list(content.get("product_items")):
         items.append(_product(item))
@@ -347,14 +341,14 @@ def _product(item: dict[str, Any]) -> Attachment:
 def _reaction(
     reaction: Any, wa_id: str, wamid: str, number: str, at_ms: int | None
 ) -> ChannelEvent:
-    if not isinstance(reaction, dict) or not _id(reaction.get("message_id")):
+    if not isinstance(reaction, dict) or not payload_id(reaction.get("message_id")):
         return Skipped("whatsapp: reaction without a message_id")
     emoji = reaction.get("emoji")
     emoji = clean(emoji)[:64] if isinstance(emoji, str) and emoji else None
     kind: MarkKind = "reaction" if emoji else "unreaction"
     detail = {"emoji": emoji,
               "event_id": wamid, "phone_number_id": number or None}  # fmt: skip
-    return Marked(CHANNEL, wa_id, kind, _id(reaction.get("message_id")), at_ms,
+    return Marked(CHANNEL, wa_id, kind, payload_id(reaction.get("message_id")), at_ms,
                   {k: v for k, v in detail.items() if v is not None})  # fmt: skip
 
 
@@ -362,7 +356,8 @@ def _reaction(
 
 
 def _status(item: dict[str, Any], number: str) -> ChannelEvent:
-    wamid, state, recipient = _id(item.get("id")), item.get("status"), _id(item.get("recipient_id"))
+    wamid, state = payload_id(item.get("id")), item.get("status")
+    recipient = payload_id(item.get("recipient_id"))
     if not wamid or not recipient:
         return Skipped("whatsapp: status without an id or recipient_id")
     kind = STATUS_MARKS.get(state) if isinstance(state, str) else None
@@ -388,25 +383,8 @@ def _status(item: dict[str, Any], number: str) -> ChannelEvent:
 # -- small helpers ----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _list(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _get(data: dict[str, Any], outer: str, inner: str) -> Any:
-    value = data.get(outer)
-    return value.get(inner) if isinstance(value, dict) else None
-
-
-def _id(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return clean(value) if isinstance(value, str) and value else None
 
 
 def _number(value: Any) -> float | None:

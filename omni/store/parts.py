@@ -9,6 +9,8 @@ event on the timeline (`store.timeline.record_event`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 from omni import codec, keys, scripts
@@ -60,7 +62,7 @@ class Parts:
         part: str,
         if_match: str | None,
         sets: list[tuple[str, bytes]],
-        deletes: list[str] = (),  # type: ignore[assignment]
+        deletes: Sequence[str] = (),
     ) -> tuple[str, bytes | None]:
         """A revisioned write of any of the customer hash's fields (a merge's, an
         erasure's mark): see omni.store.versioned."""
