@@ -47,10 +47,18 @@ def server_binary() -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, *, persist: bool = True, port: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        persist: bool = True,
+        port: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.persist = persist
         self.port = port
+        self.extra_args = extra_args  # more server options (a cluster node's, say)
         socket_path = self.data_dir / "valkey.sock"
         if len(str(socket_path)) > _SOCKET_PATH_MAX:
             digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]  # noqa: S324
@@ -87,6 +95,7 @@ class EmbeddedRedis:
             # customer's three streams (timeline, channel index, events) cost 12 KB before
             # their second message. 2048 halves that for ~6 bytes more per message.
             "--stream-node-max-bytes", str(STREAM_NODE_MAX_BYTES),
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - our own argument list
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True

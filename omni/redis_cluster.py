@@ -1,0 +1,172 @@
+"""A local Redis Cluster: six Valkey nodes (three primaries, one replica each) from the
+same server binary omni embeds (omni.redis_server), on loopback TCP ports.
+
+For the test suite's cluster run (`make test-cluster`) and `make cluster`. It forms the
+cluster itself, with the commands any cluster is formed with (no redis-cli needed):
+`CLUSTER ADDSLOTSRANGE` gives each primary a third of the 16384 slots, `CLUSTER MEET`
+introduces the nodes, `CLUSTER REPLICATE` makes each replica follow its primary. A data
+dir that already holds a formed cluster (each node's nodes.conf) is started as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis import Redis
+
+from omni.errors import ConfigError
+from omni.redis_server import EmbeddedRedis
+
+SLOTS = 16384
+BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports that are free, with their cluster bus ports free too."""
+    ports: list[int] = []
+    candidates = list(range(20000, 50000))
+    random.shuffle(candidates)
+    for port in candidates:
+        if _free(port) and _free(port + BUS_OFFSET):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise ConfigError("redis cluster: no free loopback ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalCluster:
+    """`primaries` primaries with `replicas` replicas each, under `data_dir/<port>/`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: list[int],
+        *,
+        primaries: int = 3,
+        replicas: int = 1,
+        persist: bool = False,
+        node_timeout_ms: int = 2000,
+    ) -> None:
+        if len(ports) != primaries * (1 + replicas):
+            raise ConfigError(f"redis cluster: {primaries * (1 + replicas)} ports needed")
+        self.data_dir = data_dir.resolve()
+        self.ports = ports
+        self.primaries = primaries
+        self.nodes = [
+            EmbeddedRedis(
+                self.data_dir / str(port),
+                persist=persist,
+                port=port,
+                extra_args=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(self.data_dir / str(port) / "nodes.conf"),
+                    "--cluster-node-timeout", str(node_timeout_ms),
+                    # A replica may serve while its link is down: a test's failover is
+                    # about the primaries.
+                    "--replica-serve-stale-data", "yes",
+                ),
+            )  # fmt: skip
+            for port in ports
+        ]
+
+    @property
+    def url(self) -> str:
+        """Any one node: the cluster client discovers the others from it."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes if node.pid is not None]
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [Redis(unix_socket_path=str(n.socket_path)) for n in self.nodes]
+            try:
+                if not _formed(clients[0], len(self.nodes)):
+                    self._form(clients, timeout)
+                self._wait_ok(clients, timeout)
+            finally:
+                for client in clients:
+                    client.close()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self, clients: list[Redis], timeout: float) -> None:
+        ids = [_text(client.execute_command("CLUSTER", "MYID")) for client in clients]
+        share = SLOTS // self.primaries
+        for index, client in enumerate(clients[: self.primaries]):
+            first = index * share
+            last = SLOTS - 1 if index == self.primaries - 1 else first + share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        for port in self.ports[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        # A replica can follow its primary only once it has heard of it.
+        _until(timeout, "every node knows every other", lambda: all(
+            _info(c, "CLUSTER", "INFO").get("cluster_known_nodes") == str(len(clients))
+            for c in clients
+        ))  # fmt: skip
+        for index, client in enumerate(clients[self.primaries :]):
+            client.execute_command("CLUSTER", "REPLICATE", ids[index % self.primaries])
+
+    def _wait_ok(self, clients: list[Redis], timeout: float) -> None:
+        _until(timeout, "cluster_state:ok on every node", lambda: all(
+            _info(c, "CLUSTER", "INFO").get("cluster_state") == "ok" for c in clients
+        ))  # fmt: skip
+        replicas = clients[self.primaries :]
+        _until(timeout, "every replica in sync", lambda: all(
+            _info(c, "INFO", "replication").get("master_link_status") == "up"
+            and _info(c, "INFO", "replication").get("master_sync_in_progress") == "0"
+            for c in replicas
+        ))  # fmt: skip
+
+    def stop(self) -> None:
+        """Each node by its own pid (SIGTERM, then SIGKILL after a while)."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop()
+
+
+def _formed(client: Redis, nodes: int) -> bool:
+    info = _info(client, "CLUSTER", "INFO")
+    return info.get("cluster_known_nodes") == str(nodes) and info.get("cluster_slots_assigned") == str(SLOTS)
+
+
+def _info(client: Redis, *command: str) -> dict[str, str]:
+    reply = client.execute_command(*command)
+    if isinstance(reply, dict):  # INFO: redis-py parsed it already
+        return {str(k): str(v) for k, v in reply.items()}
+    fields: dict[str, str] = {}
+    for line in _text(reply).splitlines():
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+def _until(timeout: float, what: str, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(0.05)
+    raise ConfigError(f"redis cluster: no {what} within {timeout}s")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
