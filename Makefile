@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint bench browser clean
+.PHONY: run test test-cluster cluster lint bench browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: $(STAMP)
 # The suite includes the console's test in a real browser: `browser` first.
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The whole suite again on a real Redis Cluster (3 primaries, 1 replica each) that the
+# session starts from the embedded binary, with omni in cluster mode.
+test-cluster: $(TEST_STAMP) browser
+	OMNI_TEST_CLUSTER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check omni adapters tests bench

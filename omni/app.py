@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
 from omni.channels.socket import track_sockets
 from omni.middleware import request_middleware
 from omni.openapi import build
+from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
@@ -37,31 +37,17 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
 
-    # A blocking pool makes a burst of requests wait for a connection instead of
-    # failing with "Too many connections" the moment the pool is exhausted.
-    def connect(socket_timeout: float | None) -> Redis:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.redis.max_connections,
-            timeout=settings.redis.pool_timeout,
-            socket_connect_timeout=2,
-            socket_timeout=socket_timeout,
-        )
-        return Redis(connection_pool=pool)
-
-    client = connect(10)
+    client = connect(settings.redis, url, socket_timeout=10)
     # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
-    pipelined = connect(None)
+    pipelined = connect(settings.redis, url, socket_timeout=None)
     app[REDIS] = client
     app[STORE] = Store(client, pipelined=pipelined)
     try:
         yield
     finally:
-        # The clients were handed their pools, so they do not own them: close them
-        # explicitly, or every pooled connection is left open when the app stops.
-        await client.aclose(close_connection_pool=True)
-        await pipelined.aclose(close_connection_pool=True)
+        await close(client)
+        await close(pipelined)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")

@@ -10,12 +10,12 @@ import sys
 import aiohttp
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.demo import DemoError, play
 from omni.errors import ConfigError
 from omni.logs import configure
+from omni.redis_client import close, connect
 from omni.services import open_services
 from omni.settings import Settings
 from omni.store import Store
@@ -48,12 +48,12 @@ async def _work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
+    redis = connect(settings.redis, settings.redis.url, socket_timeout=30)
     try:
         async with open_services(settings, redis, Store(redis)) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
-        await redis.aclose()
+        await close(redis)
 
 
 def _demo(settings: Settings, url: str | None) -> int:

@@ -98,7 +98,11 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - our own argument list
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # it logs to its logfile; a pipe held open would hang
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -44,7 +44,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         outbox = Outbox(redis, settings.outbox)
-        live = Live(redis)
+        live = Live(redis, settings.redis.shards)
         adapters: dict[str, Any] = {}
         senders: dict[str, Sender] = {}
         for module in channels.MODULES:

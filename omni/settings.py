@@ -72,6 +72,11 @@ class RedisSettings:
     data_dir: Path = Path("./var")
     max_connections: int = 64
     pool_timeout: float = 5.0
+    # `url` names one node of a Redis Cluster: omni discovers the rest (omni.redis_client).
+    cluster: bool = False
+    # Service-wide streams are split into this many hash-tagged shards in cluster mode,
+    # so that no one node takes every write (omni.keys).
+    shards: int = 8
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,8 @@ class Settings:
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
                 max_connections=read_int(redis, "redis.max_connections", 64, low=1, high=10_000),
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
+                cluster=read_bool(redis, "redis.cluster", False),
+                shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
