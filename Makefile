@@ -27,6 +27,11 @@ run: $(STAMP)
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# A local Redis Cluster (3 primaries, 1 replica each) under ./var/cluster, and omni
+# serving on it in cluster mode; Ctrl-C stops both. ARGS go to `omni serve`.
+cluster: $(STAMP)
+	$(BIN)/python -m omni.redis_cluster --dir var/cluster $(ARGS)
+
 # The whole suite again on a real Redis Cluster (3 primaries, 1 replica each) that the
 # session starts from the embedded binary, with omni in cluster mode.
 test-cluster: $(TEST_STAMP) browser

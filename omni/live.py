@@ -346,7 +346,6 @@ class Live:
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
 
-
     @contextlib.asynccontextmanager
     async def _subscribed(self) -> AsyncIterator[AsyncIterator[bytes]]:
         """Every doorbell from here on: the channel's, or every shard's in a cluster."""
@@ -425,4 +424,3 @@ async def _messages(pubsub: Any) -> AsyncIterator[bytes]:
     async for message in pubsub.listen():
         if message.get("type") == "message":
             yield message["data"]
-

@@ -10,9 +10,13 @@ dir that already holds a formed cluster (each node's nodes.conf) is started as i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,15 +75,8 @@ class LocalCluster:
                 self.data_dir / str(port),
                 persist=persist,
                 port=port,
-                extra_args=(
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(self.data_dir / str(port) / "nodes.conf"),
-                    "--cluster-node-timeout", str(node_timeout_ms),
-                    # A replica may serve while its link is down: a test's failover is
-                    # about the primaries.
-                    "--replica-serve-stale-data", "yes",
-                ),
-            )  # fmt: skip
+                extra_args=_node_args(self.data_dir / str(port), node_timeout_ms),
+            )
             for port in ports
         ]
 
@@ -117,24 +114,33 @@ class LocalCluster:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
         for port in self.ports[1:]:
             clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+
         # A replica can follow its primary only once it has heard of it.
-        _until(timeout, "every node knows every other", lambda: all(
-            _info(c, "CLUSTER", "INFO").get("cluster_known_nodes") == str(len(clients))
-            for c in clients
-        ))  # fmt: skip
+        def met() -> bool:
+            known = str(len(clients))
+            return all(
+                _info(c, "CLUSTER", "INFO").get("cluster_known_nodes") == known for c in clients
+            )
+
+        _until(timeout, "every node knows every other", met)
         for index, client in enumerate(clients[self.primaries :]):
             client.execute_command("CLUSTER", "REPLICATE", ids[index % self.primaries])
 
     def _wait_ok(self, clients: list[Redis], timeout: float) -> None:
-        _until(timeout, "cluster_state:ok on every node", lambda: all(
-            _info(c, "CLUSTER", "INFO").get("cluster_state") == "ok" for c in clients
-        ))  # fmt: skip
-        replicas = clients[self.primaries :]
-        _until(timeout, "every replica in sync", lambda: all(
-            _info(c, "INFO", "replication").get("master_link_status") == "up"
-            and _info(c, "INFO", "replication").get("master_sync_in_progress") == "0"
-            for c in replicas
-        ))  # fmt: skip
+        def ok() -> bool:
+            return all(_info(c, "CLUSTER", "INFO").get("cluster_state") == "ok" for c in clients)
+
+        def synced(client: Redis) -> bool:
+            info = _info(client, "INFO", "replication")
+            return (
+                info.get("master_link_status") == "up"
+                and info.get("master_sync_in_progress") == "0"
+            )
+
+        _until(timeout, "cluster_state:ok on every node", ok)
+        _until(
+            timeout, "every replica in sync", lambda: all(map(synced, clients[self.primaries :]))
+        )
 
     def stop(self) -> None:
         """Each node by its own pid (SIGTERM, then SIGKILL after a while)."""
@@ -143,9 +149,19 @@ class LocalCluster:
                 node.stop()
 
 
+def _node_args(data_dir: Path, node_timeout_ms: int) -> tuple[str, ...]:
+    return (
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", str(data_dir / "nodes.conf"),
+        "--cluster-node-timeout", str(node_timeout_ms),
+    )  # fmt: skip
+
+
 def _formed(client: Redis, nodes: int) -> bool:
     info = _info(client, "CLUSTER", "INFO")
-    return info.get("cluster_known_nodes") == str(nodes) and info.get("cluster_slots_assigned") == str(SLOTS)
+    return info.get("cluster_known_nodes") == str(nodes) and info.get(
+        "cluster_slots_assigned"
+    ) == str(SLOTS)
 
 
 def _info(client: Redis, *command: str) -> dict[str, str]:
@@ -170,3 +186,55 @@ def _until(timeout: float, what: str, done: Callable[[], bool]) -> None:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make cluster`: a local 3x2 cluster under --dir, and `omni serve` on it in cluster
+    mode, until Ctrl-C stops both. The cluster's data is kept (append-only files and
+    nodes.conf): the next run starts the same cluster again."""
+    parser = argparse.ArgumentParser(
+        prog="python -m omni.redis_cluster",
+        description="start a local Redis Cluster (3 primaries, 1 replica each) and serve "
+        "omni on it in cluster mode; Ctrl-C stops both",
+    )
+    parser.add_argument("--dir", default="var/cluster", help="data dir (default var/cluster)")
+    parser.add_argument(
+        "--first-port", type=int, default=7000, help="the nodes' ports: six from this one"
+    )
+    # Any other option goes to `omni serve` (--port 8081, say).
+    args, serve = parser.parse_known_args(argv)
+    ports = list(range(args.first_port, args.first_port + 6))
+    cluster = LocalCluster(Path(args.dir), ports, persist=True)
+    taken = [p for p in ports if not _free(p) or not _free(p + BUS_OFFSET)]
+    if taken:
+        print(
+            f"cluster: ports in use: {taken}; stop what holds them or pass --first-port",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        cluster.start()
+    except ConfigError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"cluster: 3 primaries + 3 replicas on 127.0.0.1:{ports[0]}-{ports[-1]}, data in {args.dir}"
+    )
+    env = {**os.environ, "OMNI_REDIS_URL": cluster.url, "OMNI_REDIS_CLUSTER": "true"}
+    server = subprocess.Popen([sys.executable, "-m", "omni.cli", "serve", *serve], env=env)  # noqa: S603
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to omni as well; give it its shutdown time.
+        try:
+            return server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            return server.wait()
+    finally:
+        cluster.stop()
+        print("cluster: stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
