@@ -31,6 +31,9 @@ PROBLEM_TYPE = "application/problem+json"
 _MAPPED: dict[type[BaseException], type[ProblemError]] = {
     redis.exceptions.ConnectionError: Unavailable,
     redis.exceptions.TimeoutError: Unavailable,
+    # A Redis Cluster none of whose nodes answers, or one without a primary for a slot.
+    redis.exceptions.RedisClusterUnreachableError: Unavailable,
+    redis.exceptions.ClusterDownError: Unavailable,
     web.HTTPNotFound: NotFound,
     web.HTTPMethodNotAllowed: MethodNotAllowed,
     web.HTTPRequestEntityTooLarge: PayloadTooLarge,

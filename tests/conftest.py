@@ -9,6 +9,7 @@ and omni in cluster mode. A test that cannot mean anything there is marked
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from omni.app import create_app
 from omni.redis_client import close, connect
@@ -155,3 +156,19 @@ async def snapshot(redis: Redis) -> dict[bytes, Any]:
         else:
             state[key] = await redis.lrange(key, 0, -1)
     return state
+
+
+@contextlib.asynccontextmanager
+async def primaries(redis: Redis, **options: Any) -> AsyncIterator[list[Redis]]:
+    """A plain client of each primary (of the cluster, or the one server): for what is
+    per server (INFO, CONFIG, MONITOR, CLIENT PAUSE)."""
+    if not isinstance(redis, RedisCluster):
+        yield [redis]
+        return
+    await redis.initialize()
+    nodes = [Redis(host=n.host, port=n.port, **options) for n in redis.get_primaries()]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.aclose()

@@ -18,7 +18,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), timeout=2)
-    except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
+    except (
+        TimeoutError,
+        OSError,
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,  # no node of the cluster answers
+    ) as exc:
         return json_response(
             {"status": "unavailable", "redis": "unreachable", "reason": type(exc).__name__},
             status=503,
