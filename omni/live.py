@@ -369,7 +369,9 @@ async def _sharded(
     for shard in range(shards):
         channel = keys.live_shard(shard)
         node = cluster.get_node_from_key(channel)
-        by_node.setdefault((node.host, node.port), []).append(channel)
+        if node is None:
+            raise ConnectionError(f"no node serves {channel}")  # _listen tries again
+        by_node.setdefault((str(node.host), int(node.port)), []).append(channel)
     heard: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
     for (host, port), channels in by_node.items():
         client = Redis(host=host, port=port, socket_connect_timeout=2)

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 
@@ -106,14 +107,14 @@ class LocalCluster:
             raise
 
     def _form(self, clients: list[Redis], timeout: float) -> None:
-        ids = [_text(client.execute_command("CLUSTER", "MYID")) for client in clients]
+        ids = [_text(_command(client, "CLUSTER", "MYID")) for client in clients]
         share = SLOTS // self.primaries
         for index, client in enumerate(clients[: self.primaries]):
             first = index * share
             last = SLOTS - 1 if index == self.primaries - 1 else first + share - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            _command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for port in self.ports[1:]:
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+            _command(clients[0], "CLUSTER", "MEET", "127.0.0.1", port)
 
         # A replica can follow its primary only once it has heard of it.
         def met() -> bool:
@@ -124,7 +125,7 @@ class LocalCluster:
 
         _until(timeout, "every node knows every other", met)
         for index, client in enumerate(clients[self.primaries :]):
-            client.execute_command("CLUSTER", "REPLICATE", ids[index % self.primaries])
+            _command(client, "CLUSTER", "REPLICATE", ids[index % self.primaries])
 
     def _wait_ok(self, clients: list[Redis], timeout: float) -> None:
         def ok() -> bool:
@@ -165,7 +166,7 @@ def _formed(client: Redis, nodes: int) -> bool:
 
 
 def _info(client: Redis, *command: str) -> dict[str, str]:
-    reply = client.execute_command(*command)
+    reply = _command(client, *command)
     if isinstance(reply, dict):  # INFO: redis-py parsed it already
         return {str(k): str(v) for k, v in reply.items()}
     fields: dict[str, str] = {}
@@ -182,6 +183,10 @@ def _until(timeout: float, what: str, done: Callable[[], bool]) -> None:
             return
         time.sleep(0.05)
     raise ConfigError(f"redis cluster: no {what} within {timeout}s")
+
+
+def _command(client: Redis, *args: object) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]  # unannotated
 
 
 def _text(value: object) -> str:
