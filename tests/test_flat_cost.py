@@ -11,14 +11,23 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.model import InboundMessage
+from omni.settings import Settings
 from omni.store import Store
-from tests.conftest import BOT, CLUSTER, primaries
+from tests.conftest import BOT, CLUSTER, make_settings, primaries
 
 LONG = 10_000
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    # The handoff sweep (every process, once a second) is background work, not a path:
+    # it sweeps once at start-up here, before anything is counted.
+    return make_settings(redis_url, handoff={"sweep_interval_s": 3600})
 
 
 async def _seed(store: Store, external_id: str, count: int) -> str:
