@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"not on the cluster: {item.nodeid}: {marker.args[0]}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("OMNI_TEST_REDIS_URL")
@@ -74,11 +79,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     if CLUSTER:
         cluster = LocalCluster(Path(tmp_path_factory.mktemp("cluster")), free_ports(6))
+        # A SIGTERM (a CI timeout) would end pytest without this finally: six servers
+        # would be left running. As an interrupt, it stops them on the way out.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         cluster.start()
         try:
             yield cluster.url
         finally:
             cluster.stop()
+            signal.signal(signal.SIGTERM, previous)
         return
     server = EmbeddedRedis(Path(tmp_path_factory.mktemp("valkey")), persist=False)
     server.start()
