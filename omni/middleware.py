@@ -107,6 +107,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         if mapped is None:
             log.exception("unhandled error", route=_route(request), method=request.method)
             mapped = ProblemError("an unexpected error; quote the request id when reporting it")
+        elif isinstance(mapped, Unavailable):
+            # Which failure it was (a timeout, a refused connection, a cluster without a
+            # primary) is what an operator needs; the client only needs to retry.
+            log.warning("store unavailable", error=type(exc).__name__, reason=str(exc)[:200])
         response = problem_response(mapped, request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
