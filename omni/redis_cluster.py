@@ -64,7 +64,9 @@ class LocalCluster:
         primaries: int = 3,
         replicas: int = 1,
         persist: bool = False,
-        node_timeout_ms: int = 2000,
+        # Valkey's default: a node that does not answer for this long is failed over.
+        # Shorter, a machine under load (a CI runner) fails nodes over that are only slow.
+        node_timeout_ms: int = 15000,
     ) -> None:
         if len(ports) != primaries * (1 + replicas):
             raise ConfigError(f"redis cluster: {primaries * (1 + replicas)} ports needed")
