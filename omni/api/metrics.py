@@ -5,15 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import metrics
-from omni.state import REDIS, SERVICES
+from omni.state import EMBEDDED, REDIS, SERVICES
 
 
 async def exposition(request: web.Request) -> web.Response:
     live = request.app[SERVICES].live
+    embedded = request.app.get(EMBEDDED)
     process = (
         ("omni_live_listeners", "gauge", "Open live-event listeners", live.listeners),
         ("omni_live_listeners_dropped_total", "counter",
          "Live-event listeners dropped for falling behind", live.dropped_total),
+        ("omni_redis_restarts_total", "counter",
+         "Restarts of the embedded Redis after it exited (killed or crashed)",
+         embedded.restarts if embedded is not None else 0),
     )  # fmt: skip
     text = await metrics.render(request.app[REDIS], process)
     headers = {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}

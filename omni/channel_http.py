@@ -1,0 +1,38 @@
+"""What every channel's routes share: the configured adapter, and the request as the
+adapter sees it (raw bytes, headers, the public URL the provider called)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+
+from omni.channel import Adapter, InboundRequest
+from omni.errors import NotFound
+from omni.state import SERVICES, SETTINGS
+
+AdapterT = TypeVar("AdapterT", bound=Adapter)
+
+
+def adapter(request: web.Request, channel: str, kind: type[AdapterT]) -> AdapterT:
+    """The channel's adapter, of the class its `setup` builds; 404 when the channel is not
+    configured on this server."""
+    found = request.app[SERVICES].adapters.get(channel)
+    if found is None:
+        raise NotFound(f"the {channel} channel is not configured on this server")
+    if not isinstance(found, kind):
+        raise TypeError(f"the {channel} adapter is a {type(found).__name__}, not a {kind.__name__}")
+    return found
+
+
+async def inbound(request: web.Request) -> InboundRequest:
+    """The request with the URL the provider signed: `[server] public_url` plus the path
+    and query exactly as they arrived (a proxy in front changes the host, not these)."""
+    body = await request.read()
+    return InboundRequest(
+        method=request.method,
+        url=request.app[SETTINGS].server.public_url + request.raw_path,
+        headers=dict(request.headers),
+        body=body,
+        query=dict(request.query),
+    )
