@@ -63,8 +63,9 @@ async def _measure(redis: Redis, action: Any) -> dict[str, int]:
     await action()
     stats = await _commandstats(redis)
     # Neither the measurement's own commands nor a new pool connection's handshake
-    # (HELLO, CLIENT SETINFO) are part of the path.
-    ignored = ("config|resetstat", "info", "hello")
+    # (HELLO, CLIENT SETINFO) are part of the path, nor a replica's once-a-second
+    # acknowledgement to its primary (REPLCONF ACK, on a cluster).
+    ignored = ("config|resetstat", "info", "hello", "replconf")
     return {k: v for k, v in stats.items() if k not in ignored and not k.startswith("client|")}
 
 

@@ -178,7 +178,7 @@ async def test_a_worker_killed_mid_delivery_leaves_no_reply_unsent_or_stuck_send
 
     config = tmp_path / "worker.toml"
     config.write_text(
-        f'[redis]\nurl = "{redis_url}"\n'
+        f'[redis]\nurl = "{redis_url}"\ncluster = {str(CLUSTER).lower()}\n'
         "[outbox]\nvisibility_timeout_ms = 1500\nhandler_timeout_ms = 1000\nblock_ms = 50\n"
         + "[instagram]\n"
         + "".join(f'{k} = "{v}"\n' for k, v in instagram.items())
