@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-cluster cluster lint bench browser clean
+.PHONY: run demo test test-cluster cluster lint bench browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
+# `make run PORT=9000` serves on another port (public_url follows it); ARGS go to
+# `omni serve` as they are: `make run ARGS="--processes 2"`.
 run: $(STAMP)
-	$(BIN)/omni serve
+	$(BIN)/omni serve $(if $(PORT),--port $(PORT)) $(ARGS)
+
+# `omni demo` against `make run` (the same PORT, if you gave one).
+demo: $(STAMP)
+	$(BIN)/omni demo $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The suite includes the console's test in a real browser: `browser` first.
 test: $(TEST_STAMP) browser

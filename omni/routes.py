@@ -49,6 +49,7 @@ from omni.model import (
     ProfilePatch,
     ResolveRequest,
     SearchResult,
+    TypingRequest,
 )
 from omni.route import Param, Route
 from omni.store.audit import AuditPage
@@ -175,6 +176,11 @@ ROUTES: tuple[Route, ...] = (
           "last; 202 with status queued, the delivery status then shows in the history",
           "messages", role="bot", body=OutboundRequest, response=Message, status=202,
           params=(_ID,), errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/typing", replies.typing,
+          "A bot or an agent is writing to the customer (state start) or stopped: shown "
+          "live in the customer's chat (web widget, app) until the reply; not in the history",
+          "messages", role="bot", body=TypingRequest, status=204, params=(_ID,),
+          errors=(400, 404, 415, 422)),
     Route("GET", "/v1/customers/{id}/deliveries", replies.deliveries,
           "The customer's deliveries (replies and bot webhooks), newest first", "deliveries",
           role="agent", response=replies.DeliveryList, params=(_ID, _LIMIT), errors=(400, 404)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -59,12 +59,29 @@ class ApiKey:
     name: str
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL omni answers at on this machine when it binds `host:port` (a wildcard
+    bind answers on loopback too)."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Unless set explicitly (`public_url_set`), derived from host and port, so that
+    # `--port 9000` moves the links, the Twilio signature URL and `omni demo` with it.
     public_url: str = "http://127.0.0.1:8080"
     shutdown_timeout: float = 10.0
+    public_url_set: bool = False
+
+    def at(self, host: str, port: int) -> ServerSettings:
+        """These settings serving on `host:port` (the CLI's --host and --port)."""
+        public = self.public_url if self.public_url_set else local_url(host, port)
+        return replace(self, host=host, port=port, public_url=public)
 
 
 @dataclass(frozen=True)
@@ -203,14 +220,7 @@ class Settings:
         ):
             raise ConfigError("channels.enabled: must be a list of lower-case channel names")
         return cls(
-            server=ServerSettings(
-                host=read_str(server, "server.host", "127.0.0.1"),
-                port=read_int(server, "server.port", 8080, low=0, high=65535),
-                public_url=read_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip(
-                    "/"
-                ),
-                shutdown_timeout=read_float(server, "server.shutdown_timeout", 10.0),
-            ),
+            server=_server(server),
             redis=RedisSettings(
                 url=read_str(redis, "redis.url", ""),
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
@@ -400,6 +410,19 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
                 "block_ms",
             )
         },
+    )
+
+
+def _server(section: Mapping[str, Any]) -> ServerSettings:
+    host = read_str(section, "server.host", "127.0.0.1")
+    port = read_int(section, "server.port", 8080, low=0, high=65535)
+    public = read_url(section, "server.public_url")
+    return ServerSettings(
+        host=host,
+        port=port,
+        public_url=public or local_url(host, port),
+        shutdown_timeout=read_float(section, "server.shutdown_timeout", 10.0),
+        public_url_set=bool(public),
     )
 
 

@@ -23,7 +23,8 @@ send is stored once and the core acknowledges it with the same omni id (Chatwoot
 
 The message view (web socket `message` frame, mobile catch-up items) is
 `{"type":"message","id","from"}` plus, only when known: `name` (author's display name),
-`text`, `attachments`, `quick_reply`, `postback`, `reply_to`, `sent_at`, `client_msg_id`
+`text`, `attachments`, `quick_reply`, `postback`, `quick_replies` (the choices a
+reply offers), `reply_to`, `sent_at`, `client_msg_id`
 (the customer's own sends on this channel, so a client can settle its optimistic copy),
 and `channel` (only for a message from another channel).
 
@@ -206,6 +207,8 @@ def message_view(message: Message, channel: str) -> dict[str, Any]:
         value = getattr(message, name)
         if value is not None:
             view[name] = msgspec.to_builtins(value)
+    if message.quick_replies:
+        view["quick_replies"] = msgspec.to_builtins(message.quick_replies)
     if message.reply_to:
         view["reply_to"] = message.reply_to
     if message.sent_at:
