@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from omni.bots import DELIVERY_HEADER
@@ -215,6 +216,9 @@ def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+@pytest.mark.single_server(
+    "the parent owns an embedded Valkey (one server by design), not the session's Redis"
+)
 async def test_serve_processes_shares_one_embedded_redis_and_restarts_a_crashed_child(
     tmp_path: Path,
 ) -> None:
