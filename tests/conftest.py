@@ -31,7 +31,10 @@ AGENT = {"Authorization": "Bearer test-agent-key-001"}
 ADMIN = {"Authorization": "Bearer test-admin-key-001"}
 
 
-CLUSTER = os.environ.get("OMNI_TEST_CLUSTER", "") == "1"
+# Taken out of the environment once read: omni reads every OMNI_<SECTION>_<NAME> as a
+# setting, and a [test] section is not one (an in-process `omni` command or a child
+# process handed os.environ would stop on it).
+CLUSTER = os.environ.pop("OMNI_TEST_CLUSTER", "") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
