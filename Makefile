@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run demo test lint bench browser wrk clean
+.PHONY: run demo test test-cluster cluster lint bench browser wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ demo: $(STAMP)
 # The suite includes the console's test in a real browser: `browser` first.
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A local Redis Cluster (3 primaries, 1 replica each) under ./var/cluster, and omni
+# serving on it in cluster mode; Ctrl-C stops both. ARGS go to `omni serve`.
+cluster: $(STAMP)
+	$(BIN)/python -m omni.redis_cluster --dir var/cluster $(ARGS)
+
+# The whole suite again on a real Redis Cluster (3 primaries, 1 replica each) that the
+# session starts from the embedded binary, with omni in cluster mode.
+test-cluster: $(TEST_STAMP) browser
+	OMNI_TEST_CLUSTER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The layering and import cycles too: import-linter's contracts (pyproject.toml) and
 # tools/check_imports.py, before mypy, whose errors on a circle name only its symptom.

@@ -18,7 +18,6 @@ import aiohttp
 import redis.exceptions
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.channel import Channel, load, validate
@@ -28,6 +27,7 @@ from omni.eventloop import loop_name, new_event_loop
 from omni.logs import configure
 from omni.migrations import PhoneMigration, migrate_phones
 from omni.processes import serve_processes, supervised
+from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
 from omni.reports import read_settings as report_settings
 from omni.services import open_services
@@ -140,11 +140,11 @@ def _settings(config: str | None) -> tuple[Mapping[str, str], Settings, tuple[Ch
 
 
 async def _migrate_with(settings: Settings, url: str) -> PhoneMigration:
-    redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+    redis = connect(settings.redis, url, socket_timeout=30)
     try:
         return await migrate_phones(Store(redis), settings.identity.default_region or None)
     finally:
-        await redis.aclose()
+        await close(redis)
 
 
 def _migrate(settings: Settings) -> int:
@@ -158,7 +158,12 @@ def _migrate(settings: Settings) -> int:
         url = embedded.url
     try:
         report = asyncio.run(_migrate_with(settings, url))
-    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (
+        OSError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.RedisClusterException,  # no node of the cluster answers
+    ) as exc:
         print(
             f"omni migrate: cannot reach Redis at {url} ({exc}); check redis.url / OMNI_REDIS_URL",
             file=sys.stderr,
@@ -181,16 +186,15 @@ async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    timeout = settings.redis.request_timeout
-    redis = Redis.from_url(
-        settings.redis.url, socket_connect_timeout=timeout, socket_timeout=timeout
+    redis = connect(
+        settings.redis, settings.redis.url, socket_timeout=settings.redis.request_timeout
     )
     try:
         store = Store(redis, inbox_shards=inbox_shards(settings))
         async with open_services(settings, redis, store, channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
-        await redis.aclose()
+        await close(redis)
 
 
 def _demo(settings: Settings, url: str | None, port: int | None) -> int:

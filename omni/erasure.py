@@ -202,8 +202,9 @@ async def _delete(erasure: Erasure, cid: str) -> None:
                 doomed = await _tagged_keys(erasure, cid, fields)
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 for start in range(0, len(doomed), _UNLINK_BATCH):
-                    # UNLINK: a long timeline is freed off Redis's main thread.
-                    pipe.unlink(*doomed[start : start + _UNLINK_BATCH])
+                    # UNLINK: a long timeline is freed off Redis's main thread. Staged
+                    # as a plain command: a cluster pipeline's own unlink() is a coroutine.
+                    pipe.execute_command("UNLINK", *doomed[start : start + _UNLINK_BATCH])
                 await pipe.execute()
                 return
             except WatchError:

@@ -39,8 +39,9 @@ PREFIX = "omni"
 
 
 def shard_of(cid: str, shards: int) -> int:
-    """The shard a customer's entries in a sharded service-wide index go to (the team
-    inbox, the service report): crc32 of its id modulo the section's `shards`."""
+    """The shard a customer's entries in a sharded service-wide index or channel go to
+    (the team inbox, the service report, the live doorbells): crc32 of its id modulo the
+    section's `shards`, stable across processes."""
     return zlib.crc32(cid.encode()) % shards
 
 
@@ -200,6 +201,20 @@ def live_channel() -> str:
     """The pub/sub channel every omni process listens on: each message is the id of a
     customer with a new event in its stream (omni.live reads the event from there)."""
     return f"{PREFIX}:live"
+
+
+# -- shards (cluster mode) -------------------------------------------------------------
+#
+# What every process must hear about every customer (the live doorbells) cannot be one
+# key or one channel in a Redis Cluster without sending all of it to one node: it is
+# split into `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a
+# customer's always go to the same part. On one server there is one part, as before.
+
+
+def live_shard(shard: int) -> str:
+    """A sharded pub/sub channel (SPUBLISH) of doorbells, in cluster mode: each message
+    is the id of a customer with a new event in its stream."""
+    return f"{PREFIX}:live:{{s{shard}}}"
 
 
 # -- link tokens (omni.links) ---------------------------------------------------------

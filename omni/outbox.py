@@ -334,7 +334,8 @@ class Outbox:
             chunk = ids[start : start + 500]
             entries = await self.redis.hmget(self.dead_index, chunk)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*(keys.delivery(customer_id, d) for d in chunk))
+                # One slot (the customer's): a cluster pipeline's delete() takes one key.
+                pipe.execute_command("DEL", *(keys.delivery(customer_id, d) for d in chunk))
                 pipe.zrem(self.delayed, *(f"{d} {customer_id}" for d in chunk))
                 dead = [_s(e) for e in entries if e]
                 if dead:

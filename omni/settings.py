@@ -101,6 +101,11 @@ class RedisSettings:
     # the machine dies; "everysec" may lose the last second of them then (a killed
     # Redis process alone loses nothing either way: the writes are in the kernel).
     fsync: Literal["always", "everysec"] = "everysec"
+    # `url` names one node of a Redis Cluster: omni discovers the rest (omni.redis_client).
+    cluster: bool = False
+    # Service-wide streams are split into this many hash-tagged shards in cluster mode,
+    # so that no one node takes every write (omni.keys).
+    shards: int = 8
 
 
 @dataclass(frozen=True)
@@ -227,6 +232,8 @@ class Settings:
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
                 request_timeout=_request_timeout(redis),
                 fsync=_fsync(redis),
+                cluster=_cluster(redis),
+                shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
@@ -438,6 +445,19 @@ def _request_timeout(section: Mapping[str, Any]) -> float:
             f"redis.request_timeout: must be between 0.05 and 300 seconds, not {value}"
         )
     return value
+
+
+def _cluster(section: Mapping[str, Any]) -> bool:
+    """`redis.cluster`: only with a `redis.url` naming a node over TCP (the embedded
+    server is one server, and a cluster's nodes tell clients their TCP addresses)."""
+    cluster = read_bool(section, "redis.cluster", False)
+    url = read_str(section, "redis.url", "")
+    if cluster and not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "redis.cluster: needs redis.url to name one node of the cluster, redis://host:port "
+            f"(not {url!r}); `make cluster` starts a local one on redis://127.0.0.1:7000"
+        )
+    return cluster
 
 
 def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:

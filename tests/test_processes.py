@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from omni.bots import DELIVERY_HEADER
+from tests.conftest import CLUSTER
 from tests.processes import ADMIN, BOT, Omni, alive, free_port, omni_env, valkey_pid, wait_until
 from tests.test_bots import SECRET, ServerFactory
 
@@ -60,10 +62,15 @@ class Counting:
         return web.json_response({"recipient_id": recipient, "message_id": f"mid.{text}"})
 
 
+def _shared(redis_url: str) -> dict[str, str]:
+    """The session's Redis (a cluster under `make test-cluster`) for a process's env."""
+    return {"OMNI_REDIS_URL": redis_url, "OMNI_REDIS_CLUSTER": str(CLUSTER).lower()}
+
+
 def _shared_config(tmp_path: Path, redis_url: str, upstream: str) -> Path:
     config = tmp_path / "omni.toml"
     config.write_text(
-        f'[redis]\nurl = "{redis_url}"\nrequest_timeout = 10.0\n'
+        f'[redis]\nurl = "{redis_url}"\ncluster = {str(CLUSTER).lower()}\nrequest_timeout = 10.0\n'
         "[outbox]\nin_process_worker = false\nblock_ms = 200\n"
         f'[bots.web]\nurl = "{upstream}/bot"\nsecret = "{SECRET}"\n'
         f'[instagram]\napp_secret = "{"s" * 16}"\nverify_token = "v"\n'
@@ -209,6 +216,9 @@ def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+@pytest.mark.single_server(
+    "the parent owns an embedded Valkey (one server by design), not the session's Redis"
+)
 async def test_serve_processes_shares_one_embedded_redis_and_restarts_a_crashed_child(
     tmp_path: Path,
 ) -> None:
@@ -304,9 +314,7 @@ async def test_sharing_a_port_held_without_reuse_port_says_what_to_do(
     held = _listening(port)
     try:
         beside, alone, first, plain = await asyncio.gather(
-            _omni(
-                {**env, "OMNI_REDIS_URL": redis_url}, "serve", "--reuse-port", "--port", str(port)
-            ),
+            _omni({**env, **_shared(redis_url)}, "serve", "--reuse-port", "--port", str(port)),
             _omni(env, "serve", "--processes", "2", "--port", str(port)),
             _omni(env, "serve", "--reuse-port", "--port", str(port)),  # would own the Valkey
             _omni(env, "serve", "--port", str(port)),
@@ -335,7 +343,7 @@ async def test_a_child_whose_parent_is_gone_stops_by_itself(tmp_path: Path, redi
     parent_end, child_end = socket.socketpair()
     port = free_port()
     log = (tmp_path / "child.log").open("wb")
-    env = {**omni_env(config), "OMNI_REDIS_URL": redis_url}
+    env = {**omni_env(config), **_shared(redis_url)}
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "omni.cli", "serve", "--reuse-port", "--port", str(port),
         "--supervisor-fd", str(child_end.fileno()),

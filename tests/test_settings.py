@@ -55,6 +55,10 @@ def test_secrets_never_show_in_a_repr() -> None:
         ({"serverr": {}}, "serverr"),
         ({"log": {"format": "xml"}}, "log.format"),
         ({"server": {"event_loop": "trio"}}, "server.event_loop"),
+        # A cluster is found from one node's TCP address: not the embedded server's.
+        ({"redis": {"cluster": True}}, "redis.cluster"),
+        ({"redis": {"cluster": True, "url": "unix:///tmp/x.sock"}}, "redis.cluster"),
+        ({"redis": {"shards": 0}}, "redis.shards"),
     ],
 )
 def test_bad_settings_name_themselves(raw: dict[str, object], named: str) -> None:
