@@ -104,7 +104,7 @@ class Config:
 # ratios are within one run like the full bench's, with fewer rounds behind each median.
 QUICK = Config(seconds=2.0, rounds=2, customers=200, long=10_000, memory_messages=2000,
                memory_customers=200, warmup=1.0, profile=False, quick=True,
-               soak_requests=20_000, soak_warmup=5_000)  # fmt: skip
+               soak_requests=20_000, soak_warmup=2_000)  # fmt: skip
 
 
 @dataclass
