@@ -156,6 +156,8 @@ def send(bench: Bench, url: str, path: Path, count: int, rate: float, sent: Pace
     while sent.requests < target:
         seconds = min(30.0, max(1.0, (target - sent.requests) / max(rate, 1.0)))
         run = bench.load(url, path, seconds=seconds, start=sent.requests)
+        if not run.requests:  # else this would never end
+            raise RuntimeError(f"soak: wrk got no answer from {url} in {seconds:.0f} s")
         sent.requests += run.requests
         sent.errors += run.errors + run.non_2xx
         sent.runs += 1

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -251,14 +252,15 @@ def test_the_rss_reader_sees_a_process_grow() -> None:
 class _PacedBench:
     """Stands in for bench.run.Bench's load: each wrk run answers 700 requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, answered: int = 700) -> None:
         self.starts: list[int] = []
+        self.answered = answered
 
     def load(
         self, url: str, requests: Path, seconds: float | None = None, start: int = 0
     ) -> wrk.Run:
         self.starts.append(start)
-        return _run(700)
+        return _run(self.answered)
 
 
 def test_the_soak_sends_its_requests_in_runs_that_go_on_where_the_last_stopped() -> None:
@@ -267,6 +269,13 @@ def test_the_soak_sends_its_requests_in_runs_that_go_on_where_the_last_stopped()
     assert (sent.requests, sent.runs, bench.starts) == (1400, 2, [0, 700])
     sent = trust.send(bench, "http://x", Path("soak.req"), 100, 500.0, sent)  # type: ignore[arg-type]
     assert (sent.requests, bench.starts[-1]) == (2100, 1400)
+
+
+def test_a_soak_that_gets_no_answers_stops_saying_so() -> None:
+    bench = _PacedBench(answered=0)
+    with pytest.raises(RuntimeError, match="wrk got no answer from http://x"):
+        trust.send(bench, "http://x", Path("soak.req"), 1000, 500.0, trust.Paced())  # type: ignore[arg-type]
+    assert bench.starts == [0]
 
 
 def test_the_soak_result_and_its_line() -> None:
