@@ -12,7 +12,12 @@
     5. py-spy on omni for each scenario that missed its target (bench/profile.py)
     6. two `omni serve --reuse-port` processes against one, alternating
     7. memory: INFO used_memory and MEMORY USAGE deltas per message and per customer
-    8. the table, and bench/results/latest.json
+    8. fsync: ingest with Valkey's appendfsync "always" against "everysec" (bench/trust.py)
+    9. soak: one fresh `omni serve`, its RSS after warm-up and after 200,000 requests
+   10. the table, and bench/results/latest.json
+
+The limits that could refuse requests (`[limits] max_in_flight`) are set far above the
+bench's connections, and the table says how many non-2xx answers omni gave in all.
 
 Every run also records the cores each part used (bench/cpu.py): omni at ~1 core means
 it is CPU-bound, and "other" is work on the machine that is not the bench's (a run with
@@ -50,7 +55,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import baseline, profile, results, traffic, wrk
+from bench import baseline, profile, results, traffic, trust, wrk
 from bench.cpu import Meter
 from bench.results import Summary, Target
 from bench.seed import Seeder
@@ -59,6 +64,9 @@ from omni.eventloop import EVENT_LOOPS
 from omni.redis_server import EmbeddedRedis
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+# Far above wrk's connections: the bench measures omni serving, never omni shedding.
+MAX_IN_FLIGHT = 100_000
+RATE_LIMITS = "no per-key or per-identity rate limit exists in this build"
 INGEST = "ingest baseline"
 READ = "read baseline"
 
@@ -82,6 +90,8 @@ class Config:
     out: Path = RESULTS
     loop: str = "auto"  # omni.eventloop, the same on both sides
     quick: bool = False
+    soak_requests: int = 200_000
+    soak_warmup: int = 20_000
 
     @property
     def side_rounds(self) -> int:
@@ -93,7 +103,8 @@ class Config:
 # `--quick`: every section, smaller and shorter, in under two minutes on 2 cores; its
 # ratios are within one run like the full bench's, with fewer rounds behind each median.
 QUICK = Config(seconds=2.0, rounds=2, customers=200, long=10_000, memory_messages=2000,
-               memory_customers=200, warmup=1.0, profile=False, quick=True)  # fmt: skip
+               memory_customers=200, warmup=1.0, profile=False, quick=True,
+               soak_requests=20_000, soak_warmup=2_000)  # fmt: skip
 
 
 @dataclass
@@ -195,6 +206,8 @@ url = "http://127.0.0.1:9/bench-bot"
 secret = "bench-bot-secret-not-for-production"
 [outbox]
 in_process_worker = false
+[limits]
+max_in_flight = {MAX_IN_FLIGHT}
 [log]
 format = "json"
 level = "info"
@@ -217,6 +230,8 @@ class Bench:
     short_cid: str = ""
     full_cid: str = ""
     notes: list[str] = field(default_factory=list)
+    omni_urls: set[str] = field(default_factory=set)
+    omni_non_2xx: int = 0  # over every run against omni: a shed 503 or 429 counts here
 
     # processes
 
@@ -235,6 +250,7 @@ class Bench:
         ]
         self.servers += started
         url = f"http://127.0.0.1:{port}"
+        self.omni_urls.add(url)
         wait_ready(url, started)
         return url, started
 
@@ -266,7 +282,9 @@ class Bench:
         traffic.write_requests(path, requests)
         return path
 
-    def load(self, url: str, requests: Path, seconds: float | None = None) -> wrk.Run:
+    def load(
+        self, url: str, requests: Path, seconds: float | None = None, start: int = 0
+    ) -> wrk.Run:
         self.runs += 1
         groups: dict[str, list[int]] = {"valkey": [self.redis.pid or 0]}
         for server in self.servers:
@@ -278,7 +296,10 @@ class Bench:
                 requests,
                 seconds=seconds or self.config.seconds,
                 connections=self.config.connections,
+                start=start,
             )
+        if url in self.omni_urls:
+            self.omni_non_2xx += run.non_2xx
         return dataclasses.replace(run, cpu=meter.cores, others=meter.others)
 
     def scenario_file(self, scenario: Scenario, round_: int) -> Path:
@@ -613,6 +634,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument(
+        "--soak-requests", type=int, default=None, help="after warm-up (quick: 20,000)"
+    )
+    parser.add_argument(
         "--loop", choices=EVENT_LOOPS, default=defaults.loop, help="both sides' event loop"
     )
     parser.add_argument(
@@ -647,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
             QUICK, connections=args.connections, out=args.out, loop=args.loop,
             profile=args.profile,
         )  # fmt: skip
+    if args.soak_requests is not None:
+        config = dataclasses.replace(config, soak_requests=args.soak_requests)
     if wrk.wrk_binary() is None:
         print(f"bench: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -666,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         out["notes"] = bench.notes
     results.write(config.out, out)
     print()
-    print(results.table(out))
+    print("\n".join([results.table(out), *trust.table(out)]))
     print(f"\nwrote {config.out} ({time.monotonic() - started:.0f} s)")
     return 0
 
@@ -681,13 +707,21 @@ def run(bench: Bench) -> dict[str, Any]:
     for url in (omni_url, base_url):
         bench.load(url, warm, seconds=bench.config.warmup)
     main_scenarios(bench, omni_url, base_url, out)
+    ingests = [s for s in scenarios(bench) if s.name in trust.FSYNC_SCENARIOS]
+    trust.fsync_cost(bench, ingests, omni_url, out)
     out["instagram_ingest"]["bot_webhooks_queued"] = asyncio.run(_queued(bench))
     growth(bench, omni_url, out)
     if bench.config.profile:
         missed = [s for s in scenarios(bench) if out.get(s.name, {}).get("met") is False]
         profile.scenarios(bench, missed, omni_url, single[0].pid, out)
     two_processes(bench, base_url, single, out)
+    trust.soak(bench, out)
     asyncio.run(memory(bench, out))
+    out["limits"] = {
+        "max_in_flight": MAX_IN_FLIGHT,
+        "rate_limits": RATE_LIMITS,
+        "omni_non_2xx": bench.omni_non_2xx,
+    }
     return out
 
 
@@ -713,10 +747,13 @@ def _describe(config: Config, elapsed: float) -> dict[str, Any]:
         "messages_per_customer": config.history,
         "long_history": config.long,
         "redis": "embedded Valkey (omni.redis_server), Unix socket, appendonly yes, "
-        "appendfsync everysec",
+        "appendfsync everysec (always in the fsync section's rounds)",
         "omni": "omni serve, log level info (JSON to a file); an Instagram bot configured, "
         "so each Instagram message queues its webhook (the worker, a process of its own in "
         "production, is off: nothing is delivered during the run)",
+        "max_in_flight": MAX_IN_FLIGHT,
+        "soak_requests": config.soak_requests,
+        "soak_warmup_requests": config.soak_warmup,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "elapsed_s": round(elapsed, 1),
