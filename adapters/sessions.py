@@ -49,15 +49,15 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 from adapters.base import InboundRequest
 from omni.clock import iso, now_ms
-from omni.errors import BadRequest, ConfigError, Unauthenticated, ValidationFailed
-from omni.web_io import problem_field
+from omni.errors import ConfigError, Unauthenticated, ValidationFailed
+from omni.jsonbody import decode as decode_json
 
 SESSION_TTL_S = 30 * 24 * 3600
 SESSION_SECRET_MIN_BYTES = 32
@@ -68,27 +68,14 @@ USER_PREFIX = "user:"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_AT = re.compile(r" - at `\$[^`]*`$")
 _HEADER = b'{"alg":"HS256","typ":"JWT"}'
 
-T = TypeVar("T")
 
 # A user id or visitor id: printable, no control characters; short enough that
 # "user:" + id fits an identity's 256 characters.
 UserId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 VisitorId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")]
-
-
-def decode_json(body: bytes | str, kind: type[T]) -> T:
-    """Decode a client's JSON into `kind`: BadRequest if unreadable, ValidationFailed
-    (naming the field, e.g. `device.push_token`) if it breaks the schema."""
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(_AT.sub("", str(exc)), field=problem_field(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 def new_visitor_id() -> str:

@@ -12,7 +12,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
 from omni.channels.socket import track_sockets
-from omni.middleware import request_middleware
+from omni.middleware import ParserLog, request_middleware
 from omni.openapi import build
 from omni.redis_server import EmbeddedRedis
 from omni.routes import add_routes, all_routes
@@ -107,7 +107,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_middleware], client_max_size=settings.limits.body_max
+        middlewares=[request_middleware],
+        client_max_size=settings.limits.body_max,
+        handler_args={"logger": ParserLog("aiohttp.server")},
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys

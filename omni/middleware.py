@@ -3,14 +3,18 @@ path from any exception to an application/problem+json response."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import time
+from typing import Any
 
 import msgspec
 import redis.exceptions
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from omni.auth import Handler
 from omni.errors import (
@@ -115,3 +119,20 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return response
+
+
+class ParserLog(logging.Logger):
+    """aiohttp's connection logger (`handler_args={"logger": ...}`). A request its HTTP
+    parser refuses (a NUL or other control byte in a header, a bad request line) is
+    answered 400 before any middleware runs, and aiohttp would log it with a full
+    traceback through the stdlib's last-resort handler: one line here, without the
+    bytes that were sent (they may be anything, personal data included). Anything else
+    aiohttp reports keeps its traceback, through structlog like every other line."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **_: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message).split(":", 1)[0].strip()[:80]
+            log.warning("request refused by the HTTP parser", status=exc.code, reason=reason)
+            return
+        log.error("aiohttp: " + str(msg) % args, exc_info=exc)

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import InboundRequest
+from omni import jsonbody
 from omni.errors import NotFound
 from omni.state import SERVICES, SETTINGS
 
@@ -24,6 +25,9 @@ async def inbound(request: web.Request) -> InboundRequest:
     """The request with the URL the provider signed: `[server] public_url` plus the path
     and query exactly as they arrived (a proxy in front changes the host, not these)."""
     body = await request.read()
+    if request.content_type != "application/x-www-form-urlencoded":
+        # Every channel's JSON passes the one depth limit before its parser sees it.
+        jsonbody.check_depth(body)
     return InboundRequest(
         method=request.method,
         url=request.app[SETTINGS].server.public_url + request.raw_path,

@@ -115,7 +115,7 @@ def _client_msg_id(data: str) -> str | None:
     """The client_msg_id of a frame that failed, so the client can match the error."""
     try:
         frame = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     value = frame.get("client_msg_id") if isinstance(frame, dict) else None
     return value if isinstance(value, str) and len(value) <= 128 else None

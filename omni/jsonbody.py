@@ -1,0 +1,84 @@
+"""Every JSON document a client or channel sends is decoded here, one way, with the
+documented limits (README "Limits"):
+
+- size: `[limits] body_max` bytes per HTTP body (aiohttp refuses more: 413), a socket
+  frame its own `FRAME_MAX`;
+- nesting: at most `DEPTH_MAX` levels of arrays and objects (deeper: 400). No model
+  needs more than a few, and a decoder asked to recurse 5,000 levels raises
+  RecursionError, which would otherwise surface as a 500;
+- field lengths and shapes: the model's (`msgspec.Meta`): 422 naming the field;
+- not JSON at all (syntax, invalid UTF-8, NaN): 400. A duplicated key keeps its last
+  value, as every JSON parser in the path does.
+
+Pure: no aiohttp, no Redis, so a channel's protocol module may use it too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+
+from omni.errors import BadRequest, ValidationFailed
+
+T = TypeVar("T")
+DEPTH_MAX = 32
+
+_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
+# A JSON string (brackets inside one are text, not structure), then everything that is
+# neither an opening nor a closing bracket.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def problem_field(message: str) -> str | None:
+    """The JSON path msgspec names in a validation error, as `items[0].sku`."""
+    at = _AT.search(message)
+    path = at.group("path").lstrip(".") if at else ""
+    named = _MISSING.search(message) or _UNKNOWN.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or None
+
+
+def too_deep(body: bytes) -> bool:
+    """Arrays and objects nest deeper than DEPTH_MAX in `body`. A body with few
+    brackets cannot (the usual case, counted in C); otherwise the brackets outside
+    strings are walked."""
+    if body.count(b"[") + body.count(b"{") <= DEPTH_MAX:
+        return False
+    level = 0
+    for bracket in _STRING.sub(b"", body).translate(None, _NOT_BRACKET):
+        level += 1 if bracket in b"[{" else -1
+        if level > DEPTH_MAX:
+            return True
+    return False
+
+
+def check_depth(body: bytes | str) -> None:
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if too_deep(raw):
+        raise BadRequest(f"the JSON nests deeper than {DEPTH_MAX} levels")
+
+
+def decode(body: bytes | str, kind: type[T]) -> T:
+    """Decode JSON into `kind`: BadRequest (400) if it is not JSON or nests too deep,
+    ValidationFailed (422, naming the field, e.g. `items[0].sku`) if it breaks the
+    schema."""
+    check_depth(body)
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        # Typed decoding stops at the first schema error, even in a body that is not
+        # JSON at all (`{"bogus": ` is "unknown field"): malformed is 400, not 422.
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError as bad:
+            raise BadRequest(f"the body is not valid JSON: {bad}") from None
+        message = _AT.sub(lambda at: " as a key" if "`key`" in at.group(0) else "", str(exc))
+        raise ValidationFailed(message, field=problem_field(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
