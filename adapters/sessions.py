@@ -49,7 +49,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -58,6 +58,9 @@ from adapters.base import InboundRequest
 from omni.clock import iso, now_ms
 from omni.errors import ConfigError, Unauthenticated, ValidationFailed
 from omni.jsonbody import decode as decode_json
+from omni.model import EMAIL_PATTERN
+
+__all__ = ["decode_json"]  # re-exported: the client channels decode with it
 
 SESSION_TTL_S = 30 * 24 * 3600
 SESSION_SECRET_MIN_BYTES = 32
@@ -140,13 +143,20 @@ class Traits(Struct, frozen=True, omit_defaults=True):
     """Profile hints sent with identify. Unverified: the hash covers only the id."""
 
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
-    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: Annotated[str, Meta(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     phone: Annotated[str, Meta(max_length=32, pattern=r"^\+?[0-9 ().-]{3,31}$")] | None = None
     locale: Locale | None = None
 
 
 class SessionRequest(Struct, frozen=True):
     """`POST /channels/<web|mobile>/sessions` (see the module docstring)."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {  # identify names the identifier
+        "anyOf": [
+            {"properties": {"type": {"enum": ["start", "renew"]}}},
+            {"required": ["identifier"], "properties": {"identifier": {"type": "string"}}},
+        ]
+    }
 
     type: Literal["start", "renew", "identify"] = "start"
     identifier: UserId | None = None

@@ -113,7 +113,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
-    app[OPENAPI] = build(all_routes())
+    app[OPENAPI] = build(all_routes(), settings.channels.enabled)
     add_routes(app)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)

@@ -174,6 +174,7 @@ PROBLEM_CLASSES: tuple[type[ProblemError], ...] = (
     NotFound,
     MethodNotAllowed,
     Conflict,
+    Gone,
     PreconditionFailed,
     PayloadTooLarge,
     UnsupportedMediaType,

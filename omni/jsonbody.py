@@ -7,6 +7,9 @@ documented limits (README "Limits"):
   needs more than a few, and a decoder asked to recurse 5,000 levels raises
   RecursionError, which would otherwise surface as a 500;
 - field lengths and shapes: the model's (`msgspec.Meta`): 422 naming the field;
+- numbers: an integer beyond 64 bits (which no stored record can hold) is read as the
+  floating-point number it is to JavaScript, so a field that must be an integer says
+  so with a 422; an integral float (3.0) is the integer it equals, as JSON Schema says;
 - not JSON at all (syntax, invalid UTF-8, NaN): 400. A duplicated key keeps its last
   value, as every JSON parser in the path does.
 
@@ -16,7 +19,7 @@ Pure: no aiohttp, no Redis, so a channel's protocol module may use it too.
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -32,6 +35,9 @@ _UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 # neither an opening nor a closing bracket.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_STRING_OR_LONG_INTEGER = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d{19,}(?![.eE\d])', re.DOTALL)
+_INT_RANGE = range(-(2**63), 2**64)
 
 
 def problem_field(message: str) -> str | None:
@@ -64,20 +70,56 @@ def check_depth(body: bytes | str) -> None:
         raise BadRequest(f"the JSON nests deeper than {DEPTH_MAX} levels")
 
 
+def _widen(token: re.Match[bytes]) -> bytes:
+    text = token.group(0)
+    if text.startswith(b'"') or int(text) in _INT_RANGE:
+        return text
+    return text + b".0"
+
+
+def widen_numbers(body: bytes | str) -> bytes | str:
+    """Integers outside -2**63..2**64-1 as floats: msgspec decodes integers of any size,
+    and a record msgpack cannot write would be a 500. Only a body with a run of 19
+    digits is rewritten (strings are kept as they are: an id may be digits)."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if not _LONG_DIGITS.search(raw):
+        return body
+    return _STRING_OR_LONG_INTEGER.sub(_widen, raw)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def decode(body: bytes | str, kind: type[T]) -> T:
     """Decode JSON into `kind`: BadRequest (400) if it is not JSON or nests too deep,
     ValidationFailed (422, naming the field, e.g. `items[0].sku`) if it breaks the
     schema."""
     check_depth(body)
+    body = widen_numbers(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         # Typed decoding stops at the first schema error, even in a body that is not
         # JSON at all (`{"bogus": ` is "unknown field"): malformed is 400, not 422.
         try:
-            msgspec.json.decode(body)
+            untyped = msgspec.json.decode(body)
         except msgspec.DecodeError as bad:
             raise BadRequest(f"the body is not valid JSON: {bad}") from None
+        if "got `float`" in str(exc):
+            # JSON has one number type: 3.0 is the integer 3 to JSON Schema (and to the
+            # OpenAPI document's "integer"), so it is one to omni too. Never on the
+            # hot path: only a body that failed typed decoding comes here.
+            try:
+                return msgspec.convert(_integral(untyped), kind)
+            except msgspec.ValidationError as again:
+                exc = again
         message = _AT.sub(lambda at: " as a key" if "`key`" in at.group(0) else "", str(exc))
         raise ValidationFailed(message, field=problem_field(str(exc))) from None
     except msgspec.DecodeError as exc:

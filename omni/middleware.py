@@ -103,6 +103,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         if mapped is None:
             raise
         response = problem_response(mapped, request_id)
+        if "Allow" in exc.headers:  # a 405 names the methods the route takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception as exc:
         mapped = _mapped(exc)
         if mapped is None:

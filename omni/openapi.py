@@ -8,7 +8,7 @@ import msgspec
 
 from omni import __version__
 from omni.errors import PROBLEM_CLASSES
-from omni.route import Route
+from omni.route import Param, Route
 
 _REF = "#/components/schemas/{name}"
 _PROBLEM_SCHEMA = {
@@ -26,15 +26,50 @@ _PROBLEM_SCHEMA = {
 }
 
 
+def _parameter(param: Param, channels: tuple[str, ...]) -> dict[str, Any]:
+    required = param.required or param.where == "path"
+    schema = dict(param.schema)
+    if required and schema.get("type") == "string":
+        schema.setdefault("minLength", 1)  # an empty required parameter is a missing one
+    if param.name == "channel" and param.where == "query" and channels:
+        schema["enum"] = list(channels)
+    return {
+        "name": param.name,
+        "in": param.where,
+        "description": param.description,
+        "required": required,
+        "schema": schema,
+    }
+
+
 def _ref(kind: Any) -> dict[str, Any]:
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
-def build(routes: tuple[Route, ...]) -> dict[str, Any]:
-    kinds = {r.body for r in routes if r.body} | {r.response for r in routes if r.response}
+def _with_channels(schema: dict[str, Any], channels: tuple[str, ...]) -> None:
+    """A request's `channel` must be one this server takes (422 otherwise): say which."""
+    prop = schema.get("properties", {}).get("channel")
+    if prop is None:
+        return
+    for option in prop.get("anyOf", [prop]):
+        if option.get("type") == "string" and "enum" not in option:
+            option["enum"] = list(channels)
+
+
+def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`channels`: `[channels] enabled`, the values a request's `channel` may take."""
+    bodies = sorted({r.body for r in routes if r.body}, key=lambda k: k.__name__)
+    kinds = set(bodies) | {r.response for r in routes if r.response}
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )
+    _, requests = msgspec.json.schema_components(bodies, ref_template=_REF)
+    for kind in kinds:
+        # Rules between fields (one of token or code, ...) that msgspec cannot derive.
+        components[kind.__name__].update(getattr(kind, "json_schema_extra", {}))
+    if channels:
+        for name in requests:
+            _with_channels(components[name], channels)
     components["Problem"] = _PROBLEM_SCHEMA
     titles = {cls.status: cls for cls in PROBLEM_CLASSES}
     paths: dict[str, dict[str, Any]] = {}
@@ -45,19 +80,10 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
             "tags": [route.tag],
         }
         if route.params:
-            op["parameters"] = [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "description": p.description,
-                    "required": p.required or p.where == "path",
-                    "schema": p.schema,
-                }
-                for p in route.params
-            ]
+            op["parameters"] = [_parameter(p, channels) for p in route.params]
         if route.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": route.body_required,
                 "content": {"application/json": {"schema": _ref(route.body)}},
             }
         ok: dict[str, Any] = {"description": "success"}

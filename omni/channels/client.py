@@ -48,6 +48,10 @@ _CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 _SEQ_MAX = 2**64 - 1
 
 
+# The catch-up's ?after= (adapters.client.OmniId), for the routes' OpenAPI parameter.
+AFTER = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{0,64}$"}
+
+
 # -- what the routes answer (also their OpenAPI schemas) ---------------------------------
 
 
