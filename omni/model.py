@@ -42,6 +42,12 @@ MetaValue = str | int | float | bool | None
 
 # Spelled without `\s` alone: Python's and JSON Schema's (ECMA-262) `\s` differ on
 # control characters and U+FEFF, and the OpenAPI document must say what the server does.
+# What omni.search.normalize_phone makes E.164 of: + (or 00), then 7 to 15 digits, with
+# spaces, dots, dashes and parentheses anywhere between.
+PHONE_PATTERN = r"^(\+|00)[ ().-]*[1-9]([ ().-]*[0-9]){6,14}[ ().-]*$"
+# The request bodies whose `channel` must be one of `[channels] enabled` (422 otherwise):
+# the OpenAPI document lists those values for them.
+CHANNEL_CHECKED = frozenset({"InboundMessage", "OutboundRequest", "IdentityLink", "PendingInput"})
 # A price in minor units: ten billion in major units; a cart's subtotal stays an int64.
 PRICE_MAX = 10**12
 _NOT_IN_EMAIL = r"[^@\s\x00-\x1f\x7f-\x9f\ufeff]"
@@ -364,6 +370,13 @@ class CartItem(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
 
 
 class CartInput(Struct, frozen=True, forbid_unknown_fields=True):
+    json_schema_extra: ClassVar[dict[str, Any]] = {  # a placed cart names its order
+        "anyOf": [
+            {"properties": {"stage": {"not": {"const": "placed"}}}},
+            {"required": ["order_id"], "properties": {"order_id": {"type": "string"}}},
+        ]
+    }
+
     items: Annotated[list[CartItem], Meta(max_length=CART_ITEMS_MAX)] = []
     stage: CartStage = "browsing"
     order_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
@@ -407,7 +420,7 @@ class ProfilePatch(Struct, frozen=True, forbid_unknown_fields=True, omit_default
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     email: Annotated[str, Meta(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     email_verified: bool | None = None
-    phone: Annotated[str, Meta(max_length=32)] | None = None
+    phone: Annotated[str, Meta(max_length=32, pattern=PHONE_PATTERN)] | None = None
     phone_verified: bool | None = None
     locale: (
         Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")] | None

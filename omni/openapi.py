@@ -8,6 +8,7 @@ import msgspec
 
 from omni import __version__
 from omni.errors import PROBLEM_CLASSES
+from omni.model import CHANNEL_CHECKED
 from omni.route import Param, Route
 
 _REF = "#/components/schemas/{name}"
@@ -68,7 +69,7 @@ def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str
         # Rules between fields (one of token or code, ...) that msgspec cannot derive.
         components[kind.__name__].update(getattr(kind, "json_schema_extra", {}))
     if channels:
-        for name in requests:
+        for name in CHANNEL_CHECKED & set(requests):
             _with_channels(components[name], channels)
     components["Problem"] = _PROBLEM_SCHEMA
     titles = {cls.status: cls for cls in PROBLEM_CLASSES}
@@ -92,8 +93,16 @@ def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str
         if route.etag:
             ok["headers"] = {"ETag": {"schema": {"type": "string"}, "description": "version"}}
         responses: dict[str, Any] = {str(route.status): ok}
-        if route.status == 201:
+        if route.status in (201, 202):
             responses["200"] = {**ok, "description": "already stored: the stored one"}
+        if "{id}" in route.path:
+            responses["308"] = {
+                "description": "the customer was merged: the same request at Location",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
+                },
+            }
         if route.etag and route.method == "GET":
             responses["304"] = {"description": "not modified (If-None-Match)"}
         statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500}

@@ -56,7 +56,13 @@ _LIMIT = Param(
     "page size, 1 to 200 (default 50)",
     {"type": "integer", "minimum": 1, "maximum": 200},
 )
-_ASK = Param("ask", "query", "comma-separated fact names the bot is about to ask for")
+_FACT = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+_ASK = Param(
+    "ask",
+    "query",
+    "up to 20 comma-separated fact names the bot is about to ask for",
+    {"type": "string", "pattern": rf"^( *{_FACT} *(, *{_FACT} *){{0,19}})?$"},
+)
 _IF_MATCH_REQUIRED = Param(
     "If-Match", "header", "the ETag you read (or *); a stale one gets 412", required=True
 )

@@ -20,7 +20,7 @@ from omni.model import CustomerSummary, Identity, Profile
 
 RESULTS_MAX = 20
 _PREFIX_MIN, _PREFIX_MAX = 2, 12
-_PHONE_JUNK = re.compile(r"[\s().\-]")
+_PHONE_JUNK = re.compile(r"[ ().\-]")  # what the ProfilePatch schema allows
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _IDENTITY = re.compile(r"^([a-z][a-z0-9_]*):(.+)$")
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.test_serve import _free_port
 
-EXAMPLES = 6
+EXAMPLES = 3
 SEED = 20261207
 ROLES = {"none": None, "bot": "dev-bot-key", "agent": "dev-agent-key", "admin": "dev-admin-key"}
 

@@ -84,7 +84,7 @@ def _ask(request: web.Request) -> list[str]:
     raw = query_str(request, "ask")
     if raw is None:
         return []
-    names = [n.strip() for n in raw.split(",") if n.strip()]
+    names = [n.strip(" ") for n in raw.split(",")]
     if len(names) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
         raise BadRequest(
             f"ask is up to {ASK_MAX} comma-separated fact names (letters, digits, _ . -)",

@@ -49,7 +49,7 @@ _SEQ_MAX = 2**64 - 1
 
 
 # The catch-up's ?after= (adapters.client.OmniId), for the routes' OpenAPI parameter.
-AFTER = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{0,64}$"}
+AFTER: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{0,64}$"}
 
 
 # -- what the routes answer (also their OpenAPI schemas) ---------------------------------
