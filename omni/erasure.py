@@ -37,7 +37,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from omni import codec, keys, scripts
+from omni import codec, keys, revocation, scripts
 from omni.channels.mobile import device_records, token_digest
 from omni.clock import iso, now_ms
 from omni.errors import Conflict, NotFound, StoreError
@@ -110,6 +110,7 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
+                await revocation.revoke(redis, channel, external_id)  # its sessions end
         for device_id, record in (await device_records(redis, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]

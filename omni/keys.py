@@ -175,6 +175,11 @@ def link_code(code: str) -> str:
     return f"{PREFIX}:link:code:{{{code}}}"
 
 
+def revoked_sessions(digest: str) -> str:
+    """Until when the session tokens of one identity are void (omni.revocation)."""
+    return f"{PREFIX}:revoked:{digest}"
+
+
 def stats() -> str:
     """Service-wide counters (hash): repeated questions, questions omni answered, …"""
     return f"{PREFIX}:stats"

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from adapters.client import ClientChannel
 from adapters.sessions import USER_PREFIX, Session, Traits, decode_json
-from omni import keys
+from omni import keys, revocation
 from omni.channels import http
 from omni.clock import entry_ms, now_ms
 from omni.errors import BadRequest, Conflict, NotFound, PreconditionFailed
@@ -157,14 +157,28 @@ async def _fill_profile(store: Store, cid: str, traits: Traits) -> None:
 # -- routes --------------------------------------------------------------------------------
 
 
+async def live(request: web.Request, session: Session) -> Session:
+    """The session, unless a login or an erasure ended it (omni.revocation)."""
+    redis = request.app[STORE].redis
+    await revocation.check(redis, session.channel, session.external_id, session.issued_at_ms)
+    return session
+
+
 async def sessions(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/sessions`: start, renew or identify (a login links the
     customer before the new token is answered)."""
     adapter: ClientChannel = http.adapter(request, channel)
-    grant = adapter.session_request(await http.inbound(request))
+    inbound = await http.inbound(request)
+    grant = adapter.session_request(inbound)
+    if grant.kind == "renewed":
+        await live(request, adapter.authenticate(inbound))  # an ended session stays ended
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
         await log_in(store, channel, grant.session.user_id, grant.previous, grant.traits)
+        if grant.previous is not None:
+            # The client now holds the identified token: the anonymous one must not keep
+            # reading the known customer's conversation (a shared device's next user).
+            await revocation.revoke(store.redis, channel, grant.previous.external_id)
     view = msgspec.convert(grant.render(), SessionView)
     return json_response(view, status=grant.status)
 
@@ -174,7 +188,7 @@ async def post_message(request: web.Request, channel: str) -> web.Response:
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
     adapter: ClientChannel = http.adapter(request, channel)
     inbound = await http.inbound(request)
-    event = adapter.parse_message(inbound.body, adapter.authenticate(inbound))
+    event = adapter.parse_message(inbound.body, await live(request, adapter.authenticate(inbound)))
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
     return json_response(ack, status=201 if created else 200)
@@ -190,7 +204,7 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     customer (omni.links: forged 401, expired or used 410, nothing changed)."""
     adapter: ClientChannel = http.adapter(request, channel)
     inbound = await http.inbound(request)
-    session = adapter.authenticate(inbound)
+    session = await live(request, adapter.authenticate(inbound))
     body = decode_json(inbound.body, LinkBody)
     which: LinkChannel = "web" if channel == "web" else "mobile"
     redeem = Redeem(channel=which, external_id=session.external_id, token=body.token)
@@ -201,6 +215,7 @@ async def catch_up(request: web.Request, channel: str) -> web.Response:
     """`GET /channels/<channel>/messages?after=`: this channel's messages the client missed."""
     adapter: ClientChannel = http.adapter(request, channel)
     query = adapter.parse_catch_up(await http.inbound(request))
+    await live(request, query.session)
     store = request.app[STORE]
     cid = await store.find(channel, query.session.external_id)
     if cid is None:

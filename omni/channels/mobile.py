@@ -150,6 +150,7 @@ async def mobile_devices(request: web.Request) -> web.StreamResponse:
     an anonymous session, this is also the login."""
     adapter: MobileAdapter = http.adapter(request, NAME)
     registration = adapter.parse_device(await http.inbound(request))
+    await client.live(request, registration.session)
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:
         await client.log_in(store, NAME, registration.user_id, registration.previous)

@@ -32,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from adapters.base import Marked, Received
 from adapters.client import FRAME_MAX, ClientChannel, InboundFrame, Ping, Resume, Typing
 from adapters.sessions import Session
-from omni.channels import http
+from omni.channels import client, http
 from omni.channels.client import (
     PRESENCE_TTL_MS,
     absent,
@@ -78,7 +78,7 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     """Authenticate (`?token=` or Authorization), then upgrade and run the socket. Every
     refusal (no channel, bad token, not a WebSocket request) is answered before upgrade."""
     adapter: ClientChannel = http.adapter(request, channel)
-    session = adapter.authenticate(await http.inbound(request))
+    session = await client.live(request, adapter.authenticate(await http.inbound(request)))
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=FRAME_MAX)
     if not ws.can_prepare(request).ok:
         raise BadRequest("this route speaks WebSocket only: send Upgrade: websocket")
