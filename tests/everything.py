@@ -51,9 +51,12 @@ class Logs:
         return [json.loads(line) for line in self.text.splitlines() if line.strip()]
 
     def tracebacks(self) -> list[str]:
-        """Lines that carry a traceback or report an unhandled error."""
+        """Lines that carry a traceback or report an error omni did not expect."""
         return [
             line
             for line in self.text.splitlines()
-            if "Traceback" in line or "exception" in line or "unhandled" in line
+            if "Traceback" in line
+            or '"exception"' in line
+            or '"level":"error"' in line
+            or '"level":"critical"' in line
         ]

@@ -1,0 +1,169 @@
+"""Every channel, with valid signatures: payloads mutated from the fixtures
+(tests/fuzz.py) and signed as the provider signs, through the real app on a real
+Valkey. Whatever the payload: no 5xx, no traceback in the log, a refusal is a 4xx
+problem document and writes nothing.
+
+`pytest tests/test_fuzz_channels.py -s` prints the payloads tried per channel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from adapters.voice import signature as voice_signature
+from omni.app import create_app
+from tests import fuzz
+from tests.adapters.test_instagram import signature
+from tests.conftest import snapshot
+from tests.everything import Logs, full_settings
+from tests.test_channel_voice import FIXTURES as VOICE
+from tests.test_channel_voice import TOKEN
+
+PAYLOADS = Path(__file__).parent / "payloads"
+PROBLEM = "application/problem+json"
+COUNT = {"instagram": 250, "voice": 150, "web": 150, "mobile": 150, "web socket": 150}
+
+INSTAGRAM_BASES = [
+    json.loads(path.read_bytes())
+    for path in sorted((PAYLOADS / "instagram").glob("instagram_*.json"))
+    if path.with_suffix(".sig.txt").exists()
+]
+_FRAMES = [
+    json.loads(line) for line in (PAYLOADS / "web" / "web_ws_frames.jsonl").read_text().splitlines()
+]
+MESSAGE_BASES = [
+    {k: v for k, v in frame.items() if k != "type"}
+    for frame in _FRAMES
+    if frame.get("type") == "message" and "client_msg_id" in frame
+] + [
+    {
+        "client_msg_id": "c-1",
+        "text": "hi",
+        "attachments": [{"type": "image", "url": "https://x.example/a.jpg"}],
+    }
+]
+SESSION_BASES = [
+    {},
+    {"type": "renew"},
+    json.loads((PAYLOADS / "web" / "web_identify_hmac.json").read_bytes()),
+]
+DEVICE_BASES = [
+    json.loads(path.read_bytes()) for path in sorted((PAYLOADS / "mobile").glob("*.json"))
+]
+
+
+@pytest.fixture
+async def app(aiohttp_client: Any, redis_url: str, redis: Redis) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(full_settings(redis_url)))
+    return client
+
+
+async def _send_all(
+    app: TestClient,
+    redis: Redis,
+    requests: Sequence[tuple[str, str, bytes, dict[str, str]]],
+    *,
+    signed: bool,
+) -> tuple[int, list[str]]:
+    """Send each request; return how many and what went wrong."""
+    logs = Logs()
+    wrong: list[str] = []
+    for method, path, body, headers in requests:
+        before = await snapshot(redis)
+        async with app.request(method, path, data=body, headers=headers) as answer:
+            status, kind = answer.status, answer.content_type
+            text = await answer.text(errors="replace")
+        what = f"{method} {path} {body[:120]!r}: {status} {text[:200]}"
+        if status >= 500:
+            wrong.append("5xx: " + what)
+        elif status >= 400:
+            if kind != PROBLEM:
+                wrong.append("not a problem document: " + what)
+            if signed and status == 401 and body:  # (an empty body is 401 by design)
+                wrong.append("signed, yet 401: " + what)
+            if await snapshot(redis) != before:
+                wrong.append("refused, yet written: " + what)
+    wrong += [f"log: {line[:300]}" for line in logs.tracebacks()]
+    return len(requests), wrong
+
+
+async def test_instagram_webhooks(app: TestClient, redis: Redis) -> None:
+    bodies = fuzz.corpus(fuzz.json_bodies(INSTAGRAM_BASES), COUNT["instagram"])
+    requests = [
+        (
+            "POST",
+            "/channels/instagram/webhook",
+            body,
+            {"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+        )
+        for body in bodies
+    ]
+    tried, wrong = await _send_all(app, redis, requests, signed=True)
+    print(f"\ninstagram: {tried} signed payloads, {len(wrong)} wrong answers")
+    assert wrong == [], "\n".join(wrong)
+
+
+async def test_twilio_voice_webhooks(app: TestClient, redis: Redis) -> None:
+    names = sorted(VOICE)
+    drawn = fuzz.corpus(fuzz.hypothesis_pairs(names, lambda n: VOICE[n].params), COUNT["voice"])
+    requests = []
+    for name, params in drawn:
+        url = VOICE[name].url
+        parts = urlsplit(url)
+        try:
+            # Twilio's own libraries' algorithm (duplicated names: values de-duplicated
+            # and sorted), which tests/test_channel_voice.py checks independently.
+            signed = voice_signature(TOKEN, url, params)
+        except UnicodeEncodeError:
+            continue  # a lone surrogate: nothing Twilio could send
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signed,
+        }
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        requests.append(("POST", path, fuzz.encode_form(params), headers))
+    tried, wrong = await _send_all(app, redis, requests, signed=True)
+    print(f"\nvoice: {tried} signed form posts, {len(wrong)} wrong answers")
+    assert wrong == [], "\n".join(wrong)
+
+
+@pytest.mark.parametrize("channel", ["web", "mobile"])
+async def test_client_sessions_and_messages(app: TestClient, redis: Redis, channel: str) -> None:
+    started = await app.post(f"/channels/{channel}/sessions", json={})
+    token = (await started.json())["token"]
+    json_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    share = COUNT[channel] // 3
+    routes = [("messages", MESSAGE_BASES), ("sessions", SESSION_BASES)]
+    if channel == "mobile":
+        routes.append(("devices", DEVICE_BASES))
+    requests = [
+        ("POST", f"/channels/{channel}/{route}", body, json_headers)
+        for route, bases in routes
+        for body in fuzz.corpus(fuzz.json_bodies(bases), share)
+    ]
+    tried, wrong = await _send_all(app, redis, requests, signed=False)
+    print(f"\n{channel}: {tried} payloads with a valid session, {len(wrong)} wrong answers")
+    assert wrong == [], "\n".join(wrong)
+
+
+async def test_web_socket_frames(app: TestClient) -> None:
+    started = await app.post("/channels/web/sessions", json={})
+    token = (await started.json())["token"]
+    frames = fuzz.corpus(fuzz.json_bodies(_FRAMES), COUNT["web socket"])
+    logs = Logs()
+    async with app.ws_connect(
+        "/channels/web/ws", params={"token": token}, headers={"Origin": "https://shop.example.com"}
+    ) as ws:
+        for frame in frames:
+            await ws.send_str(frame.decode("utf-8", "replace"))
+        await ws.send_str('{"type": "typing", "state": "start"}')
+        assert not ws.closed
+    print(f"\nweb socket: {len(frames)} frames, socket open throughout")
+    assert logs.tracebacks() == []
