@@ -1,7 +1,8 @@
 """The acceptance story of DESIGN.md, end to end through the real adapters: web chat →
 Instagram → link → phone → agent reply → mobile checkout, played by `omni demo`'s own
 script against a real omni on a real port, asserting at each step what the next
-channel's bot receives."""
+channel's bot receives. Every log line of the whole journey is searched for the
+customer's personal data: phone, e-mail, name, words, tokens."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.demo import Story
+from omni.settings import Settings
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, Graph
 from tests.conftest import AGENT, make_settings
+from tests.everything import Logs
 from tests.test_bots import SECRET as BOT_SECRET
 from tests.test_bots import BotReceiver, ServerFactory
 from tests.test_worker import until
@@ -54,6 +57,7 @@ async def test_the_acceptance_story(
         bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
         outbox=FAST,
     )
+    logs = Logs()  # everything omni logs from here on, as JSON lines
     server = await aiohttp_server(create_app(settings))
     lines: list[str] = []
     base = str(server.make_url("")).rstrip("/")
@@ -124,6 +128,47 @@ async def test_the_acceptance_story(
         (i["channel"], i["external_id"]) for i in voice_step.bot_sees["customer"]["identities"]
     }
     assert lines[-1].strip() == "One customer, four channels, nothing asked twice."
+    _no_personal_data(logs, story, settings, await _words(base, cid))
+
+
+async def _words(base: str, cid: str) -> list[str]:
+    """Everything the customer and omni said, from the history."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/v1/customers/{cid}/history?limit=200", headers=AGENT) as answer,
+    ):
+        history = await answer.json()
+    return [m["text"] for m in history["messages"] if m.get("text")]
+
+
+def _no_personal_data(logs: Logs, story: Story, settings: Settings, words: list[str]) -> None:
+    phone_digits = story.phone.lstrip("+")
+    secrets = [
+        story.phone,
+        phone_digits,
+        phone_digits[-10:],  # the national number
+        "ana@example.com",
+        "Ana Silva",
+        story.web_token,
+        story.web_token.split(".")[-1],  # a token's signature alone
+        *(key.key.reveal() for key in settings.api_keys),
+        PAGE_TOKEN,
+        SECRET,
+    ]
+    # Every message's text, and each run of four words of it (not single words: "order"
+    # or "size" also name fields in omni's own lines).
+    for text in words:
+        secrets.append(text)
+        tokens = text.split()
+        secrets += [" ".join(tokens[i : i + 4]) for i in range(max(0, len(tokens) - 3))]
+    assert len(logs.lines()) > 20  # the journey was logged
+    leaks = [
+        (secret, line)
+        for line in logs.text.splitlines()
+        for secret in secrets
+        if len(secret) >= 6 and secret in line
+    ]
+    assert leaks == [], "\n".join(f"{secret!r} in {line[:300]}" for secret, line in leaks[:20])
 
 
 async def _count(bot: BotReceiver, n: int) -> bool:
