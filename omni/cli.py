@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.demo import DemoError, play
+from omni.devkeys import refusal
 from omni.errors import ConfigError
 from omni.logs import configure
 from omni.services import open_services
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    refused = refusal(settings, host)
+    if refused:
+        print(f"omni: configuration error: {refused}", file=sys.stderr)
+        return 2
     log = structlog.get_logger("omni")
     redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"
     log.info("omni serving", url=f"http://{host}:{port}", redis=redis)

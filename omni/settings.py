@@ -2,8 +2,10 @@
 
 Precedence, lowest first: the defaults in the dataclasses below, the file named by
 `OMNI_CONFIG` (or `config/omni.toml` in the working directory when present), then
-environment variables `OMNI_<SECTION>_<KEY>`. A bad value raises `ConfigError`
-whose message names the setting; the CLI prints that one line and exits.
+environment variables `OMNI_<SECTION>_<KEY>`, or `OMNI_<SECTION>_<KEY>_FILE` naming a
+file that holds the value (a secret mounted by the orchestrator; one trailing newline
+is dropped). A bad value raises `ConfigError` whose message names the setting; the CLI
+prints that one line and exits.
 """
 
 from __future__ import annotations
@@ -269,6 +271,10 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith("OMNI_") or name in ("OMNI_CONFIG",):
             continue
+        from_file = name.endswith("_FILE")
+        if from_file:
+            value = _read_secret_file(name, value)
+            name = name.removesuffix("_FILE")
         if name == "OMNI_API_KEYS":
             raw.setdefault("auth", {})["env_keys"] = value
             continue
@@ -276,7 +282,16 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         section, _, key = rest.partition("_")
         if not key:
             continue
-        raw.setdefault(section, {})[key] = _env_value(value)
+        # A file holds the value itself: a secret is a string, never parsed as TOML.
+        raw.setdefault(section, {})[key] = value if from_file else _env_value(value)
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc}") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _env_value(value: str) -> Any:
