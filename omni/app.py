@@ -12,10 +12,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
 from omni.channels.socket import track_sockets
-from omni.middleware import ParserLog, request_middleware
+from omni.middleware import LOAD, Load, ParserLog, request_middleware
 from omni.openapi import build
+from omni.ratelimit import LIMITER, RateLimiter
 from omni.redis_server import EmbeddedRedis
-from omni.routes import add_routes, all_routes
+from omni.routes import add_routes, all_routes, long_lived_paths
 from omni.services import open_services
 from omni.settings import Settings
 from omni.state import OPENAPI, REDIS, SERVICES, SETTINGS, STORE
@@ -55,6 +56,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     pipelined = connect(None)
     app[REDIS] = client
     app[STORE] = Store(client, pipelined=pipelined)
+    app[LIMITER] = RateLimiter(client, settings.limits)
     try:
         yield
     finally:
@@ -111,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.limits.body_max,
         handler_args={"logger": ParserLog("aiohttp.server")},
     )
+    app[LOAD] = Load(settings.limits.in_flight, long_lived_paths())
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
     app[OPENAPI] = build(all_routes(), settings.channels.enabled)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from omni.errors import Forbidden, Unauthenticated
 from omni.model import Author
+from omni.ratelimit import LIMITER
 from omni.settings import ROLES, ApiKey, Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,6 +49,7 @@ def require(role: Role, handler: Handler) -> Handler:
         if _rank(caller.role) < _rank(role):
             raise Forbidden(f"a {caller.role} key may not do this; it needs the {role} role")
         request[CALLER] = caller
+        await request.app[LIMITER].key(caller.key.reveal())
         return await handler(request)
 
     return guarded

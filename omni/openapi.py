@@ -105,7 +105,9 @@ def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str
             }
         if route.etag and route.method == "GET":
             responses["304"] = {"description": "not modified (If-None-Match)"}
-        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500}
+        # Any route may meet a full process or an unreachable Redis (503, Retry-After);
+        # a key's or a sender's rate limit is 429 (Retry-After).
+        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {429, 500, 503}
         for status in sorted(statuses):
             cls = titles.get(status)
             responses[str(status)] = {

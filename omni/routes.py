@@ -218,6 +218,13 @@ def all_routes() -> tuple[Route, ...]:
     return ROUTES + tuple(r for module in channels.MODULES for r in module.ROUTES)
 
 
+def long_lived_paths() -> frozenset[str]:
+    """Routes that stay open (event streams, sockets): no in-flight limit applies."""
+    return frozenset(
+        r.path for r in all_routes() if r.status == 101 or r.handler in events.TOKEN_AUTH
+    )
+
+
 def add_routes(app: web.Application) -> None:
     for route in all_routes():
         # The event streams also take ?access_token= (omni.api.events says why).

@@ -5,12 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import metrics
+from omni.middleware import LOAD
 from omni.state import REDIS, SERVICES
 
 
 async def exposition(request: web.Request) -> web.Response:
     live = request.app[SERVICES].live
+    load = request.app[LOAD]
     process = (
+        ("omni_requests_in_flight", "gauge", "Requests in progress", load.current),
+        ("omni_requests_shed_total", "counter",
+         "Requests shed with 503 at [limits] in_flight", load.shed_total),
         ("omni_live_listeners", "gauge", "Open live-event listeners", live.listeners),
         ("omni_live_listeners_dropped_total", "counter",
          "Live-event listeners dropped for falling behind", live.dropped_total),

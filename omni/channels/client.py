@@ -30,6 +30,7 @@ from omni.ids import Cursor, decode_cursor
 from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
+from omni.ratelimit import LIMITER
 from omni.search import index_profile, normalize_phone
 from omni.state import SERVICES, STORE
 from omni.store import Store
@@ -188,7 +189,9 @@ async def post_message(request: web.Request, channel: str) -> web.Response:
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
     adapter: ClientChannel = http.adapter(request, channel)
     inbound = await http.inbound(request)
-    event = adapter.parse_message(inbound.body, await live(request, adapter.authenticate(inbound)))
+    session = await live(request, adapter.authenticate(inbound))
+    await request.app[LIMITER].identity(channel, session.external_id)
+    event = adapter.parse_message(inbound.body, session)
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
     return json_response(ack, status=201 if created else 200)

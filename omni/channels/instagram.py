@@ -30,8 +30,10 @@ from adapters.instagram import (
 from omni.channels import http
 from omni.clock import now_ms
 from omni.delivery import Sender
+from omni.errors import TooManyRequests
 from omni.inbox import Inbox
 from omni.model import Message
+from omni.ratelimit import LIMITER
 from omni.route import Param, Route
 from omni.settings import Settings
 from omni.state import SERVICES
@@ -55,9 +57,20 @@ async def instagram_webhook(request: web.Request) -> web.Response:
     adapter: InstagramAdapter = http.adapter(request, NAME)
     inbound = await http.inbound(request)
     adapter.verify(inbound)
-    events = adapter.parse(inbound)
+    events = [e for e in adapter.parse(inbound) if await _within_limit(request, e)]
     stored = await store_events(request.app[SERVICES].inbox, events)
     return json_response({"events": len(events), "messages": stored})
+
+
+async def _within_limit(request: web.Request, event: ChannelEvent) -> bool:
+    """A sender over `[limits] per_identity` loses this event, not the others theirs."""
+    if not (isinstance(event, Received) and event.direction == "inbound"):
+        return True
+    try:
+        await request.app[LIMITER].identity(NAME, event.message.external_id)
+    except TooManyRequests:
+        return False
+    return True
 
 
 async def store_events(inbox: Inbox, events: Sequence[ChannelEvent]) -> int:
