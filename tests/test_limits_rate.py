@@ -1,0 +1,135 @@
+"""Rate limits ([limits] per_key, per_identity, window_s) across processes, and the
+per-process in-flight limit ([limits] in_flight)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from omni.app import create_app
+from omni.middleware import LOAD
+from tests.adapters.test_instagram import signature
+from tests.conftest import AGENT, BOT, ingest
+from tests.everything import full_settings
+
+PROBLEM = "application/problem+json"
+
+
+async def test_an_api_key_over_its_limit_gets_429_with_retry_after_in_every_process(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_key": 5, "window_s": 3600})
+    # Two apps on one Redis: two omni processes share the count.
+    first = await aiohttp_client(create_app(settings))
+    second = await aiohttp_client(create_app(settings))
+    cid = (await ingest(first))["customer_id"]
+    statuses = []
+    for n in range(6):
+        app = first if n % 2 else second
+        answer = await app.get(f"/v1/customers/{cid}/context", headers=BOT)
+        statuses.append(answer.status)
+    assert statuses == [200, 200, 200, 200, 429, 429]  # the ingest was the first of 5
+    assert answer.content_type == PROBLEM
+    assert 1 <= int(answer.headers["Retry-After"]) <= 3600
+    # Another key is not held back by this one.
+    assert (await first.get("/v1/deliveries/dead", headers=AGENT)).status == 200
+    metrics = await (await first.get("/metrics", headers=AGENT)).text()
+    assert 'omni_rate_limited_total{kind="key"} 2' in metrics
+
+
+def _webhook(sender: str, n: int) -> bytes:
+    event = {
+        "sender": {"id": sender},
+        "recipient": {"id": "17841400000000001"},
+        "timestamp": 1_767_225_600_000 + n,
+        "message": {"mid": f"mid-{sender}-{n}", "text": f"message {n}"},
+    }
+    body = {"object": "instagram", "entry": [{"id": "17841400000000001", "time": 1,
+                                               "messaging": [event]}]}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+async def test_a_flooding_instagram_sender_does_not_starve_the_others(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_identity": 3, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+
+    async def send(sender: str, n: int) -> dict[str, Any]:
+        body = _webhook(sender, n)
+        answer = await app.post(
+            "/channels/instagram/webhook",
+            data=body,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+        )
+        assert answer.status == 200  # Meta is always answered: no retry storm
+        result: dict[str, Any] = await answer.json()
+        return result
+
+    flood = [await send("1180000000000666", n) for n in range(10)]
+    assert [r["messages"] for r in flood] == [1, 1, 1] + [0] * 7
+    assert (await send("1180000000000001", 0))["messages"] == 1
+    metrics = await (await app.get("/metrics", headers=AGENT)).text()
+    assert 'omni_rate_limited_total{kind="identity"} 7' in metrics
+
+
+async def test_a_web_session_over_its_limit_gets_429(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_identity": 2, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+    tokens = []
+    for _ in range(2):
+        started = await app.post("/channels/web/sessions", json={})
+        tokens.append((await started.json())["token"])
+    statuses = []
+    for n in range(3):
+        answer = await app.post(
+            "/channels/web/messages",
+            json={"client_msg_id": f"c-{n}", "text": "hi"},
+            headers={"Authorization": f"Bearer {tokens[0]}"},
+        )
+        statuses.append(answer.status)
+    assert statuses == [201, 201, 429]
+    assert answer.content_type == PROBLEM and "Retry-After" in answer.headers
+    other = await app.post(
+        "/channels/web/messages",
+        json={"client_msg_id": "c-0", "text": "hi"},
+        headers={"Authorization": f"Bearer {tokens[1]}"},
+    )
+    assert other.status == 201
+
+
+async def test_requests_beyond_the_in_flight_limit_are_shed_with_503(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"in_flight": 2})
+    app = create_app(settings)
+    release = asyncio.Event()
+    entered = asyncio.Semaphore(0)
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.release()
+        await release.wait()
+        return web.Response(text="done")
+
+    app.router.add_get("/slow", slow)
+    client: TestClient = await aiohttp_client(app)
+    held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
+    for _ in range(2):
+        await entered.acquire()
+    shed = await client.get("/slow")
+    assert shed.status == 503 and shed.content_type == PROBLEM
+    assert shed.headers["Retry-After"] == "1"
+    assert (await client.get("/healthz")).status == 200  # never shed
+    metrics = await (await client.get("/metrics", headers=AGENT)).text()
+    assert "omni_requests_shed_total 1" in metrics
+    assert "omni_requests_in_flight 2" in metrics
+    release.set()
+    assert [(await t).status for t in held] == [200, 200]
+    assert client.app[LOAD].current == 0
