@@ -31,12 +31,14 @@ DEPTH_MAX = 32
 _AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
-# A JSON string (brackets inside one are text, not structure), then everything that is
-# neither an opening nor a closing bracket.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string (brackets inside one are text, not structure), an unterminated one
+# running to the end: possessive, and never restarted inside a string, so any body is
+# scanned in linear time. Then everything that is neither an opening nor a closing bracket.
+_STR = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)'
+_STRING = re.compile(_STR, re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _LONG_DIGITS = re.compile(rb"\d{19}")
-_STRING_OR_LONG_INTEGER = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d{19,}(?![.eE\d])', re.DOTALL)
+_STRING_OR_LONG_INTEGER = re.compile(_STR + rb"|(-?\d{19,})(?![.eE\d])", re.DOTALL)
 _INT_RANGE = range(-(2**63), 2**64)
 
 
@@ -83,6 +85,9 @@ def widen_numbers(body: bytes | str) -> bytes | str:
     digits is rewritten (strings are kept as they are: an id may be digits)."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     if not _LONG_DIGITS.search(raw):
+        return body
+    # The long integers outside strings (findall stays in C; a string matches as "").
+    if all(not n or int(n) in _INT_RANGE for n in _STRING_OR_LONG_INTEGER.findall(raw)):
         return body
     return _STRING_OR_LONG_INTEGER.sub(_widen, raw)
 
