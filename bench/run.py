@@ -176,6 +176,11 @@ url = "http://127.0.0.1:9/bench-bot"
 secret = "bench-bot-secret-not-for-production"
 [outbox]
 in_process_worker = false
+# Never refused, yet checked: the bench measures what the rate limits cost, not 429s.
+[limits]
+per_key = 1000000000000
+per_identity = 1000000000000
+in_flight = 1000000
 [log]
 format = "json"
 level = "info"
