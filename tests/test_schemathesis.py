@@ -90,7 +90,10 @@ def _run(base: str, role: str, report: Path) -> dict[str, Any]:
     ]  # fmt: skip
     if key is not None:
         command += ["--header", f"Authorization: Bearer {key}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    # In the report's directory: schemathesis keeps a cache where it runs.
+    done = subprocess.run(
+        command, cwd=report.parent, capture_output=True, text=True, timeout=600, check=False
+    )
     assert report.exists(), done.stdout + done.stderr
     result: dict[str, Any] = json.loads(report.read_text())
     result["output"] = done.stdout
