@@ -16,6 +16,7 @@ from omni.middleware import LOAD
 from tests.adapters.test_instagram import signature
 from tests.conftest import AGENT, BOT, ingest
 from tests.everything import full_settings
+from tests.test_channel_web import PAGE
 
 PROBLEM = "application/problem+json"
 
@@ -133,3 +134,26 @@ async def test_requests_beyond_the_in_flight_limit_are_shed_with_503(
     release.set()
     assert [(await t).status for t in held] == [200, 200]
     assert client.app[LOAD].current == 0
+
+
+async def test_a_socket_over_its_senders_limit_gets_a_429_frame_and_stays_open(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_identity": 2, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+    started = await app.post("/channels/web/sessions", json={})
+    token = (await started.json())["token"]
+    answers = []
+    async with app.ws_connect(
+        "/channels/web/ws", params={"token": token}, headers={"Origin": PAGE}
+    ) as ws:
+        for n in range(3):
+            await ws.send_str(json.dumps({"type": "message", "client_msg_id": f"s-{n}",
+                                          "text": "hi"}))  # fmt: skip
+            while True:
+                frame = json.loads(await ws.receive_str(timeout=5))
+                if frame["type"] in ("ack", "error"):
+                    answers.append((frame["type"], frame.get("status")))
+                    break
+        assert not ws.closed
+    assert answers == [("ack", None), ("ack", None), ("error", 429)]

@@ -45,6 +45,7 @@ from omni.clock import iso, now_ms
 from omni.errors import BadRequest, ProblemError, Unauthenticated, Unavailable
 from omni.live import Event, Listener
 from omni.model import PAGE_MAX, Message, MessageStatus
+from omni.ratelimit import LIMITER
 from omni.state import REDIS, SERVICES, STORE
 
 log = structlog.get_logger("omni.channels.socket")
@@ -136,6 +137,7 @@ class Connection:
         self.store = request.app[STORE]
         self.redis = request.app[REDIS]
         self.inbox = services.inbox
+        self.limiter = request.app[LIMITER]
         self.live = services.live
         self.ws = ws
         self.adapter = adapter
@@ -195,6 +197,7 @@ class Connection:
 
     async def _handle(self, frame: InboundFrame) -> None:
         if isinstance(frame, Received):
+            await self.limiter.identity(self.channel, frame.message.external_id)  # 429 frame
             message, _ = await self.inbox.ingest(frame.message)
             client_msg_id = frame.message.channel_message_id
             async with self._writing:
