@@ -5,10 +5,10 @@ Two kinds, each a fixed window of `[limits] window_s` seconds:
 - per API key (`[limits] per_key` requests): checked when a key is authenticated;
 - per channel identity (`[limits] per_identity` messages): a flood from one sender
   (an Instagram account, a widget session) cannot starve the others. A web or app
-  client over its limit gets 429; on a webhook that carries several senders' events
-  (Instagram), only the flooding sender's events are dropped, counted and logged,
-  and the webhook is still acknowledged, so the others' messages are not held up by
-  Meta's retries.
+  client over its limit gets 429; a webhook that carries several senders' events
+  (Instagram) has the others' events stored at once and is answered 429, so Meta
+  redelivers it later: the flooding sender's messages wait, and none is acknowledged
+  without being stored.
 
 Over the limit: `TooManyRequests` (429 problem, `Retry-After`: the seconds to the next
 window), counted in `/metrics` as omni_rate_limited_total{kind}. The cost on the hot

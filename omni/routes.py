@@ -61,7 +61,7 @@ _ASK = Param(
     "ask",
     "query",
     "up to 20 comma-separated fact names the bot is about to ask for",
-    {"type": "string", "pattern": rf"^( *{_FACT} *(, *{_FACT} *){{0,19}})?$"},
+    {"type": "string", "pattern": rf"^ *({_FACT})? *(, *({_FACT})? *){{0,19}}$"},
 )
 _IF_MATCH_REQUIRED = Param(
     "If-Match", "header", "the ETag you read (or *); a stale one gets 412", required=True

@@ -80,8 +80,8 @@ class RedisSettings:
 class LimitSettings:
     body_max: int = 1024 * 1024
     window_s: int = 60  # the rate limits' window
-    per_key: int = 6000  # requests per window per API key; 0: no limit
-    per_identity: int = 120  # messages per window per channel sender; 0: no limit
+    per_key: int = 120_000  # requests per window per API key; 0: no limit
+    per_identity: int = 1200  # messages per window per channel sender; 0: no limit
     in_flight: int = 1000  # requests at once per process, beyond: 503; 0: no limit
 
 
@@ -234,8 +234,8 @@ class Settings:
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
                 window_s=read_int(limits, "limits.window_s", 60, low=1, high=86_400),
-                per_key=read_int(limits, "limits.per_key", 6000, low=0, high=1 << 40),
-                per_identity=read_int(limits, "limits.per_identity", 120, low=0, high=1 << 40),
+                per_key=read_int(limits, "limits.per_key", 120_000, low=0, high=1 << 40),
+                per_identity=read_int(limits, "limits.per_identity", 1200, low=0, high=1 << 40),
                 in_flight=read_int(limits, "limits.in_flight", 1000, low=0, high=1 << 20),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),

@@ -84,8 +84,11 @@ def _ask(request: web.Request) -> list[str]:
     raw = query_str(request, "ask")
     if raw is None:
         return []
-    names = [n.strip(" ") for n in raw.split(",")]
-    if len(names) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
+    # Up to ASK_MAX entries, empty ones (a trailing comma) ignored; spaces around a name
+    # are allowed, nothing else (the OpenAPI pattern says exactly this).
+    entries = raw.split(",")
+    names = [name for entry in entries if (name := entry.strip(" "))]
+    if len(entries) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
         raise BadRequest(
             f"ask is up to {ASK_MAX} comma-separated fact names (letters, digits, _ . -)",
             field="ask",

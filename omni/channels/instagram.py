@@ -57,20 +57,30 @@ async def instagram_webhook(request: web.Request) -> web.Response:
     adapter: InstagramAdapter = http.adapter(request, NAME)
     inbound = await http.inbound(request)
     adapter.verify(inbound)
-    events = [e for e in adapter.parse(inbound) if await _within_limit(request, e)]
+    events, over = await _within_limits(request, adapter.parse(inbound))
     stored = await store_events(request.app[SERVICES].inbox, events)
+    if over is not None:
+        # The other senders' events are stored; Meta redelivers the notification later,
+        # and what is stored now is found stored then: the flood waits, nothing is lost.
+        raise over
     return json_response({"events": len(events), "messages": stored})
 
 
-async def _within_limit(request: web.Request, event: ChannelEvent) -> bool:
-    """A sender over `[limits] per_identity` loses this event, not the others theirs."""
-    if not (isinstance(event, Received) and event.direction == "inbound"):
-        return True
-    try:
-        await request.app[LIMITER].identity(NAME, event.message.external_id)
-    except TooManyRequests:
-        return False
-    return True
+async def _within_limits(
+    request: web.Request, events: Sequence[ChannelEvent]
+) -> tuple[list[ChannelEvent], TooManyRequests | None]:
+    """The events of senders within `[limits] per_identity`, and the 429 for the rest."""
+    within: list[ChannelEvent] = []
+    over = None
+    for event in events:
+        if isinstance(event, Received) and event.direction == "inbound":
+            try:
+                await request.app[LIMITER].identity(NAME, event.message.external_id)
+            except TooManyRequests as refused:
+                over = refused
+                continue
+        within.append(event)
+    return within, over
 
 
 async def store_events(inbox: Inbox, events: Sequence[ChannelEvent]) -> int:
