@@ -27,9 +27,13 @@ run: $(STAMP)
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The layering and import cycles too: import-linter's contracts (pyproject.toml) and
+# tools/check_imports.py, before mypy, whose errors on a circle name only its symptom.
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check omni adapters tests bench
-	$(BIN)/ruff format --check omni adapters tests bench
+	$(BIN)/ruff check omni adapters tests bench tools
+	$(BIN)/ruff format --check omni adapters tests bench tools
+	$(BIN)/lint-imports
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/mypy
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml

@@ -22,6 +22,10 @@ Two processes share one port with SO_REUSEPORT rather than two ports with a wrk 
 one wrk sees one latency distribution over both processes (two wrks give two, which
 cannot be merged into a p99), and a second wrk would take CPU from the servers on a
 2-core machine. The kernel spreads wrk's connections over the two listening sockets.
+
+Over 400 lines on purpose: the steps above, in the order they run, over one `Bench` (its
+servers and settings); what each step measures with lives beside it (seed, traffic, wrk,
+cpu, profile, results).
 """
 
 from __future__ import annotations
@@ -180,7 +184,7 @@ in_process_worker = false
 [limits]
 per_key = 1000000000000
 per_identity = 1000000000000
-in_flight = 1000000
+max_in_flight = 1000000
 [log]
 format = "json"
 level = "info"

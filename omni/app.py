@@ -1,42 +1,48 @@
-"""The application factory: `create_app(settings)` wires routes, middleware and the
-resources opened and closed with the app's lifecycle."""
+"""The application factory: `create_app(settings, channels)` wires routes, middleware and
+the resources opened and closed with the app's lifecycle. It is the one place the core
+meets the channels: it receives their registry (or loads the default one by name)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
-from omni.channels.socket import track_sockets
-from omni.middleware import LOAD, Load, ParserLog, request_middleware
+from omni.channel import Channel, load, validate
+from omni.middleware import ParserLog, request_middleware
 from omni.openapi import build
+from omni.overload import LOAD, Load, in_flight_limit
 from omni.ratelimit import LIMITER, RateLimiter
 from omni.redis_server import EmbeddedRedis
-from omni.routes import add_routes, all_routes, long_lived_paths
+from omni.routes import add_routes, all_routes
 from omni.services import open_services
-from omni.settings import Settings
-from omni.state import OPENAPI, REDIS, SERVICES, SETTINGS, STORE
+from omni.settings import Settings, inbox_shards
+from omni.sockets import track_sockets
+from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
-EMBEDDED = web.AppKey("embedded_redis", EmbeddedRedis)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = settings.redis.url
     embedded = None
+    supervisor: asyncio.Task[None] | None = None
     if not url:
-        embedded = EmbeddedRedis(settings.redis.data_dir)
+        embedded = EmbeddedRedis(
+            settings.redis.data_dir, fsync=settings.redis.fsync, owner_port=settings.server.port
+        )
         await asyncio.to_thread(embedded.start)
         app[EMBEDDED] = embedded
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
+        supervisor = asyncio.create_task(embedded.supervise(), name="omni-redis-supervisor")
 
     # A blocking pool makes a burst of requests wait for a connection instead of
     # failing with "Too many connections" the moment the pool is exhausted.
@@ -45,17 +51,22 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
             url,
             max_connections=settings.redis.max_connections,
             timeout=settings.redis.pool_timeout,
-            socket_connect_timeout=2,
+            socket_connect_timeout=settings.redis.request_timeout,
             socket_timeout=socket_timeout,
         )
         return Redis(connection_pool=pool)
 
-    client = connect(10)
+    client = connect(settings.redis.request_timeout)
     # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(None)
     app[REDIS] = client
-    app[STORE] = Store(client, pipelined=pipelined)
+    app[STORE] = Store(
+        client,
+        pipelined=pipelined,
+        timeout_s=settings.redis.request_timeout,
+        inbox_shards=inbox_shards(settings),
+    )
     app[LIMITER] = RateLimiter(client, settings.limits)
     try:
         yield
@@ -64,6 +75,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         # explicitly, or every pooled connection is left open when the app stops.
         await client.aclose(close_connection_pool=True)
         await pipelined.aclose(close_connection_pool=True)
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")
@@ -73,7 +87,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """The outbox, live events and channel adapters; with `in_process_worker`, a worker
     in this process too, so `omni serve` alone delivers replies and bot webhooks."""
     settings = app[SETTINGS]
-    async with open_services(settings, app[REDIS], app[STORE]) as services:
+    channels: tuple[Channel, ...] = app[CHANNELS]
+    async with open_services(settings, app[REDIS], app[STORE], channels) as services:
         app[SERVICES] = services
         tasks = [asyncio.create_task(services.live.run(), name="omni-live")]
         stop = asyncio.Event()
@@ -107,17 +122,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(*(t for t in background if t.done()), return_exceptions=True)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, channels: Sequence[Channel] | None = None) -> web.Application:
+    """`channels`: the channel registry; without it, the default one loaded by name
+    (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
+    listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
+    validate(settings, listed)
+    load_now = Load(settings.limits.max_in_flight)
     app = web.Application(
-        middlewares=[request_middleware],
+        middlewares=[request_middleware, in_flight_limit(load_now)],
         client_max_size=settings.limits.body_max,
         handler_args={"logger": ParserLog("aiohttp.server")},
     )
-    app[LOAD] = Load(settings.limits.in_flight, long_lived_paths())
+    app[LOAD] = load_now
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
-    app[OPENAPI] = build(all_routes(), settings.channels.enabled)
-    add_routes(app)
+    app[CHANNELS] = listed
+    app[OPENAPI] = build(all_routes(listed), settings.channels.enabled)
+    add_routes(app, listed)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)
     track_sockets(app)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from dataclasses import replace
 
 import aiohttp
 import structlog
@@ -13,12 +14,15 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from omni.app import create_app
+from omni.channel import Channel, load, validate
 from omni.demo import DemoError, play
 from omni.devkeys import refusal
 from omni.errors import ConfigError
 from omni.logs import configure
+from omni.migrations import PhoneMigration, migrate_phones
+from omni.redis_server import EmbeddedRedis
 from omni.services import open_services
-from omni.settings import Settings
+from omni.settings import Settings, inbox_shards
 from omni.store import Store
 from omni.worker import Worker
 
@@ -40,18 +44,57 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--url", help="omni's address (default: http://<server.host>:<server.port>)")
     commands.add_parser("worker", help="deliver queued replies and bot webhooks (needs redis.url)")
+    commands.add_parser(
+        "migrate",
+        help="bring stored data up to this version (phone numbers to E.164); idempotent, "
+        "safe while omni serves on a shared redis.url",
+    )
     return parser
 
 
-async def _work(settings: Settings) -> None:
+async def _migrate_with(settings: Settings, url: str) -> PhoneMigration:
+    redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+    try:
+        return await migrate_phones(Store(redis), settings.identity.default_region or None)
+    finally:
+        await redis.aclose()
+
+
+def _migrate(settings: Settings) -> int:
+    """`omni migrate`: on redis.url, or on the embedded server's data (stop `omni serve`
+    first: two servers must not share one data_dir)."""
+    embedded = None
+    url = settings.redis.url
+    if not url:
+        embedded = EmbeddedRedis(settings.redis.data_dir)
+        embedded.start()
+        url = embedded.url
+    try:
+        report = asyncio.run(_migrate_with(settings, url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print(
+        f"omni migrate: phones: {report.customers} customers read, {report.profiles} "
+        f"profile phones and {report.identities} identities rewritten, {report.invalid} "
+        f"invalid numbers left as they were, {report.conflicts} conflicts"
+    )
+    return 0
+
+
+async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
     """One worker until SIGTERM/SIGINT; the round in progress finishes first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=30)
+    timeout = settings.redis.request_timeout
+    redis = Redis.from_url(
+        settings.redis.url, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
-        async with open_services(settings, redis, Store(redis)) as services:
+        store = Store(redis, inbox_shards=inbox_shards(settings))
+        async with open_services(settings, redis, store, channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:
         await redis.aclose()
@@ -70,7 +113,7 @@ def _demo(settings: Settings, url: str | None) -> int:
     return 0
 
 
-def _worker(settings: Settings) -> int:
+def _worker(settings: Settings, channels: tuple[Channel, ...]) -> int:
     if not settings.redis.url:
         print(
             "omni: configuration error: redis.url: `omni worker` needs a shared Redis "
@@ -78,7 +121,7 @@ def _worker(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(_work(settings))
+    asyncio.run(_work(settings, channels))
     structlog.get_logger("omni").info("omni worker stopped")
     return 0
 
@@ -87,14 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        # Each channel parses its own section: a bad channel setting stops here too.
+        channels = load()
+        validate(settings, channels)
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2
     configure(settings.log, cache=True)
     if args.command == "worker":
-        return _worker(settings)
+        return _worker(settings, channels)
     if args.command == "demo":
         return _demo(settings, args.url)
+    if args.command == "migrate":
+        return _migrate(settings)
     if args.reuse_port and not settings.redis.url:
         # Each process would start its own embedded server on one data_dir.
         print(
@@ -109,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     if refused:
         print(f"omni: configuration error: {refused}", file=sys.stderr)
         return 2
+    # The embedded Redis's lock names this port to a second `omni serve`.
+    settings = replace(settings, server=replace(settings.server, port=port))
     log = structlog.get_logger("omni")
     redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"
     log.info("omni serving", url=f"http://{host}:{port}", redis=redis)
     try:
         web.run_app(
-            create_app(settings),
+            create_app(settings, channels),
             host=host,
             port=port,
             reuse_port=args.reuse_port or None,

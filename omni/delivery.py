@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import msgspec
 import structlog
 
-from adapters.base import Delivery
 from omni.bots import BotDispatcher, BotReply
+from omni.channel import Delivery, Sender
 from omni.clock import iso, now_ms
 from omni.live import Live
 from omni.model import (
@@ -23,13 +23,11 @@ from omni.model import (
     echo_fingerprint,
 )
 from omni.outbox import Job
+from omni.receipts import apply_early
 from omni.replies import Replies
 from omni.store import Store
 
 log = structlog.get_logger("omni.delivery")
-
-# What a channel gives the worker to send one message to one recipient on it.
-Sender = Callable[[Message, str], Awaitable[Delivery]]
 
 
 class ChannelDelivery:
@@ -66,7 +64,7 @@ class ChannelDelivery:
             outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
         else:
             if echo is not None:
-                await self.store.expect_echo(cid, message.channel, echo, entry)
+                await self.store.timeline.expect_echo(cid, message.channel, echo, entry)
             try:
                 outcome = await self.sender(message, recipient)
             except Exception as exc:
@@ -82,16 +80,21 @@ class ChannelDelivery:
             attempts=job.attempt,
             channel_message_id=outcome.channel_message_id,
         )
-        await self.store.set_status(cid, entry, status)
+        await self.store.timeline.set_status(cid, entry, status)
         if outcome.channel_message_id:
-            await self.store.link_channel_message(
+            await self.store.timeline.link_channel_message(
                 cid, message.channel, outcome.channel_message_id, entry
             )
         if echo is not None:
-            await self.store.echo_settled(cid, message.channel, echo)
+            await self.store.timeline.echo_settled(cid, message.channel, echo)
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
         )
+        if outcome.channel_message_id:
+            # A receipt the channel sent before this answer came back (omni.receipts).
+            await apply_early(
+                self.store, self.live, cid, message.channel, outcome.channel_message_id, entry
+            )
         return outcome
 
 
@@ -103,7 +106,7 @@ class BotDelivery:
         self.dispatcher = dispatcher
 
     async def __call__(self, job: Job) -> Delivery:
-        context = await self.store.context(job.customer_id or "")
+        context = await self.store.contexts.read(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
         return await self.dispatcher(dataclasses.replace(job, payload=payload))
 

@@ -41,6 +41,7 @@ from omni.live import Live
 from omni.model import Assignee, Author, Message, Responder
 from omni.outbox import Job
 from omni.settings import HandoffSettings
+from omni.store.inbox import ConversationIndex, Event
 
 log = structlog.get_logger("omni.handoff")
 Target = Literal["bot", "queue", "agent"]
@@ -60,7 +61,8 @@ class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.agent_id is None
 
 
-# A customer's 'ho' and 'cv_assignee' fields as stored (what `holder_of` reads).
+# A customer's 'ho' and 'cv_assignee' fields as stored (what `holder_of` reads), and
+# maybe more after them (append.lua's: omni.store.timeline.Appended.handoff).
 HandoffFields = Sequence[Any] | None
 
 
@@ -75,7 +77,7 @@ async def holder(store_or_redis: Any, cid: str) -> Holder | None:
 
 def holder_of(fields: HandoffFields) -> Holder | None:
     """`holder` from the fields already read (the append script returns them)."""
-    ho, blob = fields or (None, None)
+    ho, blob = (fields[0], fields[1]) if fields else (None, None)
     if ho not in (b"agent", b"queue") or not blob:
         return None
     who = codec.decode(blob if isinstance(blob, bytes) else blob.encode(), Assignee)
@@ -83,10 +85,19 @@ def holder_of(fields: HandoffFields) -> Holder | None:
 
 
 class Handoffs:
-    def __init__(self, redis: Redis, live: Live, config: HandoffSettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        live: Live,
+        config: HandoffSettings,
+        index: ConversationIndex | None = None,
+    ) -> None:
+        """`index`: the team inbox's (store.inbox), told of every change of who holds a
+        conversation, of its status, and of each reply."""
         self.redis = redis
         self.live = live
         self.config = config
+        self.index = index
         self._script = scripts.load(redis, "handoff")
 
     async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
@@ -130,6 +141,7 @@ class Handoffs:
         if due is None:
             await self.redis.zrem(keys.handoff_due(), cid)
         before = _text(result[1])
+        await self._index(cid)
         await metrics.count_handoff(self.redis, to, by.kind)
         assignee = msgspec.structs.replace(who, reply_due=iso(due))
         await self._tell(cid, to, assignee, status, by, before)
@@ -177,6 +189,7 @@ class Handoffs:
             await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
         if int(result[3]):
             await self.redis.zrem(keys.handoff_due(), message.customer_id)
+        await self._index(message.customer_id, "reply")
 
     async def on_bot_answer(self, job: Job, answer: BotAnswer) -> None:
         """A bot answered a webhook with `"handoff": true`: the conversation goes to the
@@ -198,6 +211,7 @@ class Handoffs:
             return None
         resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
         await self.redis.zrem(keys.handoff_due(), cid)
+        await self._index(cid)
         await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
         await self.live.publish(
             cid,
@@ -236,6 +250,7 @@ class Handoffs:
             return False
         if int(result[0]):
             await self.redis.zrem(keys.handoff_due(), cid)
+            await self._index(cid)
             await metrics.count_handoff(self.redis, "queue", "timeout")
             system = Author(kind="system", name="reply timeout")
             await self._tell(cid, "queue", queue, "pending", system, "agent")
@@ -257,6 +272,10 @@ class Handoffs:
                 log.warning("handoff sweep interrupted", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.sweep_interval_s)
+
+    async def _index(self, cid: str, event: Event = "") -> None:
+        if self.index is not None:
+            await self.index.sync(cid, event)
 
     def _timeout_ms(self) -> int:
         return max(1, int(self.config.reply_timeout_s * 1000))

@@ -102,6 +102,18 @@ def _integral(value: Any) -> Any:
     return value
 
 
+def parse(body: bytes | str, what: str = "the body", field: str | None = None) -> Any:
+    """Decode JSON of no fixed shape (a provider's webhook, a JSON form field), with the
+    same limits: BadRequest (400) naming `what` if it is not JSON or nests too deep."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if too_deep(raw):
+        raise BadRequest(f"{what} nests deeper than {DEPTH_MAX} levels", field=field)
+    try:
+        return msgspec.json.decode(widen_numbers(raw))
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}", field=field) from None
+
+
 def decode(body: bytes | str, kind: type[T]) -> T:
     """Decode JSON into `kind`: BadRequest (400) if it is not JSON or nests too deep,
     ValidationFailed (422, naming the field, e.g. `items[0].sku`) if it breaks the

@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -31,6 +30,13 @@ from omni.errors import (
 log = structlog.get_logger("omni.http")
 _REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
 PROBLEM_TYPE = "application/problem+json"
+# Seconds a client (a channel's webhook retry, a bot) is told to wait after a 503: the
+# store answers again within about that long once it is back.
+RETRY_AFTER_S = 1
+
+# Redis cannot be reached (or answer in time): what a caller that is not an HTTP handler
+# (a live socket) catches to answer "unavailable" itself.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Library exceptions that mean something to a client, found by walking the MRO.
 _MAPPED: dict[type[BaseException], type[ProblemError]] = {
@@ -69,43 +75,12 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     )
     if problem.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
-    # A 503 is always worth retrying soon: say when, so clients and providers back off.
-    retry = problem.retry_after_s or (1 if problem.status == 503 else None)
+    # A 503 is always worth retrying soon, a 429 after its window: say when, so clients
+    # and providers back off.
+    retry = problem.retry_after_s or (RETRY_AFTER_S if problem.status == 503 else None)
     if retry is not None:
         response.headers["Retry-After"] = str(retry)
     return response
-
-
-@dataclass
-class Load:
-    """Requests in progress in this process, against `[limits] in_flight` (0: none).
-    Beyond it a request is shed at once with 503 + Retry-After rather than queued
-    without bound. Liveness, readiness and metrics are never shed, and neither counts
-    nor is counted against a stream (events, sockets): those stay open for hours."""
-
-    limit: int
-    exempt: frozenset[str]
-    current: int = 0
-    shed_total: int = 0
-
-
-LOAD = web.AppKey("load", Load)
-_ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-async def _within_load(request: web.Request, handler: Handler) -> web.StreamResponse:
-    load = request.app.get(LOAD)
-    route = _route(request)
-    if load is None or not load.limit or route in _ALWAYS or route in load.exempt:
-        return await handler(request)
-    if load.current >= load.limit:
-        load.shed_total += 1
-        raise Unavailable(f"this process is at its limit of {load.limit} requests; retry")
-    load.current += 1
-    try:
-        return await handler(request)
-    finally:
-        load.current -= 1
 
 
 def _location(problem: Moved, request: web.Request) -> str:
@@ -130,7 +105,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     response: web.StreamResponse
     try:
-        response = await _within_load(request, handler)
+        response = await handler(request)
     except ProblemError as problem:
         response = problem_response(problem, request_id)
         if isinstance(problem, Moved):

@@ -44,6 +44,10 @@ def _parameter(param: Param, channels: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _ref(kind: Any) -> dict[str, Any]:
+    """A schema reference; a tuple of kinds is a response that is one of them (a merge,
+    or its preview with dry_run)."""
+    if isinstance(kind, tuple):
+        return {"oneOf": [_ref(one) for one in kind]}
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
@@ -57,10 +61,14 @@ def _with_channels(schema: dict[str, Any], channels: tuple[str, ...]) -> None:
             option["enum"] = list(channels)
 
 
+def _kinds(kind: Any) -> tuple[Any, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str, Any]:
     """`channels`: `[channels] enabled`, the values a request's `channel` may take."""
     bodies = sorted({r.body for r in routes if r.body}, key=lambda k: k.__name__)
-    kinds = set(bodies) | {r.response for r in routes if r.response}
+    kinds = set(bodies) | {one for r in routes if r.response for one in _kinds(r.response)}
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )
@@ -116,6 +124,10 @@ def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str
                     "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
                 },
             }
+            if status in (429, 503):
+                responses[str(status)]["headers"] = {
+                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+                }
         if route.role:
             op["security"] = [{"apiKey": []}]
             op["x-omni-role"] = route.role

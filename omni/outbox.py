@@ -26,6 +26,11 @@ delivered (the receiver confirmed it), or failed (with the reason; it is then in
 dead-letter stream until re-queued). Delivery is at least once: an attempt can be
 repeated (a worker dying after the receiver got it), so each attempt carries the
 delivery id and receivers de-duplicate by it.
+
+Over 400 lines on purpose: it is every write of one queue, whose crash safety is the
+order of those writes across enqueue, attempt and bury (above); split, that order would
+have to be read across files. The worker's loop is omni.worker, the handlers
+omni.delivery, the scripts omni.scripts.
 """
 
 from __future__ import annotations

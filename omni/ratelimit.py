@@ -8,7 +8,8 @@ Two kinds, each a fixed window of `[limits] window_s` seconds:
   client over its limit gets 429; a webhook that carries several senders' events
   (Instagram) has the others' events stored at once and is answered 429, so Meta
   redelivers it later: the flooding sender's messages wait, and none is acknowledged
-  without being stored.
+  without being stored. WhatsApp, SMS and e-mail webhooks are limited per sender the
+  same way (`omni.channel_http.within_limits`).
 
 Over the limit: `TooManyRequests` (429 problem, `Retry-After`: the seconds to the next
 window), counted in `/metrics` as omni_rate_limited_total{kind}. The cost on the hot

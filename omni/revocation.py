@@ -1,6 +1,6 @@
 """Session tokens that stop working before they expire.
 
-The web and mobile session tokens are stateless (adapters.sessions), so ending one
+The web and mobile session tokens are stateless (adapters.chat.sessions), so ending one
 early needs a record: per (channel, external_id), the time before which every token
 issued for that identity is void. Two events write one:
 
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 
-from redis.asyncio import Redis
-
 from omni import keys
 from omni.clock import now_ms
 from omni.errors import Unauthenticated
+from omni.store import Store
 
-# Longer than any session token lives (adapters.sessions.SESSION_TTL_S is 30 days).
+# Longer than any session token lives (adapters.chat.sessions.SESSION_TTL_S is 30 days).
 REVOKED_TTL_S = 90 * 24 * 3600
 
 
@@ -33,14 +32,14 @@ def _key(channel: str, external_id: str) -> str:
     return keys.revoked_sessions(digest)
 
 
-async def revoke(redis: Redis, channel: str, external_id: str, at_ms: int | None = None) -> None:
+async def revoke(store: Store, channel: str, external_id: str, at_ms: int | None = None) -> None:
     """Void every token of (channel, external_id) issued up to now (`at_ms`)."""
     at = now_ms() if at_ms is None else at_ms
-    await redis.set(_key(channel, external_id), at, ex=REVOKED_TTL_S)
+    await store.redis.set(_key(channel, external_id), at, ex=REVOKED_TTL_S)
 
 
-async def check(redis: Redis, channel: str, external_id: str, issued_at_ms: int) -> None:
+async def check(store: Store, channel: str, external_id: str, issued_at_ms: int) -> None:
     """Unauthenticated if a token of this identity issued at `issued_at_ms` was voided."""
-    voided = await redis.get(_key(channel, external_id))
+    voided = await store.redis.get(_key(channel, external_id))
     if voided is not None and issued_at_ms // 1000 <= int(voided) // 1000:
         raise Unauthenticated("this session has ended; start a new session")

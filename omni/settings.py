@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from omni import phones
 from omni.errors import ConfigError
 from omni.outbox import OutboxConfig
 
@@ -74,58 +75,29 @@ class RedisSettings:
     data_dir: Path = Path("./var")
     max_connections: int = 64
     pool_timeout: float = 5.0
+    # The deadline for Redis's answer to one command or pipeline (and for connecting):
+    # past it the request fails with a 503 and Retry-After instead of hanging on a
+    # stalled server.
+    request_timeout: float = 2.0
+    # The embedded server's appendfsync: "always" loses no acknowledged write even when
+    # the machine dies; "everysec" may lose the last second of them then (a killed
+    # Redis process alone loses nothing either way: the writes are in the kernel).
+    fsync: Literal["always", "everysec"] = "everysec"
 
 
 @dataclass(frozen=True)
 class LimitSettings:
     body_max: int = 1024 * 1024
+    # Requests one process handles at once; more are answered 503 + Retry-After.
+    max_in_flight: int = 1024
     window_s: int = 60  # the rate limits' window
     per_key: int = 120_000  # requests per window per API key; 0: no limit
     per_identity: int = 1200  # messages per window per channel sender; 0: no limit
-    in_flight: int = 1000  # requests at once per process, beyond: 503; 0: no limit
 
 
 @dataclass(frozen=True)
 class ChannelSettings:
     enabled: tuple[str, ...] = ("web", "mobile", "instagram", "voice", "sms", "whatsapp", "email")
-
-
-@dataclass(frozen=True)
-class InstagramSettings:
-    app_secret: Secret = NO_SECRET
-    verify_token: Secret = NO_SECRET
-    page_token: Secret = NO_SECRET
-    account_id: str = ""
-    graph_url: str = "https://graph.instagram.com/v22.0"
-
-
-@dataclass(frozen=True)
-class TwilioSettings:
-    auth_token: Secret = NO_SECRET
-    agent_number: str = ""
-    language: str = "en-US"
-    voice: str = "Polly.Joanna"
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    allowed_origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MobileSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    push_url: str = ""
-    # Push (optional): the bearer the push endpoint expects (an APNs provider JWT, an FCM
-    # OAuth token, or a relay's key), the FCM project, the APNs topic (bundle id) for
-    # devices that do not name their app, and the APNs sandbox base URL.
-    push_auth: Secret = NO_SECRET
-    fcm_project: str = ""
-    apns_topic: str = ""
-    apns_sandbox_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +118,14 @@ class HandoffSettings:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    # The country a phone number written without its +country code is read in (ISO
+    # 3166 alpha-2, e.g. "US"), unless the customer's locale names one (omni.phones).
+    # Empty: only +international numbers are accepted.
+    default_region: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
@@ -159,20 +139,26 @@ class Settings:
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     log: LogSettings = field(default_factory=LogSettings)
     api_keys: tuple[ApiKey, ...] = ()
-    instagram: InstagramSettings = field(default_factory=InstagramSettings)
-    twilio: TwilioSettings = field(default_factory=TwilioSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    mobile: MobileSettings = field(default_factory=MobileSettings)
     bots: dict[str, BotSettings] = field(default_factory=dict)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     # `omni serve` also runs a delivery worker in its own process (so `make run` is
     # complete); deployments with `omni worker` processes may turn it off.
     in_process_worker: bool = True
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     # Every section as read (file, then environment), for the sections the core does not
     # own: a channel parses its own with the read_* helpers below, naming each setting.
     # Raw values include secrets, so they stay out of the repr.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # The worker's blocking read waits block_ms on a client whose replies are due
+        # within request_timeout: a longer wait would read as a stalled Redis.
+        if self.outbox.block_ms >= self.redis.request_timeout * 1000:
+            raise ConfigError(
+                f"outbox.block_ms: must be less than redis.request_timeout "
+                f"({self.redis.request_timeout:g} s), not {self.outbox.block_ms} ms"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -194,7 +180,7 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity",
+            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "inbox",
         }  # fmt: skip
         for section in raw:
             if section not in known:
@@ -230,39 +216,24 @@ class Settings:
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
                 max_connections=read_int(redis, "redis.max_connections", 64, low=1, high=10_000),
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
+                request_timeout=_request_timeout(redis),
+                fsync=_fsync(redis),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+                max_in_flight=read_int(limits, "limits.max_in_flight", 1024, low=1, high=1_000_000),
                 window_s=read_int(limits, "limits.window_s", 60, low=1, high=86_400),
                 per_key=read_int(limits, "limits.per_key", 120_000, low=0, high=1 << 40),
                 per_identity=read_int(limits, "limits.per_identity", 1200, low=0, high=1 << 40),
-                in_flight=read_int(limits, "limits.in_flight", 1000, low=0, high=1 << 20),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
-            instagram=_instagram(read_section(raw, "instagram")),
-            twilio=_twilio(read_section(raw, "twilio")),
-            web=WebSettings(
-                identity_secret=read_secret(web := read_section(raw, "web"), "web.identity_secret"),
-                session_secret=read_secret(web, "web.session_secret"),
-                allowed_origins=tuple(read_str_list(web, "web.allowed_origins")),
-            ),
-            mobile=MobileSettings(
-                identity_secret=read_secret(
-                    mobile := read_section(raw, "mobile"), "mobile.identity_secret"
-                ),
-                session_secret=read_secret(mobile, "mobile.session_secret"),
-                push_url=read_url(mobile, "mobile.push_url"),
-                push_auth=read_secret(mobile, "mobile.push_auth"),
-                fcm_project=read_str(mobile, "mobile.fcm_project", ""),
-                apns_topic=read_str(mobile, "mobile.apns_topic", ""),
-                apns_sandbox_url=read_url(mobile, "mobile.apns_sandbox_url"),
-            ),
             bots=_bots(read_section(raw, "bots"), tuple(enabled)),
             outbox=_outbox(outbox := read_section(raw, "outbox")),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
             handoff=_handoff(read_section(raw, "handoff")),
+            identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
 
@@ -395,28 +366,6 @@ def read_url(section: Mapping[str, Any], name: str, default: str = "") -> str:
     return value
 
 
-def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
-    return InstagramSettings(
-        app_secret=read_secret(section, "instagram.app_secret"),
-        verify_token=read_secret(section, "instagram.verify_token"),
-        page_token=read_secret(section, "instagram.page_token"),
-        account_id=read_str(section, "instagram.account_id", ""),
-        graph_url=read_url(section, "instagram.graph_url", InstagramSettings.graph_url),
-    )
-
-
-def _twilio(section: Mapping[str, Any]) -> TwilioSettings:
-    agent = read_str(section, "twilio.agent_number", "")
-    if agent and not agent.startswith(("+", "client:", "sip:")):
-        raise ConfigError("twilio.agent_number: must be E.164 (+…), client:<name> or sip:<uri>")
-    return TwilioSettings(
-        auth_token=read_secret(section, "twilio.auth_token"),
-        agent_number=agent,
-        language=read_str(section, "twilio.language", "en-US"),
-        voice=read_str(section, "twilio.voice", "Polly.Joanna"),
-    )
-
-
 def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, BotSettings]:
     bots = {}
     for channel, table in section.items():
@@ -468,6 +417,32 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
     )
 
 
+def _request_timeout(section: Mapping[str, Any]) -> float:
+    value = read_float(section, "redis.request_timeout", RedisSettings.request_timeout)
+    if not 0.05 <= value <= 300:
+        raise ConfigError(
+            f"redis.request_timeout: must be between 0.05 and 300 seconds, not {value}"
+        )
+    return value
+
+
+def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:
+    value = read_str(section, "redis.fsync", RedisSettings.fsync)
+    if value not in ("always", "everysec"):
+        raise ConfigError(f"redis.fsync: must be always or everysec, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _identity(section: Mapping[str, Any]) -> IdentitySettings:
+    region = read_str(section, "identity.default_region", "").strip().upper()
+    if region and region not in phones.regions():
+        raise ConfigError(
+            f"identity.default_region: {region!r} is not a region with phone numbers "
+            "(an ISO 3166 alpha-2 code such as US, GB, FR), or empty"
+        )
+    return IdentitySettings(default_region=region)
+
+
 def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
     timeout = read_float(section, "handoff.reply_timeout_s", HandoffSettings.reply_timeout_s)
     sweep = read_float(section, "handoff.sweep_interval_s", HandoffSettings.sweep_interval_s)
@@ -476,3 +451,10 @@ def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
     if not 0.01 <= sweep <= 3600:
         raise ConfigError("handoff.sweep_interval_s: must be between 0.01 and 3600 seconds")
     return HandoffSettings(reply_timeout_s=timeout, sweep_interval_s=sweep)
+
+
+def inbox_shards(settings: Settings) -> int:
+    """`[inbox] shards`: how many sorted sets per status the team inbox's index spreads
+    over (omni.store.inbox), so that in a Redis Cluster no one node takes every write."""
+    section = settings.sections.get("inbox", {})
+    return read_int(section, "inbox.shards", 16, low=1, high=1024)

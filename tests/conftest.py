@@ -38,7 +38,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def make_settings(redis_url: str, **sections: dict[str, Any]) -> Settings:
     raw: dict[str, Any] = {
-        "redis": {"url": redis_url},
+        # Generous: a loaded CI machine must not turn a slow reply into a 503; the fault
+        # tests set their own short deadline.
+        "redis": {"url": redis_url, "request_timeout": 10.0},
         "auth": {
             "api_keys": [
                 {"key": "test-bot-key-0001", "role": "bot", "name": "test bot"},

@@ -227,3 +227,110 @@ async def test_an_agent_works_a_conversation_in_the_console(
             assert problems == []
         finally:
             await browser.close()
+
+
+async def _record(server: TestServer, session: Any, cid: str) -> dict[str, Any]:
+    """A customer as a client sees it (omni's own events left out)."""
+    url = server.make_url(f"/v1/customers/{cid}/context")
+    async with session.get(url, headers=BOT, allow_redirects=False) as got:
+        assert got.status == 200, await got.text()
+        context = await got.json()
+    url = server.make_url(f"/v1/customers/{cid}/history?limit=200")
+    async with session.get(url, headers=AGENT) as got:
+        messages = (await got.json())["messages"]
+    return {
+        "profile": context["customer"]["profile"],
+        "identities": sorted(
+            (i["channel"], i["external_id"]) for i in context["customer"]["identities"]
+        ),
+        "facts": {k: (f["value"], f["at"]) for k, f in context["facts"].items()},
+        "cart": context["cart"],
+        "messages": [(m["id"], m.get("text")) for m in messages if m["channel"] != "system"],
+    }
+
+
+async def test_a_wrong_merge_is_previewed_performed_audited_and_undone_in_the_console(
+    omni: TestServer,
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    assert CHROMIUM is not None, "no chromium: `make browser` or apt-get install -y chromium"
+    ana = await seed(omni)
+    async with aiohttp.ClientSession() as session:
+        # Another Ana, on Instagram, with her own order: not the same person.
+        other = (await post(omni, session, "/v1/messages", {
+            "channel": "instagram", "external_id": "ig-souza", "channel_message_id": "s-1",
+            "author_name": "Ana Souza", "text": "Where is order 9001?",
+        }, **BOT))["customer_id"]  # fmt: skip
+        await post(omni, session, f"/v1/customers/{other}/facts",
+                   {"facts": {"order_id": {"value": "9001"}}}, method="PATCH", **BOT)  # fmt: skip
+        await post(omni, session, f"/v1/customers/{other}/handoff", {"to": "agent"}, **BOT)
+        was = {cid: await _record(omni, session, cid) for cid in (ana, other)}
+
+    expect.set_options(timeout=GUARD_MS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            await page.goto(str(omni.make_url("/console")))
+            await page.get_by_label("Agent API key").fill(AGENT_KEY)
+            await page.get_by_role("button", name="Sign in").click()
+            # The inbox starts with who waits now (GET /v1/conversations).
+            await expect(page.locator("#inbox")).to_contain_text("Ana Souza")
+            await expect(page.locator("#inbox .waiting")).to_contain_text("Where is order 9001?")
+            await page.get_by_label("Find a customer").fill("Ana Silva")
+            await page.get_by_label("Find a customer").press("Enter")
+            await page.get_by_role("button", name="Ana Silva").click()
+            await expect(page.locator("#customer-name")).to_have_text("Ana Silva")
+
+            # The preview: both records side by side, the conflict and its winner.
+            await page.get_by_label("Customer to merge into this one").fill(other)
+            await page.get_by_role("button", name="Preview merge").click()
+            preview = page.get_by_role("region", name="Merge preview")
+            await expect(preview).to_contain_text("Preview: nothing has changed yet")
+            conflict = preview.locator('tr[data-fact="order_id"]')
+            await expect(conflict).to_contain_text("Fact: order_id (conflict)")
+            await expect(conflict.locator("td.wins")).to_have_text("9001")  # newer wins
+            # The evidence says what a wrong merge has: nothing in common.
+            await expect(preview.locator(".evidence")).to_contain_text("nothing in common")
+            await expect(page.locator("#audit")).not_to_contain_text("Merged")
+
+            # Performed, it is on the timeline and in the audit trail.
+            await page.get_by_role("button", name="Confirm merge").click()
+            await expect(page.locator("#timeline > li.system").last).to_contain_text(
+                f"Merged customer {other}"
+            )
+            await expect(page.locator("#audit li").first).to_contain_text(
+                "Merged by test agent (agent)"
+            )
+            await expect(page.locator("#facts")).to_contain_text("9001")
+
+            # Meanwhile the other Ana writes again: it lands on the merged record.
+            async with aiohttp.ClientSession() as session:
+                late = await post(omni, session, "/v1/messages", {
+                    "channel": "instagram", "external_id": "ig-souza",
+                    "channel_message_id": "s-2", "text": "Hello? Order 9001",
+                }, **BOT)  # fmt: skip
+            await expect(page.locator("#timeline")).to_contain_text("Hello? Order 9001")
+
+            # Undone from the merge's event.
+            undo = page.get_by_role("button", name="Undo merge")
+            await undo.click()
+            await expect(page.locator("#timeline")).to_contain_text("Merge undone")
+            await expect(page.locator("#audit li").first).to_contain_text("Merge undone")
+            await expect(page.locator("#facts")).to_contain_text("4417")
+            await expect(page.locator("#timeline")).not_to_contain_text("Hello? Order 9001")
+            assert problems == []
+        finally:
+            await browser.close()
+
+    # Both customers exactly as before, plus what arrived meanwhile (on its own record).
+    async with aiohttp.ClientSession() as session:
+        now = {cid: await _record(omni, session, cid) for cid in (ana, other)}
+    assert now[ana] == was[ana]
+    assert now[other] | {"messages": None} == was[other] | {"messages": None}
+    assert now[other]["messages"] == [(late["id"], "Hello? Order 9001"), *was[other]["messages"]]

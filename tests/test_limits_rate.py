@@ -1,5 +1,5 @@
 """Rate limits ([limits] per_key, per_identity, window_s) across processes, and the
-per-process in-flight limit ([limits] in_flight)."""
+per-process in-flight limit ([limits] max_in_flight, omni.overload) as /metrics counts it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.app import create_app
-from omni.middleware import LOAD
+from omni.overload import LOAD
 from tests.adapters.test_instagram import signature
 from tests.conftest import AGENT, BOT, ingest
 from tests.everything import full_settings
@@ -120,10 +120,10 @@ async def test_a_web_session_over_its_limit_gets_429(
     assert other.status == 201
 
 
-async def test_requests_beyond_the_in_flight_limit_are_shed_with_503(
+async def test_requests_shed_at_the_in_flight_limit_are_counted_in_metrics(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
-    settings = full_settings(redis_url, limits={"in_flight": 2})
+    settings = full_settings(redis_url, limits={"max_in_flight": 2})
     app = create_app(settings)
     release = asyncio.Event()
     entered = asyncio.Semaphore(0)

@@ -5,20 +5,24 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import metrics
-from omni.middleware import LOAD
-from omni.state import REDIS, SERVICES
+from omni.overload import LOAD
+from omni.state import EMBEDDED, REDIS, SERVICES
 
 
 async def exposition(request: web.Request) -> web.Response:
     live = request.app[SERVICES].live
     load = request.app[LOAD]
+    embedded = request.app.get(EMBEDDED)
     process = (
         ("omni_requests_in_flight", "gauge", "Requests in progress", load.current),
         ("omni_requests_shed_total", "counter",
-         "Requests shed with 503 at [limits] in_flight", load.shed_total),
+         "Requests shed with 503 at [limits] max_in_flight", load.shed_total),
         ("omni_live_listeners", "gauge", "Open live-event listeners", live.listeners),
         ("omni_live_listeners_dropped_total", "counter",
          "Live-event listeners dropped for falling behind", live.dropped_total),
+        ("omni_redis_restarts_total", "counter",
+         "Restarts of the embedded Redis after it exited (killed or crashed)",
+         embedded.restarts if embedded is not None else 0),
     )  # fmt: skip
     text = await metrics.render(request.app[REDIS], process)
     headers = {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}

@@ -46,7 +46,7 @@ async def send(request: web.Request) -> web.Response:
 async def deliveries(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     limit = query_int(request, "limit", default=50, low=1, high=DEAD_PAGE_MAX)
-    await request.app[STORE].context(cid)  # 404 for a customer that does not exist
+    await request.app[STORE].contexts.read(cid)  # 404 for a customer that does not exist
     items = await request.app[SERVICES].outbox.deliveries(cid, limit)
     return json_response(DeliveryList(items=items))
 

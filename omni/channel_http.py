@@ -1,0 +1,65 @@
+"""What every channel's routes share: the configured adapter, and the request as the
+adapter sees it (raw bytes, headers, the public URL the provider called)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from aiohttp import web
+
+from omni import jsonbody
+from omni.channel import Adapter, ChannelEvent, InboundRequest, Received
+from omni.errors import NotFound, TooManyRequests
+from omni.ratelimit import LIMITER
+from omni.state import SERVICES, SETTINGS
+
+AdapterT = TypeVar("AdapterT", bound=Adapter)
+
+
+def adapter(request: web.Request, channel: str, kind: type[AdapterT]) -> AdapterT:
+    """The channel's adapter, of the class its `setup` builds; 404 when the channel is not
+    configured on this server."""
+    found = request.app[SERVICES].adapters.get(channel)
+    if found is None:
+        raise NotFound(f"the {channel} channel is not configured on this server")
+    if not isinstance(found, kind):
+        raise TypeError(f"the {channel} adapter is a {type(found).__name__}, not a {kind.__name__}")
+    return found
+
+
+async def inbound(request: web.Request) -> InboundRequest:
+    """The request with the URL the provider signed: `[server] public_url` plus the path
+    and query exactly as they arrived (a proxy in front changes the host, not these)."""
+    body = await request.read()
+    if request.content_type != "application/x-www-form-urlencoded":
+        # Every channel's JSON passes the one depth limit before its parser sees it.
+        jsonbody.check_depth(body)
+    return InboundRequest(
+        method=request.method,
+        url=request.app[SETTINGS].server.public_url + request.raw_path,
+        headers=dict(request.headers),
+        body=body,
+        query=dict(request.query),
+    )
+
+
+async def within_limits(
+    request: web.Request, channel: str, events: Sequence[ChannelEvent]
+) -> tuple[list[ChannelEvent], TooManyRequests | None]:
+    """A webhook's events whose inbound senders are within `[limits] per_identity`, and
+    the 429 for the rest (None if every sender is within). A webhook carrying several
+    senders' events stores the others' at once and answers this 429, so the provider
+    redelivers: what was stored is found stored then, and the flood waits."""
+    limiter = request.app[LIMITER]
+    within: list[ChannelEvent] = []
+    over = None
+    for event in events:
+        if isinstance(event, Received) and event.direction == "inbound":
+            try:
+                await limiter.identity(channel, event.message.external_id)
+            except TooManyRequests as refused:
+                over = refused
+                continue
+        within.append(event)
+    return within, over

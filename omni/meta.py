@@ -1,0 +1,57 @@
+"""Meta's webhook conventions, shared by the channels Meta delivers (Instagram, WhatsApp).
+
+Both speak Graph webhooks: a GET subscription handshake (`hub.mode=subscribe`,
+`hub.verify_token`, `hub.challenge` echoed back as text) and POSTed notifications signed
+`X-Hub-Signature-256: sha256=<lowercase hex HMAC-SHA256 of the raw body, keyed with the
+app secret>`. Meta signs its own escaped bytes, so the body is hashed exactly as
+received and never re-serialized; digests are compared in constant time. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+
+from omni.channel import header
+from omni.errors import Forbidden, Unauthenticated
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+CHALLENGE_MAX = 256
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def hub_challenge(query: Mapping[str, str], verify_token: bytes, channel: str) -> str:
+    """The challenge to echo as text/plain; Forbidden unless the mode is `subscribe` and
+    the token is ours."""
+    token = query.get("hub.verify_token", "")
+    challenge = query.get("hub.challenge", "")
+    if (
+        query.get("hub.mode") != "subscribe"
+        or not verify_token
+        or not hmac.compare_digest(token.encode(), verify_token)
+        or not 0 < len(challenge) <= CHALLENGE_MAX
+    ):
+        raise Forbidden(f"{channel} subscription handshake refused")
+    return challenge
+
+
+def verify_hub_signature(secrets: Sequence[bytes], headers: Mapping[str, str], body: bytes) -> None:
+    """Unauthenticated unless X-Hub-Signature-256 is the HMAC of `body` under one of
+    `secrets` (more than one while an app secret is being rotated)."""
+    value = header(headers, SIGNATURE_HEADER)
+    if value is None:
+        raise Unauthenticated(f"missing {SIGNATURE_HEADER}")
+    scheme, _, digest = value.partition("=")
+    if scheme != "sha256" or not _HEX64.fullmatch(digest):
+        raise Unauthenticated(f"malformed {SIGNATURE_HEADER}")
+    if not body:
+        raise Unauthenticated("empty body")
+    matches = [
+        hmac.compare_digest(hmac.new(s, body, hashlib.sha256).hexdigest(), digest)
+        for s in secrets
+        if s
+    ]
+    if not any(matches):
+        raise Unauthenticated(f"{SIGNATURE_HEADER} does not match the body")
