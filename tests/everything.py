@@ -1,4 +1,5 @@
-"""The app with every channel configured, for the suites that walk every route (limits,
+"""The app with every channel configured (web, mobile, Instagram, voice, WhatsApp, SMS,
+e-mail), for the suites that walk every route (limits,
 schema, authorization, fuzzing), and the log capture they search for tracebacks."""
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from omni.logs import configure
 from omni.settings import LogSettings, Settings
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, VERIFY_TOKEN
 from tests.conftest import make_settings
+from tests.test_channel_email import EMAIL
 from tests.test_channel_mobile import MOBILE
+from tests.test_channel_sms import ACCOUNT as SMS_ACCOUNT
+from tests.test_channel_sms import SERVICE as SMS_SERVICE
 from tests.test_channel_voice import PUBLIC, TOKEN
 from tests.test_channel_web import WEB
+from tests.test_channel_whatsapp import WHATSAPP
 
 INSTAGRAM = {
     "app_secret": SECRET,
@@ -32,7 +37,14 @@ def full_settings(redis_url: str, **sections: Any) -> Settings:
         mobile={**MOBILE, "push_url": ""},
         instagram=INSTAGRAM,
         twilio={"auth_token": TOKEN},
-        **sections,
+        whatsapp=WHATSAPP,
+        sms={
+            "account_sid": SMS_ACCOUNT,
+            "messaging_service_sid": SMS_SERVICE,
+            "api_url": "http://127.0.0.1:9",
+        },  # nothing listens: nothing is sent
+        email=EMAIL,
+        **{"outbox": {"in_process_worker": False}, **sections},  # nothing delivers meanwhile
     )
 
 

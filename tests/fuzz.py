@@ -140,9 +140,16 @@ def json_bodies(draw: st.DrawFn, bases: Sequence[Any]) -> bytes:
     return body
 
 
+TWILIO_VOICE_FIELDS = ["CallStatus", "Digits", "SpeechResult", "Confidence", "DialCallStatus",
+                       "From", "Whatever"]  # fmt: skip
+
+
 @st.composite
-def forms(draw: st.DrawFn, bases: Sequence[list[tuple[str, str]]]) -> list[tuple[str, str]]:
-    """A Twilio form's parameters with one to three mutations."""
+def forms(
+    draw: st.DrawFn, bases: Sequence[list[tuple[str, str]]], names: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """A provider's form (Twilio's, Mailgun's) with one to three mutations; `names`: the
+    fields an unknown value is given to (Twilio's voice fields by default)."""
     params = list(draw(st.sampled_from(list(bases))))
     for _ in range(draw(st.integers(1, 3))):
         how = draw(st.sampled_from(["drop", "value", "huge", "unknown", "duplicate", "empty"]))
@@ -154,8 +161,7 @@ def forms(draw: st.DrawFn, bases: Sequence[list[tuple[str, str]]]) -> list[tuple
         elif how == "huge" and params:
             params[at] = (params[at][0], draw(HUGE))
         elif how == "unknown":
-            name = draw(st.sampled_from(["CallStatus", "Digits", "SpeechResult", "Confidence",
-                                         "DialCallStatus", "From", "Whatever"]))  # fmt: skip
+            name = draw(st.sampled_from(list(names) or TWILIO_VOICE_FIELDS))
             value = draw(st.sampled_from(["exploded", "-1", "1e999", "NaN", "", "☎" * 300]))
             params.append((name, value))
         elif how == "duplicate" and params:
@@ -166,11 +172,13 @@ def forms(draw: st.DrawFn, bases: Sequence[list[tuple[str, str]]]) -> list[tuple
 
 
 def hypothesis_pairs(
-    names: Sequence[str], params: Callable[[str], list[tuple[str, str]]]
+    names: Sequence[str],
+    params: Callable[[str], list[tuple[str, str]]],
+    fields: Sequence[str] = (),
 ) -> st.SearchStrategy[tuple[str, list[tuple[str, str]]]]:
     """(fixture name, its form mutated): the name says which URL Twilio signed."""
     return st.sampled_from(list(names)).flatmap(
-        lambda name: forms([params(name)]).map(lambda mutated: (name, mutated))
+        lambda name: forms([params(name)], fields).map(lambda mutated: (name, mutated))
     )
 
 
