@@ -37,7 +37,7 @@ def full_settings(redis_url: str, **sections: Any) -> Settings:
         mobile={**MOBILE, "push_url": ""},
         instagram=INSTAGRAM,
         twilio={"auth_token": TOKEN},
-        whatsapp=WHATSAPP,
+        whatsapp=sections.pop("whatsapp", WHATSAPP),
         sms={
             "account_sid": SMS_ACCOUNT,
             "messaging_service_sid": SMS_SERVICE,

@@ -20,7 +20,10 @@ from omni.routes import all_routes
 from omni.settings import ROLES
 from tests.conftest import ADMIN, AGENT, BOT, ingest
 from tests.everything import full_settings
+from tests.test_bots import ServerFactory
 from tests.test_channel_web import PAGE, login_body
+from tests.test_channel_whatsapp import WHATSAPP
+from tests.whatsapp_graph import Graph
 
 Json = dict[str, Any]
 CALLERS = ("none", "wrong key", "web session", "mobile session", "bot", "agent", "admin")
@@ -50,6 +53,11 @@ CHANNEL_RULES = {
     ("GET", "/channels/mobile/messages"): "session:mobile",
     ("POST", "/channels/mobile/devices"): "session:mobile",
     ("GET", "/channels/mobile/ws"): "session:mobile",
+    ("GET", "/channels/whatsapp/webhook"): "verify-token",
+    ("POST", "/channels/whatsapp/webhook"): "signature",
+    ("POST", "/channels/sms/twilio"): "signature",
+    ("POST", "/channels/sms/status"): "signature",
+    ("POST", "/channels/email/inbound"): "signature",  # Mailgun's HMAC or Postmark's basic auth
 }
 # Core routes without a role: what anyone may read.
 PUBLIC = {
@@ -88,8 +96,15 @@ def expected(rule_: str, caller: str) -> int | None:
 
 
 @pytest.fixture
-async def app(aiohttp_client: Any, redis_url: str, redis: Redis) -> TestClient:
-    client: TestClient = await aiohttp_client(create_app(full_settings(redis_url)))
+async def app(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis
+) -> TestClient:
+    # A local Graph API, so the WhatsApp media route answers what its caller may see.
+    graph = await aiohttp_server(Graph().app())
+    whatsapp = {**WHATSAPP, "graph_url": str(graph.make_url("/v22.0"))}
+    client: TestClient = await aiohttp_client(
+        create_app(full_settings(redis_url, whatsapp=whatsapp))
+    )
     return client
 
 
@@ -121,6 +136,8 @@ async def test_every_route_answers_every_caller_as_its_rule_says(app: TestClient
             .replace("{route}", "sessions")
             .replace("{asset}", "console.js")
             .replace("{delivery_id}", "dlv_01JAAAAAAAAAAAAAAAAAAAAAAA")
+            .replace("{merge_id}", "mrg_01JAAAAAAAAAAAAAAAAAAAAAAA")
+            .replace("{media_id}", "1230000000000001")
         )
         for caller in CALLERS:  # admin last: its DELETE erases the customer
             headers = {**tokens[caller], "Origin": PAGE, "If-Match": "*"}
