@@ -21,6 +21,11 @@ DEVELOPMENT_VALUES = frozenset(
         "dev-only-instagram-app-secret",
         "dev-only-verify-token",
         "dev-only-twilio-auth-token",
+        "dev-only-whatsapp-app-secret",
+        "dev-only-whatsapp-verify-token",
+        "dev-only-mailgun-signing-key",
+        "dev-only-postmark-user",
+        "dev-only-postmark-password",
     }
 )
 

@@ -82,6 +82,15 @@ def query_str(request: web.Request, name: str, *, required: bool = False) -> str
     return value
 
 
+def query_channel(request: web.Request, enabled: tuple[str, ...]) -> str | None:
+    """`?channel=`: one of `enabled` ([channels] enabled), or None when not given; any
+    other is 400 naming the parameter (the OpenAPI document lists the channels)."""
+    channel = query_str(request, "channel")
+    if channel is not None and channel not in enabled:
+        raise BadRequest(f"unknown channel {channel!r}", field="channel")
+    return channel
+
+
 def etag(version: str) -> str:
     return f'"{version}"'
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.test_serve import _free_port
+from tests.whatsapp_graph import ACCESS_TOKEN, PHONE_NUMBER_ID
 
 EXAMPLES = 3
 SEED = 20261207
@@ -37,9 +38,10 @@ PHASES = {"admin": "examples,coverage,fuzzing"}
 @pytest.fixture(scope="module")
 def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`omni serve` with config/omni.toml's development keys and secrets (every channel
-    on), on the suite's Valkey, sending nothing anywhere: no worker, no Graph API."""
+    on), on the suite's Valkey, sending nothing anywhere: no worker; Graph, Twilio and
+    SMTP addresses where nothing listens."""
     tmp = tmp_path_factory.mktemp("schemathesis")
-    port = _free_port()
+    port, graph_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
     env.update(
         OMNI_REDIS_URL=redis_url,
@@ -47,10 +49,21 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         OMNI_SERVER_PUBLIC_URL=f"http://127.0.0.1:{port}",
         OMNI_OUTBOX_IN_PROCESS_WORKER="false",
         OMNI_INSTAGRAM_GRAPH_URL="http://127.0.0.1:9/v22.0",
+        # The WhatsApp media route asks a local Graph API (tests/whatsapp_graph.py).
+        OMNI_WHATSAPP_GRAPH_URL=f"http://127.0.0.1:{graph_port}/v22.0",
+        OMNI_WHATSAPP_ACCESS_TOKEN=ACCESS_TOKEN,
+        OMNI_WHATSAPP_PHONE_NUMBER_ID=PHONE_NUMBER_ID,
+        OMNI_SMS_API_URL="http://127.0.0.1:9",
         OMNI_LOG_FORMAT="json",
     )
     log = tmp / "serve.log"
     with log.open("wb") as out:
+        graph = subprocess.Popen(
+            [sys.executable, "-m", "tests.whatsapp_graph", str(graph_port)],
+            stdout=out,
+            stderr=out,
+            cwd=Path(__file__).parent.parent,
+        )
         process = subprocess.Popen(
             [sys.executable, "-m", "omni.cli", "serve"], env=env, stdout=out, stderr=out
         )
@@ -69,6 +82,8 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     finally:
         process.terminate()
         process.wait(timeout=20)
+        graph.terminate()
+        graph.wait(timeout=20)
 
 
 def _run(base: str, role: str, report: Path) -> dict[str, Any]:

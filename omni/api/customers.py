@@ -39,6 +39,7 @@ from omni.web_io import (
     json_response,
     not_modified,
     path_customer_id,
+    query_channel,
     query_int,
     query_str,
     read_json,
@@ -229,9 +230,7 @@ async def history(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     limit = query_int(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
     before = query_str(request, "before")
-    channel = query_str(request, "channel")
-    if channel is not None and channel not in request.app[SETTINGS].channels.enabled:
-        raise BadRequest(f"unknown channel {channel!r}", field="channel")
+    channel = query_channel(request, request.app[SETTINGS].channels.enabled)
     page = await request.app[STORE].timeline.history(
         cid,
         limit=limit,
