@@ -52,6 +52,11 @@ def _overrides(tmp_path: Path) -> dict[str, str]:
         "OMNI_INSTAGRAM_APP_SECRET": "prod-instagram-secret",
         "OMNI_INSTAGRAM_VERIFY_TOKEN": "prod-verify",
         "OMNI_TWILIO_AUTH_TOKEN": "prod-twilio",
+        "OMNI_WHATSAPP_APP_SECRET": "prod-whatsapp-secret",
+        "OMNI_WHATSAPP_VERIFY_TOKEN": "prod-whatsapp-verify",
+        "OMNI_EMAIL_MAILGUN_SIGNING_KEY": "prod-mailgun-key",
+        "OMNI_EMAIL_POSTMARK_USER": "prod-postmark",
+        "OMNI_EMAIL_POSTMARK_PASSWORD": "prod-postmark-password",
     }
 
 
@@ -63,7 +68,7 @@ def test_development_values_are_refused_beyond_loopback(tmp_path: Path) -> None:
         message = refusal(dev, host)
         assert message is not None and message.startswith("auth.api_keys")
     own = Settings.from_env(_overrides(tmp_path))
-    assert own.web.session_secret.reveal() == "a-real-web-session-secret-of-40-characters"
+    assert own.sections["web"]["session_secret"] == "a-real-web-session-secret-of-40-characters"
     assert refusal(own, EVERY) is None
     one_left = Settings.from_env({**_overrides(tmp_path), "OMNI_TWILIO_AUTH_TOKEN": ""})
     assert refusal(one_left, EVERY) is None  # empty: the channel is simply off

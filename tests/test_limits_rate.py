@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -13,10 +14,16 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.overload import LOAD
+from omni.twilio import signature as twilio_signature
+from tests.adapters.test_email import BASIC as POSTMARK_BASIC
 from tests.adapters.test_instagram import signature
 from tests.conftest import AGENT, BOT, ingest
 from tests.everything import full_settings
+from tests.test_channel_sms import ACCOUNT as SMS_ACCOUNT
+from tests.test_channel_voice import PUBLIC, TOKEN
 from tests.test_channel_web import PAGE
+from tests.whatsapp_graph import change as whatsapp_change
+from tests.whatsapp_graph import signature as whatsapp_signature
 
 PROBLEM = "application/problem+json"
 
@@ -84,11 +91,16 @@ async def test_a_flooding_instagram_sender_does_not_starve_the_others(
     assert 'omni_rate_limited_total{kind="identity"} 3' in metrics
 
 
-async def _texts(app: TestClient, sender: str) -> list[str]:
+async def _customer(app: TestClient, sender: str, channel: str) -> str:
     context = await app.get(
-        "/v1/context", params={"channel": "instagram", "external_id": sender}, headers=AGENT
+        "/v1/context", params={"channel": channel, "external_id": sender}, headers=AGENT
     )
-    cid = (await context.json())["customer"]["id"]
+    cid: str = (await context.json())["customer"]["id"]
+    return cid
+
+
+async def _texts(app: TestClient, sender: str, channel: str = "instagram") -> list[str]:
+    cid = await _customer(app, sender, channel)
     history = await app.get(f"/v1/customers/{cid}/history", headers=AGENT)
     return sorted(m["text"] for m in (await history.json())["messages"])
 
@@ -171,3 +183,79 @@ async def test_a_socket_over_its_senders_limit_gets_a_429_frame_and_stays_open(
                     break
         assert not ws.closed
     assert answers == [("ack", None), ("ack", None), ("error", 429)]
+
+
+def _whatsapp(*messages: tuple[str, int]) -> bytes:
+    items = [{"from": sender, "id": f"wamid.{sender}.{n}", "timestamp": "1767225900",
+              "type": "text", "text": {"body": f"message {n}"}}
+             for sender, n in messages]  # fmt: skip
+    contacts = [{"profile": {"name": "Someone"}, "wa_id": sender} for sender, _ in messages]
+    return whatsapp_change({"contacts": contacts, "messages": items})
+
+
+async def test_a_flooding_whatsapp_sender_does_not_starve_the_others(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_identity": 3, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+
+    async def send(*messages: tuple[str, int]) -> int:
+        body = _whatsapp(*messages)
+        answer = await app.post(
+            "/channels/whatsapp/webhook",
+            data=body,
+            headers={"Content-Type": "application/json",
+                     "X-Hub-Signature-256": whatsapp_signature(body)},
+        )  # fmt: skip
+        return answer.status
+
+    flooder, other = "14155550666", "14155550123"
+    assert [await send((flooder, n)) for n in range(5)] == [200, 200, 200, 429, 429]
+    assert await send((flooder, 5), (other, 0)) == 429  # the other's is stored at once
+    assert await _texts(app, other, "whatsapp") == ["message 0"]
+    assert await _texts(app, flooder, "whatsapp") == ["message 0", "message 1", "message 2"]
+
+
+async def test_a_flooding_mail_sender_gets_429_and_the_others_are_stored(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    settings = full_settings(redis_url, limits={"per_identity": 2, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+
+    async def mail(sender: str, n: int) -> int:
+        body = json.dumps({"From": sender, "FromFull": {"Email": sender, "Name": ""},
+                           "To": "support@omni.example.com", "Subject": f"n{n}",
+                           "MessageID": f"pm-{sender}-{n}", "TextBody": f"message {n}",
+                           "Headers": [{"Name": "Message-ID",
+                                        "Value": f"<{n}.{sender}>"}]})  # fmt: skip
+        headers = {"Content-Type": "application/json", "Authorization": POSTMARK_BASIC}
+        return (await app.post("/channels/email/inbound", data=body, headers=headers)).status
+
+    flooder, other = "flood@example.net", "dana@example.net"
+    # Postmark retries a 429 later; the flooder's third mail waits for that retry.
+    assert [await mail(flooder, n) for n in range(3)] == [200, 200, 429]
+    assert await mail(other, 0) == 200
+    assert await _texts(app, other, "email") == ["message 0"]
+    assert len(await _texts(app, flooder, "email")) == 2
+
+
+async def test_a_flooding_sms_number_is_stored_but_wakes_no_bot(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    bots = {"sms": {"url": "http://127.0.0.1:9/sms-bot", "secret": "sms-bot-secret-00001"}}
+    settings = full_settings(redis_url, limits={"per_identity": 2, "window_s": 3600}, bots=bots)
+    app = await aiohttp_client(create_app(settings))
+    number = "+14155550123"
+    for n in range(3):
+        params = [("MessageSid", f"SM{n:032d}"), ("AccountSid", SMS_ACCOUNT),
+                  ("From", number), ("To", "+14155550199"), ("Body", f"message {n}"),
+                  ("NumMedia", "0")]  # fmt: skip
+        url = PUBLIC + "/channels/sms/twilio"
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Twilio-Signature": twilio_signature(TOKEN, url, params)}  # fmt: skip
+        answer = await app.post("/channels/sms/twilio", data=urlencode(params), headers=headers)
+        assert answer.status == 200  # Twilio would not redeliver a refusal: nothing is lost
+    assert await _texts(app, number, "sms") == ["message 0", "message 1", "message 2"]
+    cid = await _customer(app, number, "sms")
+    deliveries = await app.get(f"/v1/customers/{cid}/deliveries", headers=AGENT)
+    assert [d["kind"] for d in (await deliveries.json())["items"]] == ["bot", "bot"]
