@@ -15,13 +15,22 @@ from redis.asyncio import Redis
 from omni.app import create_app
 from omni.demo import Story
 from omni.settings import Settings
+from tests.adapters.test_email import BASIC as POSTMARK_BASIC
+from tests.adapters.test_email import payload as email_payload
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, Graph
 from tests.conftest import AGENT, make_settings
-from tests.everything import Logs
+from tests.everything import Logs, full_settings
 from tests.test_bots import SECRET as BOT_SECRET
 from tests.test_bots import BotReceiver, ServerFactory
+from tests.test_channel_email import mailgun_fields
+from tests.test_channel_email import signed as mailgun_signed
+from tests.test_channel_sms import fixture as sms_fixture
+from tests.test_channel_voice import PUBLIC
 from tests.test_worker import until
+from tests.whatsapp_graph import raw as whatsapp_raw
+from tests.whatsapp_graph import signature as whatsapp_signature
 
+FORM = "application/x-www-form-urlencoded"
 FAST = {"in_process_worker": True, "block_ms": 50, "base_delay_ms": 5, "max_delay_ms": 20}
 
 
@@ -173,3 +182,36 @@ def _no_personal_data(logs: Logs, story: Story, settings: Settings, words: list[
 
 async def _count(bot: BotReceiver, n: int) -> bool:
     return len(bot.delivered) >= n
+
+
+async def test_the_new_channels_log_no_personal_data(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    """Dana writes on WhatsApp, texts by SMS and mails through Postmark and Mailgun:
+    every log line of it is searched for her number, address, name and words."""
+    client = await aiohttp_client(create_app(full_settings(redis_url)))
+    logs = Logs()
+    body = whatsapp_raw("whatsapp_text.json")
+    whatsapp = {"Content-Type": "application/json", "X-Hub-Signature-256": whatsapp_signature(body)}
+    sms = sms_fixture("twilio_sms_incoming")
+    twilio = {"Content-Type": FORM, "X-Twilio-Signature": sms.signature}
+    postmark = {"Content-Type": "application/json", "Authorization": POSTMARK_BASIC}
+    posts = [
+        ("/channels/whatsapp/webhook", body, whatsapp),
+        (sms.url.removeprefix(PUBLIC), sms.body, twilio),
+        ("/channels/email/inbound", email_payload("email_postmark_inbound.json"), postmark),
+        ("/channels/email/inbound", mailgun_signed(mailgun_fields()), {"Content-Type": FORM}),
+    ]
+    for path, data, headers in posts:
+        answer = await client.post(path, data=data, headers=headers)
+        assert answer.status == 200, await answer.text()
+    history = await client.get(
+        "/v1/context", params={"channel": "email", "external_id": "dana@example.net"},
+        headers=AGENT,
+    )  # fmt: skip
+    assert history.status == 200  # stored: the lines below are of real work
+    text = logs.text
+    assert '"route":"/channels/sms/twilio"' in text  # the requests were logged
+    for personal in ("14155550123", "+1 415", "dana@example.net", "Dana Example",
+                     "shipped", "Gracias", "has not arrived", "Any update"):  # fmt: skip
+        assert personal not in text, personal

@@ -107,7 +107,7 @@ ROUTES: tuple[Route, ...] = (
           body=DeviceRequest, response=DeviceView, errors=(400, 401, 403, 404, 413, 422)),
     Route("GET", "/channels/mobile/ws", mobile_socket,
           "The live socket while the app is open: replies there are not pushed (frames in "
-          "adapters.client)", NAME, status=101,
+          "adapters.chat.protocol)", NAME, status=101,
           params=(Param("token", "query", "the session token, if not in Authorization"),),
           errors=(400, 401, 404)),
 )  # fmt: skip

@@ -140,7 +140,7 @@ ROUTES: tuple[Route, ...] = (
                         {"type": "integer", "minimum": 1, "maximum": 200}))),
     Route("GET", "/channels/web/ws", web_socket,
           "The live chat socket: replies, typing and acks out; messages, typing, read "
-          "watermarks and hello/resume in (frames in adapters.client)", NAME,
+          "watermarks and hello/resume in (frames in adapters.chat.protocol)", NAME,
           status=101, params=(_TOKEN,), errors=(400, 401, 403, 404)),
     Route("OPTIONS", "/channels/web/{route}", web_preflight,
           "CORS preflight for the sessions, messages and link routes", NAME, status=204,
