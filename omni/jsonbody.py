@@ -18,6 +18,7 @@ Pure: no aiohttp, no Redis, so a channel's protocol module may use it too.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
@@ -104,14 +105,27 @@ def _integral(value: Any) -> Any:
 
 def parse(body: bytes | str, what: str = "the body", field: str | None = None) -> Any:
     """Decode JSON of no fixed shape (a provider's webhook, a JSON form field), with the
-    same limits: BadRequest (400) naming `what` if it is not JSON or nests too deep."""
+    same limits: BadRequest (400) naming `what` if it is not JSON or nests too deep. An
+    escaped lone surrogate is read, as the providers' own JSON parsers read it."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     if too_deep(raw):
         raise BadRequest(f"{what} nests deeper than {DEPTH_MAX} levels", field=field)
+    widened = widen_numbers(raw)
     try:
-        return msgspec.json.decode(widen_numbers(raw))
+        return msgspec.json.decode(widened)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}", field=field) from None
+        refusal = exc
+    try:
+        # A provider may escape half of a surrogate pair ("\ud83d" in a cut emoji): the
+        # stdlib reads it as the lone code point (storing it is omni.text's business),
+        # where msgspec refuses. NaN and Infinity are still not JSON.
+        return json.loads(widened, parse_constant=_not_json)
+    except ValueError:
+        raise BadRequest(f"{what} is not valid JSON: {refusal}", field=field) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def decode(body: bytes | str, kind: type[T]) -> T:

@@ -48,9 +48,6 @@ MetaValue = str | int | float | bool | None
 
 # Spelled without `\s` alone: Python's and JSON Schema's (ECMA-262) `\s` differ on
 # control characters and U+FEFF, and the OpenAPI document must say what the server does.
-# What omni.search.normalize_phone makes E.164 of: + (or 00), then 7 to 15 digits, with
-# spaces, dots, dashes and parentheses anywhere between.
-PHONE_PATTERN = r"^(\+|00)[ ().-]*[1-9]([ ().-]*[0-9]){6,14}[ ().-]*$"
 # The request bodies whose `channel` must be one of `[channels] enabled` (422 otherwise):
 # the OpenAPI document lists those values for them.
 CHANNEL_CHECKED = frozenset({"InboundMessage", "OutboundRequest", "IdentityLink", "PendingInput"})
@@ -426,7 +423,9 @@ class ProfilePatch(Struct, frozen=True, forbid_unknown_fields=True, omit_default
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     email: Annotated[str, Meta(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     email_verified: bool | None = None
-    phone: Annotated[str, Meta(max_length=32, pattern=PHONE_PATTERN)] | None = None
+    # Any spelling libphonenumber reads (omni.phones; a national number in the default
+    # region): whether it is a number is its metadata's to say (422), not a pattern's.
+    phone: Annotated[str, Meta(max_length=32)] | None = None
     phone_verified: bool | None = None
     locale: (
         Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")] | None
