@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from omni.auth import API_KEYS
 from omni.channel import Channel, load, validate
@@ -17,13 +16,16 @@ from omni.middleware import ParserLog, request_middleware
 from omni.openapi import build
 from omni.overload import LOAD, Load, in_flight_limit
 from omni.ratelimit import LIMITER, RateLimiter
+from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
+from omni.reports import read_settings as report_settings
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
 from omni.settings import Settings, inbox_shards
 from omni.sockets import track_sockets
 from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
@@ -44,22 +46,10 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
         supervisor = asyncio.create_task(embedded.supervise(), name="omni-redis-supervisor")
 
-    # A blocking pool makes a burst of requests wait for a connection instead of
-    # failing with "Too many connections" the moment the pool is exhausted.
-    def connect(socket_timeout: float | None) -> Redis:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.redis.max_connections,
-            timeout=settings.redis.pool_timeout,
-            socket_connect_timeout=settings.redis.request_timeout,
-            socket_timeout=socket_timeout,
-        )
-        return Redis(connection_pool=pool)
-
-    client = connect(settings.redis.request_timeout)
+    client = connect(settings.redis, url, socket_timeout=settings.redis.request_timeout)
     # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
-    pipelined = connect(None)
+    pipelined = connect(settings.redis, url, socket_timeout=None)
     app[REDIS] = client
     app[STORE] = Store(
         client,
@@ -71,10 +61,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # The clients were handed their pools, so they do not own them: close them
-        # explicitly, or every pooled connection is left open when the app stops.
-        await client.aclose(close_connection_pool=True)
-        await pipelined.aclose(close_connection_pool=True)
+        await close(client)
+        await close(pipelined)
         if supervisor is not None:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
@@ -127,6 +115,7 @@ def create_app(settings: Settings, channels: Sequence[Channel] | None = None) ->
     (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
     listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
     validate(settings, listed)
+    survey_settings(settings), report_settings(settings)  # a bad one stops here, named
     load_now = Load(settings.limits.max_in_flight)
     app = web.Application(
         middlewares=[request_middleware, in_flight_limit(load_now)],

@@ -46,3 +46,16 @@ def _parse_status(held: bytes | str | None) -> tuple[str | None, int | None]:
     text = held.decode() if isinstance(held, bytes) else held
     status, _, sequence = text.partition(" ")
     return status, int(sequence) if sequence.isdigit() else None
+
+
+_LIVE = frozenset({"queued", "initiated", "ringing", "in-progress", "answered"})
+
+
+async def live_call(store: Store, cid: str) -> str | None:
+    """The CallSid of one of the customer's calls still on the line, if any."""
+    held = await store.redis.hgetall(keys.calls(cid))
+    for call_id, value in held.items():
+        status, _ = _parse_status(value)
+        if status in _LIVE:
+            return call_id.decode() if isinstance(call_id, bytes) else str(call_id)
+    return None

@@ -28,7 +28,8 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from omni.errors import ConfigError
+from omni import jsonbody
+from omni.errors import BadRequest, ConfigError
 from omni.model import InboundMessage, Message
 from omni.route import Route
 from omni.settings import Settings
@@ -124,6 +125,20 @@ class ProviderAnswer:
     headers: Mapping[str, str]
     body: bytes
 
+    def json(self) -> Any:
+        """The body as JSON; None when it is empty or not JSON (a proxy's error page)."""
+        return answer_json(self.body)
+
+
+def answer_json(body: bytes) -> Any:
+    """A provider's answer body as JSON, None when it is empty or not JSON: what it
+    means is the protocol's to say, never an exception in the sender. Decoded by
+    omni.jsonbody like every JSON omni reads (too deep is 'not JSON' too)."""
+    try:
+        return jsonbody.parse(body, "the provider's answer") if body else None
+    except BadRequest:
+        return None
+
 
 class Adapter(Protocol):
     """What the core holds of a configured channel (`Channel.setup`) and hands back to
@@ -140,6 +155,11 @@ class Adapter(Protocol):
         `omni.errors.BadRequest` for a body that cannot be read; never anything else."""
 
 
+# How a channel shows a survey question (omni.surveys): quick replies, buttons (quick
+# replies drawn as buttons by omni's own clients), keypad digits in a live call, or a
+# numbered reply written out.
+SurveyStyle = Literal["quick_replies", "buttons", "digits", "numbered"]
+
 # What a channel gives the worker to send one message to one recipient on it.
 Sender = Callable[[Message, str], Awaitable[Delivery]]
 
@@ -152,13 +172,18 @@ class Channel:
     routes then answer 404) and the worker's sender for replies on it (None: replies on
     the channel are not sent). `config` parses the channel's settings section, raising
     `ConfigError` naming the setting, so a bad one stops `omni serve` at start-up.
-    `echoes`: the channel sends our own sends back to its webhook."""
+    `echoes`: the channel sends our own sends back to its webhook. `survey`: how it shows
+    a survey question (`SurveyStyle`); `survey_choices`: the most quick replies it shows
+    at once (WhatsApp's list: 10), a scale with more (NPS, 0-10) is asked as a numbered
+    reply instead (None: no limit a survey reaches)."""
 
     name: str
     routes: tuple[Route, ...]
     setup: Callable[[Settings, aiohttp.ClientSession, Store], tuple[Adapter | None, Sender | None]]
     echoes: bool = False
     config: Callable[[Settings], object] | None = None
+    survey: SurveyStyle = "numbered"
+    survey_choices: int | None = None
 
 
 def load(name: str = REGISTRY) -> tuple[Channel, ...]:

@@ -9,7 +9,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from omni.channel import Adapter, ChannelEvent, InboundRequest, Received
-from omni.errors import NotFound, TooManyRequests
+from omni.errors import NotFound, PayloadTooLarge, TooManyRequests
 from omni.ratelimit import LIMITER
 from omni.state import SERVICES, SETTINGS
 
@@ -27,10 +27,22 @@ def adapter(request: web.Request, channel: str, kind: type[AdapterT]) -> Adapter
     return found
 
 
-async def inbound(request: web.Request) -> InboundRequest:
+async def inbound(
+    request: web.Request, body_max: int | None = None, limit_name: str = ""
+) -> InboundRequest:
     """The request with the URL the provider signed: `[server] public_url` plus the path
-    and query exactly as they arrived (a proxy in front changes the host, not these)."""
-    body = await request.read()
+    and query exactly as they arrived (a proxy in front changes the host, not these).
+    `body_max` replaces the server's body limit for a route whose posts are larger (an
+    e-mail's); over it is 413 naming `limit_name`, the setting that raises it."""
+    if body_max is None:
+        body = await request.read()
+    else:
+        try:
+            body = await request.clone(client_max_size=body_max).read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(
+                f"the body is larger than the {body_max}-byte limit ({limit_name})"
+            ) from None
     return InboundRequest(
         method=request.method,
         url=request.app[SETTINGS].server.public_url + request.raw_path,

@@ -99,16 +99,31 @@ class ChannelDelivery:
 
 
 class BotDelivery:
-    """The handler for bot webhooks: adds the current context, then calls the bot."""
+    """The handler for bot webhooks: adds the current context, then calls the bot. While
+    a bot answers a message, the customer's live events say it is typing (omni's own
+    chat clients show it; agents' consoles may)."""
 
-    def __init__(self, store: Store, dispatcher: BotDispatcher):
+    def __init__(self, store: Store, dispatcher: BotDispatcher, live: Live):
         self.store = store
         self.dispatcher = dispatcher
+        self.live = live
 
     async def __call__(self, job: Job) -> Delivery:
         context = await self.store.contexts.read(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
-        return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        channel = job.payload.get("bot")
+        typing = job.payload.get("type") != "handoff"  # a handoff is news, not a question
+        if typing:
+            await self._typing(job, channel, "start")
+        try:
+            return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        finally:
+            if typing:
+                await self._typing(job, channel, "stop")
+
+    async def _typing(self, job: Job, channel: object, state: str) -> None:
+        typing = {"channel": channel, "from": "bot", "state": state}
+        await self.live.publish(job.customer_id or "", "typing", typing)
 
 
 def bot_replies(replies_out: Replies) -> Callable[[Job, list[BotReply]], Awaitable[None]]:
@@ -150,5 +165,5 @@ def handlers(
         )
         for channel in channels
     }
-    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)))
+    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)), live)
     return table

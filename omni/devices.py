@@ -21,7 +21,7 @@ from omni.model import Locale
 from omni.store import Store
 
 DEVICES_MAX = 10  # per customer; registering one more forgets the longest-registered
-log = structlog.get_logger("omni.channels.mobile")
+log = structlog.get_logger("omni.devices")
 
 Printable = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Short = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[\x20-\x7e]+$")]

@@ -203,8 +203,9 @@ async def _delete(erasure: Erasure, cid: str) -> None:
                 doomed = await _tagged_keys(erasure, cid, fields)
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 for start in range(0, len(doomed), _UNLINK_BATCH):
-                    # UNLINK: a long timeline is freed off Redis's main thread.
-                    pipe.unlink(*doomed[start : start + _UNLINK_BATCH])
+                    # UNLINK: a long timeline is freed off Redis's main thread. Staged
+                    # as a plain command: a cluster pipeline's own unlink() is a coroutine.
+                    pipe.execute_command("UNLINK", *doomed[start : start + _UNLINK_BATCH])
                 await pipe.execute()
                 return
             except WatchError:
@@ -237,6 +238,7 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.devices(cid),
         keys.mail(cid),
         keys.events(cid),
+        keys.survey(cid),
         keys.customer(cid),
     ]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -40,6 +40,7 @@ from omni.ids import is_customer_id
 from omni.live import Live
 from omni.model import Assignee, Author, Message, Responder
 from omni.outbox import Job
+from omni.reports import Reports, Resolution
 from omni.settings import HandoffSettings
 from omni.store.inbox import ConversationIndex, Event
 
@@ -91,13 +92,18 @@ class Handoffs:
         live: Live,
         config: HandoffSettings,
         index: ConversationIndex | None = None,
+        reports: Reports | None = None,
     ) -> None:
         """`index`: the team inbox's (store.inbox), told of every change of who holds a
-        conversation, of its status, and of each reply."""
+        conversation, of its status, and of each reply; `reports`: the service report's
+        counters (omni.reports), told of first responses and resolutions."""
         self.redis = redis
         self.live = live
         self.config = config
         self.index = index
+        self.reports = reports
+        # Told of each resolution after it is stored (the resolution survey: omni.surveys).
+        self.on_resolved: Callable[[Resolution], Awaitable[object]] | None = None
         self._script = scripts.load(redis, "handoff")
 
     async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
@@ -187,6 +193,12 @@ class Handoffs:
         if int(result[1]):
             seconds = int(result[2]) / 1000
             await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
+            if self.reports is not None:
+                who = (message.author.id or "agent") if kind == "agent" else "bot"
+                await self.reports.first_response(
+                    message.customer_id, message.channel, who, int(result[4]),
+                    int(result[2]), now_ms(),
+                )  # fmt: skip
         if int(result[3]):
             await self.redis.zrem(keys.handoff_due(), message.customer_id)
         await self._index(message.customer_id, "reply")
@@ -205,14 +217,16 @@ class Handoffs:
         """Mark the conversation resolved (the next message starts another): who resolved
         it ("agent" when an agent took part), or None when it already was."""
         kind = "agent" if by.kind == "agent" else "bot"
-        bot = codec.encode(Assignee(kind="bot", since=iso(now_ms()), reason=reason))
-        result = await self._run(cid, "resolve", now_ms(), kind, bot)
+        now = now_ms()
+        bot = codec.encode(Assignee(kind="bot", since=iso(now), reason=reason))
+        result = await self._run(cid, "resolve", now, kind, bot)
         if not int(result[0]):
             return None
         resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
         await self.redis.zrem(keys.handoff_due(), cid)
         await self._index(cid)
         await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
+        done = _resolution(cid, result, by, resolved_by, now)
         await self.live.publish(
             cid,
             "conversation",
@@ -223,6 +237,13 @@ class Handoffs:
                 "by": msgspec.to_builtins(by),
             },
         )
+        if self.reports is not None:
+            await self.reports.resolved(done)
+        if self.on_resolved is not None:
+            try:
+                await self.on_resolved(done)
+            except Exception as exc:  # the resolution stands whatever the survey does
+                log.warning("after-resolution hook failed", error=type(exc).__name__)
         return resolved_by
 
     # -- the sweep --------------------------------------------------------------------
@@ -279,6 +300,32 @@ class Handoffs:
 
     def _timeout_ms(self) -> int:
         return max(1, int(self.config.reply_timeout_s * 1000))
+
+
+def _resolution(
+    cid: str, result: Sequence[Any], by: Author, resolved_by: Responder, now: int
+) -> Resolution:
+    """The resolve op's answer as the report and the survey see it; the agent is the
+    one who resolved it, else the one who held it, else "agent" (a queue)."""
+    agent = "bot"
+    if resolved_by == "agent":
+        held = result[6]
+        before = codec.decode(held, Assignee) if isinstance(held, bytes) and held else None
+        named = (by.id if by.kind == "agent" else None) or (before.id if before else None)
+        agent = named or "agent"
+    started = _text(result[4])
+    channels = tuple(c for c in _text(result[5]).split(",") if c)
+    return Resolution(
+        customer_id=cid,
+        conversation=int(_text(result[3]) or 0),
+        channel=_text(result[2]) or "unknown",
+        agent=agent,
+        resolved_by=resolved_by,
+        channels=channels,
+        took_ms=now - int(started) if started else 0,
+        repeated=bool(_text(result[7])),
+        at_ms=now,
+    )
 
 
 def _text(value: Any) -> str:

@@ -27,9 +27,12 @@ from omni.model import (
 )
 from omni.outbox import Outbox
 from omni.phones import canonical_external_id
+from omni.receipts import hold_early
+from omni.reports import Reports
 from omni.scripts import Batch
 from omni.settings import BotSettings
 from omni.store import Store
+from omni.surveys import Surveys
 
 log = structlog.get_logger("omni.inbox")
 
@@ -44,8 +47,12 @@ class Inbox:
         *,
         handoffs: Handoffs | None = None,
         phone_region: str | None = None,
+        reports: Reports | None = None,
+        surveys: Surveys | None = None,
     ) -> None:
         self.store = store
+        self.reports = reports
+        self.surveys = surveys
         self.phone_region = phone_region  # [identity] default_region (omni.phones)
         self.outbox = outbox
         self.live = live
@@ -61,8 +68,18 @@ class Inbox:
         external_id = canonical_external_id(inbound.channel, inbound.external_id, self.phone_region)
         if external_id != inbound.external_id:
             inbound = msgspec.structs.replace(inbound, external_id=external_id)
+        if self.surveys is not None and (answered := await self.surveys.answer(inbound)):
+            # An answer to the open survey: recorded as the survey's timeline event, it
+            # wakes no bot and opens no conversation (omni.surveys).
+            return answered
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
-        message, _, created, handoff = await self.store.timeline.ingest(inbound)
+        appended = await self.store.timeline.ingest(inbound)
+        message, created, handoff = appended.message, appended.created, appended.handoff
+        if created and appended.journey is not None and self.reports is not None:
+            step, conv, resolved = appended.journey
+            await self.reports.journey(
+                message.customer_id, message.channel, step, conv, resolved, now_ms()
+            )
         if created:
             if message.text:
                 await note_typed_contacts(self.store, message, self.phone_region)
@@ -123,7 +140,7 @@ class Inbox:
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="outbound", author=author
         )
-        stored, _, created, _ = await self.store.timeline.append(
+        stored, _, created, *_ = await self.store.timeline.append(
             cid,
             message,
             identity=Identity(channel=inbound.channel, external_id=inbound.external_id),
@@ -158,6 +175,14 @@ class Inbox:
             return
         entry = await self.store.timeline.entry_of(cid, event.channel, target)
         if entry is None:
+            if event.kind in ("delivered", "failed", "read"):
+                # Perhaps before the send's own answer linked the id: kept for it (a read
+                # says delivered), the same as Twilio's early receipts.
+                state: DeliveryState = "failed" if event.kind == "failed" else "delivered"
+                reason = event.detail.get("reason") if event.kind == "failed" else None
+                await hold_early(
+                    self.store, cid, event.channel, target, state, str(reason) if reason else None
+                )
             log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
             return
         at = event.at_ms or now_ms()

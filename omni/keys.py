@@ -13,12 +13,17 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:calls      hash    phone calls: CallSid -> "<latest status> <sequence number>"
     omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
     omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
+    omni:{C}:svy        hash    the open survey: id, kind, channel, steps, expiry, what it
+                                is about (omni.surveys); the customer hash keeps svy_conv
+                                (last conversation asked), nps_at, rp (last resolution, for
+                                the report's reopen count), cv_rq, cart_ch, cart_order
     omni:{C}:mail       hash    e-mail threads: the last mail each way, the Message-IDs indexed
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
     omni:optout:{<ch>:<ext>}    string  the identity asked for no more messages (STOP):
                                         "<ms> <keyword>"; beside its identity key's slot
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
+    omni:rep:{r<shard>}:…       the service report's per-day figures (see below)
     omni:msgid:{<digest>}       string  an e-mail Message-ID omni sent or received -> id
     omni:once:<scope>:{<digest>} string a webhook's one-time token, until it expires
     omni:audit:{C}              stream  the customer's identity changes (omni.store.audit)
@@ -28,7 +33,16 @@ Keys that index across customers (identities, search) are tagged by what they in
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "omni"
+
+
+def shard_of(cid: str, shards: int) -> int:
+    """The shard a customer's entries in a sharded service-wide index or channel go to
+    (the team inbox, the service report, the live doorbells): crc32 of its id modulo the
+    section's `shards`, stable across processes."""
+    return zlib.crc32(cid.encode()) % shards
 
 
 def customer(cid: str) -> str:
@@ -189,6 +203,20 @@ def live_channel() -> str:
     return f"{PREFIX}:live"
 
 
+# -- shards (cluster mode) -------------------------------------------------------------
+#
+# What every process must hear about every customer (the live doorbells) cannot be one
+# key or one channel in a Redis Cluster without sending all of it to one node: it is
+# split into `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a
+# customer's always go to the same part. On one server there is one part, as before.
+
+
+def live_shard(shard: int) -> str:
+    """A sharded pub/sub channel (SPUBLISH) of doorbells, in cluster mode: each message
+    is the id of a customer with a new event in its stream."""
+    return f"{PREFIX}:live:{{s{shard}}}"
+
+
 # -- link tokens (omni.links) ---------------------------------------------------------
 
 
@@ -222,7 +250,36 @@ def stats() -> str:
     return f"{PREFIX}:stats"
 
 
-# -- the team inbox (omni.conversations) ----------------------------------------------
+# -- the service report (omni.reports) ------------------------------------------------
+#
+#     omni:rep:{r<shard>}:d:<day>             hash  counters "<figure>|<channel>|<agent>"
+#     omni:rep:{r<shard>}:q:<figure>:<day>    zset  duration samples (ms), bounded
+#     omni:rep:{r<shard>}:u:<day>:<channel>   HLL   returning customers ("*": any channel)
+#
+# A customer's figures go to one shard (crc32 of its id modulo [reports] shards), so no
+# key is service-wide, one shard's days share a slot (PFCOUNT over a range is one
+# command) and distinct counts add up across shards.
+
+
+def report_day(shard: int, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:d:{day}"
+
+
+def report_samples(shard: int, figure: str, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:q:{figure}:{day}"
+
+
+def report_returning(shard: int, day: str, channel: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:u:{day}:{channel}"
+
+
+def survey(cid: str) -> str:
+    """The customer's open survey (hash: id, kind, channel, steps, expiry, what it is
+    about); gone once answered or expired (omni.surveys)."""
+    return f"{PREFIX}:{{{cid}}}:svy"
+
+
+# -- the team inbox (omni.store.inbox) ------------------------------------------------
 #
 #     omni:inbox:{ib<n>}:<status>              zset  customer ids scored by waiting since (ms);
 #                                                    status: waiting, open or resolved
@@ -239,7 +296,7 @@ def inbox(shard: int, status: str, by: str = "") -> str:
     return f"{PREFIX}:inbox:{{ib{shard}}}:{status}" + (f":{by}" if by else "")
 
 
-# -- identity changes (omni.audit, omni.merge, omni.unmerge) --------------------------
+# -- identity changes (omni.store.audit, omni.merge, omni.unmerge) --------------------
 
 
 def audit(cid: str) -> str:

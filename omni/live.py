@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from omni import keys
 from omni.scripts import Batch
@@ -186,8 +186,12 @@ class _Feed:
 
 
 class Live:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, shards: int = 1) -> None:
         self.redis = redis
+        # In a cluster, doorbells are sharded pub/sub (SPUBLISH), split in `shards`
+        # channels: plain PUBLISH would go to every node of the cluster.
+        self.cluster = redis if isinstance(redis, RedisCluster) else None
+        self.shards = shards
         self._feeds: dict[str | None, _Feed] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
@@ -212,7 +216,11 @@ class Live:
                       maxlen=CUSTOMER_EVENTS_MAX, approximate=True)  # fmt: skip
         batch.command("xadd", keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX,
                       approximate=True)  # fmt: skip
-        batch.command("publish", keys.live_channel(), customer_id)
+        if self.cluster is None:
+            batch.command("publish", keys.live_channel(), customer_id)
+        else:
+            channel = keys.live_shard(keys.shard_of(customer_id, self.shards))
+            batch.command("spublish", channel, customer_id)
 
     async def position(self, customer_id: str | None) -> str:
         """The id of the newest event kept (for `customer_id`, or for everyone):
@@ -320,13 +328,12 @@ class Live:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(keys.live_channel())
+                async with self._subscribed() as doorbells:
                     # Doorbells rung while not subscribed were missed: look at every feed.
                     for feed in self._feeds.values():
                         feed.wake.set()
                     self._ready.set()
-                    async for raw in _messages(pubsub):
+                    async for raw in doorbells:
                         self._ring(raw.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
@@ -338,6 +345,66 @@ class Live:
                     raise asyncio.CancelledError from exc
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
+
+    @contextlib.asynccontextmanager
+    async def _subscribed(self) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Every doorbell from here on: the channel's, or every shard's in a cluster."""
+        if self.cluster is None:
+            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(keys.live_channel())
+                yield _messages(pubsub)
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            yield await _sharded(self.cluster, self.shards, stack)
+
+
+async def _sharded(
+    cluster: RedisCluster, shards: int, stack: contextlib.AsyncExitStack
+) -> AsyncIterator[bytes]:
+    """Every shard's doorbells: one subscription per node that holds shards, each read
+    as it comes (redis-py's ClusterPubSub polls nodes in turn, a wait per turn). When
+    the topology changes, a read fails and `_listen` subscribes again from the new one."""
+    await cluster.initialize()
+    by_node: dict[tuple[str, int], list[str]] = {}
+    for shard in range(shards):
+        channel = keys.live_shard(shard)
+        node = cluster.get_node_from_key(channel)
+        if node is None:
+            raise ConnectionError(f"no node serves {channel}")  # _listen tries again
+        by_node.setdefault((str(node.host), int(node.port)), []).append(channel)
+    heard: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+    for (host, port), channels in by_node.items():
+        client = Redis(host=host, port=port, socket_connect_timeout=2)
+        stack.push_async_callback(client.aclose)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        stack.push_async_callback(pubsub.aclose)
+        for channel in channels:  # one SSUBSCRIBE names channels of one slot
+            await pubsub.ssubscribe(channel)
+        reader = asyncio.create_task(_read_shards(pubsub, heard))
+        stack.push_async_callback(_stop, reader)  # before its connection closes
+    return _drain(heard)
+
+
+async def _read_shards(pubsub: Any, heard: asyncio.Queue[bytes | BaseException]) -> None:
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") == "smessage":
+                heard.put_nowait(message["data"])
+    except Exception as exc:
+        heard.put_nowait(exc)
+
+
+async def _drain(heard: asyncio.Queue[bytes | BaseException]) -> AsyncIterator[bytes]:
+    while True:
+        item = await heard.get()
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _text(value: Any) -> str:

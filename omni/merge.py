@@ -21,6 +21,7 @@ it again (nothing lost, nothing doubled):
     record    one event on the survivor's timeline says what was merged (and which
               cart was set aside), and both records' audit logs say who merged them,
               on what evidence (omni.store.audit)
+    survey    the source's open survey goes to the survivor (omni.merge_surveys)
     index     the team inbox shows the survivor's conversation, not the source's
 """
 
@@ -37,6 +38,8 @@ from omni.clock import now_ms
 from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError, ValidationFailed
 from omni.ids import is_customer_id, new_merge_id
 from omni.live import Live
+from omni.merge_surveys import RECORD_FIELDS as SURVEY_FIELDS
+from omni.merge_surveys import carry
 from omni.model import Cart, Fact, Identity, MetaValue, Profile
 from omni.store import Store
 from omni.store.audit import AuditAction
@@ -170,6 +173,9 @@ def absorb_plan(
     for name, value in theirs.items():
         if name.startswith("in:") and int(value) > int(mine.get(name, b"0")):
             sets.append((name, value))
+    # NPS at most once per person per period: the later of the two records' asks counts.
+    if "nps_at" in theirs and int(theirs["nps_at"]) > int(mine.get("nps_at", b"0")):
+        sets.append(("nps_at", theirs["nps_at"]))
     result = MergeResult(
         survivor=merge.survivor,
         source=merge.source,
@@ -275,12 +281,23 @@ async def _record(merge: Merge) -> None:
         await merge.store.redis.hset(record, "audited", 1)
 
 
+async def _survey(merge: Merge) -> None:
+    await carry(merge.store, merge.merge_id, merge.survivor, merge.source)
+
+
 async def _index(merge: Merge) -> None:
     await merge.store.inbox.drop(merge.source)
     await merge.store.inbox.sync(merge.survivor)
 
 
-STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (_mark, _absorb, _repoint, _record, _index)
+STEPS: tuple[Callable[[Merge], Awaitable[None]], ...] = (
+    _mark,
+    _absorb,
+    _repoint,
+    _record,
+    _survey,
+    _index,
+)
 
 
 async def forget(store: Store, cid: str) -> None:
@@ -288,7 +305,7 @@ async def forget(store: Store, cid: str) -> None:
     what undoing them needed (the records' fields), so such a merge cannot be undone."""
     for merge_id in await store.audit.merge_ids(cid):
         async with store.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.merge_record(merge_id), "snapshot", "before", "sets")
+            pipe.hdel(keys.merge_record(merge_id), "snapshot", "before", "sets", *SURVEY_FIELDS)
             pipe.hset(keys.merge_record(merge_id), "state", "erased")
             await pipe.execute()
 

@@ -13,9 +13,12 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from omni import jsonbody
 from omni.channel import header
-from omni.errors import Forbidden, Unauthenticated
+from omni.errors import BadRequest, Forbidden, Unauthenticated
+from omni.text import clean
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 CHALLENGE_MAX = 256
@@ -55,3 +58,28 @@ def verify_hub_signature(secrets: Sequence[bytes], headers: Mapping[str, str], b
     ]
     if not any(matches):
         raise Unauthenticated(f"{SIGNATURE_HEADER} does not match the body")
+
+
+def notification(body: bytes, object_: str, channel: str) -> dict[str, Any]:
+    """A signed notification's JSON, an object whose "object" is `object_`; BadRequest
+    otherwise. Decoded by omni.jsonbody with its limits (nesting, NaN and Infinity
+    refused, long integers widened, an escaped lone surrogate read as Meta reads it)."""
+    data = jsonbody.parse(body, f"the {channel} webhook body")
+    if not isinstance(data, dict) or data.get("object") != object_:
+        raise BadRequest(f'{channel} webhook body is not an object with "object":"{object_}"')
+    return data
+
+
+def nested(data: dict[str, Any], outer: str, inner: str) -> Any:
+    """`data[outer][inner]` of a payload, or None where either is missing or not an object."""
+    value = data.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def payload_id(value: Any) -> str | None:
+    """An id in a payload as text: Meta sends some as numbers, some as strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return clean(value) if isinstance(value, str) and value else None

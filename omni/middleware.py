@@ -42,6 +42,9 @@ REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _MAPPED: dict[type[BaseException], type[ProblemError]] = {
     redis.exceptions.ConnectionError: Unavailable,
     redis.exceptions.TimeoutError: Unavailable,
+    # A Redis Cluster none of whose nodes answers, or one without a primary for a slot.
+    redis.exceptions.RedisClusterUnreachableError: Unavailable,
+    redis.exceptions.ClusterDownError: Unavailable,
     web.HTTPNotFound: NotFound,
     web.HTTPMethodNotAllowed: MethodNotAllowed,
     web.HTTPRequestEntityTooLarge: PayloadTooLarge,
@@ -122,6 +125,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         if mapped is None:
             log.exception("unhandled error", route=_route(request), method=request.method)
             mapped = ProblemError("an unexpected error; quote the request id when reporting it")
+        elif isinstance(mapped, Unavailable):
+            # Which failure it was (a timeout, a refused connection, a cluster without a
+            # primary) is what an operator needs; the client only needs to retry.
+            log.warning("store unavailable", error=type(exc).__name__, reason=str(exc)[:200])
         response = problem_response(mapped, request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id

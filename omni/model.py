@@ -144,6 +144,15 @@ class Message(Struct, frozen=True, omit_defaults=True):
     read_at: str | None = None
 
 
+class TypingRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/customers/{id}/typing`: a bot or an agent starts or stops writing."""
+
+    state: Literal["start", "stop"]
+    channel: (
+        Annotated[str, Meta(min_length=1, max_length=32, description="default: every chat")] | None
+    ) = None
+
+
 class OutboundRequest(Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/customers/{id}/messages`: a reply from a bot or an agent."""
 

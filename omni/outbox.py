@@ -38,9 +38,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -176,6 +176,13 @@ def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random) -> i
     """Full jitter: a uniform pick in [0, min(cap, base * 2^(attempt-1))]."""
     ceiling = min(cap_ms, base_ms * 2 ** min(max(attempt - 1, 0), 40))
     return int(rng.uniform(0, ceiling))
+
+
+class Backlog(NamedTuple):
+    waiting: int  # queued, not yet taken by any worker (the group's lag)
+    in_flight: int  # taken by a worker, not yet finished (pending in the group)
+    delayed: int  # failed attempts waiting for their retry
+    dead: int  # failed for good, in the dead letters
 
 
 class Outbox:
@@ -327,7 +334,8 @@ class Outbox:
             chunk = ids[start : start + 500]
             entries = await self.redis.hmget(self.dead_index, chunk)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*(keys.delivery(customer_id, d) for d in chunk))
+                # One slot (the customer's): a cluster pipeline's delete() takes one key.
+                pipe.execute_command("DEL", *(keys.delivery(customer_id, d) for d in chunk))
                 pipe.zrem(self.delayed, *(f"{d} {customer_id}" for d in chunk))
                 dead = [_s(e) for e in entries if e]
                 if dead:
@@ -336,6 +344,22 @@ class Outbox:
                 await pipe.execute()
         await self.redis.delete(index)
         return len(ids)
+
+    async def backlog(self) -> Backlog:
+        """How far behind the workers are (for /metrics): one round trip, one slot."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xinfo_groups(self.stream)
+            pipe.xlen(self.stream)
+            pipe.zcard(self.delayed)
+            pipe.xlen(self.dead)
+            groups, queued, delayed, dead = await pipe.execute(raise_on_error=False)
+        waiting, in_flight = int(queued), 0  # before any worker made the group: all of it
+        if not isinstance(groups, Exception):  # no stream yet: nothing was ever queued
+            for group in groups:
+                if _s(group.get("name")) == self.config.group:
+                    waiting = int(group.get("lag") or 0)
+                    in_flight = int(group.get("pending") or 0)
+        return Backlog(waiting, in_flight, int(delayed), int(dead))
 
     # -- the worker's side ------------------------------------------------------------
 
@@ -436,7 +460,7 @@ class Outbox:
         owner: str,
         state: State,
         sets: list[Any],
-        deletes: list[str] = (),  # type: ignore[assignment]
+        deletes: Sequence[str] = (),
     ) -> bool:
         written = await self._update(
             keys=[keys.delivery(owner or delivery_id, delivery_id)],

@@ -6,7 +6,8 @@ the furthest state is kept: queued < sent < delivered or failed. A receipt never
 a message back. One that comes before the send itself has answered with the channel's
 id (the provider called back while its answer to the send was on its way) waits beside
 the customer's message ids and is applied when that id is linked (omni.delivery), if it
-says more than "sent"; one for a message omni never sent is kept there with the
+says more than "sent" (Twilio's callbacks through record_receipt, WhatsApp's statuses
+through omni.inbox); one for a message omni never sent is kept there with the
 customer's other message ids (and erased with them), and changes nothing.
 """
 
@@ -49,11 +50,8 @@ async def record_receipt(
         log.info("receipt for a message omni does not know", channel=channel, state=state)
         return False
     if entry is None:
-        if _RANK[state] < _RANK["delivered"]:
-            return False  # queued or sent: the send's own answer says as much
         # Kept until the send answers (the furthest of several is what is kept).
-        early = MessageStatus(state=state, at=iso(now_ms()) or "", reason=reason)
-        await _stash(store, cid, channel, channel_message_id, early)
+        await hold_early(store, cid, channel, channel_message_id, state, reason)
         return False
     return await _apply(store, live, cid, entry, channel_message_id, state, reason)
 
@@ -69,6 +67,21 @@ async def apply_early(
     await store.redis.hdel(keys.message_ids(cid), field)
     early = codec.decode(as_bytes(held), MessageStatus)
     return await _apply(store, live, cid, entry, channel_message_id, early.state, early.reason)
+
+
+async def hold_early(
+    store: Store,
+    cid: str,
+    channel: str,
+    channel_message_id: str,
+    state: DeliveryState,
+    reason: str | None = None,
+) -> None:
+    """Keep a receipt for a message whose send has not answered yet (its id is not linked);
+    `apply_early` writes it once the id is linked. Queued or sent: the answer says as much."""
+    if _RANK[state] >= _RANK["delivered"]:
+        early = MessageStatus(state=state, at=iso(now_ms()) or "", reason=reason)
+        await _stash(store, cid, channel, channel_message_id, early)
 
 
 def _early_field(channel: str, channel_message_id: str) -> str:

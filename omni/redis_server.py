@@ -72,12 +72,14 @@ class EmbeddedRedis:
         *,
         persist: bool = True,
         port: int = 0,
+        extra_args: tuple[str, ...] = (),
         fsync: Literal["always", "everysec"] = "everysec",
         owner_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.persist = persist
         self.port = port
+        self.extra_args = extra_args  # more server options (a cluster node's, say)
         self.fsync = fsync
         self.owner_port = owner_port  # the HTTP port of the omni serving from this data
         self.restarts = 0
@@ -154,9 +156,14 @@ class EmbeddedRedis:
             # customer's three streams (timeline, channel index, events) cost 12 KB before
             # their second message. 2048 halves that for ~6 bytes more per message.
             "--stream-node-max-bytes", str(STREAM_NODE_MAX_BYTES),
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - our own argument list
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # it logs to its logfile; a pipe held open would hang
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -78,7 +78,7 @@ class Replies:
             quick_replies=request.quick_replies,
         )
         status = MessageStatus(state="queued", at=iso(now_ms()) or "")
-        stored, entry, created, _ = await self.store.timeline.append(
+        stored, entry, created, *_ = await self.store.timeline.append(
             cid, message, identity=Identity(channel=channel, external_id=to), status=status
         )
         if created:

@@ -23,6 +23,7 @@ from omni.api import (
     metrics,
     ops,
     replies,
+    reports,
 )
 from omni.auth import require
 from omni.channel import Channel, load
@@ -49,10 +50,13 @@ from omni.model import (
     ProfilePatch,
     ResolveRequest,
     SearchResult,
+    TypingRequest,
 )
+from omni.report_model import ServiceReport
 from omni.route import Param, Route
 from omni.store.audit import AuditPage
 from omni.store.inbox import InboxPage
+from omni.surveys import Asked
 from omni.unmerge import UnmergeResult
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
@@ -188,6 +192,11 @@ ROUTES: tuple[Route, ...] = (
           "last; 202 with status queued, the delivery status then shows in the history",
           "messages", role="bot", body=OutboundRequest, response=Message, status=202,
           params=(_ID,), errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/typing", replies.typing,
+          "A bot or an agent is writing to the customer (state start) or stopped: shown "
+          "live in the customer's chat (web widget, app) until the reply; not in the history",
+          "messages", role="bot", body=TypingRequest, status=204, params=(_ID,),
+          errors=(400, 404, 415, 422)),
     Route("GET", "/v1/customers/{id}/deliveries", replies.deliveries,
           "The customer's deliveries (replies and bot webhooks), newest first", "deliveries",
           role="agent", response=replies.DeliveryList, params=(_ID, _LIMIT), errors=(400, 404)),
@@ -237,6 +246,26 @@ ROUTES: tuple[Route, ...] = (
           "the customer's next message starts a new one", "conversation", role="bot",
           body=ResolveRequest, response=Conversation, params=(_ID,),
           errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/surveys", reports.ask_survey,
+          "Ask the customer a survey now on a channel (or \"current\": where they last "
+          "wrote): NPS 0-10 by default, or csat / ces; NPS at most once per customer per "
+          "[surveys] nps_period_days across channels (409 with next_allowed_at within it; "
+          "409 too for voice when no call is live)", "surveys", role="agent",
+          body=reports.SurveyRequest, response=Asked, status=201, params=(_ID,),
+          errors=(400, 404, 409, 413, 415, 422)),
+    Route("GET", "/v1/reports/service", reports.service,
+          "The service report for a range of days (UTC; a year at most): conversations, "
+          "first-response and resolution times (median, p90), first-contact resolution, "
+          "CSAT / CES / NPS, repeated questions prevented and let through, channel "
+          "switches, carts placed on another channel than started, conversations continued "
+          "across channels, returning customers; in total and by channel, agent or day",
+          "reports", role="agent", response=ServiceReport, errors=(422,),
+          params=(Param("from", "query", "first day, YYYY-MM-DD or RFC 3339 (default: 29 "
+                        "days before to)"),
+                  Param("to", "query", "last day, included (default: today, UTC)"),
+                  Param("channel", "query", "only this channel's figures"),
+                  Param("group_by", "query", "channel (default), agent or day",
+                        {"type": "string", "enum": ["channel", "agent", "day"]}))),
     Route("GET", "/metrics", metrics.exposition,
           "Prometheus metrics (text format 0.0.4): first-response time, resolutions and "
           "handoffs per channel, service-wide; live listeners per process", "operations",

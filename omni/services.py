@@ -20,8 +20,12 @@ from omni.links import LinkTokens
 from omni.live import Live
 from omni.outbox import Job, Outbox
 from omni.replies import Replies
+from omni.reports import Reports
+from omni.reports import read_settings as report_settings
 from omni.settings import Settings
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
+from omni.surveys import Surveys
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Services:
     replies: Replies
     handoffs: Handoffs
     links: LinkTokens
+    reports: Reports
+    surveys: Surveys
     adapters: dict[str, Adapter]
     handlers: dict[str, Callable[[Job], Awaitable[Delivery]]]
 
@@ -46,7 +52,7 @@ async def open_services(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         outbox = Outbox(redis, settings.outbox)
-        live = Live(redis)
+        live = Live(redis, settings.redis.shards)
         adapters: dict[str, Adapter] = {}
         senders: dict[str, Sender] = {}
         for channel in channels:
@@ -55,8 +61,15 @@ async def open_services(
                 adapters[channel.name] = adapter
             if sender is not None:
                 senders[channel.name] = sender
-        handoffs = Handoffs(redis, live, settings.handoff, store.inbox)
+        reports = Reports(redis, report_settings(settings))
+        handoffs = Handoffs(redis, live, settings.handoff, store.inbox, reports)
         replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
+        enabled = set(settings.channels.enabled)
+        shown = [c for c in channels if c.name in enabled]
+        styles = {c.name: c.survey for c in shown}
+        choices = {c.name: c.survey_choices for c in shown if c.survey_choices is not None}
+        surveys = Surveys(store, replies, live, reports, survey_settings(settings), styles, choices)
+        handoffs.on_resolved = surveys.on_resolved
         yield Services(
             session=session,
             outbox=outbox,
@@ -68,10 +81,14 @@ async def open_services(
                 settings.bots,
                 handoffs=handoffs,
                 phone_region=settings.identity.default_region or None,
+                reports=reports,
+                surveys=surveys,
             ),
             replies=replies,
             handoffs=handoffs,
             links=LinkTokens(redis, store, live, settings.server.public_url),
+            reports=reports,
+            surveys=surveys,
             adapters=adapters,
             handlers=handlers(
                 store,

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from omni import phones
 from omni.errors import ConfigError
+from omni.eventloop import EVENT_LOOPS, EventLoop
 from omni.outbox import OutboxConfig
 
 Role = Literal["bot", "agent", "admin"]
@@ -61,12 +62,31 @@ class ApiKey:
     name: str
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL omni answers at on this machine when it binds `host:port` (a wildcard
+    bind answers on loopback too)."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Unless set explicitly (`public_url_set`), derived from host and port, so that
+    # `--port 9000` moves the links, the Twilio signature URL and `omni demo` with it.
     public_url: str = "http://127.0.0.1:8080"
     shutdown_timeout: float = 10.0
+    public_url_set: bool = False
+
+    def at(self, host: str, port: int) -> ServerSettings:
+        """These settings serving on `host:port` (the CLI's --host and --port)."""
+        public = self.public_url if self.public_url_set else local_url(host, port)
+        return replace(self, host=host, port=port, public_url=public)
+
+    event_loop: EventLoop = "auto"  # omni.eventloop: uvloop when installed
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,11 @@ class RedisSettings:
     # the machine dies; "everysec" may lose the last second of them then (a killed
     # Redis process alone loses nothing either way: the writes are in the kernel).
     fsync: Literal["always", "everysec"] = "everysec"
+    # `url` names one node of a Redis Cluster: omni discovers the rest (omni.redis_client).
+    cluster: bool = False
+    # Service-wide streams are split into this many hash-tagged shards in cluster mode,
+    # so that no one node takes every write (omni.keys).
+    shards: int = 8
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,7 @@ class Settings:
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
             "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "inbox",
+            "surveys", "reports",
         }  # fmt: skip
         for section in raw:
             if section not in known:
@@ -203,14 +229,7 @@ class Settings:
         ):
             raise ConfigError("channels.enabled: must be a list of lower-case channel names")
         return cls(
-            server=ServerSettings(
-                host=read_str(server, "server.host", "127.0.0.1"),
-                port=read_int(server, "server.port", 8080, low=0, high=65535),
-                public_url=read_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip(
-                    "/"
-                ),
-                shutdown_timeout=read_float(server, "server.shutdown_timeout", 10.0),
-            ),
+            server=_server(server),
             redis=RedisSettings(
                 url=read_str(redis, "redis.url", ""),
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
@@ -218,6 +237,8 @@ class Settings:
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
                 request_timeout=_request_timeout(redis),
                 fsync=_fsync(redis),
+                cluster=_cluster(redis),
+                shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
@@ -236,6 +257,13 @@ class Settings:
             identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
+
+
+def _event_loop(server: Mapping[str, Any]) -> EventLoop:
+    kind = read_str(server, "server.event_loop", "auto")
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop: must be {', '.join(EVENT_LOOPS)}, not {kind!r}")
+    return kind
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
@@ -417,6 +445,20 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
     )
 
 
+def _server(section: Mapping[str, Any]) -> ServerSettings:
+    host = read_str(section, "server.host", "127.0.0.1")
+    port = read_int(section, "server.port", 8080, low=0, high=65535)
+    public = read_url(section, "server.public_url")
+    return ServerSettings(
+        host=host,
+        port=port,
+        public_url=public or local_url(host, port),
+        shutdown_timeout=read_float(section, "server.shutdown_timeout", 10.0),
+        public_url_set=bool(public),
+        event_loop=_event_loop(section),
+    )
+
+
 def _request_timeout(section: Mapping[str, Any]) -> float:
     value = read_float(section, "redis.request_timeout", RedisSettings.request_timeout)
     if not 0.05 <= value <= 300:
@@ -424,6 +466,19 @@ def _request_timeout(section: Mapping[str, Any]) -> float:
             f"redis.request_timeout: must be between 0.05 and 300 seconds, not {value}"
         )
     return value
+
+
+def _cluster(section: Mapping[str, Any]) -> bool:
+    """`redis.cluster`: only with a `redis.url` naming a node over TCP (the embedded
+    server is one server, and a cluster's nodes tell clients their TCP addresses)."""
+    cluster = read_bool(section, "redis.cluster", False)
+    url = read_str(section, "redis.url", "")
+    if cluster and not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "redis.cluster: needs redis.url to name one node of the cluster, redis://host:port "
+            f"(not {url!r}); `make cluster` starts a local one on redis://127.0.0.1:7000"
+        )
+    return cluster
 
 
 def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:

@@ -21,10 +21,12 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from omni.channel import header
 from omni.errors import ConfigError, Unauthenticated
 
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 FORM: Final = "application/x-www-form-urlencoded"
+TWIML_CONTENT_TYPE: Final = "text/xml"  # what a webhook's TwiML answer is sent as
 MAX_PARAMS: Final = 500
 
 
@@ -126,14 +128,6 @@ def first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, value in pairs:
         params.setdefault(name, value)
     return params
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
 
 
 def media_type(headers: Mapping[str, str]) -> str:

@@ -26,6 +26,7 @@ again; no step is a transaction across the two customers' slots:
     load      the merge record; 404 unknown, 409 undone already or its records erased
     split     the survivor's fields back (one If-Match write, retried on races)
     unmark    the absorbed record's fields back, merged_into gone (one script)
+    survey    its open survey back, if still unanswered (omni.merge_surveys)
     repoint   its identities lead to it again; search follows
     move      messages stored on the survivor since the merge that are the absorbed
               record's: each copied at its own entry id (one script in its slot,
@@ -51,6 +52,7 @@ from omni.errors import Conflict, NotFound, PreconditionFailed, StoreError
 from omni.ids import is_merge_id
 from omni.live import Live
 from omni.merge import text_fields
+from omni.merge_surveys import give_back
 from omni.model import Identity, Message, Profile
 from omni.store import Store
 from omni.store.entries import dedupe_field
@@ -204,6 +206,10 @@ async def _unmark(undo: Unmerge) -> None:
         raise Conflict(f"merge {undo.merge_id} cannot be undone: its records were erased")
 
 
+async def _survey(undo: Unmerge) -> None:
+    await give_back(undo.store, undo.merge_id, undo.survivor, undo.source)
+
+
 async def _repoint(undo: Unmerge) -> None:
     await undo.store.customers.repoint(undo.identities, undo.source)
     if "p" in undo.snapshot:
@@ -326,6 +332,7 @@ STEPS: tuple[Callable[[Unmerge], Awaitable[None]], ...] = (
     _load,
     _split,
     _unmark,
+    _survey,
     _repoint,
     _move,
     _record,

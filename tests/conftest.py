@@ -1,25 +1,79 @@
 """Fixtures on real things: one real Valkey server per test session (the same embedded
 binary `omni serve` runs), a clean database for every test, and the app under test
-through `aiohttp_client`. Set OMNI_TEST_REDIS_URL to run against another server."""
+through `aiohttp_client`. Set OMNI_TEST_REDIS_URL to run against another server.
+
+OMNI_TEST_CLUSTER=1 (`make test-cluster`) runs the whole suite on a real Redis Cluster
+instead: three primaries with a replica each, from the same binary (omni.redis_cluster),
+and omni in cluster mode. A test that cannot mean anything there is marked
+`@pytest.mark.single_server("why")`: the cluster run leaves it out, saying why."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from omni.app import create_app
+from omni.redis_client import close, connect
+from omni.redis_cluster import LocalCluster, free_ports
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
+from tests.smtp_server import Mailbox
 
 BOT = {"Authorization": "Bearer test-bot-key-0001"}
 AGENT = {"Authorization": "Bearer test-agent-key-001"}
 ADMIN = {"Authorization": "Bearer test-admin-key-001"}
+
+
+# Taken out of the environment once read: omni reads every OMNI_<SECTION>_<NAME> as a
+# setting, and a [test] section is not one (an in-process `omni` command or a child
+# process handed os.environ would stop on it).
+CLUSTER = os.environ.pop("OMNI_TEST_CLUSTER", "") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_server(reason): about one Redis server itself; left out of the cluster run",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not CLUSTER:
+        return
+    kept, left_out = [], []
+    for item in items:
+        marker = item.get_closest_marker("single_server")
+        if marker is None:
+            kept.append(item)
+            continue
+        if not marker.args or not str(marker.args[0]).strip():
+            raise pytest.UsageError(f"{item.nodeid}: single_server needs a reason")
+        left_out.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not CLUSTER:
+        return
+    for item in terminalreporter.stats.get("deselected", []):
+        marker = item.get_closest_marker("single_server")
+        if marker is not None:
+            terminalreporter.write_line(f"not on the cluster: {item.nodeid}: {marker.args[0]}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +81,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("OMNI_TEST_REDIS_URL")
     if url:
         yield url
+        return
+    if CLUSTER:
+        cluster = LocalCluster(Path(tmp_path_factory.mktemp("cluster")), free_ports(6))
+        # A SIGTERM (a CI timeout) would end pytest without this finally: six servers
+        # would be left running. As an interrupt, it stops them on the way out.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        cluster.start()
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
+            signal.signal(signal.SIGTERM, previous)
         return
     server = EmbeddedRedis(Path(tmp_path_factory.mktemp("valkey")), persist=False)
     server.start()
@@ -40,7 +106,7 @@ def make_settings(redis_url: str, **sections: dict[str, Any]) -> Settings:
     raw: dict[str, Any] = {
         # Generous: a loaded CI machine must not turn a slow reply into a 503; the fault
         # tests set their own short deadline.
-        "redis": {"url": redis_url, "request_timeout": 10.0},
+        "redis": {"url": redis_url, "request_timeout": 10.0, "cluster": CLUSTER},
         "auth": {
             "api_keys": [
                 {"key": "test-bot-key-0001", "role": "bot", "name": "test bot"},
@@ -59,12 +125,13 @@ def make_settings(redis_url: str, **sections: dict[str, Any]) -> Settings:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    # On the cluster: a cluster client, which flushes and scans every primary.
+    client = connect(make_settings(redis_url).redis, redis_url, socket_timeout=10)
     await client.flushall()
     try:
         yield client
     finally:
-        await client.aclose()
+        await close(client)
 
 
 @pytest.fixture
@@ -109,3 +176,39 @@ async def snapshot(redis: Redis) -> dict[bytes, Any]:
         else:
             state[key] = await redis.lrange(key, 0, -1)
     return state
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[tuple[Mailbox, int]]:
+    """A real SMTP server on a free port (aiosmtpd) and what it received."""
+    from aiosmtpd.smtp import SMTP  # only the tests that mail need it
+
+    box = Mailbox()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="mx.test"), "127.0.0.1", 0
+    )
+    yield box, server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def primaries(redis: Redis, **options: Any) -> AsyncIterator[list[Redis]]:
+    """A plain client of each primary (of the cluster, or the one server): for what is
+    per server (INFO, CONFIG, MONITOR, CLIENT PAUSE)."""
+    if not isinstance(redis, RedisCluster):
+        yield [redis]
+        return
+    await redis.initialize()
+    nodes = [Redis(host=n.host, port=n.port, **options) for n in redis.get_primaries()]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def key_count(redis: Redis) -> int:
+    """How many keys there are, on every primary (a cluster client's DBSIZE asks one)."""
+    async with primaries(redis) as nodes:
+        return sum([int(await node.dbsize()) for node in nodes])

@@ -55,6 +55,7 @@ class Omni:
     log_path: Path
     command: str = "serve"
     port: int = 0
+    args: tuple[str, ...] = ()  # after the command: ("--processes", "2"), say
     process: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
@@ -73,7 +74,7 @@ class Omni:
         if self.port:
             env["OMNI_SERVER_PORT"] = str(self.port)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "omni.cli", self.command],
+            [sys.executable, "-m", "omni.cli", self.command, *self.args],
             env=env,
             stdout=self._log,
             stderr=self._log,

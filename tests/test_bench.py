@@ -6,10 +6,12 @@ become the table and the JSON file. Nothing here measures time (and no wrk is ne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -90,6 +92,10 @@ async def test_every_prebuilt_request_is_one_omni_accepts(
         assert page.messages[-1].channel_message_id == "seed-0"
 
 
+@pytest.mark.single_server(
+    "the benchmark's baseline (bench/baseline) is a single-server client; it runs on a "
+    "cluster with the cluster benchmark (issue 14's bench wave), not here yet"
+)
 async def test_the_baseline_answers_the_same_requests(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
@@ -132,17 +138,22 @@ async def test_seeded_messages_are_what_an_ingest_stores(redis: Redis) -> None:
 def test_results_become_the_table_and_the_json_file(tmp_path: Path) -> None:
     line = (
         'BENCH_RESULT {"requests":1000,"duration_us":2000000,"sent":1010,"wrapped":0,'
-        '"p50_us":1500,"p90_us":2500,"p99_us":4000,"max_us":9000,'
+        '"p50_us":1500,"p90_us":2500,"p99_us":4000,"p999_us":7000,"max_us":9000,'
         '"errors":{"connect":0,"read":0,"write":0,"status":2,"timeout":0}}'
     )
     run = wrk.parse(f"Running 2s test\n{line}\n")
     assert (run.rps, run.p99_ms, run.non_2xx, run.wrapped) == (500.0, 4.0, 2, False)
     base = wrk.parse(line.replace('"requests":1000', '"requests":2000'))
-    omni = results.Summary.of([run, run, run])
+    slow = dataclasses.replace(run, requests=800, others={"valkey-aof-rewrite 42": 0.3})
+    omni = results.Summary.of([run, slow, run])
     ceiling = results.Summary.of([base])
     row = results.scenario_result(omni, ceiling, results.Target("ingest baseline", 0.6, 2.0))
     assert row["ratio"] == 0.5
     assert row["met"] is False
+    assert row["p99_ratio"] == 1.0
+    assert row["percentiles_ms"] == {"p50": 1.5, "p90": 2.5, "p99": 4.0, "p99.9": 7.0}
+    assert (row["spread"], row["baseline_spread"]) == (0.2, 0.0)  # (500 - 400) / 500 rps
+    assert row["other_processes"] == {"valkey-aof-rewrite 42": 0.1}
     out = {
         "messages_ingest": row,
         "growth_ratio": {"ingest": 1.02, "context": 1.5},
@@ -157,6 +168,8 @@ def test_results_become_the_table_and_the_json_file(tmp_path: Path) -> None:
     assert written["growth_ratio"] == {"ingest": 1.02, "context": 1.5}
     table = results.table(written)
     assert "messages_ingest" in table and "MISS" in table
+    assert "p50/90/99/99.9 1.5/2.5/4.0/7.0 ms, rounds spread 20%" in table
+    assert "other: valkey-aof-rewrite 42 0.10" in table
     assert "omni answered errors in messages_ingest" in table
 
 

@@ -5,7 +5,6 @@ real SMTP server (aiosmtpd) running in the test's own event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,22 +12,19 @@ import io
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.settings import Settings
 from tests.adapters.test_email import BASIC, SIGNING_KEY, edited, payload
 from tests.conftest import ADMIN, AGENT, make_settings, snapshot
+from tests.smtp_server import Mailbox, has_mails
 from tests.test_bots import BotReceiver, ServerFactory, serve
 from tests.test_worker import until
 
@@ -52,33 +48,6 @@ AUTO = "email_autoreply_inbound.json"
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return make_settings(redis_url, email=EMAIL)
-
-
-class Mailbox:
-    """An SMTP server's DATA handler: every mail it accepts, parsed."""
-
-    def __init__(self) -> None:
-        self.mails: list[EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.content if isinstance(envelope.content, bytes) else b""
-        parsed = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.mails.append(parsed)
-        self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
-        return "250 OK"
-
-
-@pytest.fixture
-async def mailbox() -> AsyncIterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="mx.test"), "127.0.0.1", 0
-    )
-    yield box, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
 
 
 async def postmark(client: TestClient, body: bytes, auth: str = BASIC) -> ClientResponse:
@@ -165,8 +134,19 @@ async def test_the_mailgun_fixture_through_the_route(aiohttp_client: Any, redis_
     assert message["text"] == "Any update on this?"
     assert message["metadata"]["provider"] == "mailgun"
     assert "We are checking with the carrier." in message["metadata"]["body"]
+    # Mailgun's retry of the same post (its 200 lost on the way): 200, stored once.
+    before = await snapshot(redis)
     again = await mailgun(client, payload("email_mailgun_inbound.form"))
-    assert again.status == 401  # the same token again: a replay
+    assert again.status == 200, await again.text()
+    assert (await again.json())["messages"] == 0
+    assert await snapshot(redis) == before
+    # The same token and signature over another mail: a replay, refused.
+    fields = mailgun_fields()
+    fields["Message-Id"] = "<forged-1@example.net>"
+    fields["stripped-text"] = "Send the refund to this other account."
+    forged = await mailgun(client, urlencode(fields).encode())
+    assert forged.status == 401
+    assert await snapshot(redis) == before
 
 
 async def test_mailgun_fresh_signature_is_accepted_and_forged_ones_store_nothing(
@@ -187,9 +167,14 @@ async def test_mailgun_fresh_signature_is_accepted_and_forged_ones_store_nothing
     assert await snapshot(redis) == before
     good = signed(fields)
     assert (await mailgun(client, good)).status == 200
-    replay = await mailgun(client, good)
+    stored = await snapshot(redis)
+    retry = await mailgun(client, good)  # the same post again: a retry, stored once
+    assert retry.status == 200
+    other = dict(parse_qsl(good.decode()), **{"Message-Id": "<other-2@example.net>"})
+    replay = await mailgun(client, urlencode(other).encode())  # its token on another mail
     assert replay.status == 401
     assert "used before" in (await replay.json())["detail"]
+    assert await snapshot(redis) == stored
 
 
 async def test_postmark_without_the_right_basic_auth_stores_nothing(
@@ -364,7 +349,7 @@ async def test_a_reply_goes_out_over_smtp_threaded_under_the_customers_mail(
     assert (await postmark(client, payload(REPLY))).status == 200
     cid = (await context_of(client, DANA))["customer"]["id"]
     await reply_by_mail(client, cid, "It ships today.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     [mail] = box.mails
     assert box.envelopes[0] == ("support@omni.example.com", [DANA])
     assert mail["Subject"] == "Re: Order A-1042 not arrived"
@@ -395,7 +380,7 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
     # A web customer, never mailed from: omni sends a receipt to their verified address.
     cid = await verified_customer(client)
     await reply_by_mail(client, cid, "Your receipt for A-1042.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     receipt = box.mails[0]
     assert receipt["Subject"] == "Your conversation with us"
     sent_id = receipt["Message-ID"].strip("<>")
@@ -423,7 +408,7 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
     assert (await context_of(client, "mallory@example.org"))["customer"]["id"] != cid
     # A bounce of omni's next mail marks it failed.
     await reply_by_mail(client, cid, "One more thing.")
-    await until(lambda: _mails(box, 2))
+    await until(lambda: has_mails(box, 2))
     bounced_id = box.mails[1]["Message-ID"]
     await until(lambda: _state(client, cid, "One more thing.", "sent"))
     report = edited(REPLY, From="MAILER-DAEMON@mx.example.net", FromFull=None,
@@ -441,10 +426,6 @@ async def test_a_reply_to_omnis_mail_joins_its_conversation_by_in_reply_to(
 async def _state(client: TestClient, cid: str, text: str, state: str) -> bool:
     mine = [m for m in await history(client, cid) if m.get("text") == text]
     return bool(mine) and (mine[0].get("status") or {}).get("state") == state
-
-
-async def _mails(box: Mailbox, n: int) -> bool:
-    return len(box.mails) >= n
 
 
 def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
@@ -489,7 +470,7 @@ async def test_erasure_removes_the_mail_index(
     assert (await postmark(client, payload(FIRST))).status == 200
     cid = (await context_of(client, DANA))["customer"]["id"]
     await reply_by_mail(client, cid, "Noted.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     await until(lambda: _state(client, cid, "Noted.", "sent"))
     assert [k async for k in redis.scan_iter(match="omni:msgid:*")]
     erased = await client.delete(f"/v1/customers/{cid}", headers=ADMIN)
@@ -513,7 +494,7 @@ async def test_a_bots_reply_is_mailed_as_an_automatic_answer_in_the_thread(
     )
     client = await aiohttp_client(create_app(settings))
     assert (await postmark(client, payload(FIRST))).status == 200
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     [mail] = box.mails
     assert mail["Auto-Submitted"] == "auto-replied"
     assert mail["In-Reply-To"] == "<CAF3x9Yq1-synthetic-0001@mail.example.net>"
@@ -536,7 +517,7 @@ async def test_journey_web_chat_then_an_email_receipt_then_a_reply_the_bot_under
     client = await aiohttp_client(create_app(settings))
     cid = await verified_customer(client)  # said "hello from the site" on the web chat
     await reply_by_mail(client, cid, "Receipt: order A-1042, 2 items, 59.00 EUR.")
-    await until(lambda: _mails(box, 1))
+    await until(lambda: has_mails(box, 1))
     receipt = box.mails[0]
     answer = edited(
         REPLY,

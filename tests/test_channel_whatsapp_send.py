@@ -413,6 +413,30 @@ async def test_a_failed_status_is_the_reply_s_failure_with_its_error(
     assert (await timeline(client, cid))[0]["status"]["state"] == "failed"
 
 
+async def test_a_status_that_comes_before_the_send_answers_is_applied_when_it_does(
+    aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
+) -> None:
+    # Meta's failed status (131047, usually asynchronous) reaches omni before Graph's
+    # answer to the send has been linked: it waits, as Twilio's early receipts do.
+    graph[0].answers.append(
+        (200, {"messaging_product": "whatsapp", "messages": [{"id": WAMID_FAILED}]})
+    )
+    client = await delivering(aiohttp_client, redis_url, graph[1])
+    cid = await customer(client)
+    await accepted(client, "whatsapp_status_failed.json")  # no message of ours has this id yet
+    await reply(client, cid, text="Are you still interested?")
+
+    async def failed() -> bool:
+        ours = (await timeline(client, cid))[0]
+        return ours.get("status", {}).get("state") == "failed"
+
+    await until(failed)
+    ours = (await timeline(client, cid))[0]
+    assert ours["text"] == "Are you still interested?"
+    assert ours["status"]["reason"].startswith("outside_window: 131047 Re-engagement message")
+    assert ours["status"]["channel_message_id"] == WAMID_FAILED
+
+
 async def test_a_reply_delivered_then_undeliverable_codes_on_a_status(
     aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
 ) -> None:

@@ -29,6 +29,11 @@ from tests.channel_traffic import CHANNELS, Ledger, Sender, config_sections, sen
 from tests.processes import ADMIN, Omni, alive, free_port, omni_env, valkey_pid, wait_until
 from tests.test_events import Stream
 
+pytestmark = pytest.mark.single_server(
+    "starts and breaks its own single Valkey (external or embedded), not the session's: "
+    "the cluster run would repeat the single-server run as it is"
+)
+
 REQUEST_TIMEOUT_S = 1.0
 # A request's answer is due within the deadline; the client gives up a while after it,
 # so a hang fails the test instead of holding it up.

@@ -14,9 +14,15 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.channel_traffic import CHANNELS, Ledger, Sender, config_sections, send, stored
 from tests.processes import ADMIN, Omni, alive, free_port, omni_env, valkey_pid
+
+pytestmark = pytest.mark.single_server(
+    "omni serve on its own embedded Valkey (one server by design): the cluster run "
+    "would repeat the single-server run as it is"
+)
 
 MESSAGES = 80  # per sender; bounded
 

@@ -35,6 +35,11 @@ from tests.test_channel_voice import FIXTURES as VOICE
 from tests.test_channel_voice import PUBLIC, TOKEN
 from tests.whatsapp_graph import signature as whatsapp_signature
 
+pytestmark = pytest.mark.single_server(
+    "mutates each channel's payloads to test its parsing, which does not depend on the "
+    "storage mode: the single-server run covers it, and keeps CI under 15 minutes"
+)
+
 PAYLOADS = Path(__file__).parent / "payloads"
 PROBLEM = "application/problem+json"
 COUNT = {"instagram": 250, "voice": 150, "web": 150, "mobile": 150, "web socket": 150,

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from omni.app import create_app
-from tests.conftest import BOT, make_settings
+from omni.redis_cluster import free_ports
+from tests.conftest import BOT, CLUSTER, make_settings
 
 
 async def test_healthz_and_readyz(client: TestClient) -> None:
@@ -19,7 +20,9 @@ async def test_healthz_and_readyz(client: TestClient) -> None:
 
 
 async def test_unreachable_redis_is_503_not_a_crash(aiohttp_client: Any, tmp_path: Path) -> None:
-    settings = make_settings(f"unix://{tmp_path}/nothing-here.sock")
+    # A cluster client takes TCP addresses only: a free port, where nothing listens.
+    nowhere = f"redis://127.0.0.1:{free_ports(1)[0]}" if CLUSTER else f"unix://{tmp_path}/none.sock"
+    settings = make_settings(nowhere)
     client = await aiohttp_client(create_app(settings))
     ready = await client.get("/readyz")
     assert ready.status == 503

@@ -13,6 +13,7 @@ from omni.channel import Delivery
 from omni.errors import ConfigError
 from omni.outbox import Job, Outbox, OutboxConfig, backoff_ms, delivery_id
 from omni.worker import Worker
+from tests.conftest import key_count
 
 CID = "cus_01HZY7Q8W3K5M2N4P6R8S0T2V4"
 OTHER = "cus_01HZY7Q8W3K5M2N4P6R8S0T2V5"
@@ -177,7 +178,7 @@ async def test_bad_arguments_are_refused(
 ) -> None:
     with pytest.raises(ValueError):
         await Outbox(redis).enqueue(kind, {}, idempotency_key=key, customer_id=customer)
-    assert await redis.dbsize() == 0
+    assert await key_count(redis) == 0
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:

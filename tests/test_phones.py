@@ -20,7 +20,7 @@ from omni.model import Identity, Profile
 from omni.phones import canonical_external_id, normalize_phone, region_of_locale
 from omni.settings import Settings
 from omni.store import Store
-from tests.conftest import AGENT, BOT, ingest, make_settings, snapshot
+from tests.conftest import AGENT, BOT, CLUSTER, ingest, make_settings, snapshot
 
 LONDON = "+442079460958"
 
@@ -198,7 +198,9 @@ async def test_old_numbers_are_migrated_once_and_then_match(
 def test_omni_migrate_runs_the_migration(redis_url: str) -> None:
     """`omni migrate` on the configured Redis, in its own process: it says what it
     changed, and is harmless on data that needs nothing."""
-    env = {**os.environ, "OMNI_REDIS_URL": redis_url}
+    # Its own settings only (OMNI_TEST_CLUSTER would read as an unknown [test] section).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
+    env.update(OMNI_REDIS_URL=redis_url, OMNI_REDIS_CLUSTER=str(CLUSTER).lower())
     done = subprocess.run(
         [sys.executable, "-m", "omni.cli", "migrate"],
         env=env, capture_output=True, text=True, timeout=60, check=False,

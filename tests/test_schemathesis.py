@@ -26,6 +26,12 @@ import pytest
 from tests.test_serve import _free_port
 from tests.whatsapp_graph import ACCESS_TOKEN, PHONE_NUMBER_ID
 
+pytestmark = pytest.mark.single_server(
+    "explores the HTTP interface's shapes (routes, statuses, problem documents), which do "
+    "not depend on the storage mode: the single-server run covers it, and keeps CI under "
+    "15 minutes"
+)
+
 EXAMPLES = 3
 SEED = 20261207
 ROLES = {"none": None, "bot": "dev-bot-key", "agent": "dev-agent-key", "admin": "dev-admin-key"}

@@ -17,9 +17,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from omni import keys, scripts
 from omni.app import create_app
 from omni.outbox import delivery_id
+from omni.redis_client import close, connect
 from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
 from omni.scripts import Batch, Pipeliner
-from tests.conftest import BOT, make_settings
+from tests.conftest import BOT, make_settings, primaries
 
 
 async def test_a_batch_reloads_forgotten_scripts_and_runs_plain_commands_once(
@@ -28,12 +29,12 @@ async def test_a_batch_reloads_forgotten_scripts_and_runs_plain_commands_once(
     push = scripts.load(redis, "outbox_push")
     batch = Batch()
     batch.command("incr", "plain")
-    batch.script(push, ["stream", "guard"], ["dlv_1", "cus_1", 60_000])
+    batch.script(push, ["{q}:stream", "{q}:guard"], ["dlv_1", "cus_1", 60_000])
     await redis.script_flush()
     plain, pushed = await batch.execute(redis)
     assert plain == 1 and pushed is not None
     assert await redis.get("plain") == b"1"
-    assert await redis.xlen("stream") == 1
+    assert await redis.xlen("{q}:stream") == 1
     assert (await redis.script_exists(push.sha)) == [True]
 
 
@@ -72,7 +73,7 @@ async def test_batches_of_one_turn_share_one_pipeline_and_each_gets_its_own_repl
     # The next turn's work is another pipeline, and scripts forgotten meanwhile run.
     await redis.script_flush()
     push = scripts.load(redis, "outbox_push")
-    assert await pipeliner.script(push, ["stream", "guard"], ["dlv_1", "cus_1", 60_000])
+    assert await pipeliner.script(push, ["{q}:stream", "{q}:guard"], ["dlv_1", "cus_1", 60_000])
     assert pipelines == 2
 
 
@@ -132,18 +133,22 @@ async def test_a_pipeline_redis_does_not_answer_fails_by_its_deadline_then_work_
     redis: Redis, redis_url: str
 ) -> None:
     # A client without a socket timeout, as omni.app gives the pipeliner.
-    untimed = Redis.from_url(redis_url, socket_timeout=None)
+    untimed = connect(make_settings(redis_url).redis, redis_url, socket_timeout=None)
     pipeliner = Pipeliner(untimed, timeout_s=0.2)
-    try:
-        await redis.execute_command("CLIENT", "PAUSE", 1000, "ALL")
-        batch = Batch()
-        batch.command("get", "anything")
-        with pytest.raises(RedisTimeoutError):
-            await pipeliner.run(batch)
-        await redis.execute_command("CLIENT", "UNPAUSE")
-        again = Batch()
-        again.command("incr", "after")
-        assert await pipeliner.run(again) == [1]
-    finally:
-        await redis.execute_command("CLIENT", "UNPAUSE")
-        await untimed.aclose()
+    async with primaries(redis) as servers:  # on a cluster: whichever node has the key
+        try:
+            for server in servers:
+                await server.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+            batch = Batch()
+            batch.command("get", "anything")
+            with pytest.raises(RedisTimeoutError):
+                await pipeliner.run(batch)
+            for server in servers:
+                await server.execute_command("CLIENT", "UNPAUSE")
+            again = Batch()
+            again.command("incr", "after")
+            assert await pipeliner.run(again) == [1]
+        finally:
+            for server in servers:
+                await server.execute_command("CLIENT", "UNPAUSE")
+            await close(untimed)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.bots import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
-from tests.conftest import AGENT, ingest, make_settings
+from tests.conftest import AGENT, CLUSTER, ingest, make_settings
 from tests.test_bots import SECRET, ServerFactory
 from tests.test_replies_api import history, until
 
@@ -53,7 +53,7 @@ class HangingBot:
 def _config(tmp_path: Path, redis_url: str, bot_url: str) -> dict[str, str]:
     config = tmp_path / "worker.toml"
     config.write_text(
-        f'[redis]\nurl = "{redis_url}"\n'
+        f'[redis]\nurl = "{redis_url}"\ncluster = {str(CLUSTER).lower()}\n'
         "[outbox]\nvisibility_timeout_ms = 1500\nhandler_timeout_ms = 1000\nblock_ms = 50\n"
         f'[bots.web]\nurl = "{bot_url}"\nsecret = "{SECRET}"\ntimeout_ms = 60000\n'
     )
@@ -178,7 +178,7 @@ async def test_a_worker_killed_mid_delivery_leaves_no_reply_unsent_or_stuck_send
 
     config = tmp_path / "worker.toml"
     config.write_text(
-        f'[redis]\nurl = "{redis_url}"\n'
+        f'[redis]\nurl = "{redis_url}"\ncluster = {str(CLUSTER).lower()}\n'
         "[outbox]\nvisibility_timeout_ms = 1500\nhandler_timeout_ms = 1000\nblock_ms = 50\n"
         + "[instagram]\n"
         + "".join(f'{k} = "{v}"\n' for k, v in instagram.items())

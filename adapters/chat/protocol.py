@@ -23,7 +23,9 @@ send is stored once and the core acknowledges it with the same omni id (Chatwoot
 
 The message view (web socket `message` frame, mobile catch-up items) is
 `{"type":"message","id","from"}` plus, only when known: `name` (author's display name),
-`text`, `attachments`, `quick_reply`, `postback`, `reply_to`, `sent_at`, `client_msg_id`
+`text`, `attachments`, `quick_reply`, `postback`, `quick_replies` (buttons offered with
+an agent's, bot's or survey's message: `[{"payload", "title"}]`; a tap sends the
+`quick_reply` back), `reply_to`, `sent_at`, `client_msg_id`
 (the customer's own sends on this channel, so a client can settle its optimistic copy),
 and `channel` (only for a message from another channel).
 
@@ -66,6 +68,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from adapters.chat.sessions import (
+    SESSION_TTL_S,
     Session,
     SessionAuthority,
     SessionGrant,
@@ -206,6 +209,8 @@ def message_view(message: Message, channel: str) -> dict[str, Any]:
         value = getattr(message, name)
         if value is not None:
             view[name] = msgspec.to_builtins(value)
+    if message.quick_replies:  # buttons offered with the message (a survey's scores)
+        view["quick_replies"] = msgspec.to_builtins(message.quick_replies)
     if message.reply_to:
         view["reply_to"] = message.reply_to
     if message.sent_at:
@@ -223,8 +228,8 @@ class ClientChannel:
         *,
         session_secret: str | bytes,
         identity_secret: str | bytes,
-        session_ttl_s: int,
-        previous_session_secrets: Sequence[str | bytes],
+        session_ttl_s: int = SESSION_TTL_S,
+        previous_session_secrets: Sequence[str | bytes] = (),
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.sessions = SessionAuthority(

@@ -34,7 +34,7 @@ from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.web_io import json_response
 
-log = structlog.get_logger("omni.channels")
+log = structlog.get_logger("adapters.chat")
 
 FIRST_PARTY = ("web", "mobile")
 # A message id's time is when omni made it; its timeline entry's time is when Redis

@@ -47,7 +47,7 @@ from omni.ratelimit import LIMITER
 from omni.sockets import SOCKETS
 from omni.state import SERVICES, STORE
 
-log = structlog.get_logger("omni.channels.socket")
+log = structlog.get_logger("adapters.chat")
 
 HEARTBEAT_S = 30.0  # aiohttp pings the client; one that stops answering is closed
 REFRESH_S = PRESENCE_TTL_MS / 3000  # presence is refreshed three times per TTL

@@ -14,6 +14,10 @@ What the providers send, and what omni does with each kind:
     list mail                 conversation reopened; a bounce marks omni's mail failed
     a redelivery              stored once (by its Message-ID)
 
+A survey (omni.surveys) is mailed in the customer's thread as a numbered question ("Reply
+with a number from 1 to 5."); their reply's text, quotes and signature stripped, is the
+answer when it is that number.
+
 Modules: `protocol` (the normalised mail, the canonical message, the outbound mail),
 `mailgun` and `postmark` (each provider's authentication and fields), `text` (HTML to
 text, quote and signature stripping), `adapter` (which provider posted), `config`
@@ -35,7 +39,7 @@ from omni.settings import Settings
 from omni.store import Store
 from omni.threads import Threads
 
-log = structlog.get_logger("omni.channels.email")
+log = structlog.get_logger("adapters.email")
 
 
 def setup(
@@ -53,6 +57,6 @@ def setup(
     return adapter, SmtpSender(config, config.smtp, Threads(store))
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="numbered")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

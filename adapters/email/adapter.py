@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from adapters.email import mailgun, postmark
 from adapters.email.config import EmailSettings
 from adapters.email.protocol import NAME, Mail, inbound_message
-from omni.channel import ChannelEvent, InboundRequest, Received, Skipped
+from omni.channel import ChannelEvent, InboundRequest, Received, Skipped, header
 from omni.errors import UnsupportedMediaType
 
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -56,5 +56,4 @@ class EmailAdapter:
 
 
 def content_type(headers: Mapping[str, str]) -> str:
-    value = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-    return value.split(";")[0].strip().lower()
+    return (header(headers, "Content-Type") or "").split(";")[0].strip().lower()

@@ -34,7 +34,7 @@ from adapters.email.protocol import (
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
 from omni import jsonbody
-from omni.channel import InboundRequest
+from omni.channel import InboundRequest, header
 from omni.errors import BadRequest, Unauthenticated
 
 Form = dict[str, str]
@@ -43,7 +43,7 @@ Files = list[MailAttachment]
 
 def form(request: InboundRequest) -> tuple[Form, Files]:
     """The posted fields, and the attachments' descriptions (their bytes are dropped)."""
-    kind = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+    kind = header(request.headers, "Content-Type") or ""
     if kind.lower().startswith("multipart/form-data"):
         return _multipart(kind, request.body)
     try:

@@ -32,7 +32,7 @@ from adapters.email.protocol import (
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
 from omni import jsonbody
-from omni.channel import InboundRequest
+from omni.channel import InboundRequest, header
 from omni.errors import BadRequest, Unauthenticated, ValidationFailed
 
 
@@ -76,7 +76,7 @@ def verify(config: EmailSettings, headers: Any) -> None:
         raise Unauthenticated(
             "Postmark posts are not accepted: [email] postmark_user and postmark_password are unset"
         )
-    given = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    given = header(headers, "Authorization") or ""
     scheme, _, encoded = given.partition(" ")
     if scheme.lower() != "basic":
         raise Unauthenticated("Postmark's post must carry HTTP basic auth")

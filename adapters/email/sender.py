@@ -25,7 +25,7 @@ from omni.model import Message
 from omni.threads import MailThread, Threads
 
 REASON_NOT_CONFIGURED = "not_configured"
-log = structlog.get_logger("omni.channels.email")
+log = structlog.get_logger("adapters.email")
 
 
 def body_of(message: Message) -> str:

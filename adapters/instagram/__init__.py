@@ -37,7 +37,7 @@ from omni.channel import Channel, Sender
 from omni.settings import Settings
 from omni.store import Store
 
-log = structlog.get_logger("omni.channels.instagram")
+log = structlog.get_logger("adapters.instagram")
 
 
 def setup(
@@ -68,6 +68,7 @@ CHANNEL = Channel(
     # Every send comes back as an `is_echo` message, often before its answer.
     echoes=True,
     config=read,
+    survey="quick_replies",  # a survey question's scores as quick replies
 )
 
 __all__ = ["CHANNEL", "NAME", "setup"]

@@ -5,7 +5,6 @@ unknown event kind skipped, nothing raised but `BadRequest`."""
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,21 +20,20 @@ from omni.channel import (
     Skipped,
 )
 from omni.clock import iso
+from omni.meta import nested, payload_id
+from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
-    METADATA_MAX,
     TEXT_MAX,
     Attachment,
     AttachmentType,
     InboundMessage,
-    MetaValue,
     Payload,
     Product,
 )
 from omni.text import clean as clean_text
 from omni.text import safe_cut
 
-_META_STR_MAX = 512
 _DETAIL_STR_MAX = 1024
 _URL_MAX = 2048
 _ID_MAX = 256
@@ -56,29 +54,10 @@ _ATTACHMENT_TYPES: Mapping[str, AttachmentType] = {
 }
 
 
-class _Bag:
-    """Metadata under construction: scalars only, strings bounded, first value wins,
-    never more than METADATA_MAX keys."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, MetaValue] = {}
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self.data) >= METADATA_MAX or key[:64] in self.data or value is None:
-            return
-        if isinstance(value, str):
-            value = clean_text(value)[:_META_STR_MAX]
-        elif not isinstance(value, int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            return
-        self.data[key[:64]] = value
-
-
 def entry_events(entry: Any) -> list[ChannelEvent]:
     if not isinstance(entry, dict):
         return [Skipped("instagram: entry is not an object")]
-    account = _id(entry.get("id")) or ""
+    account = payload_id(entry.get("id")) or ""
     events: list[ChannelEvent] = []
     for key in ("messaging", "standby"):
         items = entry.get(key)
@@ -111,7 +90,8 @@ def _event(item: Any, account: str, *, standby: bool) -> ChannelEvent:
 
 
 def _dispatch(item: dict[str, Any], account: str, standby: bool) -> ChannelEvent:
-    sender, recipient = _id(_get(item, "sender", "id")), _id(_get(item, "recipient", "id"))
+    sender = payload_id(nested(item, "sender", "id"))
+    recipient = payload_id(nested(item, "recipient", "id"))
     at_ms = _ms(item.get("timestamp"))
     message = item.get("message")
     by_page = bool(account) and sender == account
@@ -141,8 +121,8 @@ class _Context:
         self.account, self.sender, self.customer = account, sender, customer
         self.at_ms, self.standby, self.by_page = at_ms, standby, by_page
 
-    def bag(self) -> _Bag:
-        bag = _Bag()
+    def bag(self) -> MetadataBag:
+        bag = MetadataBag()
         bag.put("ig_account_id", self.account or None)
         if self.standby:
             bag.put("standby", True)
@@ -160,7 +140,7 @@ class _Context:
 
 
 def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEvent:
-    mid = _id(message.get("mid"))
+    mid = payload_id(message.get("mid"))
     if not mid or len(mid) > _MID_MAX:
         return Skipped("instagram: message without a usable mid")
     if message.get("is_deleted") is True:
@@ -169,7 +149,7 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     if echo:
         bag.put("echo", True)
         bag.put("author_id", ctx.sender or None)
-        bag.put("app_id", _id(message.get("app_id")))
+        bag.put("app_id", payload_id(message.get("app_id")))
     text = clean_text(message["text"]) if isinstance(message.get("text"), str) else None
     text = text or None
     if text is not None and len(text) > TEXT_MAX:
@@ -180,11 +160,11 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     reply_to: str | None = None
     replied = message.get("reply_to")
     if isinstance(replied, dict):
-        reply_to = _id(replied.get("mid"))
+        reply_to = payload_id(replied.get("mid"))
         story = replied.get("story")
         if isinstance(story, dict):
             attachments.append(Attachment(type="story_reply", url=_url(story.get("url"))))
-            bag.put("story_id", _id(story.get("id")))
+            bag.put("story_id", payload_id(story.get("id")))
     raw = message.get("attachments")
     for item in raw if isinstance(raw, list) else []:
         if isinstance(item, dict):
@@ -204,12 +184,12 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     referral = message.get("referral")
     if isinstance(referral, dict):
         for key in ("ref", "source", "type"):
-            bag.put(f"referral_{key}", _scalar(referral.get(key)))
-        bag.put("ad_id", _id(referral.get("ad_id")))
-        bag.put("ad_title", _scalar(_get(referral, "ads_context_data", "ad_title")))
+            bag.put(f"referral_{key}", scalar(referral.get(key)))
+        bag.put("ad_id", payload_id(referral.get("ad_id")))
+        bag.put("ad_title", scalar(nested(referral, "ads_context_data", "ad_title")))
     for key, value in message.items():
         if key not in _MESSAGE_KEYS:
-            bag.put(f"ig.{key}", _scalar(value))
+            bag.put(f"ig.{key}", scalar(value))
     inbound = InboundMessage(
         channel=CHANNEL,
         external_id=ctx.customer,
@@ -224,7 +204,7 @@ def _message(message: dict[str, Any], ctx: _Context, *, echo: bool) -> ChannelEv
     return Received(_validated(inbound), direction="outbound" if echo else "inbound")
 
 
-def _attachment(item: dict[str, Any], bag: _Bag) -> Attachment:
+def _attachment(item: dict[str, Any], bag: MetadataBag) -> Attachment:
     kind = item.get("type")
     raw = item.get("payload")
     payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -236,7 +216,7 @@ def _attachment(item: dict[str, Any], bag: _Bag) -> Attachment:
     if mapped == "other":
         bag.put("attachment_kind", _name(kind))  # share, fallback, template, a new one
     if mapped == "reel":
-        bag.put("reel_video_id", _id(payload.get("reel_video_id")))
+        bag.put("reel_video_id", payload_id(payload.get("reel_video_id")))
     title = payload.get("title")
     name = clean_text(title)[:512] if isinstance(title, str) and title else None
     return Attachment(type=mapped, url=_url(payload.get("url")), name=name)
@@ -248,7 +228,7 @@ def _postback(postback: dict[str, Any], ctx: _Context) -> ChannelEvent:
     if not isinstance(payload, str):
         bag.put("payload_missing", True)  # delivered through standby: Meta withholds it
         payload = ""
-    mid = _id(postback.get("mid"))
+    mid = payload_id(postback.get("mid"))
     if not mid or len(mid) > _MID_MAX:
         mid = "pb_" + _digest(ctx.account, ctx.sender, ctx.at_ms, payload, title)
     product = _product(payload, title)
@@ -292,17 +272,17 @@ def _product(payload: str, title: object) -> Attachment | None:
 
 
 def _reaction(reaction: dict[str, Any], ctx: _Context) -> ChannelEvent:
-    mid, action = _id(reaction.get("mid")), reaction.get("action")
+    mid, action = payload_id(reaction.get("mid")), reaction.get("action")
     if not mid or action not in ("react", "unreact"):
         return Skipped("instagram: reaction without a mid or a known action")
-    name, emoji = _scalar(reaction.get("reaction")), _scalar(reaction.get("emoji"))
+    name, emoji = scalar(reaction.get("reaction")), scalar(reaction.get("emoji"))
     kind: MarkKind = "reaction" if action == "react" else "unreaction"
     detail = {"action": action, "reaction": name, "emoji": emoji}
     return ctx.mark(kind, mid, detail, action, name, emoji, ctx.at_ms)
 
 
 def _read(read: dict[str, Any], ctx: _Context) -> ChannelEvent:
-    mid, watermark = _id(read.get("mid")), _ms(read.get("watermark"))
+    mid, watermark = payload_id(read.get("mid")), _ms(read.get("watermark"))
     if mid is None and watermark is None:
         return Skipped("instagram: read without a mid or watermark")
     return ctx.mark("read", mid, {"watermark": watermark}, watermark)
@@ -311,10 +291,10 @@ def _read(read: dict[str, Any], ctx: _Context) -> ChannelEvent:
 def _referral(referral: dict[str, Any], ctx: _Context) -> ChannelEvent:
     bag = ctx.bag()
     bag.put("event", "referral")
-    values = [_scalar(referral.get(key)) for key in ("ref", "source", "type")]
+    values = [scalar(referral.get(key)) for key in ("ref", "source", "type")]
     for key, value in zip(("ref", "source", "type"), values, strict=True):
         bag.put(f"referral_{key}", value)
-    bag.put("ad_id", _id(referral.get("ad_id")))
+    bag.put("ad_id", payload_id(referral.get("ad_id")))
     mid = "ref_" + _digest(ctx.account, ctx.sender, ctx.at_ms, *values)
     inbound = InboundMessage(
         channel=CHANNEL,
@@ -338,19 +318,6 @@ def _validated(message: InboundMessage) -> InboundMessage:
     return msgspec.convert(msgspec.to_builtins(message), InboundMessage)
 
 
-def _get(data: dict[str, Any], outer: str, inner: str) -> Any:
-    value = data.get(outer)
-    return value.get(inner) if isinstance(value, dict) else None
-
-
-def _id(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return clean_text(value) if isinstance(value, str) and value else None
-
-
 def _ms(value: Any) -> int | None:
     """Epoch milliseconds from an int or digit string; a 10-digit value is seconds (the
     dashboard Test payload). Anything outside years 1970..9999 is dropped."""
@@ -371,12 +338,6 @@ def _url(value: Any) -> str | None:
     ):
         return clean_text(value)
     return None
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    if isinstance(value, str):
-        return clean_text(value)[:_META_STR_MAX]
-    return value if isinstance(value, int | float | bool) else None
 
 
 def _bounded(value: Any) -> Any:

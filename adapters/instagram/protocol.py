@@ -76,7 +76,6 @@ from adapters.instagram.outbound import (
     render_quick_replies,
 )
 from adapters.instagram.text import SEND_TEXT_MAX_BYTES, split_text
-from omni import jsonbody
 from omni.channel import (
     ChannelEvent,
     Delivery,
@@ -85,8 +84,8 @@ from omni.channel import (
     ProviderAnswer,
     Skipped,
 )
-from omni.errors import BadRequest, ConfigError
-from omni.meta import hub_challenge, verify_hub_signature
+from omni.errors import ConfigError
+from omni.meta import hub_challenge, notification, verify_hub_signature
 from omni.model import Message
 from omni.text import clean as clean_text
 from omni.text import safe_cut
@@ -185,9 +184,7 @@ class InstagramAdapter:
 
     def parse(self, request: InboundRequest) -> list[ChannelEvent]:
         """Every event of every entry, in order. Call `verify` first."""
-        body = jsonbody.parse(request.body, "the instagram webhook body")
-        if not isinstance(body, dict) or body.get("object") != "instagram":
-            raise BadRequest('instagram webhook body is not an object with "object":"instagram"')
+        body = notification(request.body, "instagram", "instagram")
         entries = body.get("entry")
         if not isinstance(entries, list):
             return [Skipped("instagram: notification without an entry list")]
@@ -248,10 +245,7 @@ class InstagramAdapter:
 
     def answer(self, answer: ProviderAnswer) -> Delivery:
         """What Graph's answer to one Send API request means."""
-        try:
-            data: Any = json.loads(answer.body)
-        except ValueError:
-            data = None
+        data = answer.json()
         if 200 <= answer.status < 300 and not (isinstance(data, dict) and "error" in data):
             mid = data.get("message_id") if isinstance(data, dict) else None
             return Delivery("sent", channel_message_id=mid if isinstance(mid, str) else None)

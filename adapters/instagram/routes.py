@@ -24,7 +24,7 @@ from omni.route import Param, Route
 from omni.state import SERVICES
 from omni.web_io import json_response
 
-log = structlog.get_logger("omni.channels.instagram")
+log = structlog.get_logger("adapters.instagram")
 
 
 async def instagram_handshake(request: web.Request) -> web.Response:

@@ -56,6 +56,6 @@ def setup(
     return adapter, MobileSender(Pusher(adapter, session), store)
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="buttons")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

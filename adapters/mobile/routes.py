@@ -34,7 +34,7 @@ from omni.route import Param, Route
 from omni.state import STORE
 from omni.web_io import json_response
 
-log = structlog.get_logger("omni.channels.mobile")
+log = structlog.get_logger("adapters.mobile")
 
 
 class DeviceView(msgspec.Struct, frozen=True):

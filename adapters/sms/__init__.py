@@ -71,4 +71,4 @@ def setup(
 
 
 # Twilio does not send our own messages back to the webhook: no echoes.
-CHANNEL = Channel(NAME, ROUTES, setup, echoes=False, config=sms_config)
+CHANNEL = Channel(NAME, ROUTES, setup, echoes=False, config=sms_config, survey="numbered")

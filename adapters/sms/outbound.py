@@ -8,14 +8,13 @@ opted-out customer (Twilio's 21610 too); other failures are "<slug>: <detail>".
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Final
 
 from adapters.sms.segments import segments
-from omni.channel import Delivery
+from omni.channel import Delivery, answer_json
 from omni.model import Message
 
 BODY_MAX: Final = 1600  # Twilio's limit on one message's Body, in characters
@@ -94,10 +93,7 @@ def render_send(
 
 def send_outcome(status: int, body: bytes) -> Delivery:
     """What the Messaging API's answer to a send means for the reply."""
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        data = {}
+    data = answer_json(body)
     data = data if isinstance(data, dict) else {}
     if 200 <= status < 300:
         sid = data.get("sid")

@@ -38,7 +38,6 @@ from omni.twilio import FORM, TwilioSignature, first_values, form_params, media_
 CHANNEL: Final = "sms"
 INBOUND_PATH: Final = "/channels/sms/twilio"
 STATUS_PATH: Final = "/channels/sms/status"
-TWIML_CONTENT_TYPE: Final = "text/xml"
 
 # Keywords Twilio's Advanced Opt-Out knows by default (long codes), matched on the whole
 # body, case-insensitively (CHANNELS.md 7.5); YES and INFO are handled as well.

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from adapters.sms.outbound import OPTED_OUT_CODE, twiml
-from adapters.sms.protocol import CHANNEL, INBOUND_PATH, STATUS_PATH, TWIML_CONTENT_TYPE, InboundSms
+from adapters.sms.protocol import CHANNEL, INBOUND_PATH, STATUS_PATH, InboundSms
 from adapters.sms.sender import SmsAdapter
 from omni import channel_http
 from omni.channel import InboundRequest, Received
@@ -21,6 +21,7 @@ from omni.ratelimit import LIMITER
 from omni.receipts import record_receipt
 from omni.route import Param, Route
 from omni.state import SERVICES, STORE
+from omni.twilio import TWIML_CONTENT_TYPE
 
 log = structlog.get_logger("adapters.sms")
 HELP_AUTHOR = Author(kind="system", name="SMS help")
@@ -105,7 +106,7 @@ async def _store_help(request: web.Request, read: InboundSms, heard: Message, te
     )
     status = MessageStatus(state="sent", at=iso(now_ms()) or "")
     identity = Identity(channel=CHANNEL, external_id=read.customer)
-    stored, _, created, _ = await request.app[STORE].timeline.append(
+    stored, _, created, *_ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:

@@ -12,7 +12,7 @@ longer than `[sms] max_segments` segments fails with `too_long` (adapters.sms.ou
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import structlog
@@ -20,10 +20,12 @@ import structlog
 from adapters.sms.config import SmsConfig
 from adapters.sms.outbound import REASON_OPTED_OUT, render_send, send_outcome
 from adapters.sms.protocol import CHANNEL, STATUS_PATH, SmsProtocol
-from omni.channel import Delivery
+from omni.channel import Delivery, OutboundRequest
+from omni.channel_client import send
 from omni.model import Message
 from omni.optouts import opt_out, opted_out
 from omni.store import Store
+from omni.twilio import FORM
 
 log = structlog.get_logger("adapters.sms")
 TIMEOUT_S = 10.0
@@ -40,7 +42,7 @@ class SmsAdapter(SmsProtocol):
         account = quote(config.account_sid, safe="")
         self._url = f"{config.api_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
         basic = aiohttp.encode_basic_auth(config.account_sid, config.auth_token.reveal())
-        self._headers = {"Authorization": basic}
+        self._headers = {"Authorization": basic, "Content-Type": FORM}
         self._callback = self.public_url + STATUS_PATH if config.status_callback else None
 
     async def deliver(self, message: Message, recipient: str) -> Delivery:
@@ -68,14 +70,10 @@ class SmsAdapter(SmsProtocol):
         return outcome
 
     async def _post(self, fields: list[tuple[str, str]]) -> Delivery:
+        request = OutboundRequest("POST", self._url, self._headers, urlencode(fields).encode())
         try:
-            async with self._session.post(
-                self._url,
-                data=fields,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
-            ) as response:
-                return send_outcome(response.status, await response.read())
+            answer = await send(self._session, request, aiohttp.ClientTimeout(total=TIMEOUT_S))
+            return send_outcome(answer.status, answer.body)
         except TimeoutError:
             return Delivery("failed", reason="timeout: Twilio did not answer in time", retry=True)
         except aiohttp.ClientError as exc:

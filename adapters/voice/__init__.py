@@ -33,7 +33,7 @@ from omni.errors import ConfigError
 from omni.settings import Settings
 from omni.store import Store
 
-log = structlog.get_logger("omni.channels.voice")
+log = structlog.get_logger("adapters.voice")
 
 _SETTING_NAMES = {
     "voice: auth_token": "twilio.auth_token:",
@@ -67,6 +67,6 @@ def setup(
     return adapter, send
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="digits")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

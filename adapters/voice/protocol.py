@@ -42,7 +42,6 @@ from omni.settings import Secret
 from omni.twilio import FORM, TwilioSignature, first_values, form_params, media_type
 
 __all__ = [
-    "TWIML_CONTENT_TYPE",
     "CallWebhook",
     "VoiceAdapter",
     "dial",
@@ -54,7 +53,6 @@ __all__ = [
 ]
 
 CHANNEL: Final = "voice"
-TWIML_CONTENT_TYPE: Final = "text/xml"
 BASE_PATH: Final = "/channels/voice/twilio"
 
 

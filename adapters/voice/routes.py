@@ -21,6 +21,10 @@ bot answers `"handoff": true`: <Dial> to `[twilio] agent_number`.
 
 A reply queued to a voice customer through the outbox fails with a reason: Twilio only
 speaks what omni answers to one of its webhooks, so nothing can be pushed into the line.
+That is also why a survey on voice is asked in the call's next <Gather> after the
+conversation is resolved, and only while the call is live (`adapters.voice.surveys`).
+
+Just over 400 lines: the call flow, each webhook's answer, reads top to bottom here.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from aiohttp import web
 
 from adapters.voice.config import NAME
 from adapters.voice.protocol import (
-    TWIML_CONTENT_TYPE,
     CallWebhook,
     VoiceAdapter,
     empty,
@@ -57,6 +60,7 @@ from adapters.voice.speech import (
     call_ended,
     greeting,
 )
+from adapters.voice.surveys import after_answer, note_status, survey_question
 from omni import channel_http
 from omni.bots import KIND as BOT_KIND
 from omni.bots import BotAnswer, BotDispatcher, bot_event
@@ -81,8 +85,10 @@ from omni.outbox import Job
 from omni.route import Param, Route
 from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.surveys import is_survey_answer
+from omni.twilio import TWIML_CONTENT_TYPE
 
-log = structlog.get_logger("omni.channels.voice")
+log = structlog.get_logger("adapters.voice")
 
 LINK_CODE = re.compile(r"\d{6}")
 
@@ -107,7 +113,8 @@ async def voice_call(request: web.Request) -> web.Response:
     cid = await _caller(request, hook)
     # Read before the call itself is stored, so "last time" is the time before this call.
     context = await _context(request.app[STORE], cid) if cid else None
-    await _store_inbound(request, hook)
+    stored, _ = await _store_inbound(request, hook)
+    await note_status(request, stored.customer_id, hook)
     if cid is not None and voice.agent_number and await holder(request.app[STORE], cid):
         # An agent holds the conversation (or it waits for one): the caller goes to them.
         return _twiml(voice.transfer(HELD, turn=hook.turn))
@@ -119,6 +126,10 @@ async def voice_gather(request: web.Request) -> web.Response:
     if hook.empty:
         return _twiml(voice.on_empty(hook, reprompt=REPROMPT, goodbye=GOODBYE))
     message, created = await _store_inbound(request, hook)
+    await note_status(request, message.customer_id, hook)
+    if is_survey_answer(message):
+        # The caller keyed their answer to the survey asked at the end of the call.
+        return _twiml(await after_answer(request, voice, hook, message.customer_id))
     linked = await _link_code(request, hook) if created else None
     if linked is not None:
         return _twiml(voice.speak((linked,), turn=hook.next_turn))
@@ -145,6 +156,9 @@ async def voice_gather(request: web.Request) -> web.Response:
     says = first + turn.says
     if turn.handoff and NO_AGENT not in says:
         says += (NO_AGENT,)
+    # Resolved while the caller is on the line (by the bot during its turn, or by an
+    # agent): the survey is asked now, keypad digits into the same <Gather>.
+    says += await survey_question(request, message.customer_id)
     return _twiml(voice.speak(says, turn=hook.next_turn))
 
 
@@ -304,7 +318,7 @@ async def _store_event(
         metadata={"voice_event": event, **meta},
     )
     identity = Identity(channel=NAME, external_id=hook.customer, linked_at=iso(now_ms()))
-    stored, _, created, _ = await store.timeline.append(cid, message, identity=identity)
+    stored, _, created, *_ = await store.timeline.append(cid, message, identity=identity)
     if created:
         await request.app[SERVICES].live.publish(cid, "message", msgspec.to_builtins(stored))
     return stored
@@ -334,7 +348,7 @@ async def _store_said(
     )
     status = MessageStatus(state="delivered", at=iso(now_ms()) or "")
     identity = Identity(channel=NAME, external_id=heard.author.id)
-    stored, _, created, _ = await request.app[STORE].timeline.append(
+    stored, _, created, *_ = await request.app[STORE].timeline.append(
         heard.customer_id, message, identity=identity, status=status
     )
     if created:

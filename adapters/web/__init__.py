@@ -14,7 +14,8 @@ What the widget sends, and what omni does with each kind:
     a CORS preflight    answered for the allowed origins
 
 Replies need no sending: the widget takes them over its socket or in catch-up.
-Files: `protocol` (sessions and origins), `routes`, `sender`, `config` (`[web]`).
+Files: `protocol` (sessions and origins), `routes`, `sender`, `config` (`[web]`), and
+`widget.js`, the widget itself (`GET /widget.js`: one tag on the brand's page).
 """
 
 from __future__ import annotations
@@ -55,6 +56,6 @@ def setup(
     return adapter, send
 
 
-CHANNEL = Channel(NAME, ROUTES, setup, config=read)
+CHANNEL = Channel(NAME, ROUTES, setup, config=read, survey="buttons")
 
 __all__ = ["CHANNEL", "NAME", "setup"]

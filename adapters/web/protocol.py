@@ -21,7 +21,7 @@ speaks too, documented once in `adapters.chat.protocol`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from adapters.chat.protocol import (
@@ -34,8 +34,6 @@ from adapters.chat.protocol import (
     Typing,
     TypingState,
 )
-from adapters.chat.sessions import SESSION_TTL_S
-from omni.clock import now_ms
 
 # The frame types live with the client protocol; importing them from here still works.
 __all__ = [
@@ -56,23 +54,6 @@ class WebAdapter(ClientChannel):
     """The web widget channel. Pure: secrets in, parsed events and frames out."""
 
     channel = "web"
-
-    def __init__(
-        self,
-        *,
-        session_secret: str | bytes,
-        identity_secret: str | bytes,
-        session_ttl_s: int = SESSION_TTL_S,
-        previous_session_secrets: Sequence[str | bytes] = (),
-        clock: Callable[[], int] = now_ms,
-    ) -> None:
-        super().__init__(
-            session_secret=session_secret,
-            identity_secret=identity_secret,
-            session_ttl_s=session_ttl_s,
-            previous_session_secrets=previous_session_secrets,
-            clock=clock,
-        )
 
 
 def _origin(value: str) -> tuple[str, str, int] | None:

@@ -7,9 +7,12 @@ WebSocket, and catch-up after a reconnect (`adapters.web.protocol`, `adapters.ch
     GET     /channels/web/ws         the live socket (?token=); Origin must be allowed
     OPTIONS /channels/web/{route}    CORS preflight for the widget's page
 
-The widget runs on the brand's pages, another origin than omni's: the HTTP routes answer
-CORS for `[web] allowed_origins` (problem documents included, so the widget can read a
-401 and start over), and the socket refuses any other Origin before the upgrade.
+The widget (`GET /widget.js`: `widget.js` beside this module, static, no build step) runs
+on the brand's pages, another origin than omni's: the HTTP routes answer CORS for
+`[web] allowed_origins` (problem documents included, so the widget can read a 401 and
+start over) and refuse a request from any other Origin (403) before it runs; the socket
+refuses one before the upgrade.
+Requests without an Origin (servers, the app) are not a page's and are not checked.
 
 A reply on the web is `sent` once stored and published: the customer's sockets write it
 (and mark it `delivered`), and a widget that was away gets it from catch-up.
@@ -18,6 +21,7 @@ A reply on the web is `sent` once stored and published: the customer's sockets w
 from __future__ import annotations
 
 import functools
+from importlib import resources
 
 import structlog
 from aiohttp import web
@@ -38,6 +42,14 @@ from omni.state import SETTINGS
 
 PREFLIGHT_MAX_AGE_S = 600
 _PREFLIGHTED = ("sessions", "messages", "link")
+# The widget's script carries no secret and no setting, so any page may load it (what a
+# page may do with it is decided by the Origin check on the chat routes).
+_SCRIPT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",  # also for pages that isolate (COEP)
+    "Access-Control-Allow-Origin": "*",
+    "Cache-Control": "public, max-age=300",  # a new release reaches pages within minutes
+}
 
 
 def _origin(request: web.Request) -> str | None:
@@ -49,11 +61,15 @@ def _origin(request: web.Request) -> str | None:
 
 def _cors(handler: Handler) -> Handler:
     """Answer an allowed Origin with CORS headers, on problems too (the widget must be
-    able to read a 401 to start a new session)."""
+    able to read a 401 to start a new session). A page from any other Origin is refused
+    before the handler runs, so it stores nothing (a form post needs no preflight)."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        channel_http.adapter(request, NAME, WebAdapter)  # unconfigured: 404 for every page
         origin = _origin(request)
+        if origin is None and "Origin" in request.headers:
+            raise Forbidden("this page's Origin may not use the chat routes", field="Origin")
         try:
             response = await handler(request)
         except ProblemError as problem:
@@ -116,6 +132,18 @@ async def web_preflight(request: web.Request) -> web.StreamResponse:
     )
 
 
+@functools.cache
+def _script() -> bytes:
+    return resources.files("adapters").joinpath("web/widget.js").read_bytes()
+
+
+async def web_widget(request: web.Request) -> web.StreamResponse:
+    channel_http.adapter(request, NAME, WebAdapter)
+    return web.Response(
+        body=_script(), content_type="text/javascript", charset="utf-8", headers=_SCRIPT_HEADERS
+    )
+
+
 _TOKEN = Param("token", "query", "the session token (browsers cannot set headers on a socket)")
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/channels/web/sessions", web_sessions,
@@ -146,4 +174,7 @@ ROUTES: tuple[Route, ...] = (
           "CORS preflight for the sessions, messages and link routes", NAME, status=204,
           params=(Param("route", "path", "sessions, messages or link", required=True),),
           errors=(403, 404)),
+    Route("GET", "/widget.js", web_widget,
+          "The website chat widget: one <script async> tag on the brand's page; its page "
+          "must be in [web] allowed_origins to chat", NAME, errors=(404,)),
 )  # fmt: skip

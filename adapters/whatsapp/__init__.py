@@ -41,6 +41,11 @@ The same wamid delivered again is stored once. Replies: text, media by link, qui
 replies as reply buttons or a list, and outside the 24-hour window the configured
 template (`config.py`), or a visible `outside_window` failure.
 
+A survey (omni.surveys) is asked with its choices as quick replies, so as reply buttons
+or a list (CSAT's 1-5 and CES's 1-7 are a list); the customer's tap comes back as a
+button_reply or list_reply carrying the survey's id. A list holds at most 10 rows, so
+NPS (0-10, eleven choices) is asked as a numbered reply, answered by typing the number.
+
     protocol.py   pure: the signature, the handshake, what each notification becomes
     render.py     pure: replies as Send API bodies, the template, the read receipt
     graph.py      pure: the Graph requests (send, media lookup) and reading the answers
@@ -57,6 +62,7 @@ import structlog
 
 from adapters.whatsapp import config as whatsapp_config
 from adapters.whatsapp.adapter import WhatsAppAdapter
+from adapters.whatsapp.render import ROWS_MAX
 from adapters.whatsapp.routes import ROUTES
 from adapters.whatsapp.sender import GraphClient, WindowedSender, not_configured
 from omni.channel import Channel, Sender
@@ -84,6 +90,14 @@ def setup(
 
 
 # The Cloud API does not send our own messages back: echoes=False.
-CHANNEL = Channel(NAME, ROUTES, setup, echoes=False, config=whatsapp_config.from_settings)
+CHANNEL = Channel(
+    NAME,
+    ROUTES,
+    setup,
+    echoes=False,
+    config=whatsapp_config.from_settings,
+    survey="quick_replies",
+    survey_choices=ROWS_MAX,
+)
 
 __all__ = ["CHANNEL", "NAME", "setup"]

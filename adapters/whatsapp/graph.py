@@ -61,7 +61,7 @@ class Graph:
 
 def sent(answer: ProviderAnswer) -> Delivery:
     """What Graph's answer to one Send API request means."""
-    data = _json(answer.body)
+    data = answer.json()
     if 200 <= answer.status < 300 and not (isinstance(data, dict) and "error" in data):
         messages = data.get("messages") if isinstance(data, dict) else None
         first = messages[0] if isinstance(messages, list) and messages else None
@@ -72,7 +72,7 @@ def sent(answer: ProviderAnswer) -> Delivery:
 
 def media_info(answer: ProviderAnswer) -> MediaInfo:
     """Graph's answer about a media id; MediaUnavailable when it gives no URL."""
-    data = _json(answer.body)
+    data = answer.json()
     if answer.status == 200 and isinstance(data, dict) and isinstance(data.get("url"), str):
         mime, size = data.get("mime_type"), data.get("file_size")
         if isinstance(size, str) and size.isdigit():
@@ -98,10 +98,3 @@ def sent_parts(outcomes: list[Delivery], parts: int) -> Delivery:
         reason = f"{failed.reason} (after {len(outcomes) - 1} of {parts} parts were sent)"
         return Delivery("failed", first, reason, failed.retry)
     return failed
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None

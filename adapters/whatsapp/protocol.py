@@ -30,19 +30,17 @@ from typing import Any
 import msgspec
 
 from adapters.whatsapp.errors import status_reason
-from omni import jsonbody
 from omni.channel import ChannelEvent, InboundRequest, Marked, MarkKind, Received, Skipped
 from omni.clock import iso
 from omni.errors import BadRequest
-from omni.meta import hub_challenge, verify_hub_signature
+from omni.meta import hub_challenge, nested, notification, payload_id, verify_hub_signature
+from omni.metadata import MetadataBag, scalar
 from omni.model import (
     ATTACHMENTS_MAX,
-    METADATA_MAX,
     TEXT_MAX,
     Attachment,
     AttachmentType,
     InboundMessage,
-    MetaValue,
     Payload,
     Product,
 )
@@ -65,7 +63,6 @@ STATUS_MARKS: Mapping[str, MarkKind] = {
 }
 _ID_MAX = 256
 _WAMID_MAX = 512
-_META_STR_MAX = 512
 
 
 def handshake(query: Mapping[str, str], verify_token: str) -> str:
@@ -81,9 +78,7 @@ def verify(request: InboundRequest, app_secrets: tuple[str, ...]) -> None:
 def parse(body: bytes, media_base: str) -> list[ChannelEvent]:
     """Every message and status of every change, in order. `media_base` is where omni
     serves a media id (`{media_base}/{id}`): what an attachment's url becomes."""
-    data = jsonbody.parse(body, "the whatsapp webhook body")
-    if not isinstance(data, dict) or data.get("object") != OBJECT:
-        raise BadRequest(f'whatsapp webhook body is not an object with "object":"{OBJECT}"')
+    data = notification(body, OBJECT, CHANNEL)
     entries = _objects(data.get("entry"), "entry")
     events: list[ChannelEvent] = []
     for entry in entries:
@@ -108,10 +103,10 @@ def _change(change: dict[str, Any], media_base: str) -> list[ChannelEvent]:
     for key in ("contacts", "messages", "statuses", "errors"):
         if key in value:
             _objects(value[key], f"value.{key}")
-    number = _id(_get(value, "metadata", "phone_number_id")) or ""
+    number = payload_id(nested(value, "metadata", "phone_number_id")) or ""
     names: dict[str, str] = {}
     for contact in _list(value.get("contacts")):
-        wa_id, name = _id(contact.get("wa_id")), _get(contact, "profile", "name")
+        wa_id, name = payload_id(contact.get("wa_id")), nested(contact, "profile", "name")
         if wa_id and isinstance(name, str) and name.strip():
             names[wa_id] = clean(name.strip())[:256]
     events: list[ChannelEvent] = []
@@ -142,13 +137,13 @@ def _guarded(handler: Any, item: dict[str, Any], *args: Any) -> ChannelEvent:
 def _message(
     item: dict[str, Any], number: str, names: dict[str, str], media_base: str
 ) -> ChannelEvent:
-    wa_id, wamid, kind = _id(item.get("from")), _id(item.get("id")), item.get("type")
+    wa_id, wamid, kind = payload_id(item.get("from")), payload_id(item.get("id")), item.get("type")
     if not wa_id or len(wa_id) > _ID_MAX or not wamid or len(wamid) > _WAMID_MAX:
         return Skipped("whatsapp: message without a usable from or id")
     at_ms = _seconds_ms(item.get("timestamp"))
     if kind == "reaction":
         return _reaction(item.get("reaction"), wa_id, wamid, number, at_ms)
-    bag = _Bag()
+    bag = MetadataBag()
     bag.put("phone_number_id", number or None)
     content = item.get(kind) if isinstance(kind, str) else None
     fields = _content(kind, content, bag, media_base)
@@ -158,16 +153,16 @@ def _message(
     context = item.get("context")
     reply_to = None
     if isinstance(context, dict):
-        reply_to = _id(context.get("id"))
+        reply_to = payload_id(context.get("id"))
         if context.get("forwarded") is True or context.get("frequently_forwarded") is True:
             bag.put("forwarded", True)
         product = context.get("referred_product")
-        if isinstance(product, dict) and _id(product.get("product_retailer_id")):
+        if isinstance(product, dict) and payload_id(product.get("product_retailer_id")):
             fields.setdefault("attachments", []).append(_product(product))
     referral = item.get("referral")
     if isinstance(referral, dict):  # the customer came from a click-to-WhatsApp ad
         for key in ("source_url", "source_id", "source_type", "headline", "ctwa_clid"):
-            bag.put(f"referral_{key}", _scalar(referral.get(key)))
+            bag.put(f"referral_{key}", scalar(referral.get(key)))
     attachments = fields.pop("attachments", [])
     if len(attachments) > ATTACHMENTS_MAX:
         bag.put("attachments_dropped", len(attachments) - ATTACHMENTS_MAX)
@@ -186,7 +181,9 @@ def _message(
     return Received(msgspec.convert(msgspec.to_builtins(inbound), InboundMessage))
 
 
-def _content(kind: Any, content: Any, bag: _Bag, media_base: str) -> dict[str, Any] | Skipped:
+def _content(
+    kind: Any, content: Any, bag: MetadataBag, media_base: str
+) -> dict[str, Any] | Skipped:
     """The canonical fields of one kind of message (text, attachments, quick_reply)."""
     fields: dict[str, Any] = {}
     if kind == "text" and isinstance(content, dict):
@@ -194,7 +191,7 @@ def _content(kind: Any, content: Any, bag: _Bag, media_base: str) -> dict[str, A
         if not fields["text"]:
             return Skipped("whatsapp: text message without a body")
     elif isinstance(kind, str) and kind in MEDIA_KINDS and isinstance(content, dict):
-        media_id = _id(content.get("id"))
+        media_id = payload_id(content.get("id"))
         if not media_id:
             return Skipped(f"whatsapp: {kind} message without a media id")
         fields["text"] = _text(content.get("caption"), bag)
@@ -225,7 +222,7 @@ def _content(kind: Any, content: Any, bag: _Bag, media_base: str) -> dict[str, A
     return fields
 
 
-def _text(value: Any, bag: _Bag) -> str | None:
+def _text(value: Any, bag: MetadataBag) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     text = clean(value)
@@ -237,12 +234,12 @@ def _text(value: Any, bag: _Bag) -> str | None:
 
 
 def _media(
-    kind: str, content: dict[str, Any], media_id: str, media_base: str, bag: _Bag
+    kind: str, content: dict[str, Any], media_id: str, media_base: str, bag: MetadataBag
 ) -> Attachment:
     """The attachment points at omni's media route for the id: Meta's own URL for it
     lasts minutes and needs the access token, omni's asks Graph afresh each time."""
     bag.put("media_id", media_id)
-    bag.put("media_sha256", _scalar(content.get("sha256")))
+    bag.put("media_sha256", scalar(content.get("sha256")))
     if content.get("voice") is True:
         bag.put("voice_note", True)
     if kind == "sticker" and content.get("animated") is True:
@@ -257,12 +254,12 @@ def _media(
     )
 
 
-def _location(content: dict[str, Any], bag: _Bag) -> Attachment:
+def _location(content: dict[str, Any], bag: MetadataBag) -> Attachment:
     latitude, longitude = _number(content.get("latitude")), _number(content.get("longitude"))
     if latitude is None or longitude is None:
         raise ValueError("location without latitude and longitude")
     name, address = content.get("name"), content.get("address")
-    bag.put("location_address", _scalar(address))
+    bag.put("location_address", scalar(address))
     label = name if isinstance(name, str) and name else address
     url = content.get("url")
     return Attachment(
@@ -274,18 +271,18 @@ def _location(content: dict[str, Any], bag: _Bag) -> Attachment:
     )
 
 
-def _contacts(cards: list[Any], bag: _Bag) -> list[Attachment]:
+def _contacts(cards: list[Any], bag: MetadataBag) -> list[Attachment]:
     """Shared contact cards. Their numbers are someone's address book, never the
     sender's identity: they stay in the message and are not taken as facts."""
     attachments: list[Attachment] = []
     for card in cards:
         if not isinstance(card, dict):
             continue
-        name = _get(card, "name", "formatted_name")
+        name = nested(card, "name", "formatted_name")
         phones = [p for p in _list(card.get("phones")) if isinstance(p.get("phone"), str)]
         if len(attachments) == 0 and phones:
-            bag.put("contact_phone", _scalar(phones[0]["phone"]))
-            bag.put("contact_wa_id", _id(phones[0].get("wa_id")))
+            bag.put("contact_phone", scalar(phones[0]["phone"]))
+            bag.put("contact_wa_id", payload_id(phones[0].get("wa_id")))
         attachments.append(
             Attachment(type="other", name=clean(name)[:512] if isinstance(name, str) else None)
         )
@@ -295,7 +292,7 @@ def _contacts(cards: list[Any], bag: _Bag) -> list[Attachment]:
     return attachments
 
 
-def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
+def _interactive(content: dict[str, Any], bag: MetadataBag) -> Payload | None:
     kind = content.get("type")
     if kind in ("button_reply", "list_reply"):
         answer = content.get(kind)
@@ -303,7 +300,7 @@ def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
             return None
         title = answer.get("title")
         bag.put("interactive", kind)
-        bag.put("list_description", _scalar(answer.get("description")))
+        bag.put("list_description", scalar(answer.get("description")))
         return Payload(
             clean(answer["id"])[:1024],
             title=clean(title)[:256] if isinstance(title, str) and title else None,
@@ -321,12 +318,12 @@ def _interactive(content: dict[str, Any], bag: _Bag) -> Payload | None:
     return None
 
 
-def _order(content: dict[str, Any], bag: _Bag) -> list[Attachment]:
-    bag.put("order_catalog_id", _id(content.get("catalog_id")))
+def _order(content: dict[str, Any], bag: MetadataBag) -> list[Attachment]:
+    bag.put("order_catalog_id", payload_id(content.get("catalog_id")))
     items = []
     for item in _list(content.get("product_items")):
         items.append(_product(item))
-        bag.put(f"quantity.{_name(item.get('product_retailer_id'))}", _scalar(item.get("quantity")))
+        bag.put(f"quantity.{_name(item.get('product_retailer_id'))}", scalar(item.get("quantity")))
     if not items:
         raise ValueError("order without product items")
     return items
@@ -344,14 +341,14 @@ def _product(item: dict[str, Any]) -> Attachment:
 def _reaction(
     reaction: Any, wa_id: str, wamid: str, number: str, at_ms: int | None
 ) -> ChannelEvent:
-    if not isinstance(reaction, dict) or not _id(reaction.get("message_id")):
+    if not isinstance(reaction, dict) or not payload_id(reaction.get("message_id")):
         return Skipped("whatsapp: reaction without a message_id")
     emoji = reaction.get("emoji")
     emoji = clean(emoji)[:64] if isinstance(emoji, str) and emoji else None
     kind: MarkKind = "reaction" if emoji else "unreaction"
     detail = {"emoji": emoji,
               "event_id": wamid, "phone_number_id": number or None}  # fmt: skip
-    return Marked(CHANNEL, wa_id, kind, _id(reaction.get("message_id")), at_ms,
+    return Marked(CHANNEL, wa_id, kind, payload_id(reaction.get("message_id")), at_ms,
                   {k: v for k, v in detail.items() if v is not None})  # fmt: skip
 
 
@@ -359,7 +356,8 @@ def _reaction(
 
 
 def _status(item: dict[str, Any], number: str) -> ChannelEvent:
-    wamid, state, recipient = _id(item.get("id")), item.get("status"), _id(item.get("recipient_id"))
+    wamid, state = payload_id(item.get("id")), item.get("status")
+    recipient = payload_id(item.get("recipient_id"))
     if not wamid or not recipient:
         return Skipped("whatsapp: status without an id or recipient_id")
     kind = STATUS_MARKS.get(state) if isinstance(state, str) else None
@@ -378,47 +376,15 @@ def _status(item: dict[str, Any], number: str) -> ChannelEvent:
         detail["reason"] = "failed: WhatsApp gave no reason"
     pricing = item.get("pricing")
     if isinstance(pricing, dict):
-        detail["pricing_category"] = _scalar(pricing.get("category"))
+        detail["pricing_category"] = scalar(pricing.get("category"))
     return Marked(CHANNEL, recipient, kind, wamid, _seconds_ms(item.get("timestamp")), detail)
 
 
 # -- small helpers ----------------------------------------------------------------------
 
 
-class _Bag:
-    """Metadata under construction: scalars only, strings bounded, first value wins,
-    never more than METADATA_MAX keys."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, MetaValue] = {}
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self.data) >= METADATA_MAX or key[:64] in self.data or value is None:
-            return
-        if isinstance(value, str):
-            value = clean(value)[:_META_STR_MAX]
-        elif not isinstance(value, int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            return
-        self.data[key[:64]] = value
-
-
 def _list(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _get(data: dict[str, Any], outer: str, inner: str) -> Any:
-    value = data.get(outer)
-    return value.get(inner) if isinstance(value, dict) else None
-
-
-def _id(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return clean(value) if isinstance(value, str) and value else None
 
 
 def _number(value: Any) -> float | None:
@@ -434,12 +400,6 @@ def _seconds_ms(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 253_402_300_800:
         return None
     return value * 1000
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    if isinstance(value, str):
-        return clean(value)[:_META_STR_MAX]
-    return value if isinstance(value, int | float | bool) else None
 
 
 def _name(value: Any) -> str:

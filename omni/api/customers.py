@@ -9,6 +9,7 @@ from aiohttp import web
 
 from omni.api.messages import check_channel
 from omni.auth import caller
+from omni.clock import now_ms
 from omni.errors import (
     BadRequest,
     NotFound,
@@ -75,6 +76,10 @@ async def _context_response(
         if answered:
             # Each known fact is a question the bot does not have to ask the customer.
             await store.parts.count(context.customer.id, "q_answered", answered)
+            await request.app[SERVICES].reports.questions(
+                context.customer.id, context.customer.last_channel or "unknown", "q_ans",
+                answered, now_ms(),
+            )  # fmt: skip
         context = msgspec.structs.replace(context, known=known)
     elif status == 200 and not_modified(request, tag):
         return web.Response(status=304, headers={"ETag": tag})
@@ -103,7 +108,16 @@ async def patch_conversation(request: web.Request) -> web.Response:
     if isinstance(patch.pending, PendingInput) and patch.pending.channel is not None:
         check_channel(request, patch.pending.channel, field="pending.channel")
     channel = request.query.get("channel")
-    await request.app[STORE].parts.patch_conversation(cid, patch, if_match(request), channel)
+    _, repeated = await request.app[STORE].parts.patch_conversation(
+        cid, patch, if_match(request), channel
+    )
+    if repeated:
+        where = channel or (patch.pending.channel if isinstance(patch.pending, PendingInput)
+                            else None)  # fmt: skip
+        await request.app[SERVICES].reports.questions(
+            cid, where or await request.app[SERVICES].reports.last_channel(cid), "q_rep", 1,
+            now_ms(),
+        )  # fmt: skip
     await _publish(request, cid, "conversation", patch)
     return await _context_response(request, cid)
 
@@ -160,6 +174,9 @@ async def put_cart(request: web.Request) -> web.Response:
         raise ValidationFailed("a placed cart needs its order_id", field="order_id")
     cart, rev = await request.app[STORE].parts.put_cart(cid, data, version, caller(request).name)
     await _publish(request, cid, "cart", {"cart": cart, "version": rev})
+    await request.app[SERVICES].reports.cart_changed(
+        cid, cart.stage, cart.totals.item_count, cart.order_id, now_ms()
+    )
     return json_response(cart, headers={"ETag": etag(rev)})
 
 

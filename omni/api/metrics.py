@@ -13,10 +13,19 @@ async def exposition(request: web.Request) -> web.Response:
     live = request.app[SERVICES].live
     load = request.app[LOAD]
     embedded = request.app.get(EMBEDDED)
+    # The delivery queue, service-wide: what tells whether there are workers enough.
+    backlog = await request.app[SERVICES].outbox.backlog()
     process = (
         ("omni_requests_in_flight", "gauge", "Requests in progress", load.current),
         ("omni_requests_shed_total", "counter",
          "Requests shed with 503 at [limits] max_in_flight", load.shed_total),
+        ("omni_outbox_waiting", "gauge",
+         "Deliveries queued and not yet taken by a worker", backlog.waiting),
+        ("omni_outbox_in_flight", "gauge",
+         "Deliveries a worker has taken and not finished", backlog.in_flight),
+        ("omni_outbox_delayed", "gauge",
+         "Deliveries waiting for a retry after a failed attempt", backlog.delayed),
+        ("omni_outbox_dead", "gauge", "Deliveries in the dead letters", backlog.dead),
         ("omni_live_listeners", "gauge", "Open live-event listeners", live.listeners),
         ("omni_live_listeners_dropped_total", "counter",
          "Live-event listeners dropped for falling behind", live.dropped_total),

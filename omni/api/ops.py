@@ -20,7 +20,12 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         timeout = request.app[SETTINGS].redis.request_timeout
         await asyncio.wait_for(request.app[REDIS].ping(), timeout=timeout)
-    except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
+    except (
+        TimeoutError,
+        OSError,
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,  # no node of the cluster answers
+    ) as exc:
         response = json_response(
             {"status": "unavailable", "redis": "unreachable", "reason": type(exc).__name__},
             status=503,

@@ -547,6 +547,26 @@
     }
   });
 
+  // The customer's chat shows "typing" while the agent writes (POST …/typing, live only).
+  let typingFor = null;
+  let typingIdle = 0;
+  function typing(what) {
+    clearTimeout(typingIdle);
+    const tell = (cid, value) =>
+      api(`/v1/customers/${cid}/typing`, { method: "POST", body: { state: value } }).catch(() => {});
+    if (typingFor && (what === "stop" || typingFor !== state.cid)) {
+      tell(typingFor, "stop");
+      typingFor = null;
+    }
+    if (what === "start" && state.cid) {
+      if (typingFor !== state.cid) tell(state.cid, "start");
+      typingFor = state.cid;
+      typingIdle = setTimeout(() => typing("stop"), 4000);
+    }
+  }
+  $("reply").addEventListener("input", () => typing($("reply").value.trim() ? "start" : "stop"));
+  $("reply-form").addEventListener("submit", () => typing("stop"));
+
   $("reply").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();

@@ -5,11 +5,15 @@
 --       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none),
 --       9 '1' when the customer id came from a cache (see below),
 --       10 the customers absorbed (the 'absorbed' field) whose indexes the caller has
---          looked in already ('' = none)
+--          looked in already ('' = none), 11 '1' for omni's own message (a survey
+--          question): like the timeline's events, it opens no conversation
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
 -- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', 'cv_status',
--- 'last_channel', 'iw', 'ix'} for a new message (the handoff fields say who answers it,
--- the rest where the team inbox shows it, so the caller need not read them);
+-- 'last_channel', 'iw', 'ix', journey, last resolution} for a new message (the handoff
+-- fields say who answers it, the next four where the team inbox shows it, so the caller
+-- need not read them; journey is 'n' when the message opened a conversation, 's' when an
+-- inbound one switched channel, else ''; last resolution is the 'rp' field, for the
+-- service report's reopen count, when it opened one);
 -- {-3, survivor id} when this customer was merged into another (the caller retries there);
 -- {-5} while the customer is being erased (omni.erasure): nothing is stored, the sender
 -- is asked to send again, and once the erasure is done the message makes a new customer;
@@ -56,11 +60,11 @@ local conv = tonumber(state[1])
 local status = state[2]
 -- The timeline's own events (channel 'system': cart changes, merges) belong to no
 -- conversation: they neither open one nor count as a channel the customer used.
-local system = channel == 'system'
+local system = channel == 'system' or ARGV[11] == '1'
 if (not system) and ((not conv) or status == 'resolved') then
   conv = redis.call('HINCRBY', KEYS[1], 'cv_n', 1)
   redis.call('HSET', KEYS[1], 'cv_status', 'open', 'cv_channels', channel)
-  redis.call('HDEL', KEYS[1], 'cv_switched', 'cv_topic')
+  redis.call('HDEL', KEYS[1], 'cv_switched', 'cv_topic', 'cv_rq')
   status = 'new'
 end
 
@@ -71,10 +75,12 @@ redis.call('XADD', KEYS[3], id, 'v', conv)
 redis.call('HSET', KEYS[4], ARGV[1], id)
 
 local ms = string.match(id, '^(%d+)')
+local journey = ''
 if system then
   -- nothing: see above
 elseif status == 'new' then
   redis.call('HSET', KEYS[1], 'cv_started', ms)
+  journey = 'n'
 else
   local channels = state[3] or ''
   if not string.find(',' .. channels .. ',', ',' .. channel .. ',', 1, true) then
@@ -82,6 +88,9 @@ else
   end
   if state[4] and state[4] ~= channel then
     redis.call('HSET', KEYS[1], 'cv_switched', ms)
+    if ARGV[7] == 'inbound' then
+      journey = 's'
+    end
   end
 end
 if redis.call('HSETNX', KEYS[1], 'created', ms) == 1 then
@@ -105,5 +114,10 @@ if profile_set == 1 then
   redis.call('HSET', KEYS[1], 'profile_rev', rev)
 end
 local after = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee', 'cv_status', 'last_channel',
-  'iw', 'ix')
-return {1, id, conv, profile_set, after[1], after[2], after[3], after[4], after[5], after[6]}
+  'iw', 'ix', 'rp')
+local resolved = ''
+if journey == 'n' then
+  resolved = after[7] or ''
+end
+return {1, id, conv, profile_set, after[1], after[2], after[3], after[4], after[5], after[6],
+  journey, resolved}

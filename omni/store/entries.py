@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from omni import codec
-from omni.clock import entry_ms, iso
+from omni.clock import MILLIS, entry_ms, iso, iso_second
 from omni.ids import Cursor
 from omni.model import Message, MessageStatus, Voice
 from omni.store.reply import as_bytes, as_text
@@ -73,19 +73,25 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
 
 def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
     """Messages from the read script's entries ([entry id, blob, conversation number])
-    and their annotations (four per entry, or none at all)."""
-    conversations: dict[bytes, str] = {}  # a page spans few conversations
+    and their annotations (four per entry, or none at all).
+
+    The hot loop of a history page and a context read: a page spans few conversations
+    and few seconds, so their ids and timestamps are made once a page, not once an
+    entry (tests/test_page_encoding.py holds it to `stored_message`'s answers)."""
+    prefix = f"cnv_{cid[4:]}-"
+    conversations: dict[bytes, str] = {}
+    seconds: dict[int, str] = {}
+    message_at = codec.message_at
     out = []
     for index, (entry_id, blob, conv) in enumerate(entries):
         conversation = conversations.get(conv)
         if conversation is None:
-            conversation = conversations[conv] = conversation_id(cid, int(conv))
-        found = codec.decode_message(
-            as_bytes(blob),
-            customer_id=cid,
-            conversation_id=conversation,
-            received_at=iso(entry_ms(entry_id)) or "",
-        )
+            conversation = conversations[conv] = prefix + str(int(conv))
+        second, millis = divmod(entry_ms(entry_id), 1000)
+        stamp = seconds.get(second)
+        if stamp is None:
+            stamp = seconds[second] = iso_second(second)
+        found = message_at(as_bytes(blob), cid, conversation, stamp + MILLIS[millis])
         if notes and any(mine := notes[4 * index : 4 * index + 4]):
             found = annotated(found, mine)
         out.append(found)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -127,7 +126,7 @@ class ConversationIndex:
         self._mark = scripts.load(redis, "inbox_mark", "store")
 
     def shard(self, cid: str) -> int:
-        return zlib.crc32(cid.encode()) % self.shards
+        return keys.shard_of(cid, self.shards)
 
     async def sync(self, cid: str, event: Event = "", known: Sequence[Any] | None = None) -> None:
         """Put `cid` where its hash says it is now. `event`: a customer message starts

@@ -9,6 +9,8 @@ event on the timeline (`store.timeline.record_event`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 from omni import codec, keys, scripts
@@ -60,7 +62,7 @@ class Parts:
         part: str,
         if_match: str | None,
         sets: list[tuple[str, bytes]],
-        deletes: list[str] = (),  # type: ignore[assignment]
+        deletes: Sequence[str] = (),
     ) -> tuple[str, bytes | None]:
         """A revisioned write of any of the customer hash's fields (a merge's, an
         erasure's mark): see omni.store.versioned."""
@@ -146,6 +148,9 @@ class Parts:
         rev, _ = await self.write(cid, "conversation", if_match, sets, deletes)
         if repeated:
             await self.count(cid, "q_repeated")
+            # This conversation let a repeated question through (the service report's
+            # "continued across channels without a repeated question" leaves it out).
+            await self.redis.hset(keys.customer(cid), "cv_rq", "1")
         return rev, repeated
 
     async def count(self, cid: str, name: str, by: int = 1) -> None:

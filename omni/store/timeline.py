@@ -83,6 +83,10 @@ class Appended(NamedTuple):
     # stored (None for a repeat): who answers it, without reading them again; then its
     # team inbox fields ('cv_status', 'last_channel', 'iw', 'ix'; omni.store.inbox).
     handoff: tuple[bytes | None, ...] | None = None
+    # For the service report (omni.reports): how the new message moved the customer's
+    # journey ('n' opened conversation `conversation`, 's' switched channel, '') and,
+    # when it opened one, the customer's last resolution ('rp', b"" when none).
+    journey: tuple[str, int, bytes] | None = None
 
 
 class _Gone(Exception):
@@ -192,7 +196,8 @@ class Timeline:
             received_at=iso(entry_ms(entry)) or "",
             status=status,
         )
-        return Appended(stored, entry, True, tuple(result[4:10]))
+        journey = (as_text(result[10]) or "", conv, as_bytes(result[11]) or b"")
+        return Appended(stored, entry, True, tuple(result[4:10]), journey)
 
     async def _absorbed_repeat(
         self, cid: str, message: Message, absorbed: bytes
@@ -248,6 +253,9 @@ class Timeline:
                 codec.encode(status) if status else b"",
                 "1" if cached else "0",
                 looked,
+                # omni's own words to the customer (a survey) belong to the conversation
+                # they follow: they neither open one nor move it on.
+                "1" if message.author.kind == "system" else "0",
             ],
         )
         return result

@@ -7,6 +7,7 @@ writes the fields and moves the revision on, so a stale If-Match changes nothing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from omni import keys
@@ -22,7 +23,7 @@ async def write_part(
     part: str,
     if_match: str | None,
     sets: list[tuple[str, bytes]],
-    deletes: list[str] = (),  # type: ignore[assignment]
+    deletes: Sequence[str] = (),
 ) -> tuple[str, bytes | None]:
     """Write `part`'s fields when `if_match` (a revision) is still current (or not
     given); returns the new revision and the part's field before (for one field)."""
