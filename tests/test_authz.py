@@ -30,7 +30,7 @@ CALLERS = ("none", "wrong key", "web session", "mobile session", "bot", "agent",
 KEYS = {"bot": BOT, "agent": AGENT, "admin": ADMIN}
 
 # The channels' routes authenticate the channel's way; every one must be named here.
-#   public        anyone (the widget starts a session before it has anything)
+#   public        anyone (the widget's script, and its session start: it has nothing yet)
 #   session:<ch>  a session token of that channel, nothing else
 #   signature     the provider's signature over the request: no caller here has it
 #   verify-token  Meta's subscription handshake: 403 without the app's verify token
@@ -41,6 +41,7 @@ CHANNEL_RULES = {
     ("POST", "/channels/voice/twilio/gather"): "signature",
     ("POST", "/channels/voice/twilio/status"): "signature",
     ("POST", "/channels/voice/twilio/dial"): "signature",
+    ("GET", "/widget.js"): "public",  # a static script on the brand's pages
     ("POST", "/channels/web/sessions"): "public",
     ("POST", "/channels/web/messages"): "session:web",
     ("POST", "/channels/web/link"): "session:web",
