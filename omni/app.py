@@ -12,9 +12,10 @@ from aiohttp import web
 
 from omni.auth import API_KEYS
 from omni.channel import Channel, load, validate
-from omni.middleware import request_middleware
+from omni.middleware import ParserLog, request_middleware
 from omni.openapi import build
-from omni.overload import in_flight_limit
+from omni.overload import LOAD, Load, in_flight_limit
+from omni.ratelimit import LIMITER, RateLimiter
 from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
 from omni.reports import read_settings as report_settings
@@ -56,6 +57,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         timeout_s=settings.redis.request_timeout,
         inbox_shards=inbox_shards(settings),
     )
+    app[LIMITER] = RateLimiter(client, settings.limits)
     try:
         yield
     finally:
@@ -114,14 +116,17 @@ def create_app(settings: Settings, channels: Sequence[Channel] | None = None) ->
     listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
     validate(settings, listed)
     survey_settings(settings), report_settings(settings)  # a bad one stops here, named
+    load_now = Load(settings.limits.max_in_flight)
     app = web.Application(
-        middlewares=[request_middleware, in_flight_limit(settings.limits.max_in_flight)],
+        middlewares=[request_middleware, in_flight_limit(load_now)],
         client_max_size=settings.limits.body_max,
+        handler_args={"logger": ParserLog("aiohttp.server")},
     )
+    app[LOAD] = load_now
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
     app[CHANNELS] = listed
-    app[OPENAPI] = build(all_routes(listed))
+    app[OPENAPI] = build(all_routes(listed), settings.channels.enabled)
     add_routes(app, listed)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)

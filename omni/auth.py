@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from omni.errors import Forbidden, Unauthenticated
 from omni.model import Author
+from omni.ratelimit import LIMITER
 from omni.settings import ROLES, ApiKey, Role
 from omni.store.audit import ACTOR, Actor
 
@@ -27,11 +29,12 @@ def authenticate(request: web.Request) -> ApiKey:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send an API key as Authorization: Bearer <key>")
-    token = token.strip()
+    # Compare digests against every key in constant time: timing reveals neither a
+    # matching prefix nor a key's length, nor which key matched.
+    offered = hashlib.sha256(token.strip().encode()).digest()
     found = None
-    # Compare against every key in constant time, so timing does not reveal a prefix.
     for key in request.app[API_KEYS]:
-        if hmac.compare_digest(key.key.reveal().encode(), token.encode()):
+        if hmac.compare_digest(hashlib.sha256(key.key.reveal().encode()).digest(), offered):
             found = key
     if found is None:
         raise Unauthenticated("that API key is not known")
@@ -49,6 +52,7 @@ def require(role: Role, handler: Handler) -> Handler:
         request[CALLER] = caller
         # Who the audit log names for identity changes made in this request.
         ACTOR.set(Actor(kind="key", name=caller.name, role=caller.role))
+        await request.app[LIMITER].key(caller.key.reveal())
         return await handler(request)
 
     return guarded

@@ -22,14 +22,14 @@ Inbound, a request becomes a list of `ChannelEvent`s:
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from omni.errors import ConfigError
+from omni import jsonbody
+from omni.errors import BadRequest, ConfigError
 from omni.model import InboundMessage, Message
 from omni.route import Route
 from omni.settings import Settings
@@ -132,10 +132,11 @@ class ProviderAnswer:
 
 def answer_json(body: bytes) -> Any:
     """A provider's answer body as JSON, None when it is empty or not JSON: what it
-    means is the protocol's to say, never an exception in the sender."""
+    means is the protocol's to say, never an exception in the sender. Decoded by
+    omni.jsonbody like every JSON omni reads (too deep is 'not JSON' too)."""
     try:
-        return json.loads(body) if body else None
-    except (ValueError, RecursionError):
+        return jsonbody.parse(body, "the provider's answer") if body else None
+    except BadRequest:
         return None
 
 

@@ -3,12 +3,14 @@ adapter sees it (raw bytes, headers, the public URL the provider called)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aiohttp import web
 
-from omni.channel import Adapter, InboundRequest
-from omni.errors import NotFound, PayloadTooLarge
+from omni.channel import Adapter, ChannelEvent, InboundRequest, Received
+from omni.errors import NotFound, PayloadTooLarge, TooManyRequests
+from omni.ratelimit import LIMITER
 from omni.state import SERVICES, SETTINGS
 
 AdapterT = TypeVar("AdapterT", bound=Adapter)
@@ -48,3 +50,24 @@ async def inbound(
         body=body,
         query=dict(request.query),
     )
+
+
+async def within_limits(
+    request: web.Request, channel: str, events: Sequence[ChannelEvent]
+) -> tuple[list[ChannelEvent], TooManyRequests | None]:
+    """A webhook's events whose inbound senders are within `[limits] per_identity`, and
+    the 429 for the rest (None if every sender is within). A webhook carrying several
+    senders' events stores the others' at once and answers this 429, so the provider
+    redelivers: what was stored is found stored then, and the flood waits."""
+    limiter = request.app[LIMITER]
+    within: list[ChannelEvent] = []
+    over = None
+    for event in events:
+        if isinstance(event, Received) and event.direction == "inbound":
+            try:
+                await limiter.identity(channel, event.message.external_id)
+            except TooManyRequests as refused:
+                over = refused
+                continue
+        within.append(event)
+    return within, over

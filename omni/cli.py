@@ -22,6 +22,7 @@ from aiohttp import web
 from omni.app import create_app
 from omni.channel import Channel, load, validate
 from omni.demo import DemoError, play
+from omni.devkeys import refusal
 from omni.errors import ConfigError
 from omni.eventloop import loop_name, new_event_loop
 from omni.logs import configure
@@ -302,6 +303,10 @@ def _serve(
     # one that tries to start its own, naming the URL.
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    refused = refusal(settings, host)
+    if refused:
+        print(f"omni: configuration error: {refused}", file=sys.stderr)
+        return 2
     settings = _at(settings, host, port)
     log = structlog.get_logger("omni")
     redis = (settings.redis.url and "external") or f"embedded, data in {settings.redis.data_dir}"

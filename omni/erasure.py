@@ -43,7 +43,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from omni import codec, keys, scripts
+from omni import codec, keys, revocation, scripts
 from omni.clock import iso, now_ms
 from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
@@ -117,6 +117,7 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
+                await revocation.revoke(erasure.store, channel, external_id)  # sessions end
                 # The number's opt-out (omni.optouts) is theirs too: it names the number.
                 await redis.delete(keys.opt_out(channel, external_id))
         for name in text_fields(await redis.hgetall(keys.mail(cid))):

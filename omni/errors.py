@@ -18,7 +18,8 @@
         ├── UnsupportedMediaType   415: a body that is not JSON where JSON is required
         ├── ValidationFailed       422: well-formed JSON that breaks the schema or a limit
         ├── PreconditionRequired   428: a write that needs If-Match came without it
-        └── Unavailable            503: Redis cannot be reached
+        ├── TooManyRequests        429: a rate limit ([limits]); Retry-After says when
+        └── Unavailable            503: Redis cannot be reached, or the process is full
 
 Each problem class carries its HTTP status and a stable `type` URI; instances carry the
 human `detail` and, where it helps the client, the offending `field`.
@@ -52,10 +53,18 @@ class ProblemError(OmniError):
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        retry_after_s: int | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.retry_after_s = retry_after_s  # answered as Retry-After
         self.extra = extra
 
     @property
@@ -160,6 +169,12 @@ class PreconditionRequired(ProblemError):
     title = "Precondition required"
 
 
+class TooManyRequests(ProblemError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+
 class Unavailable(ProblemError):
     status = 503
     slug = "unavailable"
@@ -174,10 +189,12 @@ PROBLEM_CLASSES: tuple[type[ProblemError], ...] = (
     NotFound,
     MethodNotAllowed,
     Conflict,
+    Gone,
     PreconditionFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
     PreconditionRequired,
+    TooManyRequests,
     Unavailable,
 )

@@ -235,6 +235,16 @@ def link_code(code: str) -> str:
     return f"{PREFIX}:link:code:{{{code}}}"
 
 
+def revoked_sessions(digest: str) -> str:
+    """Until when the session tokens of one identity are void (omni.revocation)."""
+    return f"{PREFIX}:revoked:{digest}"
+
+
+def rate(kind: str, digest: str, window: int) -> str:
+    """Requests (or messages) of one API key or identity in one window (omni.ratelimit)."""
+    return f"{PREFIX}:rate:{kind}:{digest}:{window}"
+
+
 def stats() -> str:
     """Service-wide counters (hash): repeated questions, questions omni answered, …"""
     return f"{PREFIX}:stats"

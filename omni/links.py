@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -53,6 +53,19 @@ class LinkToken(msgspec.Struct, frozen=True):
 
 class Redeem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`token` or `code`, presented by the customer's identity on `channel`."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {
+                "required": ["token"],
+                "properties": {"token": {"type": "string"}, "code": {"type": "null"}},
+            },
+            {
+                "required": ["code"],
+                "properties": {"code": {"type": "string"}, "token": {"type": "null"}},
+            },
+        ]
+    }
 
     channel: LinkChannel
     external_id: Annotated[str, Meta(min_length=1, max_length=256)]

@@ -48,6 +48,10 @@ async def count_handoff(redis: Redis, to: str, by: str) -> None:
     await redis.hincrby(keys.metrics(), _field("handoff", to, by), 1)
 
 
+async def count_rate_limited(redis: Redis, kind: str) -> None:
+    await redis.hincrby(keys.metrics(), _field("limited", kind), 1)
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -141,6 +145,15 @@ async def render(redis: Redis, process: Iterable[tuple[str, str, str, float]]) -
         "(bot, agent, or timeout: an agent's reply was overdue); service-wide.",
         ("to", "by"),
     )
+    lines += _family(
+        "omni_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by a rate limit, by kind: key (an API key's "
+        "requests) or identity (one channel sender's messages); service-wide.",
+    )
+    for kind in ("key", "identity"):
+        count = fields.get(_field("limited", kind), 0)
+        lines.append(f"omni_rate_limited_total{_labels(kind=kind)} {count}")
     lines += _stats(_decode(stats))
     for name, kind, help, value in process:
         lines += _family(name, kind, f"{help} (scope=process: this omni process only)")

@@ -3,14 +3,18 @@ path from any exception to an application/problem+json response."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import time
+from typing import Any
 
 import msgspec
 import redis.exceptions
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from omni.auth import Handler
 from omni.errors import (
@@ -74,8 +78,11 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     )
     if problem.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
-    if problem.status == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    # A 503 is always worth retrying soon, a 429 after its window: say when, so clients
+    # and providers back off.
+    retry = problem.retry_after_s or (RETRY_AFTER_S if problem.status == 503 else None)
+    if retry is not None:
+        response.headers["Retry-After"] = str(retry)
     return response
 
 
@@ -111,6 +118,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         if mapped is None:
             raise
         response = problem_response(mapped, request_id)
+        if "Allow" in exc.headers:  # a 405 names the methods the route takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception as exc:
         mapped = _mapped(exc)
         if mapped is None:
@@ -131,3 +140,20 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return response
+
+
+class ParserLog(logging.Logger):
+    """aiohttp's connection logger (`handler_args={"logger": ...}`). A request its HTTP
+    parser refuses (a NUL or other control byte in a header, a bad request line) is
+    answered 400 before any middleware runs, and aiohttp would log it with a full
+    traceback through the stdlib's last-resort handler: one line here, without the
+    bytes that were sent (they may be anything, personal data included). Anything else
+    aiohttp reports keeps its traceback, through structlog like every other line."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **_: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message).split(":", 1)[0].strip()[:80]
+            log.warning("request refused by the HTTP parser", status=exc.code, reason=reason)
+            return
+        log.error("aiohttp: " + str(msg) % args, exc_info=exc)

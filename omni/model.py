@@ -13,7 +13,7 @@ nest one another (Message in Context, Attachment in Message) would be spread ove
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -46,6 +46,17 @@ Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code
 MetaValue = str | int | float | bool | None
 
 
+# Spelled without `\s` alone: Python's and JSON Schema's (ECMA-262) `\s` differ on
+# control characters and U+FEFF, and the OpenAPI document must say what the server does.
+# The request bodies whose `channel` must be one of `[channels] enabled` (422 otherwise):
+# the OpenAPI document lists those values for them.
+CHANNEL_CHECKED = frozenset({"InboundMessage", "OutboundRequest", "IdentityLink", "PendingInput"})
+# A price in minor units: ten billion in major units; a cart's subtotal stays an int64.
+PRICE_MAX = 10**12
+_NOT_IN_EMAIL = r"[^@\s\x00-\x1f\x7f-\x9f\ufeff]"
+EMAIL_PATTERN = rf"^{_NOT_IN_EMAIL}+@{_NOT_IN_EMAIL}+\.{_NOT_IN_EMAIL}+$"
+
+
 class Author(Struct, frozen=True, omit_defaults=True):
     kind: AuthorKind
     id: Annotated[str, Meta(max_length=256)] | None = None
@@ -56,7 +67,7 @@ class Product(Struct, frozen=True, omit_defaults=True):
     id: ShortStr
     name: Annotated[str, Meta(max_length=512)] | None = None
     url: Url | None = None
-    price: Annotated[int, Meta(ge=0, description="minor units")] | None = None
+    price: Annotated[int, Meta(ge=0, le=PRICE_MAX, description="minor units")] | None = None
     currency: Currency | None = None
 
 
@@ -64,7 +75,7 @@ class Attachment(Struct, frozen=True, omit_defaults=True):
     type: AttachmentType
     url: Url | None = None
     mime: Annotated[str, Meta(max_length=128)] | None = None
-    size: Annotated[int, Meta(ge=0)] | None = None
+    size: Annotated[int, Meta(ge=0, le=2**53)] | None = None
     name: Annotated[str, Meta(max_length=512)] | None = None
     latitude: Annotated[float, Meta(ge=-90, le=90)] | None = None
     longitude: Annotated[float, Meta(ge=-180, le=180)] | None = None
@@ -145,6 +156,13 @@ class TypingRequest(Struct, frozen=True, forbid_unknown_fields=True):
 class OutboundRequest(Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/customers/{id}/messages`: a reply from a bot or an agent."""
 
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["text"], "properties": {"text": {"type": "string"}}},
+            {"required": ["attachments"], "properties": {"attachments": {"minItems": 1}}},
+        ]
+    }
+
     text: Annotated[str, Meta(min_length=1, max_length=TEXT_MAX)] | None = None
     channel: (
         Annotated[
@@ -161,6 +179,18 @@ class OutboundRequest(Struct, frozen=True, forbid_unknown_fields=True):
 
 class InboundMessage(Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/messages`: a message from a channel omni has no adapter for."""
+
+    # A message carries something: what the 422 "a message needs text, ..." checks.
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
+            {"required": ["attachments"], "properties": {"attachments": {"minItems": 1}}},
+            *(
+                {"required": [name], "properties": {name: {"type": "object"}}}
+                for name in ("quick_reply", "postback", "voice")
+            ),
+        ]
+    }
 
     channel: Annotated[str, Meta(min_length=1, max_length=32)]
     external_id: Annotated[
@@ -247,6 +277,13 @@ class HandoffRequest(Struct, frozen=True, forbid_unknown_fields=True):
     `agent_id`, with that agent); from an agent it takes the conversation over
     (`agent_id` defaults to the caller). `{"to": "bot"}` hands it back (agents only).
     """
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"properties": {"to": {"const": "agent"}}},
+            {"properties": {"agent_id": {"type": "null"}}},
+        ]
+    }
 
     to: Literal["agent", "bot"]
     agent_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
@@ -339,12 +376,19 @@ class FactsPatch(Struct, frozen=True, forbid_unknown_fields=True):
 class CartItem(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     sku: ShortStr
     quantity: Annotated[int, Meta(ge=1, le=10_000)]
-    unit_price: Annotated[int, Meta(ge=0, description="minor units, e.g. cents")]
+    unit_price: Annotated[int, Meta(ge=0, le=PRICE_MAX, description="minor units, e.g. cents")]
     currency: Currency
     name: Annotated[str, Meta(max_length=512)] | None = None
 
 
 class CartInput(Struct, frozen=True, forbid_unknown_fields=True):
+    json_schema_extra: ClassVar[dict[str, Any]] = {  # a placed cart names its order
+        "anyOf": [
+            {"properties": {"stage": {"not": {"const": "placed"}}}},
+            {"required": ["order_id"], "properties": {"order_id": {"type": "string"}}},
+        ]
+    }
+
     items: Annotated[list[CartItem], Meta(max_length=CART_ITEMS_MAX)] = []
     stage: CartStage = "browsing"
     order_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
@@ -386,8 +430,10 @@ class IdentityLink(Struct, frozen=True, forbid_unknown_fields=True):
 
 class ProfilePatch(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
-    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: Annotated[str, Meta(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     email_verified: bool | None = None
+    # Any spelling libphonenumber reads (omni.phones; a national number in the default
+    # region): whether it is a number is its metadata's to say (422), not a pattern's.
     phone: Annotated[str, Meta(max_length=32)] | None = None
     phone_verified: bool | None = None
     locale: (

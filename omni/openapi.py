@@ -8,7 +8,8 @@ import msgspec
 
 from omni import __version__
 from omni.errors import PROBLEM_CLASSES
-from omni.route import Route
+from omni.model import CHANNEL_CHECKED
+from omni.route import Param, Route
 
 _REF = "#/components/schemas/{name}"
 _PROBLEM_SCHEMA = {
@@ -26,6 +27,22 @@ _PROBLEM_SCHEMA = {
 }
 
 
+def _parameter(param: Param, channels: tuple[str, ...]) -> dict[str, Any]:
+    required = param.required or param.where == "path"
+    schema = dict(param.schema)
+    if required and schema.get("type") == "string":
+        schema.setdefault("minLength", 1)  # an empty required parameter is a missing one
+    if param.name == "channel" and param.where == "query" and channels:
+        schema["enum"] = list(channels)
+    return {
+        "name": param.name,
+        "in": param.where,
+        "description": param.description,
+        "required": required,
+        "schema": schema,
+    }
+
+
 def _ref(kind: Any) -> dict[str, Any]:
     """A schema reference; a tuple of kinds is a response that is one of them (a merge,
     or its preview with dry_run)."""
@@ -34,17 +51,34 @@ def _ref(kind: Any) -> dict[str, Any]:
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
+def _with_channels(schema: dict[str, Any], channels: tuple[str, ...]) -> None:
+    """A request's `channel` must be one this server takes (422 otherwise): say which."""
+    prop = schema.get("properties", {}).get("channel")
+    if prop is None:
+        return
+    for option in prop.get("anyOf", [prop]):
+        if option.get("type") == "string" and "enum" not in option:
+            option["enum"] = list(channels)
+
+
 def _kinds(kind: Any) -> tuple[Any, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def build(routes: tuple[Route, ...]) -> dict[str, Any]:
-    kinds = {r.body for r in routes if r.body} | {
-        one for r in routes if r.response for one in _kinds(r.response)
-    }
+def build(routes: tuple[Route, ...], channels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`channels`: `[channels] enabled`, the values a request's `channel` may take."""
+    bodies = sorted({r.body for r in routes if r.body}, key=lambda k: k.__name__)
+    kinds = set(bodies) | {one for r in routes if r.response for one in _kinds(r.response)}
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )
+    _, requests = msgspec.json.schema_components(bodies, ref_template=_REF)
+    for kind in kinds:
+        # Rules between fields (one of token or code, ...) that msgspec cannot derive.
+        components[kind.__name__].update(getattr(kind, "json_schema_extra", {}))
+    if channels:
+        for name in CHANNEL_CHECKED & set(requests):
+            _with_channels(components[name], channels)
     components["Problem"] = _PROBLEM_SCHEMA
     titles = {cls.status: cls for cls in PROBLEM_CLASSES}
     paths: dict[str, dict[str, Any]] = {}
@@ -55,19 +89,10 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
             "tags": [route.tag],
         }
         if route.params:
-            op["parameters"] = [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "description": p.description,
-                    "required": p.required or p.where == "path",
-                    "schema": p.schema,
-                }
-                for p in route.params
-            ]
+            op["parameters"] = [_parameter(p, channels) for p in route.params]
         if route.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": route.body_required,
                 "content": {"application/json": {"schema": _ref(route.body)}},
             }
         ok: dict[str, Any] = {"description": "success"}
@@ -76,12 +101,21 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
         if route.etag:
             ok["headers"] = {"ETag": {"schema": {"type": "string"}, "description": "version"}}
         responses: dict[str, Any] = {str(route.status): ok}
-        if route.status == 201:
+        if route.status in (201, 202):
             responses["200"] = {**ok, "description": "already stored: the stored one"}
+        if "{id}" in route.path:
+            responses["308"] = {
+                "description": "the customer was merged: the same request at Location",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
+                },
+            }
         if route.etag and route.method == "GET":
             responses["304"] = {"description": "not modified (If-None-Match)"}
-        # Any route can meet a Redis that is away, or a process at its in-flight limit.
-        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500, 503}
+        # Any route may meet a full process or an unreachable Redis (503, Retry-After);
+        # a key's or a sender's rate limit is 429 (Retry-After).
+        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {429, 500, 503}
         for status in sorted(statuses):
             cls = titles.get(status)
             responses[str(status)] = {
@@ -90,7 +124,7 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
                     "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
                 },
             }
-            if status == 503:
+            if status in (429, 503):
                 responses[str(status)]["headers"] = {
                     "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
                 }

@@ -5,10 +5,13 @@ request holds memory and its client's patience and then times out anyway.
 
 Not counted: liveness, readiness and metrics (an operator must see an overloaded
 process), and the long-lived streams (WebSocket upgrades, the agents' event streams),
-which stay open for a session's lifetime.
+which stay open for a session's lifetime. `/metrics` shows the count and the sheds
+(omni_requests_in_flight, omni_requests_shed_total).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -19,22 +22,33 @@ from omni.errors import Unavailable
 _EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def in_flight_limit(limit: int) -> Middleware:
-    """A middleware that lets `limit` requests in at a time and sheds the rest."""
-    in_flight = 0
+@dataclass
+class Load:
+    """This process's requests in progress, and how many were shed."""
+
+    limit: int
+    current: int = 0
+    shed_total: int = 0
+
+
+LOAD = web.AppKey("load", Load)
+
+
+def in_flight_limit(load: Load) -> Middleware:
+    """A middleware that lets `load.limit` requests in at a time and sheds the rest."""
 
     @web.middleware
     async def shed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
         if _exempt(request):
             return await handler(request)
-        if in_flight >= limit:
-            raise Unavailable(f"omni is handling {limit} requests already; retry shortly")
-        in_flight += 1
+        if load.current >= load.limit:
+            load.shed_total += 1
+            raise Unavailable(f"omni is handling {load.limit} requests already; retry shortly")
+        load.current += 1
         try:
             return await handler(request)
         finally:
-            in_flight -= 1
+            load.current -= 1
 
     return shed
 

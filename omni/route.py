@@ -28,6 +28,7 @@ class Route:
     tag: str
     role: Role | None = None
     body: Any = None
+    body_required: bool = True  # False: an empty body means the body's defaults
     response: Any = None
     status: int = 200
     params: tuple[Param, ...] = ()

@@ -67,11 +67,23 @@ _LIMIT = Param(
     "page size, 1 to 200 (default 50)",
     {"type": "integer", "minimum": 1, "maximum": 200},
 )
-_ASK = Param("ask", "query", "comma-separated fact names the bot is about to ask for")
+_FACT = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+_ASK = Param(
+    "ask",
+    "query",
+    "up to 20 comma-separated fact names the bot is about to ask for",
+    {"type": "string", "pattern": rf"^ *({_FACT})? *(, *({_FACT})? *){{0,19}}$"},
+)
+_IF_MATCH_REQUIRED = Param(
+    "If-Match", "header", "the ETag you read (or *); a stale one gets 412", required=True
+)
 _IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
+_EVENT_ID = {"type": "string", "pattern": r"^\s*(\d{1,20}-\d{1,20})?\s*$"}
 _STREAM = (
-    Param("Last-Event-ID", "header", "the id of the last event you got: resume after it"),
-    Param("last_event_id", "query", "the same, for a client that cannot set headers"),
+    Param("Last-Event-ID", "header", "the id of the last event you got: resume after it",
+          _EVENT_ID),
+    Param("last_event_id", "query", "the same, for a client that cannot set headers",
+          _EVENT_ID),
     Param("access_token", "query", "a token from GET /v1/events/token, instead of "
           "Authorization (browsers' EventSource)"),
 )  # fmt: skip
@@ -117,7 +129,7 @@ ROUTES: tuple[Route, ...] = (
           params=(_ID, _IF_NONE_MATCH), errors=(404,)),
     Route("PUT", "/v1/customers/{id}/cart", customers.put_cart,
           "Replace the cart; If-Match is required", "cart", role="bot", body=CartInput,
-          response=Cart, etag=True, params=(_ID, _IF_MATCH),
+          response=Cart, etag=True, params=(_ID, _IF_MATCH_REQUIRED),
           errors=(400, 404, 412, 413, 415, 422, 428)),
     Route("POST", "/v1/customers/{id}/identities", customers.link_identity,
           "Link a channel identity to this customer", "customers", role="agent",
@@ -172,7 +184,8 @@ ROUTES: tuple[Route, ...] = (
           params=(_ID,
                   Param("limit", "query", f"page size, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
                         {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}),
-                  Param("before", "query", "next_cursor from the previous page"),
+                  Param("before", "query", "next_cursor from the previous page",
+                        {"type": "string", "pattern": "^[A-Za-z0-9_=-]*$"}),
                   Param("channel", "query", "only this channel's messages"))),
     Route("POST", "/v1/customers/{id}/messages", replies.send,
           "Send a reply (bot or agent) on the given channel or the one the customer used "
@@ -190,7 +203,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/deliveries/dead", replies.dead_letters,
           "Dead letters: deliveries that failed for good, oldest first", "deliveries",
           role="agent", response=replies.DeadLetterPage, errors=(400,),
-          params=(_LIMIT, Param("after", "query", "next_after from the previous page"))),
+          params=(_LIMIT, Param("after", "query", "next_after from the previous page",
+                                {"type": "string", "pattern": r"^(\d{1,20}-\d{1,20})?$"}))),
     Route("POST", "/v1/deliveries/{delivery_id}/retry", replies.retry,
           "Send a dead letter again, with a fresh set of attempts", "deliveries",
           role="agent", status=202, errors=(404,),

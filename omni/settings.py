@@ -2,8 +2,10 @@
 
 Precedence, lowest first: the defaults in the dataclasses below, the file named by
 `OMNI_CONFIG` (or `config/omni.toml` in the working directory when present), then
-environment variables `OMNI_<SECTION>_<KEY>`. A bad value raises `ConfigError`
-whose message names the setting; the CLI prints that one line and exits.
+environment variables `OMNI_<SECTION>_<KEY>`, or `OMNI_<SECTION>_<KEY>_FILE` naming a
+file that holds the value (a secret mounted by the orchestrator; one trailing newline
+is dropped). A bad value raises `ConfigError` whose message names the setting; the CLI
+prints that one line and exits.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ class LimitSettings:
     body_max: int = 1024 * 1024
     # Requests one process handles at once; more are answered 503 + Retry-After.
     max_in_flight: int = 1024
+    window_s: int = 60  # the rate limits' window
+    per_key: int = 120_000  # requests per window per API key; 0: no limit
+    per_identity: int = 1200  # messages per window per channel sender; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,9 @@ class Settings:
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
                 max_in_flight=read_int(limits, "limits.max_in_flight", 1024, low=1, high=1_000_000),
+                window_s=read_int(limits, "limits.window_s", 60, low=1, high=86_400),
+                per_key=read_int(limits, "limits.per_key", 120_000, low=0, high=1 << 40),
+                per_identity=read_int(limits, "limits.per_identity", 1200, low=0, high=1 << 40),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
@@ -270,6 +278,10 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith("OMNI_") or name in ("OMNI_CONFIG",):
             continue
+        from_file = name.endswith("_FILE")
+        if from_file:
+            value = _read_secret_file(name, value)
+            name = name.removesuffix("_FILE")
         if name == "OMNI_API_KEYS":
             raw.setdefault("auth", {})["env_keys"] = value
             continue
@@ -277,7 +289,16 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         section, _, key = rest.partition("_")
         if not key:
             continue
-        raw.setdefault(section, {})[key] = _env_value(value)
+        # A file holds the value itself: a secret is a string, never parsed as TOML.
+        raw.setdefault(section, {})[key] = value if from_file else _env_value(value)
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc}") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _env_value(value: str) -> Any:

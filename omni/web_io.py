@@ -11,20 +11,17 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from omni import jsonbody
 from omni.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
-    ValidationFailed,
 )
 from omni.ids import is_customer_id
 
 T = TypeVar("T")
-_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
 _ETAG = re.compile(r'^"(\d{1,19})"$')
 
 _encoder = msgspec.json.Encoder()
@@ -41,16 +38,6 @@ def json_response(
     )
 
 
-def problem_field(message: str) -> str | None:
-    """The JSON path msgspec names in a validation error, as `items[0].sku`."""
-    at = _AT.search(message)
-    path = at.group("path").lstrip(".") if at else ""
-    named = _MISSING.search(message) or _UNKNOWN.search(message)
-    if named:
-        path = f"{path}.{named.group('name')}" if path else named.group("name")
-    return path or None
-
-
 async def read_json(request: web.Request, kind: type[T]) -> T:
     """Decode the body into `kind`: 415 unless JSON, 400 if malformed, 422 if invalid."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
@@ -63,19 +50,7 @@ async def read_json(request: web.Request, kind: type[T]) -> T:
         raise PayloadTooLarge(
             f"the body is larger than the {request.client_max_size}-byte limit"
         ) from None
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        # Typed decoding stops at the first schema error, even in a body that is not
-        # JSON at all (`{"bogus": ` is "unknown field"): malformed is 400, not 422.
-        try:
-            msgspec.json.decode(body)
-        except msgspec.DecodeError as bad:
-            raise BadRequest(f"the body is not valid JSON: {bad}") from None
-        message = _AT.sub(lambda at: " as a key" if "`key`" in at.group(0) else "", str(exc))
-        raise ValidationFailed(message, field=problem_field(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    return jsonbody.decode(body, kind)
 
 
 def path_customer_id(request: web.Request) -> str:
@@ -105,6 +80,15 @@ def query_str(request: web.Request, name: str, *, required: bool = False) -> str
             raise BadRequest(f"the query parameter {name} is required", field=name)
         return None
     return value
+
+
+def query_channel(request: web.Request, enabled: tuple[str, ...]) -> str | None:
+    """`?channel=`: one of `enabled` ([channels] enabled), or None when not given; any
+    other is 400 naming the parameter (the OpenAPI document lists the channels)."""
+    channel = query_str(request, "channel")
+    if channel is not None and channel not in enabled:
+        raise BadRequest(f"unknown channel {channel!r}", field="channel")
+    return channel
 
 
 def etag(version: str) -> str:

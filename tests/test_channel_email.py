@@ -196,8 +196,11 @@ async def test_malformed_posts_are_400_and_write_nothing(client: TestClient, red
         assert response.status == 400, await response.text()
     bad_headers = signed({**mailgun_fields(), "message-headers": "[[1"})
     assert (await mailgun(client, bad_headers)).status == 400
-    plain = await client.post(INBOUND, data=b"hello", headers={"Content-Type": "text/plain"})
-    assert plain.status == 415
+    # Neither kind of post: 415 for a caller with Postmark's credentials, 401 for anyone.
+    plain = {"Content-Type": "text/plain"}
+    assert (await client.post(INBOUND, data=b"hello", headers=plain)).status == 401
+    with_auth = await client.post(INBOUND, data=b"hello", headers={**plain, "Authorization": BASIC})
+    assert with_auth.status == 415
     assert await snapshot(redis) == before
 
 

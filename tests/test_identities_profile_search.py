@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from tests.conftest import AGENT, BOT, ingest, key_count, snapshot
+from tests.conftest import AGENT, BOT, ingest, snapshot
 
 UNKNOWN = "cus_01JAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -93,7 +93,7 @@ async def test_linking_needs_the_agent_role(client: TestClient, redis: Redis) ->
 async def test_linking_to_an_unknown_customer_is_404(client: TestClient, redis: Redis) -> None:
     response = await _link(client, UNKNOWN, {"channel": "instagram", "external_id": "ig-1"})
     assert response.status == 404
-    assert await key_count(redis) == 0
+    assert await snapshot(redis) == {}  # rate counters aside (conftest.snapshot)
 
 
 async def test_verifying_an_ingested_identity_marks_it_verified(client: TestClient) -> None:

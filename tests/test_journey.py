@@ -4,7 +4,9 @@ Instagram → link → phone → agent reply → mobile checkout → WhatsApp th
 script against a real omni on a real port, asserting at each step what the next
 channel's bot receives. Then the messaging channels' journey: web chat → WhatsApp through
 a link token → an e-mail receipt over SMTP → the customer's e-mailed answer, each
-channel's bot (a local bot server) told what was said on the channels before."""
+channel's bot (a local bot server) told what was said on the channels before. Every log
+line of the acceptance story, and of WhatsApp, SMS and e-mail posts, is searched for the
+customer's personal data: phone, e-mail, name, words, tokens."""
 
 from __future__ import annotations
 
@@ -16,19 +18,27 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.demo import Story
+from omni.settings import Settings
 from tests.adapters.test_email import BASIC, edited
+from tests.adapters.test_email import payload as email_payload
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, Graph
 from tests.conftest import AGENT, BOT, make_settings
+from tests.everything import Logs, full_settings
 from tests.smtp_server import Mailbox, has_mails
 from tests.test_bots import SECRET as BOT_SECRET
 from tests.test_bots import BotReceiver, ServerFactory
-from tests.test_channel_email import EMAIL
+from tests.test_channel_email import EMAIL, mailgun_fields
 from tests.test_channel_email import REPLY as EMAIL_REPLY
+from tests.test_channel_email import signed as mailgun_signed
+from tests.test_channel_sms import fixture as sms_fixture
+from tests.test_channel_voice import PUBLIC
 from tests.test_channel_whatsapp import WHATSAPP
 from tests.test_worker import until
 from tests.whatsapp_graph import WA_ID, message, signature
 from tests.whatsapp_graph import Graph as WhatsAppGraph
+from tests.whatsapp_graph import raw as whatsapp_raw
 
+FORM = "application/x-www-form-urlencoded"
 FAST = {"in_process_worker": True, "block_ms": 50, "base_delay_ms": 5, "max_delay_ms": 20}
 
 
@@ -66,6 +76,7 @@ async def test_the_acceptance_story(
         bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
         outbox=FAST,
     )
+    logs = Logs()  # everything omni logs from here on, as JSON lines
     server = await aiohttp_server(create_app(settings))
     lines: list[str] = []
     base = str(server.make_url("")).rstrip("/")
@@ -163,10 +174,85 @@ async def test_the_acceptance_story(
         (i["channel"], i["external_id"]) for i in voice_step.bot_sees["customer"]["identities"]
     }
     assert lines[-1].strip() == "One customer, six channels, nothing asked twice."
+    _no_personal_data(logs, story, settings, await _words(base, cid))
+
+
+async def _words(base: str, cid: str) -> list[str]:
+    """Everything the customer and omni said, from the history."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/v1/customers/{cid}/history?limit=200", headers=AGENT) as answer,
+    ):
+        history = await answer.json()
+    return [m["text"] for m in history["messages"] if m.get("text")]
+
+
+def _no_personal_data(logs: Logs, story: Story, settings: Settings, words: list[str]) -> None:
+    phone_digits = story.phone.lstrip("+")
+    secrets = [
+        story.phone,
+        phone_digits,
+        phone_digits[-10:],  # the national number
+        story.email,
+        story.wa_id,
+        "Ana Silva",
+        story.web_token,
+        story.web_token.split(".")[-1],  # a token's signature alone
+        *(key.key.reveal() for key in settings.api_keys),
+        PAGE_TOKEN,
+        SECRET,
+    ]
+    # Every message's text, and each run of four words of it (not single words: "order"
+    # or "size" also name fields in omni's own lines).
+    for text in words:
+        secrets.append(text)
+        tokens = text.split()
+        secrets += [" ".join(tokens[i : i + 4]) for i in range(max(0, len(tokens) - 3))]
+    assert len(logs.lines()) > 20  # the journey was logged
+    leaks = [
+        (secret, line)
+        for line in logs.text.splitlines()
+        for secret in secrets
+        if len(secret) >= 6 and secret in line
+    ]
+    assert leaks == [], "\n".join(f"{secret!r} in {line[:300]}" for secret, line in leaks[:20])
 
 
 async def _count(bot: BotReceiver, n: int) -> bool:
     return len(bot.delivered) >= n
+
+
+async def test_the_new_channels_log_no_personal_data(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    """Dana writes on WhatsApp, texts by SMS and mails through Postmark and Mailgun:
+    every log line of it is searched for her number, address, name and words."""
+    client = await aiohttp_client(create_app(full_settings(redis_url)))
+    logs = Logs()
+    body = whatsapp_raw("whatsapp_text.json")
+    whatsapp = {"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)}
+    sms = sms_fixture("twilio_sms_incoming")
+    twilio = {"Content-Type": FORM, "X-Twilio-Signature": sms.signature}
+    postmark = {"Content-Type": "application/json", "Authorization": BASIC}
+    posts = [
+        ("/channels/whatsapp/webhook", body, whatsapp),
+        (sms.url.removeprefix(PUBLIC), sms.body, twilio),
+        ("/channels/email/inbound", email_payload("email_postmark_inbound.json"), postmark),
+        ("/channels/email/inbound", mailgun_signed(mailgun_fields()), {"Content-Type": FORM}),
+    ]
+    for path, data, headers in posts:
+        answer = await client.post(path, data=data, headers=headers)
+        assert answer.status == 200, await answer.text()
+    history = await client.get(
+        "/v1/context", params={"channel": "email", "external_id": "dana@example.net"},
+        headers=AGENT,
+    )  # fmt: skip
+    assert history.status == 200  # stored: the lines below are of real work
+    text = logs.text
+    assert '"route":"/channels/sms/twilio"' in text  # the requests were logged
+    for personal in ("14155550123", "+1 415", "dana@example.net", "Dana Example",
+                     "shipped", "Gracias", "has not arrived", "Any update"):  # fmt: skip
+        assert personal not in text, personal
 
 
 # -- web chat → WhatsApp → e-mail receipt → e-mail answer ------------------------------------

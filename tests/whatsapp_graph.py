@@ -167,3 +167,11 @@ class Graph:
             return web.Response(status=401)
         data, mime = self.media[request.match_info["media_id"]]
         return web.Response(body=data, content_type=mime)
+
+
+if __name__ == "__main__":
+    # `python -m tests.whatsapp_graph PORT`: the local Graph API as a process of its own,
+    # for a test that runs `omni serve` as one (tests/test_schemathesis.py).
+    import sys
+
+    web.run_app(Graph().app(), host="127.0.0.1", port=int(sys.argv[1]), print=None)

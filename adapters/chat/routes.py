@@ -21,7 +21,7 @@ from msgspec import Meta
 
 from adapters.chat.protocol import ClientChannel
 from adapters.chat.sessions import USER_PREFIX, Session, Traits, decode_json
-from omni import channel_http
+from omni import channel_http, revocation
 from omni.clock import entry_ms
 from omni.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from omni.ids import Cursor, decode_cursor
@@ -29,6 +29,7 @@ from omni.links import LinkChannel, Redeem
 from omni.merge import merge_customers
 from omni.model import PAGE_MAX, IdentityLink, Message
 from omni.phones import normalize_phone
+from omni.ratelimit import LIMITER
 from omni.state import SERVICES, SETTINGS, STORE
 from omni.store import Store
 from omni.web_io import json_response
@@ -43,6 +44,10 @@ LOCATE_WINDOW_MS = 60_000
 LOCATE_PAGES = 5
 _CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 _SEQ_MAX = 2**64 - 1
+
+
+# The catch-up's ?after= (adapters.chat.protocol.OmniId), for the routes' OpenAPI parameter.
+AFTER: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{0,64}$"}
 
 
 # -- what the routes answer (also their OpenAPI schemas) ---------------------------------
@@ -168,11 +173,21 @@ async def _fill_profile(
 # -- routes --------------------------------------------------------------------------------
 
 
+async def live(request: web.Request, session: Session) -> Session:
+    """The session, unless a login or an erasure ended it (omni.revocation)."""
+    store = request.app[STORE]
+    await revocation.check(store, session.channel, session.external_id, session.issued_at_ms)
+    return session
+
+
 async def sessions(request: web.Request, channel: str) -> web.Response:
     """`POST /channels/<channel>/sessions`: start, renew or identify (a login links the
     customer before the new token is answered)."""
     adapter = channel_http.adapter(request, channel, ClientChannel)
-    grant = adapter.session_request(await channel_http.inbound(request))
+    inbound = await channel_http.inbound(request)
+    grant = adapter.session_request(inbound)
+    if grant.kind == "renewed":
+        await live(request, adapter.authenticate(inbound))  # an ended session stays ended
     if grant.kind == "identified" and grant.session.user_id is not None:
         store = request.app[STORE]
         region = request.app[SETTINGS].identity.default_region or None
@@ -184,6 +199,10 @@ async def sessions(request: web.Request, channel: str) -> web.Response:
             grant.traits,
             phone_region=region,
         )
+        if grant.previous is not None:
+            # The client now holds the identified token: the anonymous one must not keep
+            # reading the known customer's conversation (a shared device's next user).
+            await revocation.revoke(store, channel, grant.previous.external_id)
     view = msgspec.convert(grant.render(), SessionView)
     return json_response(view, status=grant.status)
 
@@ -193,7 +212,9 @@ async def post_message(request: web.Request, channel: str) -> web.Response:
     time, 200 with the same id for a retry), then the bot and live listeners hear of it."""
     adapter = channel_http.adapter(request, channel, ClientChannel)
     inbound = await channel_http.inbound(request)
-    event = adapter.parse_message(inbound.body, adapter.authenticate(inbound))
+    session = await live(request, adapter.authenticate(inbound))
+    await request.app[LIMITER].identity(channel, session.external_id)
+    event = adapter.parse_message(inbound.body, session)
     message, created = await request.app[SERVICES].inbox.ingest(event.message)
     ack = Ack(client_msg_id=event.message.channel_message_id, id=message.id)
     return json_response(ack, status=201 if created else 200)
@@ -209,7 +230,7 @@ async def present_link(request: web.Request, channel: str) -> web.Response:
     customer (omni.links: forged 401, expired or used 410, nothing changed)."""
     adapter = channel_http.adapter(request, channel, ClientChannel)
     inbound = await channel_http.inbound(request)
-    session = adapter.authenticate(inbound)
+    session = await live(request, adapter.authenticate(inbound))
     body = decode_json(inbound.body, LinkBody)
     which: LinkChannel = "web" if channel == "web" else "mobile"
     redeem = Redeem(channel=which, external_id=session.external_id, token=body.token)
@@ -220,6 +241,7 @@ async def catch_up(request: web.Request, channel: str) -> web.Response:
     """`GET /channels/<channel>/messages?after=`: this channel's messages the client missed."""
     adapter = channel_http.adapter(request, channel, ClientChannel)
     query = adapter.parse_catch_up(await channel_http.inbound(request))
+    await live(request, query.session)
     store = request.app[STORE]
     cid = await store.customers.find(channel, query.session.external_id)
     if cid is None:

@@ -49,16 +49,18 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 from omni.channel import InboundRequest, header
 from omni.clock import iso, now_ms
-from omni.errors import BadRequest, ConfigError, Unauthenticated, ValidationFailed
-from omni.model import Locale
-from omni.web_io import problem_field
+from omni.errors import ConfigError, Unauthenticated, ValidationFailed
+from omni.jsonbody import decode as decode_json
+from omni.model import EMAIL_PATTERN, Locale
+
+__all__ = ["decode_json"]  # re-exported: the client channels decode with it
 
 SESSION_TTL_S = 30 * 24 * 3600
 SESSION_SECRET_MIN_BYTES = 32
@@ -69,26 +71,13 @@ USER_PREFIX = "user:"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_AT = re.compile(r" - at `\$[^`]*`$")
 _HEADER = b'{"alg":"HS256","typ":"JWT"}'
 
-T = TypeVar("T")
 
 # A user id or visitor id: printable, no control characters; short enough that
 # "user:" + id fits an identity's 256 characters.
 UserId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 VisitorId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-
-
-def decode_json(body: bytes | str, kind: type[T]) -> T:
-    """Decode a client's JSON into `kind`: BadRequest if unreadable, ValidationFailed
-    (naming the field, e.g. `device.push_token`) if it breaks the schema."""
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(_AT.sub("", str(exc)), field=problem_field(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 def new_visitor_id() -> str:
@@ -153,13 +142,20 @@ class Traits(Struct, frozen=True, omit_defaults=True):
     """Profile hints sent with identify. Unverified: the hash covers only the id."""
 
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
-    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: Annotated[str, Meta(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     phone: Annotated[str, Meta(max_length=32, pattern=r"^\+?[0-9 ().-]{3,31}$")] | None = None
     locale: Locale | None = None
 
 
 class SessionRequest(Struct, frozen=True):
     """`POST /channels/<web|mobile>/sessions` (see the module docstring)."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {  # identify names the identifier
+        "anyOf": [
+            {"properties": {"type": {"enum": ["start", "renew"]}}},
+            {"required": ["identifier"], "properties": {"identifier": {"type": "string"}}},
+        ]
+    }
 
     type: Literal["start", "renew", "identify"] = "start"
     identifier: UserId | None = None

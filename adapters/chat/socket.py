@@ -29,6 +29,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from adapters.chat.protocol import FRAME_MAX, ClientChannel, InboundFrame, Ping, Resume, Typing
 from adapters.chat.routes import (
+    live,
     locate,
     resolve_after,
     ulid_ms,
@@ -42,6 +43,7 @@ from omni.live import Event, Listener
 from omni.middleware import REDIS_DOWN
 from omni.model import PAGE_MAX, Message, MessageStatus
 from omni.presence import PRESENCE_TTL_MS, absent, present
+from omni.ratelimit import LIMITER
 from omni.sockets import SOCKETS
 from omni.state import SERVICES, STORE
 
@@ -59,7 +61,7 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     """Authenticate (`?token=` or Authorization), then upgrade and run the socket. Every
     refusal (no channel, bad token, not a WebSocket request) is answered before upgrade."""
     adapter = channel_http.adapter(request, channel, ClientChannel)
-    session = adapter.authenticate(await channel_http.inbound(request))
+    session = await live(request, adapter.authenticate(await channel_http.inbound(request)))
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=FRAME_MAX)
     if not ws.can_prepare(request).ok:
         raise BadRequest("this route speaks WebSocket only: send Upgrade: websocket")
@@ -96,7 +98,7 @@ def _client_msg_id(data: str) -> str | None:
     """The client_msg_id of a frame that failed, so the client can match the error."""
     try:
         frame = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     value = frame.get("client_msg_id") if isinstance(frame, dict) else None
     return value if isinstance(value, str) and len(value) <= 128 else None
@@ -116,6 +118,7 @@ class Connection:
         services = request.app[SERVICES]
         self.store = request.app[STORE]
         self.inbox = services.inbox
+        self.limiter = request.app[LIMITER]
         self.live = services.live
         self.ws = ws
         self.adapter = adapter
@@ -175,6 +178,7 @@ class Connection:
 
     async def _handle(self, frame: InboundFrame) -> None:
         if isinstance(frame, Received):
+            await self.limiter.identity(self.channel, frame.message.external_id)  # 429 frame
             message, _ = await self.inbox.ingest(frame.message)
             client_msg_id = frame.message.channel_message_id
             async with self._writing:

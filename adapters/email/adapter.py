@@ -46,6 +46,9 @@ class EmailAdapter:
             return postmark.read(self.config, request)
         if kind in FORMS:
             return mailgun.read(self.config, request, now_s)
+        # Neither kind: only a caller with Postmark's credentials learns the body was the
+        # wrong kind (415); anyone else is not authenticated (401), as for a bad signature.
+        postmark.verify(self.config, request.headers)
         raise UnsupportedMediaType(
             "post Postmark's application/json or Mailgun's form (urlencoded or multipart), "
             f"not {kind or 'nothing'}"

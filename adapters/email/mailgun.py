@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
@@ -34,6 +33,7 @@ from adapters.email.protocol import (
     sent_at,
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
+from omni import jsonbody
 from omni.channel import InboundRequest, header
 from omni.errors import BadRequest, Unauthenticated
 
@@ -173,10 +173,7 @@ def _display_name(raw: str) -> str | None:
 def _headers(raw: str) -> list[tuple[str, str]]:
     if not raw:
         return []
-    try:
-        pairs = json.loads(raw)
-    except ValueError:
-        raise BadRequest("message-headers is not JSON", field="message-headers") from None
+    pairs = jsonbody.parse(raw, "message-headers", field="message-headers")
     if not isinstance(pairs, list) or not all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
     ):
@@ -188,10 +185,7 @@ def _stored_attachments(raw: str) -> tuple[MailAttachment, ...]:
     """A stored message's notification lists its attachments with their URLs."""
     if not raw:
         return ()
-    try:
-        items = json.loads(raw)
-    except ValueError:
-        raise BadRequest("attachments is not JSON", field="attachments") from None
+    items = jsonbody.parse(raw, "attachments", field="attachments")
     if not isinstance(items, list):
         raise BadRequest("attachments must be a list", field="attachments")
     found = []

@@ -31,8 +31,9 @@ from adapters.email.protocol import (
     sent_at,
 )
 from adapters.email.text import html_to_text, strip_reply, tidy
+from omni import jsonbody
 from omni.channel import InboundRequest, header
-from omni.errors import BadRequest, Unauthenticated
+from omni.errors import BadRequest, Unauthenticated, ValidationFailed
 
 
 class _Header(msgspec.Struct):
@@ -68,9 +69,6 @@ class _Inbound(msgspec.Struct):
     Attachments: list[_Attachment] = []
 
 
-_DECODER = msgspec.json.Decoder(_Inbound)
-
-
 def verify(config: EmailSettings, headers: Any) -> None:
     """`Unauthenticated` unless the post carries the configured basic-auth credentials."""
     user, password = config.postmark_user.reveal(), config.postmark_password.reveal()
@@ -96,11 +94,10 @@ def verify(config: EmailSettings, headers: Any) -> None:
 def read(config: EmailSettings, request: InboundRequest) -> Mail:
     verify(config, request.headers)
     try:
-        posted = _DECODER.decode(request.body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"not Postmark's inbound JSON: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        posted = jsonbody.decode(request.body, _Inbound)
+    except ValidationFailed as exc:
+        # A provider's payload of the wrong shape is a bad request, not a user's form.
+        raise BadRequest(f"not Postmark's inbound JSON: {exc.detail}", field=exc.field) from None
     return parse(posted)
 
 

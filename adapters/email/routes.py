@@ -32,6 +32,7 @@ from omni.errors import Unauthenticated
 from omni.identity import claim_thread, claim_verified_email
 from omni.inbox import Inbox
 from omni.model import MessageStatus
+from omni.ratelimit import LIMITER
 from omni.route import Param, Route
 from omni.state import SERVICES
 from omni.store import Store
@@ -53,6 +54,8 @@ async def email_inbound(request: web.Request) -> web.Response:
         # Our own mail coming back (a forward rule, a list): answering it would be a loop.
         log.info("mail from our own address not stored")
         return json_response({"messages": 0, "automatic": "own"})
+    # Before the token is spent: Mailgun and Postmark retry a 429 later with the same.
+    await request.app[LIMITER].identity(NAME, mail.sender)
     if mail.token is not None and not await nonces.first_use(
         store, "mailgun", mail.token, 2 * adapter.config.signature_max_age_s
     ):

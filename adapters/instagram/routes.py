@@ -38,8 +38,10 @@ async def instagram_webhook(request: web.Request) -> web.Response:
     adapter = channel_http.adapter(request, NAME, InstagramAdapter)
     inbound = await channel_http.inbound(request)
     adapter.verify(inbound)
-    events = adapter.parse(inbound)
+    events, over = await channel_http.within_limits(request, NAME, adapter.parse(inbound))
     stored = await store_events(request.app[SERVICES].inbox, events)
+    if over is not None:
+        raise over  # the others' events are stored; Meta redelivers the flood's later
     return json_response({"events": len(events), "messages": stored})
 
 

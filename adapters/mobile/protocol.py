@@ -250,10 +250,7 @@ class MobileAdapter(ClientChannel):
 
     def push_answer(self, device: Device, answer: ProviderAnswer) -> Delivery:
         """What the push provider's answer to `push_request(…, device)` means."""
-        try:
-            decoded: Any = msgspec.json.decode(answer.body) if answer.body else None
-        except msgspec.DecodeError:
-            decoded = None
+        decoded = answer.json()
         if device.push_provider == "apns":
             return _apns_outcome(answer.status, decoded, answer.headers.get("apns-id"))
         return _fcm_outcome(answer.status, decoded)

@@ -71,6 +71,7 @@ async def mobile_devices(request: web.Request) -> web.StreamResponse:
     an anonymous session, this is also the login."""
     adapter = channel_http.adapter(request, NAME, MobileAdapter)
     registration = adapter.parse_device(await channel_http.inbound(request))
+    await chat.live(request, registration.session)
     store = request.app[STORE]
     if registration.previous is not None and registration.user_id is not None:
         await chat.log_in(store, NAME, registration.user_id, registration.previous)
@@ -83,7 +84,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/channels/mobile/sessions", mobile_sessions,
           "Start an anonymous app-user session, renew it, or identify (log in, verified by "
           "identifier_hash = hex HMAC-SHA256 of the user id); 201 for a new app user",
-          NAME, body=SessionRequest, response=chat.SessionView, status=201,
+          NAME, body=SessionRequest, body_required=False, response=chat.SessionView,
+          status=201,
           errors=(400, 401, 404, 422)),
     Route("POST", "/channels/mobile/messages", mobile_message,
           "A message from the app (Bearer session token); a retried client_msg_id is "
@@ -96,7 +98,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/channels/mobile/messages", mobile_catch_up,
           "Catch-up: the app's messages after a message id (or next_after), oldest first",
           NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
-          params=(Param("after", "query", "the last message id the app saw"),
+          params=(Param("after", "query", "the last message id the app saw", chat.AFTER),
                   Param("limit", "query", "page size, 1 to 200 (default 50)",
                         {"type": "integer", "minimum": 1, "maximum": 200}))),
     Route("POST", "/channels/mobile/devices", mobile_devices,

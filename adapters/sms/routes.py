@@ -13,9 +13,11 @@ from adapters.sms.sender import SmsAdapter
 from omni import channel_http
 from omni.channel import InboundRequest, Received
 from omni.clock import iso, now_ms
+from omni.errors import TooManyRequests
 from omni.ids import new_message_id
 from omni.model import Author, Identity, Message, MessageStatus
 from omni.optouts import opt_in, opt_out
+from omni.ratelimit import LIMITER
 from omni.receipts import record_receipt
 from omni.route import Param, Route
 from omni.state import SERVICES, STORE
@@ -31,6 +33,13 @@ async def sms_inbound(request: web.Request) -> web.Response:
     read = sms.read_message(inbound)
     services, store = request.app[SERVICES], request.app[STORE]
     if read.keyword is None:
+        try:
+            await request.app[LIMITER].identity(CHANNEL, read.customer)
+        except TooManyRequests:
+            # Twilio does not redeliver a refused message: a flooding number's texts are
+            # stored for the agents, but the bot is not woken for them.
+            await services.inbox.ingest(read.message, notify_bot=False)
+            return _answer(twiml())
         await services.inbox.receive(CHANNEL, [Received(read.message)])
         return _answer(twiml())
     if read.keyword == "stop":

@@ -149,7 +149,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/channels/web/sessions", web_sessions,
           "Start an anonymous visitor session, renew it, or identify (log in, verified by "
           "identifier_hash = hex HMAC-SHA256 of the user id); 201 for a new visitor",
-          NAME, body=SessionRequest, response=chat.SessionView, status=201,
+          NAME, body=SessionRequest, body_required=False, response=chat.SessionView,
+          status=201,
           errors=(400, 401, 404, 422)),
     Route("POST", "/channels/web/messages", web_message,
           "A message from the visitor (Bearer session token); a retried client_msg_id is "
@@ -162,7 +163,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/channels/web/messages", web_catch_up,
           "Catch-up: the chat's messages after a message id (or next_after), oldest first",
           NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
-          params=(Param("after", "query", "the last message id the widget saw"),
+          params=(Param("after", "query", "the last message id the widget saw", chat.AFTER),
                   Param("limit", "query", "page size, 1 to 200 (default 50)",
                         {"type": "integer", "minimum": 1, "maximum": 200}))),
     Route("GET", "/channels/web/ws", web_socket,

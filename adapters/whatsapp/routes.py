@@ -47,9 +47,12 @@ async def whatsapp_webhook(request: web.Request) -> web.Response:
     adapter: WhatsAppAdapter = channel_http.adapter(request, CHANNEL, WhatsAppAdapter)
     inbound = await channel_http.inbound(request)
     adapter.verify(inbound)
-    events = await adapter.with_media(adapter.parse(inbound))
+    within, over = await channel_http.within_limits(request, CHANNEL, adapter.parse(inbound))
+    events = await adapter.with_media(within)
     await _present_links(request, events)
     stored = await request.app[SERVICES].inbox.receive(CHANNEL, events)
+    if over is not None:
+        raise over  # the others' events are stored; Meta redelivers the flood's later
     return json_response({"events": len(events), "messages": len(stored)})
 
 

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from omni.errors import ValidationFailed
 from omni.model import Message
-from omni.state import STORE
+from omni.state import SETTINGS, STORE
 from omni.store.inbox import InboxStatus, decode_cursor
-from omni.web_io import json_response, query_int, query_str
+from omni.web_io import json_response, query_channel, query_int, query_str
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
@@ -33,7 +33,7 @@ async def inbox(request: web.Request) -> web.Response:
         limit=limit,
         after=decode_cursor(after) if after else None,
         agent=query_str(request, "assignee") or None,
-        channel=query_str(request, "channel") or None,
+        channel=query_channel(request, request.app[SETTINGS].channels.enabled),
         read_last=last_message,
     )
     return json_response(page)

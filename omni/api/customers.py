@@ -40,6 +40,7 @@ from omni.web_io import (
     json_response,
     not_modified,
     path_customer_id,
+    query_channel,
     query_int,
     query_str,
     read_json,
@@ -89,8 +90,11 @@ def _ask(request: web.Request) -> list[str]:
     raw = query_str(request, "ask")
     if raw is None:
         return []
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    if len(names) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
+    # Up to ASK_MAX entries, empty ones (a trailing comma) ignored; spaces around a name
+    # are allowed, nothing else (the OpenAPI pattern says exactly this).
+    entries = raw.split(",")
+    names = [name for entry in entries if (name := entry.strip(" "))]
+    if len(entries) > ASK_MAX or not all(_FACT_NAME.fullmatch(n) for n in names):
         raise BadRequest(
             f"ask is up to {ASK_MAX} comma-separated fact names (letters, digits, _ . -)",
             field="ask",
@@ -243,9 +247,7 @@ async def history(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     limit = query_int(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
     before = query_str(request, "before")
-    channel = query_str(request, "channel")
-    if channel is not None and channel not in request.app[SETTINGS].channels.enabled:
-        raise BadRequest(f"unknown channel {channel!r}", field="channel")
+    channel = query_channel(request, request.app[SETTINGS].channels.enabled)
     page = await request.app[STORE].timeline.history(
         cid,
         limit=limit,

@@ -5,15 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from omni import metrics
+from omni.overload import LOAD
 from omni.state import EMBEDDED, REDIS, SERVICES
 
 
 async def exposition(request: web.Request) -> web.Response:
     live = request.app[SERVICES].live
+    load = request.app[LOAD]
     embedded = request.app.get(EMBEDDED)
     # The delivery queue, service-wide: what tells whether there are workers enough.
     backlog = await request.app[SERVICES].outbox.backlog()
     process = (
+        ("omni_requests_in_flight", "gauge", "Requests in progress", load.current),
+        ("omni_requests_shed_total", "counter",
+         "Requests shed with 503 at [limits] max_in_flight", load.shed_total),
         ("omni_outbox_waiting", "gauge",
          "Deliveries queued and not yet taken by a worker", backlog.waiting),
         ("omni_outbox_in_flight", "gauge",

@@ -132,8 +132,14 @@ def test_postmark_malformed_is_a_bad_request(body: bytes) -> None:
 
 
 def test_other_content_types_are_neither_provider() -> None:
-    with pytest.raises(UnsupportedMediaType):
+    # Only a caller with Postmark's credentials is told the kind is wrong; anyone else is
+    # not authenticated, as with a bad signature.
+    with pytest.raises(Unauthenticated):
         EmailAdapter(CONFIG).read(form(b"x", "text/plain"), 0)
+    headers = {"Content-Type": "text/plain", "Authorization": BASIC}
+    plain = InboundRequest("POST", "https://omni.example.com/channels/email/inbound", headers, b"x")
+    with pytest.raises(UnsupportedMediaType):
+        EmailAdapter(CONFIG).read(plain, 0)
 
 
 def test_mailgun_multipart_lists_attachments_without_their_bytes() -> None:
