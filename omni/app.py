@@ -15,6 +15,7 @@ from omni.middleware import request_middleware
 from omni.openapi import build
 from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
+from omni.replica_acks import ReplicaAcks
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
 from omni.settings import Settings
@@ -42,7 +43,11 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(settings.redis, url, socket_timeout=None)
     app[REDIS] = client
-    app[STORE] = Store(client, pipelined=pipelined)
+    replicas = settings.redis.replica_acks
+    acks = (
+        ReplicaAcks(client, replicas, settings.redis.replica_ack_timeout_ms) if replicas else None
+    )
+    app[STORE] = Store(client, pipelined=pipelined, acks=acks)
     try:
         yield
     finally:

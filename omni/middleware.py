@@ -67,6 +67,8 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     )
     if problem.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
+    if problem.status == 503:  # the store will be back (a failover takes seconds)
+        response.headers["Retry-After"] = "1"
     return response
 
 

@@ -77,6 +77,10 @@ class RedisSettings:
     # Service-wide streams are split into this many hash-tagged shards in cluster mode,
     # so that no one node takes every write (omni.keys).
     shards: int = 8
+    # An append (every ingest, echo and reply) is answered only once WAIT says this many
+    # replicas hold it, within replica_ack_timeout_ms; fewer is a 503 (omni.replica_acks).
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,10 @@ class Settings:
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
                 cluster=read_bool(redis, "redis.cluster", False),
                 shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
+                replica_acks=read_int(redis, "redis.replica_acks", 0, low=0, high=64),
+                replica_ack_timeout_ms=read_int(
+                    redis, "redis.replica_ack_timeout_ms", 1000, low=1, high=60_000
+                ),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),

@@ -56,6 +56,7 @@ from omni.model import (
     cart_of,
     message_from,
 )
+from omni.replica_acks import ReplicaAcks
 
 _DEDUPE_FIELD_MAX = 64
 
@@ -196,10 +197,17 @@ class Store:
     """All of omni's Redis access. Holds the client, never opens or closes it."""
 
     def __init__(
-        self, redis: Redis, identity_cache: int = IDENTITY_CACHE, *, pipelined: Redis | None = None
+        self,
+        redis: Redis,
+        identity_cache: int = IDENTITY_CACHE,
+        *,
+        pipelined: Redis | None = None,
+        acks: ReplicaAcks | None = None,
     ) -> None:
-        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given)."""
+        """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given).
+        `acks`: with `[redis] replica_acks`, appends are confirmed on replicas (WAIT)."""
         self.redis = redis
+        self.acks = acks
         # Identity -> customer, learnt from successful appends: a known customer's ingest
         # then skips the identity round trip. Safe without invalidation: a merged-away
         # customer forwards appends to its survivor (-3) and a missing one is refused (-4).
@@ -356,27 +364,28 @@ class Store:
         cached: bool = False,
     ) -> list[Any]:
         assert message.channel_message_id is not None
-        result: list[Any] = await self.pipeliner.script(
-            self._append,
-            [
-                keys.customer(cid),
-                keys.timeline(cid),
-                keys.channel_timeline(cid, message.channel),
-                keys.message_ids(cid),
-                keys.notes(cid),
-            ],
-            args=[
-                dedupe_field(message.channel, message.channel_message_id),
-                codec.encode_message(message),
-                message.channel,
-                f"i:{identity.channel}:{identity.external_id}",
-                codec.encode(identity),
-                profile,
-                message.direction,
-                codec.encode(status) if status else b"",
-                "1" if cached else "0",
-            ],
-        )
+        script_keys = [
+            keys.customer(cid),
+            keys.timeline(cid),
+            keys.channel_timeline(cid, message.channel),
+            keys.message_ids(cid),
+            keys.notes(cid),
+        ]
+        script_args = [
+            dedupe_field(message.channel, message.channel_message_id),
+            codec.encode_message(message),
+            message.channel,
+            f"i:{identity.channel}:{identity.external_id}",
+            codec.encode(identity),
+            profile,
+            message.direction,
+            codec.encode(status) if status else b"",
+            "1" if cached else "0",
+        ]
+        if self.acks is not None:  # answered once replicas hold it (omni.replica_acks)
+            confirmed: list[Any] = await self.acks.append(self._append, script_keys, script_args)
+            return confirmed
+        result: list[Any] = await self.pipeliner.script(self._append, script_keys, script_args)
         return result
 
     def _message(self, cid: str, entry: str, blob: bytes, conv: int) -> Message:
