@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -85,16 +86,24 @@ async def _cluster(data_dir: Path) -> AsyncIterator[LocalCluster]:
         await asyncio.to_thread(cluster.stop)
 
 
-@contextlib.asynccontextmanager
-async def _serve(env: dict[str, str], log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+def _start_serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own argument list
+        return subprocess.Popen(
             [sys.executable, "-m", "omni.cli", "serve"],
             env=env,
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+@contextlib.asynccontextmanager
+async def _serve(env: dict[str, str], log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    process = await asyncio.to_thread(_start_serve, env, log)
     try:
         yield process
     finally:
@@ -108,13 +117,13 @@ async def _serve(env: dict[str, str], log: Path) -> AsyncIterator[subprocess.Pop
 
 async def _ready(session: aiohttp.ClientSession, base: str, process: Any, log: Path) -> None:
     for _ in range(300):
-        assert process.poll() is None, log.read_text()[-2000:]
+        assert process.poll() is None, _tail(log)
         with contextlib.suppress(aiohttp.ClientError):
             async with session.get(f"{base}/readyz") as response:
                 if response.status == 200:
                     return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"omni serve did not become ready: {log.read_text()[-2000:]}")
+    raise AssertionError(f"omni serve did not become ready: {_tail(log)}")
 
 
 async def _client(
@@ -242,7 +251,7 @@ async def test_a_killed_primary_loses_no_acknowledged_message(
     # What the clients saw: the longest time after the kill with no acknowledgement at all
     # (every client soon waits on a customer of the killed primary), and the last 503.
     after = [killed_at, *(t for t in run.ack_times if t > killed_at)]
-    outage_s = max(b - a for a, b in zip(after, after[1:], strict=False)) if len(after) > 1 else 0.0
+    outage_s = max(b - a for a, b in itertools.pairwise(after)) if len(after) > 1 else 0.0
     last_503_s = max(run.last_503 - killed_at, 0.0)
     print(
         f"\nfailover, replica_acks={replica_acks}: sent {run.sent} requests, "
