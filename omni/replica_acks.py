@@ -52,6 +52,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     RedisError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -124,9 +125,16 @@ class ReplicaAcks:
     async def _on_node(
         self, cluster: RedisCluster, key: Any, commands: list[tuple[Any, ...]]
     ) -> list[Any]:
-        node = cluster.get_node_from_key(key)
+        # Returns at once once the client knows the topology, unless a refresh that an
+        # error asked for is due: then it runs it first, as a routed command would.
+        await cluster.initialize()
+        try:
+            node = cluster.get_node_from_key(key)
+        except SlotNotCoveredError as exc:  # a refresh found the slot without a primary
+            await self._relearn(cluster, key)
+            raise Unavailable("no store node serves this customer now") from exc
         if node is None:
-            raise ClusterDownError(f"no node serves the slot of {key!r}")
+            raise Unavailable("no store node serves this customer now")
         queued = [PipelineCommand(at, *command) for at, command in enumerate(commands)]
         try:
             await node.execute_pipeline(queued)
