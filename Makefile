@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-cluster cluster lint bench browser clean
+.PHONY: run demo test test-cluster cluster lint bench browser wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
+# `make run PORT=9000` serves on another port (public_url follows it); ARGS go to
+# `omni serve` as they are: `make run ARGS="--processes 2"`.
 run: $(STAMP)
-	$(BIN)/omni serve
+	$(BIN)/omni serve $(if $(PORT),--port $(PORT)) $(ARGS)
+
+# `omni demo` against `make run` (the same PORT, if you gave one).
+demo: $(STAMP)
+	$(BIN)/omni demo $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The suite includes the console's test in a real browser: `browser` first.
 test: $(TEST_STAMP) browser
@@ -37,18 +43,33 @@ cluster: $(STAMP)
 test-cluster: $(TEST_STAMP) browser
 	OMNI_TEST_CLUSTER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The layering and import cycles too: import-linter's contracts (pyproject.toml) and
+# tools/check_imports.py, before mypy, whose errors on a circle name only its symptom.
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check omni adapters tests bench
-	$(BIN)/ruff format --check omni adapters tests bench
+	$(BIN)/ruff check omni adapters tests bench tools
+	$(BIN)/ruff format --check omni adapters tests bench tools
+	$(BIN)/lint-imports
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/mypy
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(STAMP)
 
-# Needs wrk (Debian/Ubuntu: sudo apt-get install -y wrk); it says so when missing.
-bench: $(BENCH_STAMP)
+# Needs wrk: as root (CI) it is installed when missing, as `browser` installs chromium;
+# otherwise this says the one command, and the bench stops saying so too.
+# BENCH_ARGS=--quick: every section, shorter, in under two minutes.
+bench: $(BENCH_STAMP) wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then \
+		echo "wrk: $$(command -v wrk)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	else \
+		echo "wrk is not installed: sudo apt-get install -y wrk (make bench needs it)"; \
+	fi
 
 # The console's browser test drives Debian's chromium headless. As root (CI) it is
 # installed when missing; otherwise this says how, and that test fails saying so.

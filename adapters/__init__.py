@@ -1,1 +1,3 @@
-"""Channel adapters: one module per channel behind the `Adapter` Protocol in `base`."""
+"""The channels, one folder each (`adapters/<name>/`: protocol, routes, sender, config),
+listed in `adapters.registry`; `adapters.chat` is the client-session code the web widget
+and the mobile app share. The seam they implement is the core's `omni.channel`."""

@@ -30,6 +30,7 @@ from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench.traffic import API_KEY, APP_SECRET
+from omni.eventloop import EVENT_LOOPS, new_event_loop
 
 RECENT = 20
 REDIS = web.AppKey("redis", Redis)
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--reuse-port", action="store_true")
+    # The same loop as omni's (OMNI_SERVER_EVENT_LOOP): a ratio between two loops would
+    # measure the loops.
+    parser.add_argument("--loop", choices=EVENT_LOOPS, default="auto")
     args: Any = parser.parse_args(argv)
     web.run_app(
         create_app(args.redis),
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         reuse_port=args.reuse_port,
         access_log=None,
         print=None,
+        loop=new_event_loop(args.loop),
     )
 
 

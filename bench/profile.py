@@ -12,10 +12,9 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from bench.run import Bench, Scenario
+from bench import wrk
 
 RESULTS = Path(__file__).parent / "results"
 TOP = 25
@@ -30,13 +29,42 @@ _AREAS = (
 )
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Timed(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
+ScenarioT = TypeVar("ScenarioT", bound=_Named)
+ScenarioIn = TypeVar("ScenarioIn", bound=_Named, contravariant=True)
+
+
+class Runner(Protocol[ScenarioIn]):
+    """What profiling needs of the bench (`bench.run.Bench`), said here rather than
+    imported, so that run imports profile and not the other way round as well."""
+
+    work: Path
+    notes: list[str]
+
+    @property
+    def config(self) -> _Timed: ...
+
+    def load(self, url: str, requests: Path, seconds: float | None = None) -> wrk.Run: ...
+
+    def scenario_file(self, scenario: ScenarioIn, round_: int) -> Path: ...
+
+
 def py_spy() -> str | None:
     here = Path(sys.executable).with_name("py-spy")
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
 def scenarios(
-    bench: Bench, missed: list[Scenario], url: str, pid: int, out: dict[str, Any]
+    bench: Runner[ScenarioT], missed: list[ScenarioT], url: str, pid: int, out: dict[str, Any]
 ) -> None:
     binary = py_spy()
     if not missed or binary is None:

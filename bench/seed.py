@@ -1,4 +1,4 @@
-"""Seeding timelines fast: omni's own `Store.ingest`, with its one Lua script call
+"""Seeding timelines fast: omni's own `store.timeline.ingest`, with its one Lua script call
 captured and replayed through Redis pipelines.
 
 Sending 100,000 messages over HTTP (or awaiting 100,000 script calls one by one) would
@@ -35,7 +35,7 @@ class ScriptCall:
 
 
 class _Captured(Exception):
-    """Not an error: how the capture stops `Store.ingest` at its script call."""
+    """Not an error: how the capture stops `store.timeline.ingest` at its script call."""
 
     def __init__(self, call: ScriptCall) -> None:
         self.call = call
@@ -65,26 +65,30 @@ class Seeder:
         self.store = Store(redis)
         self._capture = _Capture()
         self._captor = Store(self._capture)  # type: ignore[arg-type]
-        self._captor.pipeliner = _CapturePipeliner()  # type: ignore[assignment]
-        self._append = scripts.load(redis, "append")  # the one script an ingest runs
+        self._captor.timeline.pipeliner = _CapturePipeliner()  # type: ignore[assignment]
+        self._append = scripts.load(redis, "append", "store")  # the one script an ingest runs
         self._loaded = False
 
     async def customer(self, channel: str, external_id: str) -> str:
         """The customer of an identity, created (as a first message would) when new."""
-        cid, _ = await self.store.resolve(channel, external_id)
+        cid, _ = await self.store.customers.resolve(channel, external_id)
         return cid
 
     async def link(self, cid: str, channel: str, external_id: str) -> None:
-        await self.store.link_identity(cid, IdentityLink(channel=channel, external_id=external_id))
+        await self.store.customers.link_identity(
+            cid, IdentityLink(channel=channel, external_id=external_id)
+        )
 
     async def capture(self, cid: str, inbound: InboundMessage) -> ScriptCall:
-        """The script call `Store.ingest(inbound)` makes for customer `cid`."""
+        """The script call `store.timeline.ingest(inbound)` makes for customer `cid`."""
         self._capture.cid = cid
         try:
-            await self._captor.ingest(inbound)
+            await self._captor.timeline.ingest(inbound)
         except _Captured as captured:
             return captured.call
-        raise RuntimeError("Store.ingest made no script call: bench/seed.py needs updating")
+        raise RuntimeError(
+            "store.timeline.ingest made no script call: bench/seed.py needs updating"
+        )
 
     async def replay(self, calls: Iterable[ScriptCall]) -> int:
         """Run captured calls in pipelines; returns how many ran."""
@@ -101,7 +105,7 @@ class Seeder:
 
     async def _run(self, batch: list[ScriptCall]) -> int:
         if any(call.sha != self._append.sha for call in batch):
-            raise RuntimeError("Store.ingest ran another script: bench/seed.py needs updating")
+            raise RuntimeError("the ingest ran another script: bench/seed.py needs updating")
         if not self._loaded:
             await self.redis.script_load(self._append.source)
             self._loaded = True

@@ -29,11 +29,14 @@ class Run:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    p999_ms: float
     max_ms: float
     errors: int
     non_2xx: int
     wrapped: bool  # the file ran out and was replayed from its start
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by bench.cpu.Meter
+    # The busiest processes outside the bench's own ("comm pid": cores), by bench.cpu.
+    others: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -56,6 +59,7 @@ def parse(output: str) -> Run:
                 p50_ms=data["p50_us"] / 1000,
                 p90_ms=data["p90_us"] / 1000,
                 p99_ms=data["p99_us"] / 1000,
+                p999_ms=data.get("p999_us", data["max_us"]) / 1000,
                 max_ms=data["max_us"] / 1000,
                 errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
                 non_2xx=errors["status"],

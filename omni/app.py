@@ -1,58 +1,82 @@
-"""The application factory: `create_app(settings)` wires routes, middleware and the
-resources opened and closed with the app's lifecycle."""
+"""The application factory: `create_app(settings, channels)` wires routes, middleware and
+the resources opened and closed with the app's lifecycle. It is the one place the core
+meets the channels: it receives their registry (or loads the default one by name)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from aiohttp import web
 
 from omni.auth import API_KEYS
-from omni.channels.socket import track_sockets
+from omni.channel import Channel, load, validate
 from omni.middleware import request_middleware
 from omni.openapi import build
+from omni.overload import in_flight_limit
 from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
 from omni.replica_acks import ReplicaAcks
+from omni.reports import read_settings as report_settings
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
-from omni.settings import Settings
-from omni.state import OPENAPI, REDIS, SERVICES, SETTINGS, STORE
+from omni.settings import Settings, inbox_shards
+from omni.sockets import track_sockets
+from omni.state import CHANNELS, EMBEDDED, OPENAPI, REDIS, SERVICES, SETTINGS, STORE
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
 from omni.worker import Worker
 
 log = structlog.get_logger("omni.app")
-EMBEDDED = web.AppKey("embedded_redis", EmbeddedRedis)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = settings.redis.url
     embedded = None
+    supervisor: asyncio.Task[None] | None = None
     if not url:
-        embedded = EmbeddedRedis(settings.redis.data_dir)
+        embedded = EmbeddedRedis(
+            settings.redis.data_dir, fsync=settings.redis.fsync, owner_port=settings.server.port
+        )
         await asyncio.to_thread(embedded.start)
         app[EMBEDDED] = embedded
         url = embedded.url
         log.info("embedded redis started", data_dir=str(embedded.data_dir), pid=embedded.pid)
+        supervisor = asyncio.create_task(embedded.supervise(), name="omni-redis-supervisor")
 
-    client = connect(settings.redis, url, socket_timeout=10)
+    client = connect(settings.redis, url, socket_timeout=settings.redis.request_timeout)
     # The hot paths' pipeliner bounds each pipeline with one deadline instead of a timer
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(settings.redis, url, socket_timeout=None)
     app[REDIS] = client
     replicas = settings.redis.replica_acks
     acks = (
-        ReplicaAcks(client, replicas, settings.redis.replica_ack_timeout_ms) if replicas else None
+        ReplicaAcks(
+            client,
+            replicas,
+            settings.redis.replica_ack_timeout_ms,
+            deadline_s=settings.redis.request_timeout,
+        )
+        if replicas
+        else None
     )
-    app[STORE] = Store(client, pipelined=pipelined, acks=acks)
+    app[STORE] = Store(
+        client,
+        pipelined=pipelined,
+        timeout_s=settings.redis.request_timeout,
+        inbox_shards=inbox_shards(settings),
+        acks=acks,
+    )
     try:
         yield
     finally:
         await close(client)
         await close(pipelined)
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
             log.info("embedded redis stopped")
@@ -62,7 +86,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """The outbox, live events and channel adapters; with `in_process_worker`, a worker
     in this process too, so `omni serve` alone delivers replies and bot webhooks."""
     settings = app[SETTINGS]
-    async with open_services(settings, app[REDIS], app[STORE]) as services:
+    channels: tuple[Channel, ...] = app[CHANNELS]
+    async with open_services(settings, app[REDIS], app[STORE], channels) as services:
         app[SERVICES] = services
         tasks = [asyncio.create_task(services.live.run(), name="omni-live")]
         stop = asyncio.Event()
@@ -96,14 +121,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(*(t for t in background if t.done()), return_exceptions=True)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, channels: Sequence[Channel] | None = None) -> web.Application:
+    """`channels`: the channel registry; without it, the default one loaded by name
+    (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
+    listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
+    validate(settings, listed)
+    survey_settings(settings), report_settings(settings)  # a bad one stops here, named
     app = web.Application(
-        middlewares=[request_middleware], client_max_size=settings.limits.body_max
+        middlewares=[request_middleware, in_flight_limit(settings.limits.max_in_flight)],
+        client_max_size=settings.limits.body_max,
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
-    app[OPENAPI] = build(all_routes())
-    add_routes(app)
+    app[CHANNELS] = listed
+    app[OPENAPI] = build(all_routes(listed))
+    add_routes(app, listed)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_services)
     track_sockets(app)

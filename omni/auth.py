@@ -11,6 +11,7 @@ from aiohttp import web
 from omni.errors import Forbidden, Unauthenticated
 from omni.model import Author
 from omni.settings import ROLES, ApiKey, Role
+from omni.store.audit import ACTOR, Actor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_KEYS = web.AppKey("api_keys", tuple[ApiKey, ...])
@@ -46,6 +47,8 @@ def require(role: Role, handler: Handler) -> Handler:
         if _rank(caller.role) < _rank(role):
             raise Forbidden(f"a {caller.role} key may not do this; it needs the {role} role")
         request[CALLER] = caller
+        # Who the audit log names for identity changes made in this request.
+        ACTOR.set(Actor(kind="key", name=caller.name, role=caller.role))
         return await handler(request)
 
     return guarded

@@ -42,7 +42,7 @@ import aiohttp
 import msgspec
 from msgspec import Meta, Struct
 
-from adapters.base import Delivery
+from omni.channel import Delivery
 from omni.model import TEXT_MAX, Context, Message, Payload
 from omni.outbox import Job
 from omni.settings import BotSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
-_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # a page of messages formats many
+MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # a page of messages formats many
 
 
 def now_ms() -> int:
@@ -16,11 +16,12 @@ def iso(ms: int | str | bytes | None) -> str | None:
     if ms is None or ms == b"" or ms == "":
         return None
     seconds, millis = divmod(int(ms), 1000)
-    return _second(seconds) + _MILLIS[millis]
+    return iso_second(seconds) + MILLIS[millis]
 
 
 @lru_cache(maxsize=8192)
-def _second(seconds: int) -> str:
+def iso_second(seconds: int) -> str:
+    """An epoch second as RFC 3339 without the fraction (`iso` adds `MILLIS[ms]`)."""
     # Formatting is the costly part and a page of messages shares few seconds: cached,
     # a context read's timestamps cost a dict lookup each (it was a tenth of its time).
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))

@@ -6,9 +6,10 @@ without a migration stopping the world; anything that does not decode becomes
 
 Records are written with msgpack and read with msgspec's msgpack decoder, which builds
 the typed structs straight from the bytes (no dict in between). Messages are stored by
-position (schema 2) and without what the timeline entry already says (the customer, the
-conversation number, the time received), which keeps a stored message small; messages
-written as maps (schema 1) still read.
+position (schema 3: the direction a bool, the author an array) and without what the
+timeline entry already says (the customer, the conversation number, the time received),
+which keeps a stored message small; messages written by position with the API's spelling
+of direction and author (schema 2) and as maps (schema 1) still read.
 """
 
 from __future__ import annotations
@@ -19,17 +20,36 @@ import msgpack
 import msgspec
 
 from omni.errors import CorruptRecord
-from omni.model import Attachment, Author, Direction, Message, MetaValue, Payload, Voice
+from omni.model import (
+    Attachment,
+    Author,
+    AuthorKind,
+    Direction,
+    Message,
+    MetaValue,
+    Payload,
+    Voice,
+)
 
 SCHEMA = 1  # a msgpack map of the record's fields
-MESSAGE_SCHEMA = 2  # a message as a msgpack array, in `_StoredMessage`'s field order
+# A message as a msgpack array in `_StoredMessage3`'s field order, its direction a bool
+# and its author an array (`_StoredAuthor`): 3 since issue 16, 23 bytes a message less
+# than 2 (`_StoredMessage`: direction and author as the API spells them), which still
+# reads. A version of omni before 3 cannot read what 3 writes: upgrade every process of
+# a deployment before the first message is stored by the new one.
+MESSAGE_SCHEMA = 3
 _HEADER = bytes([SCHEMA])
 _MESSAGE_HEADER = bytes([MESSAGE_SCHEMA])
+_MESSAGE_HEADER_2 = bytes([2])
+# Author kinds by their stored number: only ever appended to.
+_AUTHOR_KINDS: tuple[AuthorKind, ...] = ("customer", "bot", "agent", "system")
+_AUTHOR_CODES = {kind: code for code, kind in enumerate(_AUTHOR_KINDS)}
 T = TypeVar("T")
 
 
 class _StoredMessage(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """The fields of `Message` a stored message holds, by position: names are not
+    """Schema 2, read only now. The fields of `Message` a stored message holds, by
+    position: names are not
     repeated in every message and trailing empty fields are left out. Not here: what
     the timeline entry says and the annotations (status, deletion, reaction, read).
     Fields are only ever added at the end, with a default. Spelled out rather than
@@ -52,7 +72,36 @@ class _StoredMessage(msgspec.Struct, frozen=True, array_like=True, omit_defaults
     metadata: dict[str, MetaValue] = {}
 
 
-_MESSAGE = msgspec.msgpack.Decoder(_StoredMessage)
+class _StoredAuthor(msgspec.Struct, frozen=True, array_like=True):
+    """An author by position: [kind number, id, name], trailing nulls left out."""
+
+    kind: int
+    id: str | None = None
+    name: str | None = None
+
+
+class _StoredMessage3(msgspec.Struct, frozen=True, array_like=True):
+    """Schema 3: `_StoredMessage` with `inbound` for the direction and the author an
+    array. The same rules: fields only ever added at the end, with a default."""
+
+    id: str
+    channel: str
+    inbound: bool
+    author: _StoredAuthor
+    channel_message_id: str | None = None
+    sent_at: str | None = None
+    text: str | None = None
+    attachments: list[Attachment] = []
+    quick_reply: Payload | None = None
+    postback: Payload | None = None
+    quick_replies: list[Payload] = []
+    voice: Voice | None = None
+    reply_to: str | None = None
+    metadata: dict[str, MetaValue] = {}
+
+
+_MESSAGE_2 = msgspec.msgpack.Decoder(_StoredMessage)
+_MESSAGE = msgspec.msgpack.Decoder(_StoredMessage3)
 _MESSAGE_REQUIRED = 4
 _DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -91,23 +140,30 @@ def decode_value(blob: bytes) -> Any:
 
 
 def encode_message(message: Message) -> bytes:
-    stored = _StoredMessage(
-        id=message.id,
-        channel=message.channel,
-        direction=message.direction,
-        author=message.author,
-        channel_message_id=message.channel_message_id,
-        sent_at=message.sent_at,
-        text=message.text,
-        attachments=message.attachments,
-        quick_reply=message.quick_reply,
-        postback=message.postback,
-        quick_replies=message.quick_replies,
-        voice=message.voice,
-        reply_to=message.reply_to,
-        metadata=message.metadata,
-    )
-    fields = msgspec.to_builtins(stored)
+    author = message.author
+    stored_author: list[Any] = [_AUTHOR_CODES[author.kind], author.id, author.name]
+    while stored_author[-1] is None:
+        stored_author.pop()
+    fields = [
+        message.id,
+        message.channel,
+        message.direction == "inbound",
+        stored_author,
+        *msgspec.to_builtins(
+            [
+                message.channel_message_id,
+                message.sent_at,
+                message.text,
+                message.attachments,
+                message.quick_reply,
+                message.postback,
+                message.quick_replies,
+                message.voice,
+                message.reply_to,
+                message.metadata,
+            ]
+        ),
+    ]
     while len(fields) > _MESSAGE_REQUIRED and fields[-1] in (None, [], {}):
         fields.pop()  # decoding gives a missing trailing field its default
     return _pack(fields, _MESSAGE_HEADER)
@@ -124,10 +180,36 @@ def decode_message(
             return msgspec.convert(fields, Message)
         except msgspec.ValidationError as exc:
             raise CorruptRecord(f"a stored message does not match the schema: {exc}") from None
+    if blob[:1] == _MESSAGE_HEADER_2:
+        try:
+            two = _MESSAGE_2.decode(memoryview(blob)[1:])
+        except msgspec.DecodeError as exc:
+            raise CorruptRecord(f"a stored message does not decode: {exc}") from None
+        return Message(
+            two.id, customer_id, conversation_id, two.channel, two.direction, two.author,
+            received_at, two.channel_message_id, two.sent_at, two.text, two.attachments,
+            two.quick_reply, two.postback, two.quick_replies, two.voice, two.reply_to,
+            two.metadata,
+        )  # fmt: skip
+    _body(blob, _MESSAGE_HEADER)  # an unknown schema byte is a CorruptRecord
+    return message_at(blob, customer_id, conversation_id, received_at)
+
+
+def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at: str) -> Message:
+    """`decode_message` with its arguments by position: a page of messages calls it once
+    per entry, and this is the path a history page and a context read spend most on."""
+    if blob[:1] != _MESSAGE_HEADER:
+        return decode_message(
+            blob, customer_id=customer_id, conversation_id=conversation_id,
+            received_at=received_at,
+        )  # fmt: skip
     try:
-        stored = _MESSAGE.decode(_body(blob, _MESSAGE_HEADER))
+        stored = _MESSAGE.decode(memoryview(blob)[1:])
     except msgspec.DecodeError as exc:
         raise CorruptRecord(f"a stored message does not decode: {exc}") from None
+    author = stored.author
+    if not 0 <= author.kind < len(_AUTHOR_KINDS):
+        raise CorruptRecord(f"a stored message has an unknown author kind {author.kind}")
     # Positional: keyword construction of a 17-field struct costs a microsecond more a
     # message (tests/test_codec.py pins Message's field order this relies on).
     return Message(
@@ -135,8 +217,8 @@ def decode_message(
         customer_id,
         conversation_id,
         stored.channel,
-        stored.direction,
-        stored.author,
+        "inbound" if stored.inbound else "outbound",
+        Author(_AUTHOR_KINDS[author.kind], author.id, author.name),
         received_at,
         stored.channel_message_id,
         stored.sent_at,

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import msgspec
 import structlog
 
-from adapters.base import Delivery
 from omni.bots import BotDispatcher, BotReply
+from omni.channel import Delivery, Sender
 from omni.clock import iso, now_ms
 from omni.live import Live
 from omni.model import (
@@ -23,13 +23,11 @@ from omni.model import (
     echo_fingerprint,
 )
 from omni.outbox import Job
+from omni.receipts import apply_early
 from omni.replies import Replies
 from omni.store import Store
 
 log = structlog.get_logger("omni.delivery")
-
-# What a channel gives the worker to send one message to one recipient on it.
-Sender = Callable[[Message, str], Awaitable[Delivery]]
 
 
 class ChannelDelivery:
@@ -66,7 +64,7 @@ class ChannelDelivery:
             outcome = Delivery(status="failed", reason=f"no adapter sends on {job.kind}")
         else:
             if echo is not None:
-                await self.store.expect_echo(cid, message.channel, echo, entry)
+                await self.store.timeline.expect_echo(cid, message.channel, echo, entry)
             try:
                 outcome = await self.sender(message, recipient)
             except Exception as exc:
@@ -82,30 +80,50 @@ class ChannelDelivery:
             attempts=job.attempt,
             channel_message_id=outcome.channel_message_id,
         )
-        await self.store.set_status(cid, entry, status)
+        await self.store.timeline.set_status(cid, entry, status)
         if outcome.channel_message_id:
-            await self.store.link_channel_message(
+            await self.store.timeline.link_channel_message(
                 cid, message.channel, outcome.channel_message_id, entry
             )
         if echo is not None:
-            await self.store.echo_settled(cid, message.channel, echo)
+            await self.store.timeline.echo_settled(cid, message.channel, echo)
         await self.live.publish(
             cid, "message.status", {"id": message.id, **msgspec.to_builtins(status)}
         )
+        if outcome.channel_message_id:
+            # A receipt the channel sent before this answer came back (omni.receipts).
+            await apply_early(
+                self.store, self.live, cid, message.channel, outcome.channel_message_id, entry
+            )
         return outcome
 
 
 class BotDelivery:
-    """The handler for bot webhooks: adds the current context, then calls the bot."""
+    """The handler for bot webhooks: adds the current context, then calls the bot. While
+    a bot answers a message, the customer's live events say it is typing (omni's own
+    chat clients show it; agents' consoles may)."""
 
-    def __init__(self, store: Store, dispatcher: BotDispatcher):
+    def __init__(self, store: Store, dispatcher: BotDispatcher, live: Live):
         self.store = store
         self.dispatcher = dispatcher
+        self.live = live
 
     async def __call__(self, job: Job) -> Delivery:
-        context = await self.store.context(job.customer_id or "")
+        context = await self.store.contexts.read(job.customer_id or "")
         payload = {**job.payload, "context": msgspec.to_builtins(context)}
-        return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        channel = job.payload.get("bot")
+        typing = job.payload.get("type") != "handoff"  # a handoff is news, not a question
+        if typing:
+            await self._typing(job, channel, "start")
+        try:
+            return await self.dispatcher(dataclasses.replace(job, payload=payload))
+        finally:
+            if typing:
+                await self._typing(job, channel, "stop")
+
+    async def _typing(self, job: Job, channel: object, state: str) -> None:
+        typing = {"channel": channel, "from": "bot", "state": state}
+        await self.live.publish(job.customer_id or "", "typing", typing)
 
 
 def bot_replies(replies_out: Replies) -> Callable[[Job, list[BotReply]], Awaitable[None]]:
@@ -147,5 +165,5 @@ def handlers(
         )
         for channel in channels
     }
-    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)))
+    table["bot"] = BotDelivery(store, dispatcher_factory(bot_replies(replies)), live)
     return table

@@ -12,17 +12,23 @@ finished by running it again:
               the id is there for a repeat to find and finish
     release   what points at the person from other slots, each only while it still
               points at them: channel identities (a new message on one then makes a
-              new customer, never the old one again), push tokens, search and
-              verified-phone index entries, the handoff sweep's entry, and delivery
+              new customer, never the old one again) and their opt-outs, e-mail
+              Message-IDs, push tokens, search and verified-phone index entries,
+              the handoff sweep's entry, and delivery
               records with their dead letters and waiting retries
     scrub     the person's events in the capped stream of every customer's events
+    forget    each record's audit log is scrubbed to ids (omni.store.audit; it is kept:
+              who merged whom and when stays answerable), and its merges' records lose
+              the fields an undo needed (omni.merge.forget)
     announce  one `customer.erased` event, ids only, for agents' consoles
     delete    each absorbed record, then the survivor: every key under its hash tag in
               one transaction, the hash among them
 
 Left behind: a queued delivery's reference in the outbox stream (a delivery id and a
 customer id, no content; the worker drops it when it finds no record), the
-`customer.erased` event, and service-wide counters, which count and name no one.
+`customer.erased` event, service-wide counters, which count and name no one, and the
+audit logs and merge records scrubbed to ids (what was merged into what, when, by which
+role, in which request), so identity changes stay accountable after an erasure.
 """
 
 from __future__ import annotations
@@ -38,16 +44,17 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from omni import codec, keys, scripts
-from omni.channels.mobile import device_records, token_digest
 from omni.clock import iso, now_ms
+from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
 from omni.ids import decode_cursor
 from omni.live import Live
-from omni.merge import text_fields
+from omni.merge import forget, text_fields
 from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, Profile
+from omni.optouts import opted_out
 from omni.outbox import DeliveryStatus, Outbox
-from omni.search import index_profile
-from omni.store import SYSTEM_CHANNEL, Store, _s
+from omni.store import SYSTEM_CHANNEL, Store
+from omni.store.reply import as_text
 
 log = structlog.get_logger("omni.erasure")
 EXPORT_FORMAT = "omni.export/1"
@@ -83,7 +90,7 @@ async def _mark(erasure: Erasure) -> None:
         # One write as any other (a merged-away id is Moved): the revision moves on, so a
         # writer holding an older version is refused from here on.
         marked = [("erasing", str(now_ms()).encode())]
-        await erasure.store._write_part(erasure.cid, "erasing", None, marked)
+        await erasure.store.parts.write(erasure.cid, "erasing", None, marked)
     except NotFound:
         # Nothing to erase, or erased already. What in-flight work (a delivery status,
         # a live event) wrote under this id after its hash went is still this id's by
@@ -92,13 +99,13 @@ async def _mark(erasure: Erasure) -> None:
         await _delete(erasure, erasure.cid)
         raise
     # Merges keep the list flat; following it further costs little and misses nothing.
-    pending = await erasure.store.absorbed(erasure.cid)
+    pending = await erasure.store.customers.absorbed(erasure.cid)
     while pending:
         cid = pending.pop()
         if cid in erasure.absorbed or cid == erasure.cid:
             continue
         erasure.absorbed.append(cid)
-        pending += await erasure.store.absorbed(cid)
+        pending += await erasure.store.customers.absorbed(cid)
 
 
 async def _release(erasure: Erasure) -> None:
@@ -110,14 +117,22 @@ async def _release(erasure: Erasure) -> None:
             if name.startswith("i:"):
                 channel, _, external_id = name[2:].partition(":")
                 await owned(keys=[keys.identity(channel, external_id)], args=erasure.person)
-        for device_id, record in (await device_records(redis, cid)).items():
+                # The number's opt-out (omni.optouts) is theirs too: it names the number.
+                await redis.delete(keys.opt_out(channel, external_id))
+        for name in text_fields(await redis.hgetall(keys.mail(cid))):
+            if name.startswith("x:"):  # an e-mail Message-ID indexed for them (omni.threads)
+                await owned(keys=[keys.message_id(name[2:])], args=erasure.person)
+        for device_id, record in (await device_records(erasure.store, cid)).items():
             await owned(
                 keys=[keys.push_token(token_digest(record.device))], args=[f"{cid} {device_id}"]
             )
         if "p" in fields:
-            # The verified-phone lookup (omni.identity) reads the same phone entries.
-            await index_profile(redis, cid, codec.decode(fields["p"], Profile), Profile())
+            # The verified-phone lookup (store.search) reads the same phone entries.
+            await erasure.store.search.index_profile(
+                cid, codec.decode(fields["p"], Profile), Profile()
+            )
         await erasure.outbox.erase(cid)
+        await erasure.store.inbox.drop(cid)
     await redis.zrem(keys.handoff_due(), *erasure.person)
 
 
@@ -143,7 +158,7 @@ async def _scrub(erasure: Erasure) -> None:
             await redis.xdel(keys.events_all(), *doomed)
         if len(entries) < _EVENTS_PAGE:
             return
-        start = f"({_s(entries[-1][0])}"
+        start = f"({as_text(entries[-1][0])}"
 
 
 def _owner(body: bytes) -> str:
@@ -151,6 +166,12 @@ def _owner(body: bytes) -> str:
         return msgspec.json.decode(body, type=_Owner).customer_id
     except msgspec.DecodeError:
         return ""  # unreadable: not provably theirs, and the stream's cap will take it
+
+
+async def _forget(erasure: Erasure) -> None:
+    for cid in erasure.person:
+        await forget(erasure.store, cid)
+        await erasure.store.audit.scrub(cid)
 
 
 async def _announce(erasure: Erasure) -> None:
@@ -196,14 +217,14 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
     channels = {SYSTEM_CHANNEL, *erasure.channels}
     channels.update(n[2:].partition(":")[0] for n in fields if n.startswith("i:"))
     channels.update(n[3:] for n in fields if n.startswith("in:"))
-    channels.update((_s(fields.get("cv_channels")) or "").split(","))
+    channels.update((as_text(fields.get("cv_channels")) or "").split(","))
     # The message-id index names every channel the timeline has an index for, also one
     # switched off since: the customer's own hash is scanned, never the keyspace.
     async for name in redis.hscan_iter(keys.message_ids(cid), count=1000, no_values=True):
-        match = _CHANNEL.match(_s(name) or "")
+        match = _CHANNEL.match(as_text(name) or "")
         channels.add(match.group(0) if match else "")
     channels.discard("")
-    deliveries = [_s(d) or "" for d in await redis.zrange(keys.deliveries(cid), 0, -1)]
+    deliveries = [as_text(d) or "" for d in await redis.zrange(keys.deliveries(cid), 0, -1)]
     return [
         *(keys.channel_timeline(cid, ch) for ch in sorted(channels)),
         *(keys.presence(cid, ch) for ch in sorted(channels)),
@@ -214,7 +235,9 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
         keys.notes(cid),
         keys.calls(cid),
         keys.devices(cid),
+        keys.mail(cid),
         keys.events(cid),
+        keys.survey(cid),
         keys.customer(cid),
     ]
 
@@ -223,6 +246,7 @@ STEPS: tuple[Callable[[Erasure], Awaitable[None]], ...] = (
     _mark,
     _release,
     _scrub,
+    _forget,
     _announce,
     _delete_absorbed,
     _delete_own,
@@ -267,6 +291,13 @@ class ExportedCall(msgspec.Struct, frozen=True):
     status: str  # the latest status the phone provider reported
 
 
+class ExportedOptOut(msgspec.Struct, frozen=True):
+    channel: str
+    external_id: str
+    at: str  # when the customer asked for no more messages
+    keyword: str  # what they sent ("STOP"), or the provider's error that told omni
+
+
 class ExportHead(msgspec.Struct, frozen=True):
     """What the export says before its long lists."""
 
@@ -280,6 +311,7 @@ class ExportHead(msgspec.Struct, frozen=True):
     continuity: Continuity | None
     devices: list[ExportedDevice]
     calls: list[ExportedCall]
+    opt_outs: list[ExportedOptOut]
 
 
 class Export(ExportHead, frozen=True):
@@ -294,14 +326,14 @@ class Export(ExportHead, frozen=True):
 async def export_head(store: Store, cid: str) -> ExportHead:
     """Read before the response starts, so a missing or absorbed id is a problem
     document, not a cut-off download."""
-    context = await store.context(cid, follow=False)
+    context = await store.contexts.read(cid, follow=False)
     if await store.redis.hexists(keys.customer(cid), "erasing"):
         raise Conflict(f"{cid} is being erased; DELETE it again to finish the erasure")
-    absorbed = await store.absorbed(cid)
+    absorbed = await store.customers.absorbed(cid)
     devices: list[ExportedDevice] = []
     calls: list[ExportedCall] = []
     for owner in [cid, *absorbed]:
-        for device_id, record in sorted((await device_records(store.redis, owner)).items()):
+        for device_id, record in sorted((await device_records(store, owner)).items()):
             device = record.device
             devices.append(
                 ExportedDevice(
@@ -319,8 +351,15 @@ async def export_head(store: Store, cid: str) -> ExportHead:
                 )
             )
         for call_id, held in sorted((await store.redis.hgetall(keys.calls(owner))).items()):
-            status = (_s(held) or "").partition(" ")[0]
-            calls.append(ExportedCall(call_id=_s(call_id) or "", status=status))
+            status = (as_text(held) or "").partition(" ")[0]
+            calls.append(ExportedCall(call_id=as_text(call_id) or "", status=status))
+    opt_outs: list[ExportedOptOut] = []
+    for identity in context.customer.identities:
+        opt_out = await opted_out(store, identity.channel, identity.external_id)
+        if opt_out is not None:
+            opt_outs.append(
+                ExportedOptOut(identity.channel, identity.external_id, opt_out.at, opt_out.keyword)
+            )
     return ExportHead(
         format=EXPORT_FORMAT,
         exported_at=iso(now_ms()) or "",
@@ -332,6 +371,7 @@ async def export_head(store: Store, cid: str) -> ExportHead:
         continuity=context.continuity,
         devices=devices,
         calls=calls,
+        opt_outs=opt_outs,
     )
 
 
@@ -358,7 +398,9 @@ async def export_body(
     yield b'],"messages":['
     comma, before, count = b"", None, 0
     while True:
-        history = await store.history(cid, limit=page, before=before, channel=None, follow=False)
+        history = await store.timeline.history(
+            cid, limit=page, before=before, channel=None, follow=False
+        )
         if history.messages:
             yield comma + b",".join(encoder.encode(m) for m in history.messages)
             comma = b","

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -40,7 +40,9 @@ from omni.ids import is_customer_id
 from omni.live import Live
 from omni.model import Assignee, Author, Message, Responder
 from omni.outbox import Job
+from omni.reports import Reports, Resolution
 from omni.settings import HandoffSettings
+from omni.store.inbox import ConversationIndex, Event
 
 log = structlog.get_logger("omni.handoff")
 Target = Literal["bot", "queue", "agent"]
@@ -60,7 +62,8 @@ class Holder(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.agent_id is None
 
 
-# A customer's 'ho' and 'cv_assignee' fields as stored (what `holder_of` reads).
+# A customer's 'ho' and 'cv_assignee' fields as stored (what `holder_of` reads), and
+# maybe more after them (append.lua's: omni.store.timeline.Appended.handoff).
 HandoffFields = Sequence[Any] | None
 
 
@@ -75,7 +78,7 @@ async def holder(store_or_redis: Any, cid: str) -> Holder | None:
 
 def holder_of(fields: HandoffFields) -> Holder | None:
     """`holder` from the fields already read (the append script returns them)."""
-    ho, blob = fields or (None, None)
+    ho, blob = (fields[0], fields[1]) if fields else (None, None)
     if ho not in (b"agent", b"queue") or not blob:
         return None
     who = codec.decode(blob if isinstance(blob, bytes) else blob.encode(), Assignee)
@@ -83,10 +86,24 @@ def holder_of(fields: HandoffFields) -> Holder | None:
 
 
 class Handoffs:
-    def __init__(self, redis: Redis, live: Live, config: HandoffSettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        live: Live,
+        config: HandoffSettings,
+        index: ConversationIndex | None = None,
+        reports: Reports | None = None,
+    ) -> None:
+        """`index`: the team inbox's (store.inbox), told of every change of who holds a
+        conversation, of its status, and of each reply; `reports`: the service report's
+        counters (omni.reports), told of first responses and resolutions."""
         self.redis = redis
         self.live = live
         self.config = config
+        self.index = index
+        self.reports = reports
+        # Told of each resolution after it is stored (the resolution survey: omni.surveys).
+        self.on_resolved: Callable[[Resolution], Awaitable[object]] | None = None
         self._script = scripts.load(redis, "handoff")
 
     async def _run(self, cid: str, op: str, *args: Any) -> list[Any]:
@@ -130,6 +147,7 @@ class Handoffs:
         if due is None:
             await self.redis.zrem(keys.handoff_due(), cid)
         before = _text(result[1])
+        await self._index(cid)
         await metrics.count_handoff(self.redis, to, by.kind)
         assignee = msgspec.structs.replace(who, reply_due=iso(due))
         await self._tell(cid, to, assignee, status, by, before)
@@ -175,8 +193,15 @@ class Handoffs:
         if int(result[1]):
             seconds = int(result[2]) / 1000
             await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
+            if self.reports is not None:
+                who = (message.author.id or "agent") if kind == "agent" else "bot"
+                await self.reports.first_response(
+                    message.customer_id, message.channel, who, int(result[4]),
+                    int(result[2]), now_ms(),
+                )  # fmt: skip
         if int(result[3]):
             await self.redis.zrem(keys.handoff_due(), message.customer_id)
+        await self._index(message.customer_id, "reply")
 
     async def on_bot_answer(self, job: Job, answer: BotAnswer) -> None:
         """A bot answered a webhook with `"handoff": true`: the conversation goes to the
@@ -192,13 +217,16 @@ class Handoffs:
         """Mark the conversation resolved (the next message starts another): who resolved
         it ("agent" when an agent took part), or None when it already was."""
         kind = "agent" if by.kind == "agent" else "bot"
-        bot = codec.encode(Assignee(kind="bot", since=iso(now_ms()), reason=reason))
-        result = await self._run(cid, "resolve", now_ms(), kind, bot)
+        now = now_ms()
+        bot = codec.encode(Assignee(kind="bot", since=iso(now), reason=reason))
+        result = await self._run(cid, "resolve", now, kind, bot)
         if not int(result[0]):
             return None
         resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
         await self.redis.zrem(keys.handoff_due(), cid)
+        await self._index(cid)
         await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
+        done = _resolution(cid, result, by, resolved_by, now)
         await self.live.publish(
             cid,
             "conversation",
@@ -209,6 +237,13 @@ class Handoffs:
                 "by": msgspec.to_builtins(by),
             },
         )
+        if self.reports is not None:
+            await self.reports.resolved(done)
+        if self.on_resolved is not None:
+            try:
+                await self.on_resolved(done)
+            except Exception as exc:  # the resolution stands whatever the survey does
+                log.warning("after-resolution hook failed", error=type(exc).__name__)
         return resolved_by
 
     # -- the sweep --------------------------------------------------------------------
@@ -236,6 +271,7 @@ class Handoffs:
             return False
         if int(result[0]):
             await self.redis.zrem(keys.handoff_due(), cid)
+            await self._index(cid)
             await metrics.count_handoff(self.redis, "queue", "timeout")
             system = Author(kind="system", name="reply timeout")
             await self._tell(cid, "queue", queue, "pending", system, "agent")
@@ -258,8 +294,38 @@ class Handoffs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.sweep_interval_s)
 
+    async def _index(self, cid: str, event: Event = "") -> None:
+        if self.index is not None:
+            await self.index.sync(cid, event)
+
     def _timeout_ms(self) -> int:
         return max(1, int(self.config.reply_timeout_s * 1000))
+
+
+def _resolution(
+    cid: str, result: Sequence[Any], by: Author, resolved_by: Responder, now: int
+) -> Resolution:
+    """The resolve op's answer as the report and the survey see it; the agent is the
+    one who resolved it, else the one who held it, else "agent" (a queue)."""
+    agent = "bot"
+    if resolved_by == "agent":
+        held = result[6]
+        before = codec.decode(held, Assignee) if isinstance(held, bytes) and held else None
+        named = (by.id if by.kind == "agent" else None) or (before.id if before else None)
+        agent = named or "agent"
+    started = _text(result[4])
+    channels = tuple(c for c in _text(result[5]).split(",") if c)
+    return Resolution(
+        customer_id=cid,
+        conversation=int(_text(result[3]) or 0),
+        channel=_text(result[2]) or "unknown",
+        agent=agent,
+        resolved_by=resolved_by,
+        channels=channels,
+        took_ms=now - int(started) if started else 0,
+        repeated=bool(_text(result[7])),
+        at_ms=now,
+    )
 
 
 def _text(value: Any) -> str:

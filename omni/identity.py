@@ -2,7 +2,9 @@
 
 A channel identity joins a customer only on verified evidence — a verified login on web
 or mobile (the identify HMAC), a caller whose number is a phone the customer verified,
-an identity an agent or admin links, or a link token. An e-mail or phone number typed in
+an e-mail whose sender the provider authenticated (SPF or DKIM pass aligned with the
+From domain) from an address the customer verified, an identity an agent or admin
+links, or a link token. An e-mail or phone number typed in
 a chat proves nothing (anyone can type anyone's address): it is kept as an unverified
 fact of the customer who typed it, and it never joins or merges records on its own.
 """
@@ -11,32 +13,22 @@ from __future__ import annotations
 
 import re
 
-from redis.asyncio import Redis
+from omni.errors import Conflict, NotFound
+from omni.model import FactInput, FactSource, IdentityLink, Message
+from omni.phones import PHONE_CHANNELS, find_phones, identity_phone
+from omni.store import Store
 
-from omni import codec, keys
-from omni.errors import Conflict
-from omni.model import FactInput, FactSource, FactsPatch, IdentityLink, Message, Profile
-from omni.search import normalize_phone
-from omni.store import Store, _b
+__all__ = [
+    "PHONE_CHANNELS",
+    "claim_thread",
+    "claim_verified_email",
+    "claim_verified_phone",
+    "note_typed_contacts",
+    "typed_contacts",
+]
 
-PHONE_CHANNELS = frozenset({"voice", "sms", "whatsapp"})  # external ids that are E.164
 TYPED_CONFIDENCE = 0.5  # an address typed in a chat: plausible, never proof
 _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-_PHONE = re.compile(r"(?:\+|00)[1-9][\d\s().-]{6,18}\d")
-
-
-async def verified_phone_owner(redis: Redis, phone: str) -> str | None:
-    """The one customer who verified `phone`, or None (nobody, or more than one)."""
-    members = await redis.smembers(keys.search_index("phone", phone))
-    owners = []
-    for member in members:
-        cid = _b(member).decode()
-        blob = await redis.hget(keys.customer(cid), "p")
-        if blob is not None:
-            profile = codec.decode(_b(blob), Profile)
-            if profile.phone == phone and profile.phone_verified:
-                owners.append(cid)
-    return owners[0] if len(owners) == 1 else None
 
 
 async def claim_verified_phone(store: Store, channel: str, external_id: str) -> str | None:
@@ -44,26 +36,68 @@ async def claim_verified_phone(store: Store, channel: str, external_id: str) -> 
     its first message creates a new customer — the one customer who verified that
     number, linked from now on. None: nobody yet (or not a phone channel)."""
     if channel not in PHONE_CHANNELS:
-        return None  # not asked: the identity's own record answers (omni.store.resolve)
-    cid = await store.find(channel, external_id)
+        return None  # not asked: the identity's own record answers (store.customers.resolve)
+    cid = await store.customers.find(channel, external_id)
     if cid is not None:
         return cid
-    phone = normalize_phone(external_id)
-    owner = await verified_phone_owner(store.redis, phone) if phone else None
+    phone = identity_phone(channel, external_id)
+    owner = await store.search.verified_phone_owner(phone) if phone else None
     if owner is None:
         return None
     # Caller ID can be spoofed, so the link does not claim the identity is verified.
+    evidence = f"the {channel} number is the phone {owner} verified"
+    return await _link_unverified(store, owner, channel, external_id, evidence)
+
+
+async def claim_verified_email(store: Store, address: str) -> str | None:
+    """The customer of an e-mail address the provider authenticated: the one it belongs
+    to, else — before its first mail creates a new customer — the one customer who
+    verified that address, linked from now on. The caller has checked that the sending
+    domain passed SPF or DKIM; a mail that did not proves nothing and must not come here.
+    The link is not marked verified: SPF and DKIM vouch for the domain, not the person."""
+    cid = await store.customers.find("email", address)
+    if cid is not None:
+        return cid
+    owner = await store.search.verified_email_owner(address)
+    if owner is None:
+        return None
+    evidence = f"the sending domain passed SPF/DKIM for the address {owner} verified"
+    return await _link_unverified(store, owner, "email", address, evidence)
+
+
+async def claim_thread(store: Store, cid: str, address: str) -> str | None:
+    """A reply from `address` to a mail omni sent to `address` for customer `cid` (its
+    In-Reply-To or References name that mail): the address joins `cid` when it belongs
+    to nobody yet. Receiving at an address and answering the mail is evidence of
+    holding it; a reply from another address (a forward, a CC) joins nothing."""
+    found = await store.customers.find("email", address)
+    if found is not None:
+        return found
+    evidence = f"a reply from the address to the mail omni sent it for {cid}"
+    return await _link_unverified(store, cid, "email", address, evidence)
+
+
+async def _link_unverified(
+    store: Store, owner: str, channel: str, external_id: str, evidence: str
+) -> str | None:
     link = IdentityLink(channel=channel, external_id=external_id, verified=False)
     try:
-        await store.link_identity(owner, link)
-    except Conflict as exc:  # the number's first message raced this and created its own
+        _, created = await store.customers.link_identity(owner, link)
+    except Conflict as exc:  # the identity's first message raced this and created its own
         found = exc.extra.get("customer_id")
         return str(found) if found else None
+    except NotFound:  # the customer the evidence names was erased since
+        return None
+    if created:
+        await store.audit.record(
+            [owner], "join", evidence=evidence, identity=(channel, external_id)
+        )
     return owner
 
 
-def typed_contacts(text: str) -> dict[str, str]:
-    """E-mail and phone numbers written in a message."""
+def typed_contacts(text: str, region: str | None = None) -> dict[str, str]:
+    """E-mail and phone numbers written in a message; a number without its country
+    code is read in `region` (omni.phones)."""
     found: dict[str, str] = {}
     # Only the words with an "@" are tried: a regex search over a long word without one
     # would backtrack quadratically.
@@ -71,26 +105,22 @@ def typed_contacts(text: str) -> dict[str, str]:
         if "@" in word and (email := _EMAIL.search(word)):
             found["email"] = email.group(0).casefold()
             break
-    for match in _PHONE.finditer(text):
-        if phone := normalize_phone(match.group(0)):
-            found["phone"] = phone
-            break
+    for phone in find_phones(text, region):
+        found["phone"] = phone
+        break
     return found
 
 
-async def note_typed_contacts(store: Store, message: Message) -> list[str]:
+async def note_typed_contacts(
+    store: Store, message: Message, region: str | None = None
+) -> list[str]:
     """Keep what the customer typed as unverified facts, unless already known."""
-    contacts = typed_contacts(message.text or "")
+    contacts = typed_contacts(message.text or "", region)
     if not contacts:
         return []
-    known = await store.redis.hmget(keys.customer(message.customer_id),
-                                    [f"f:{name}" for name in contacts])  # fmt: skip
     source = FactSource(channel=message.channel, message_id=message.id)
-    facts: dict[str, FactInput | None] = {
+    facts = {
         name: FactInput(value=value, confidence=TYPED_CONFIDENCE, source=source)
-        for (name, value), existing in zip(contacts.items(), known, strict=True)
-        if existing is None
+        for name, value in contacts.items()
     }
-    if facts:
-        await store.patch_facts(message.customer_id, FactsPatch(facts=facts), None)
-    return list(facts)
+    return await store.parts.add_absent_facts(message.customer_id, facts)

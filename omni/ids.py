@@ -34,6 +34,14 @@ def new_message_id() -> str:
     return "msg_" + ulid()
 
 
+def new_merge_id() -> str:
+    return "mrg_" + ulid()
+
+
+def is_merge_id(value: str) -> bool:
+    return value.startswith("mrg_") and bool(_ULID_RE.match(value[4:]))
+
+
 def is_customer_id(value: str) -> bool:
     return value.startswith("cus_") and bool(_ULID_RE.match(value[4:]))
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import structlog
 
-from adapters.base import ChannelEvent, Marked, Received
+from omni.channel import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
 from omni.handoff import HandoffFields, Handoffs
 from omni.identity import claim_verified_phone, note_typed_contacts
@@ -17,6 +17,7 @@ from omni.ids import new_message_id
 from omni.live import Live
 from omni.model import (
     Author,
+    DeliveryState,
     Identity,
     InboundMessage,
     Message,
@@ -25,9 +26,13 @@ from omni.model import (
     message_from,
 )
 from omni.outbox import Outbox
+from omni.phones import canonical_external_id
+from omni.receipts import hold_early
+from omni.reports import Reports
 from omni.scripts import Batch
 from omni.settings import BotSettings
 from omni.store import Store
+from omni.surveys import Surveys
 
 log = structlog.get_logger("omni.inbox")
 
@@ -41,8 +46,14 @@ class Inbox:
         bots: Mapping[str, BotSettings],
         *,
         handoffs: Handoffs | None = None,
+        phone_region: str | None = None,
+        reports: Reports | None = None,
+        surveys: Surveys | None = None,
     ) -> None:
         self.store = store
+        self.reports = reports
+        self.surveys = surveys
+        self.phone_region = phone_region  # [identity] default_region (omni.phones)
         self.outbox = outbox
         self.live = live
         self.bots = bots
@@ -52,12 +63,26 @@ class Inbox:
         self, inbound: InboundMessage, *, notify_bot: bool = True
     ) -> tuple[Message, bool]:
         """Store once and tell listeners; `notify_bot=False` is for a channel that calls
-        its bot itself while the customer waits (voice), so the bot is not called twice."""
+        its bot itself while the customer waits (voice), so the bot is not called twice.
+        A phone channel's number is stored in its canonical form (omni.phones)."""
+        external_id = canonical_external_id(inbound.channel, inbound.external_id, self.phone_region)
+        if external_id != inbound.external_id:
+            inbound = msgspec.structs.replace(inbound, external_id=external_id)
+        if self.surveys is not None and (answered := await self.surveys.answer(inbound)):
+            # An answer to the open survey: recorded as the survey's timeline event, it
+            # wakes no bot and opens no conversation (omni.surveys).
+            return answered
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
-        message, _, created, handoff = await self.store.ingest(inbound)
+        appended = await self.store.timeline.ingest(inbound)
+        message, created, handoff = appended.message, appended.created, appended.handoff
+        if created and appended.journey is not None and self.reports is not None:
+            step, conv, resolved = appended.journey
+            await self.reports.journey(
+                message.customer_id, message.channel, step, conv, resolved, now_ms()
+            )
         if created:
             if message.text:
-                await note_typed_contacts(self.store, message)
+                await note_typed_contacts(self.store, message, self.phone_region)
             await self._tell(message, handoff, notify_bot=notify_bot)
         return message, created
 
@@ -101,12 +126,13 @@ class Inbox:
                 customer_id=message.customer_id,
             )
         await self.store.pipeliner.run(batch)
+        await self.store.inbox.sync(message.customer_id, "inbound", handoff)
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against
         the stored reply (its channel id was linked at delivery); one sent from the
         channel's own app by a person is stored as an agent's message."""
-        cid, _ = await self.store.resolve(inbound.channel, inbound.external_id)
+        cid, _ = await self.store.customers.resolve(inbound.channel, inbound.external_id)
         if (ours := await self._being_sent(cid, inbound)) is not None:
             return ours
         author_id = inbound.metadata.get("author_id")
@@ -114,7 +140,7 @@ class Inbox:
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="outbound", author=author
         )
-        stored, _, created, _ = await self.store.append(
+        stored, _, created, *_ = await self.store.timeline.append(
             cid,
             message,
             identity=Identity(channel=inbound.channel, external_id=inbound.external_id),
@@ -133,30 +159,53 @@ class Inbox:
         # An echo of a send that has answered finds no expectation (the send took it
         # away): the append below finds the reply by the id the send linked.
         fingerprint = echo_fingerprint(inbound.external_id, inbound.text, inbound.attachments)
-        entry = await self.store.expected_echo(cid, inbound.channel, fingerprint)
+        entry = await self.store.timeline.expected_echo(cid, inbound.channel, fingerprint)
         if entry is None:
             return None
-        await self.store.link_channel_message(
+        await self.store.timeline.link_channel_message(
             cid, inbound.channel, inbound.channel_message_id, entry
         )
-        return await self.store.message_at(cid, entry)
+        return await self.store.timeline.message_at(cid, entry)
 
     async def _mark(self, event: Marked) -> None:
-        cid = await self.store.find(event.channel, event.external_id)
+        cid = await self.store.customers.find(event.channel, event.external_id)
         target = event.channel_message_id
         if cid is None or target is None or event.kind == "referral":
             log.info("mark not applied", channel=event.channel, kind=event.kind)
             return
-        entry = await self.store.entry_of(cid, event.channel, target)
+        entry = await self.store.timeline.entry_of(cid, event.channel, target)
         if entry is None:
+            if event.kind in ("delivered", "failed", "read"):
+                # Perhaps before the send's own answer linked the id: kept for it (a read
+                # says delivered), the same as Twilio's early receipts.
+                state: DeliveryState = "failed" if event.kind == "failed" else "delivered"
+                reason = event.detail.get("reason") if event.kind == "failed" else None
+                await hold_early(
+                    self.store, cid, event.channel, target, state, str(reason) if reason else None
+                )
             log.info("mark for an unknown message", channel=event.channel, kind=event.kind)
             return
         at = event.at_ms or now_ms()
-        if event.kind == "delivered":
-            await self.store.set_status(
-                cid, entry, MessageStatus(state="delivered", at=iso(at) or "")
-            )
-        else:
-            emoji = event.detail.get("emoji") or event.detail.get("reaction")
-            await self.store.annotate(cid, entry, event.kind, at, str(emoji) if emoji else None)
+        if event.kind in ("sent", "delivered", "failed"):
+            reason = event.detail.get("reason") if event.kind == "failed" else None
+            await self._advance(cid, entry, event.kind, at, str(reason) if reason else None)
+            return
+        if event.kind == "read":  # read implies delivered (which may never be reported)
+            await self._advance(cid, entry, "delivered", at, None)
+        emoji = event.detail.get("emoji") or event.detail.get("reaction")
+        await self.store.timeline.annotate(
+            cid, entry, event.kind, at, str(emoji) if emoji else None
+        )
         await self.live.publish(cid, f"message.{event.kind}", {"entry": entry, "at": iso(at)})
+
+    async def _advance(
+        self, cid: str, entry: str, state: DeliveryState, at: int, reason: str | None
+    ) -> None:
+        """A channel's report on a message we sent: its delivery status moves forward."""
+        status = await self.store.timeline.advance_status(cid, entry, state, iso(at) or "", reason)
+        if status is None:
+            return
+        message = await self.store.timeline.message_at(cid, entry)
+        if message is not None:
+            data = {"id": message.id, **msgspec.to_builtins(status)}
+            await self.live.publish(cid, "message.status", data)

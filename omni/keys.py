@@ -13,9 +13,22 @@ Keys that index across customers (identities, search) are tagged by what they in
     omni:{C}:calls      hash    phone calls: CallSid -> "<latest status> <sequence number>"
     omni:{C}:dev        hash    mobile devices: device id -> msgpack device record
     omni:{C}:on:<ch>    zset    live sockets on a channel: socket id scored by expiry (ms)
+    omni:{C}:svy        hash    the open survey: id, kind, channel, steps, expiry, what it
+                                is about (omni.surveys); the customer hash keeps svy_conv
+                                (last conversation asked), nps_at, rp (last resolution, for
+                                the report's reopen count), cv_rq, cart_ch, cart_order
+    omni:{C}:mail       hash    e-mail threads: the last mail each way, the Message-IDs indexed
     omni:ident:{<ch>:<ext>}     string  channel identity -> customer id
+    omni:optout:{<ch>:<ext>}    string  the identity asked for no more messages (STOP):
+                                        "<ms> <keyword>"; beside its identity key's slot
     omni:push:{<digest>}        string  push token digest -> "<customer id> <device id>"
     omni:ix:<kind>:{<value>}    set     search index: email, phone, name token -> ids
+    omni:rep:{r<shard>}:…       the service report's per-day figures (see below)
+    omni:msgid:{<digest>}       string  an e-mail Message-ID omni sent or received -> id
+    omni:once:<scope>:{<digest>} string a webhook's one-time token, until it expires
+    omni:audit:{C}              stream  the customer's identity changes (omni.store.audit)
+    omni:merge:{<merge id>}     hash    a merge and what undoing it needs (omni.unmerge)
+    omni:inbox:{ib<n>}:…        zset    the team inbox's index shards (omni.store.inbox)
 """
 
 from __future__ import annotations
@@ -23,6 +36,13 @@ from __future__ import annotations
 import zlib
 
 PREFIX = "omni"
+
+
+def shard_of(cid: str, shards: int) -> int:
+    """The shard a customer's entries in a sharded service-wide index or channel go to
+    (the team inbox, the service report, the live doorbells): crc32 of its id modulo the
+    section's `shards`, stable across processes."""
+    return zlib.crc32(cid.encode()) % shards
 
 
 def customer(cid: str) -> str:
@@ -71,8 +91,32 @@ def push_token(digest: str) -> str:
     return f"{PREFIX}:push:{{{digest}}}"
 
 
+def mail(cid: str) -> str:
+    """The customer's e-mail threads (omni.threads): `in` and `out`, the last mail from
+    and to them, and `x:<digest>` -> the address of each Message-ID indexed for them."""
+    return f"{PREFIX}:{{{cid}}}:mail"
+
+
+def message_id(digest: str) -> str:
+    """Which customer an e-mail Message-ID belongs to (by its digest: ids are long), so a
+    reply's In-Reply-To or References finds the conversation it answers."""
+    return f"{PREFIX}:msgid:{{{digest}}}"
+
+
+def once(scope: str, digest: str) -> str:
+    """A one-time token a webhook carried (Mailgun's `token`), kept while a post with it
+    could still be accepted, so a replayed post is refused (omni.nonces)."""
+    return f"{PREFIX}:once:{scope}:{{{digest}}}"
+
+
 def identity(channel: str, external_id: str) -> str:
     return f"{PREFIX}:ident:{{{channel}:{external_id}}}"
+
+
+def opt_out(channel: str, external_id: str) -> str:
+    """A channel identity that asked for no more messages (SMS STOP), until it asks
+    again (START). Tagged like its identity: the number's, whichever customer it is."""
+    return f"{PREFIX}:optout:{{{channel}:{external_id}}}"
 
 
 def search_index(kind: str, value: str) -> str:
@@ -167,11 +211,6 @@ def live_channel() -> str:
 # customer's always go to the same part. On one server there is one part, as before.
 
 
-def shard_of(cid: str, shards: int) -> int:
-    """The shard a customer's service-wide traffic goes to (stable across processes)."""
-    return zlib.crc32(cid.encode()) % shards
-
-
 def live_shard(shard: int) -> str:
     """A sharded pub/sub channel (SPUBLISH) of doorbells, in cluster mode: each message
     is the id of a customer with a new event in its stream."""
@@ -199,3 +238,64 @@ def link_code(code: str) -> str:
 def stats() -> str:
     """Service-wide counters (hash): repeated questions, questions omni answered, …"""
     return f"{PREFIX}:stats"
+
+
+# -- the service report (omni.reports) ------------------------------------------------
+#
+#     omni:rep:{r<shard>}:d:<day>             hash  counters "<figure>|<channel>|<agent>"
+#     omni:rep:{r<shard>}:q:<figure>:<day>    zset  duration samples (ms), bounded
+#     omni:rep:{r<shard>}:u:<day>:<channel>   HLL   returning customers ("*": any channel)
+#
+# A customer's figures go to one shard (crc32 of its id modulo [reports] shards), so no
+# key is service-wide, one shard's days share a slot (PFCOUNT over a range is one
+# command) and distinct counts add up across shards.
+
+
+def report_day(shard: int, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:d:{day}"
+
+
+def report_samples(shard: int, figure: str, day: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:q:{figure}:{day}"
+
+
+def report_returning(shard: int, day: str, channel: str) -> str:
+    return f"{PREFIX}:rep:{{r{shard}}}:u:{day}:{channel}"
+
+
+def survey(cid: str) -> str:
+    """The customer's open survey (hash: id, kind, channel, steps, expiry, what it is
+    about); gone once answered or expired (omni.surveys)."""
+    return f"{PREFIX}:{{{cid}}}:svy"
+
+
+# -- the team inbox (omni.store.inbox) ------------------------------------------------
+#
+#     omni:inbox:{ib<n>}:<status>              zset  customer ids scored by waiting since (ms);
+#                                                    status: waiting, open or resolved
+#     omni:inbox:{ib<n>}:<status>:c:<channel>  zset  the same, on one channel
+#     omni:inbox:{ib<n>}:<status>:a:<agent>    zset  the same, held by one agent
+#
+# Sharded by customer id (`[inbox] shards`): a single global set would pin every
+# conversation change of the service to one Cluster node; a read merges the shards.
+
+
+def inbox(shard: int, status: str, by: str = "") -> str:
+    """One shard of the team inbox's index for a status; `by` is "c:<channel>" or
+    "a:<agent id>" for the filtered sets, "" for all."""
+    return f"{PREFIX}:inbox:{{ib{shard}}}:{status}" + (f":{by}" if by else "")
+
+
+# -- identity changes (omni.store.audit, omni.merge, omni.unmerge) --------------------
+
+
+def audit(cid: str) -> str:
+    """The customer's audit log of identity changes (stream). It carries the customer's
+    hash tag but is not one of the keys erasure deletes: erasure scrubs it to ids."""
+    return f"{PREFIX}:audit:{{{cid}}}"
+
+
+def merge_record(merge_id: str) -> str:
+    """One merge (hash): its two customers, the absorbed record's fields at merge time
+    and the survivor's fields the merge overwrote, what undoing it needs."""
+    return f"{PREFIX}:merge:{{{merge_id}}}"

@@ -29,11 +29,13 @@ from omni.errors import Conflict, Gone, NotFound, Unauthenticated, ValidationFai
 from omni.live import Live
 from omni.merge import announce, merge_customers
 from omni.model import IdentityLink
-from omni.store import Store, _b
+from omni.phones import canonical_external_id
+from omni.store import Store
+from omni.store.reply import as_bytes
 
 TTL_S = 15 * 60
 _CODE_ATTEMPTS = 10
-LinkChannel = Literal["web", "mobile", "voice", "instagram"]
+LinkChannel = Literal["web", "mobile", "voice", "instagram", "whatsapp"]
 
 
 class LinkTokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,14 +87,14 @@ class LinkTokens:
         if self._secret is None:
             candidate = secrets.token_bytes(32)
             existing = await self.redis.set(keys.link_secret(), candidate, nx=True, get=True)
-            self._secret = _b(existing) if existing is not None else candidate
+            self._secret = as_bytes(existing) if existing is not None else candidate
         return self._secret
 
     def _sign(self, secret: bytes, payload: bytes) -> str:
         return _b64(hmac.new(secret, payload, hashlib.sha256).digest()[:20])
 
     async def issue(self, cid: str, channel: str, now: float | None = None) -> LinkToken:
-        await self.store.revision(cid)  # 404 for a customer that does not exist
+        await self.store.parts.revision(cid)  # 404 for a customer that does not exist
         now = time.time() if now is None else now
         expires = int(now) + TTL_S
         nonce = secrets.token_urlsafe(12)
@@ -140,7 +142,7 @@ class LinkTokens:
                 raise NotFound(
                     "no link code like that is waiting; it may have expired", field="code"
                 )
-            token = _b(found).decode()
+            token = as_bytes(found).decode()
         cid, channel, nonce = self._open(await self.secret(), token, now)
         if channel != request.channel:
             raise ValidationFailed(
@@ -149,16 +151,33 @@ class LinkTokens:
             )
         if not await self.redis.delete(keys.link_nonce(nonce)):
             raise Gone("that link token was already used", field="token")
-        current = await self.store.find(request.channel, request.external_id)
+        # A phone channel's number in its one stored form (omni.phones).
+        external_id = canonical_external_id(request.channel, request.external_id)
+        request = msgspec.structs.replace(request, external_id=external_id)
+        current = await self.store.customers.find(request.channel, request.external_id)
         merged_from = None
+        evidence = f"link token for {channel}, issued to {cid}, presented by that identity"
         if current is None:
             link = IdentityLink(channel=request.channel, external_id=request.external_id)
-            await self.store.link_identity(cid, link)
+            await self.store.customers.link_identity(cid, link)
+            await self.store.audit.record(
+                [cid],
+                "link_token",
+                evidence=evidence,
+                identity=(request.channel, request.external_id),
+            )
         elif current != cid:
             # The older record survives (ids are time-ordered): its id is the one other
             # systems have had longest.
             survivor, source = sorted((cid, current))
-            result = await merge_customers(self.store, survivor, source)
+            result = await merge_customers(
+                self.store,
+                survivor,
+                source,
+                action="link_token",
+                evidence=evidence,
+                identity=(request.channel, request.external_id),
+            )
             await announce(self.live, result)
             cid, merged_from = result.survivor, result.source
         if request.code is not None:

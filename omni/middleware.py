@@ -26,6 +26,13 @@ from omni.errors import (
 log = structlog.get_logger("omni.http")
 _REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
 PROBLEM_TYPE = "application/problem+json"
+# Seconds a client (a channel's webhook retry, a bot) is told to wait after a 503: the
+# store answers again within about that long once it is back.
+RETRY_AFTER_S = 1
+
+# Redis cannot be reached (or answer in time): what a caller that is not an HTTP handler
+# (a live socket) catches to answer "unavailable" itself.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Library exceptions that mean something to a client, found by walking the MRO.
 _MAPPED: dict[type[BaseException], type[ProblemError]] = {
@@ -67,8 +74,8 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     )
     if problem.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
-    if problem.status == 503:  # the store will be back (a failover takes seconds)
-        response.headers["Retry-After"] = "1"
+    if problem.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 

@@ -4,6 +4,10 @@ These are frozen msgspec Structs: the HTTP API decodes requests straight into th
 field paths in validation errors), the OpenAPI document takes their JSON Schema, and
 `omni.codec` stores them as msgpack. Limits that a client can hit are `Meta` constraints
 here, so the schema, the validation and the documentation say the same thing.
+
+Over 400 lines on purpose: it is the one vocabulary (about forty small Structs and the
+limits they share), read as a glossary; split by topic, the limits and the types that
+nest one another (Message in Context, Attachment in Message) would be spread over files.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ PAGE_DEFAULT = 50
 RECENT_MESSAGES = 20
 
 Direction = Literal["inbound", "outbound"]
+# A language tag as apps and browsers send it (en-US, pt_BR).
+Locale = Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")]
 AuthorKind = Literal["customer", "bot", "agent", "system"]
 AttachmentType = Literal[
     "image", "video", "audio", "file", "location", "product", "story_reply", "story_mention",
@@ -125,6 +131,15 @@ class Message(Struct, frozen=True, omit_defaults=True):
     deleted_at: str | None = None
     reaction: str | None = None
     read_at: str | None = None
+
+
+class TypingRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/customers/{id}/typing`: a bot or an agent starts or stops writing."""
+
+    state: Literal["start", "stop"]
+    channel: (
+        Annotated[str, Meta(min_length=1, max_length=32, description="default: every chat")] | None
+    ) = None
 
 
 class OutboundRequest(Struct, frozen=True, forbid_unknown_fields=True):

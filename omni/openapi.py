@@ -27,11 +27,21 @@ _PROBLEM_SCHEMA = {
 
 
 def _ref(kind: Any) -> dict[str, Any]:
+    """A schema reference; a tuple of kinds is a response that is one of them (a merge,
+    or its preview with dry_run)."""
+    if isinstance(kind, tuple):
+        return {"oneOf": [_ref(one) for one in kind]}
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
+def _kinds(kind: Any) -> tuple[Any, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def build(routes: tuple[Route, ...]) -> dict[str, Any]:
-    kinds = {r.body for r in routes if r.body} | {r.response for r in routes if r.response}
+    kinds = {r.body for r in routes if r.body} | {
+        one for r in routes if r.response for one in _kinds(r.response)
+    }
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )
@@ -70,7 +80,8 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
             responses["200"] = {**ok, "description": "already stored: the stored one"}
         if route.etag and route.method == "GET":
             responses["304"] = {"description": "not modified (If-None-Match)"}
-        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500}
+        # Any route can meet a Redis that is away, or a process at its in-flight limit.
+        statuses = set(route.errors) | ({401, 403} if route.role else set()) | {500, 503}
         for status in sorted(statuses):
             cls = titles.get(status)
             responses[str(status)] = {
@@ -79,6 +90,10 @@ def build(routes: tuple[Route, ...]) -> dict[str, Any]:
                     "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
                 },
             }
+            if status == 503:
+                responses[str(status)]["headers"] = {
+                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+                }
         if route.role:
             op["security"] = [{"apiKey": []}]
             op["x-omni-role"] = route.role

@@ -26,6 +26,11 @@ delivered (the receiver confirmed it), or failed (with the reason; it is then in
 dead-letter stream until re-queued). Delivery is at least once: an attempt can be
 repeated (a worker dying after the receiver got it), so each attempt carries the
 delivery id and receivers de-duplicate by it.
+
+Over 400 lines on purpose: it is every write of one queue, whose crash safety is the
+order of those writes across enqueue, attempt and bury (above); split, that order would
+have to be read across files. The worker's loop is omni.worker, the handlers
+omni.delivery, the scripts omni.scripts.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -171,6 +176,13 @@ def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random) -> i
     """Full jitter: a uniform pick in [0, min(cap, base * 2^(attempt-1))]."""
     ceiling = min(cap_ms, base_ms * 2 ** min(max(attempt - 1, 0), 40))
     return int(rng.uniform(0, ceiling))
+
+
+class Backlog(NamedTuple):
+    waiting: int  # queued, not yet taken by any worker (the group's lag)
+    in_flight: int  # taken by a worker, not yet finished (pending in the group)
+    delayed: int  # failed attempts waiting for their retry
+    dead: int  # failed for good, in the dead letters
 
 
 class Outbox:
@@ -333,6 +345,22 @@ class Outbox:
         await self.redis.delete(index)
         return len(ids)
 
+    async def backlog(self) -> Backlog:
+        """How far behind the workers are (for /metrics): one round trip, one slot."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xinfo_groups(self.stream)
+            pipe.xlen(self.stream)
+            pipe.zcard(self.delayed)
+            pipe.xlen(self.dead)
+            groups, queued, delayed, dead = await pipe.execute(raise_on_error=False)
+        waiting, in_flight = int(queued), 0  # before any worker made the group: all of it
+        if not isinstance(groups, Exception):  # no stream yet: nothing was ever queued
+            for group in groups:
+                if _s(group.get("name")) == self.config.group:
+                    waiting = int(group.get("lag") or 0)
+                    in_flight = int(group.get("pending") or 0)
+        return Backlog(waiting, in_flight, int(delayed), int(dead))
+
     # -- the worker's side ------------------------------------------------------------
 
     async def ensure_group(self) -> None:
@@ -432,7 +460,7 @@ class Outbox:
         owner: str,
         state: State,
         sets: list[Any],
-        deletes: list[str] = (),  # type: ignore[assignment]
+        deletes: Sequence[str] = (),
     ) -> bool:
         written = await self._update(
             keys=[keys.delivery(owner or delivery_id, delivery_id)],

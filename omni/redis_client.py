@@ -17,12 +17,13 @@ from omni.settings import RedisSettings
 
 
 def connect(settings: RedisSettings, url: str, *, socket_timeout: float | None) -> Redis:
-    """A client of `url` (or of the cluster `url` is a node of)."""
+    """A client of `url` (or of the cluster `url` is a node of). Connecting is bounded
+    by `redis.request_timeout`, like every wait on Redis."""
     if settings.cluster:
         cluster = RedisCluster.from_url(
             url,
             max_connections=settings.max_connections,  # per node
-            socket_connect_timeout=2,
+            socket_connect_timeout=settings.request_timeout,
             socket_timeout=socket_timeout,
         )
         return cast(Redis, cluster)
@@ -32,7 +33,7 @@ def connect(settings: RedisSettings, url: str, *, socket_timeout: float | None) 
         url,
         max_connections=settings.max_connections,
         timeout=settings.pool_timeout,
-        socket_connect_timeout=2,
+        socket_connect_timeout=settings.request_timeout,
         socket_timeout=socket_timeout,
     )
     return Redis(connection_pool=pool)

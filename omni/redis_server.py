@@ -4,12 +4,25 @@
 `omni serve` runs one when no `redis.url` is set, with append-only persistence under
 `redis.data_dir`, so a newcomer's data survives a restart; the test suite runs one per
 session without persistence.
+
+The data directory belongs to one omni process at a time: `omni.lock` in it is held
+with flock(2) for the owner's lifetime (the kernel lets go when the owner dies, however
+it dies) and names the owner's pid and port, so a second `omni serve` on the same
+directory refuses at once, naming them, and never touches the live owner's server. Only
+when the lock is free is a server left behind by a dead owner stopped.
+
+`supervise()` restarts the server when it exits under a running omni (killed, crashed):
+the append-only file brings back every acknowledged write, and `restarts` counts them
+for /metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -18,8 +31,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Literal
+
+import structlog
 
 from omni.errors import ConfigError
+
+log = structlog.get_logger("omni.redis")
+LOCK_FILE = "omni.lock"
 
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; leave room
 STREAM_NODE_MAX_BYTES = 2048  # see start(); the README recommends it for any Redis
@@ -54,11 +73,17 @@ class EmbeddedRedis:
         persist: bool = True,
         port: int = 0,
         extra_args: tuple[str, ...] = (),
+        fsync: Literal["always", "everysec"] = "everysec",
+        owner_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.persist = persist
         self.port = port
         self.extra_args = extra_args  # more server options (a cluster node's, say)
+        self.fsync = fsync
+        self.owner_port = owner_port  # the HTTP port of the omni serving from this data
+        self.restarts = 0
+        self._lock: IO[str] | None = None
         socket_path = self.data_dir / "valkey.sock"
         if len(str(socket_path)) > _SOCKET_PATH_MAX:
             digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]  # noqa: S324
@@ -76,7 +101,43 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_stale()
+        self._take_lock()
+        try:
+            self._stop_stale()
+            self._launch(timeout)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _take_lock(self) -> None:
+        """Own the data directory, or refuse naming who does (see the module's doc)."""
+        if self._lock is not None:
+            return
+        path = self.data_dir / LOCK_FILE
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = _owner(handle.read())
+            handle.close()
+            raise ConfigError(
+                f"redis.data_dir: {self.data_dir} is in use by a running omni "
+                f"(pid {owner.get('pid', '?')}, port {owner.get('port', '?')}); to run a "
+                "second instance give it its own data directory (OMNI_REDIS_DATA_DIR=./var2) "
+                f"or share the first one's Redis (OMNI_REDIS_URL={self.url})"
+            ) from None
+        handle.truncate(0)
+        handle.write(json.dumps({"pid": os.getpid(), "port": self.owner_port}))
+        handle.flush()
+        self._lock = handle
+
+    def _release_lock(self) -> None:
+        handle, self._lock = self._lock, None
+        if handle is not None:
+            handle.close()  # closing the only descriptor releases the flock
+
+    def _launch(self, timeout: float) -> None:
         log = self.data_dir / "valkey.log"
         args = [
             server_binary(),
@@ -90,7 +151,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             # Every new stream node is allocated at this size: at the default 4096 a
             # customer's three streams (timeline, channel index, events) cost 12 KB before
             # their second message. 2048 halves that for ~6 bytes more per message.
@@ -111,7 +172,8 @@ class EmbeddedRedis:
             if self._answers():
                 return
             time.sleep(0.02)
-        self.stop()
+        self._process.kill()  # not stop(): a supervisor's restart keeps the lock
+        self._process.wait()
         raise ConfigError(f"redis: the embedded server did not start in {timeout}s: {_tail(log)}")
 
     def _answers(self) -> bool:
@@ -143,14 +205,45 @@ class EmbeddedRedis:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM lets the server flush its append-only file before it exits."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if process is None or process.poll() is not None:
+                return
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        finally:
+            self._release_lock()
+
+    async def supervise(self, interval_s: float = 0.1) -> None:
+        """Until cancelled: start the server again whenever it exits. A restart that
+        fails is tried again a second later; requests meanwhile answer 503."""
+        while True:
+            await asyncio.sleep(interval_s)
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            log.error(
+                "embedded redis exited; restarting it", pid=process.pid, code=process.returncode
+            )
+            try:
+                await asyncio.to_thread(self._launch, 15.0)
+            except ConfigError as exc:
+                log.error("embedded redis did not restart", reason=str(exc))
+                await asyncio.sleep(1)
+                continue
+            self.restarts += 1
+            log.warning("embedded redis restarted", pid=self.pid, restarts=self.restarts)
+
+
+def _owner(text: str) -> dict[str, object]:
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -79,12 +79,15 @@ _MOVED = (
 class ReplicaAcks:
     """Appends confirmed on `replicas` replicas (WAIT) before they are answered."""
 
-    def __init__(self, redis: Redis, replicas: int, timeout_ms: int) -> None:
+    def __init__(
+        self, redis: Redis, replicas: int, timeout_ms: int, deadline_s: float | None = None
+    ) -> None:
+        """`deadline_s`: `[redis] request_timeout`, the bound on any Redis wait (WAIT's own
+        timeout is below it, omni.settings); without it, WAIT's plus a margin."""
         self.redis = redis
         self.replicas = replicas
         self.timeout_ms = timeout_ms
-        # WAIT's own deadline, and a margin for the round trip and a slow event loop.
-        self._deadline_s = timeout_ms / 1000 + 2.0
+        self._deadline_s = deadline_s if deadline_s is not None else timeout_ms / 1000 + 2.0
 
     async def append(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The append script's reply, once WAIT confirms it; Unavailable otherwise."""

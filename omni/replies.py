@@ -17,10 +17,17 @@ from omni.store import Store
 
 
 def recipient(context: Context, channel: str) -> str | None:
-    """The customer's id on `channel`: the most recently linked identity there."""
+    """The customer's id on `channel`: the most recently linked identity there; on
+    e-mail, before the customer has written from any address, the address they verified
+    (a receipt to a customer of the web chat or the app)."""
     found = [i for i in context.customer.identities if i.channel == channel]
     found.sort(key=lambda i: i.linked_at or "")
-    return found[-1].external_id if found else None
+    if found:
+        return found[-1].external_id
+    profile = context.customer.profile
+    if channel == "email" and profile.email and profile.email_verified:
+        return profile.email.casefold()
+    return None
 
 
 class Replies:
@@ -45,7 +52,7 @@ class Replies:
         """Store and queue one reply; a repeated `client_message_id` sends nothing twice."""
         if not (request.text or request.attachments):
             raise ValidationFailed("a reply needs text or attachments", field="text")
-        context = await self.store.context(cid)
+        context = await self.store.contexts.read(cid)
         channel = request.channel or context.customer.last_channel
         if channel is None:
             raise ValidationFailed("the customer has no channel yet; name one", field="channel")
@@ -71,7 +78,7 @@ class Replies:
             quick_replies=request.quick_replies,
         )
         status = MessageStatus(state="queued", at=iso(now_ms()) or "")
-        stored, entry, created, _ = await self.store.append(
+        stored, entry, created, *_ = await self.store.timeline.append(
             cid, message, identity=Identity(channel=channel, external_id=to), status=status
         )
         if created:

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
-from omni import channels
 from omni.api import (
     console,
+    conversations,
     customers,
     erasure,
     events,
@@ -21,11 +23,14 @@ from omni.api import (
     metrics,
     ops,
     replies,
+    reports,
 )
 from omni.auth import require
+from omni.channel import Channel, load
 from omni.erasure import Export
 from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
+from omni.merge_preview import MergePreview
 from omni.model import (
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -45,8 +50,14 @@ from omni.model import (
     ProfilePatch,
     ResolveRequest,
     SearchResult,
+    TypingRequest,
 )
+from omni.report_model import ServiceReport
 from omni.route import Param, Route
+from omni.store.audit import AuditPage
+from omni.store.inbox import InboxPage
+from omni.surveys import Asked
+from omni.unmerge import UnmergeResult
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
@@ -114,9 +125,26 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 404, 409, 413, 415, 422)),
     Route("POST", "/v1/customers/{id}/merge", merges.merge,
           "Merge another customer into this one: one timeline, identities, facts (newest "
-          "wins), the more recent cart; idempotent; the absorbed id then answers 308",
-          "customers", role="agent", body=merges.MergeRequest, response=MergeResult,
-          params=(_ID,), errors=(400, 404, 409, 413, 415, 422)),
+          "wins), the more recent cart; idempotent; the absorbed id then answers 308. The "
+          "answer's merge_id undoes it. With \"dry_run\": true, the preview "
+          "(MergePreview): both records, what would result, each fact's conflict and "
+          "winner, the evidence; nothing written", "customers", role="agent",
+          body=merges.MergeRequest, response=(MergeResult, MergePreview), params=(_ID,),
+          errors=(400, 404, 409, 413, 415, 422)),
+    Route("POST", "/v1/merges/{merge_id}/undo", merges.undo,
+          "Undo a merge: each customer gets its own identities, facts, profile and cart "
+          "back (what changed since stays), messages stored since go to the customer "
+          "whose identity sent them, the absorbed id stops answering 308, both timelines "
+          "and audit logs say so; a repeat after a crash finishes it; 409 when already "
+          "undone or erased", "customers", role="agent", response=UnmergeResult,
+          errors=(404, 409),
+          params=(Param("merge_id", "path", "the merge's id (mrg_…)", required=True),)),
+    Route("GET", "/v1/customers/{id}/audit", merges.audit,
+          "The customer's audit log of identity changes, newest first: joins on verified "
+          "evidence, link tokens, agents' links, merges and undos, each with who, when, "
+          "the evidence and the request id; after an erasure, ids only", "customers",
+          role="agent", response=AuditPage, errors=(400, 404),
+          params=(_ID, _LIMIT, Param("before", "query", "next_cursor from the previous page"))),
     Route("DELETE", "/v1/customers/{id}", erasure.erase,
           "Erase everything omni holds about the customer and every customer merged into "
           "it (admins); 204 when done, 404 for an id with nothing (left) to erase; an "
@@ -151,6 +179,11 @@ ROUTES: tuple[Route, ...] = (
           "last; 202 with status queued, the delivery status then shows in the history",
           "messages", role="bot", body=OutboundRequest, response=Message, status=202,
           params=(_ID,), errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/typing", replies.typing,
+          "A bot or an agent is writing to the customer (state start) or stopped: shown "
+          "live in the customer's chat (web widget, app) until the reply; not in the history",
+          "messages", role="bot", body=TypingRequest, status=204, params=(_ID,),
+          errors=(400, 404, 415, 422)),
     Route("GET", "/v1/customers/{id}/deliveries", replies.deliveries,
           "The customer's deliveries (replies and bot webhooks), newest first", "deliveries",
           role="agent", response=replies.DeliveryList, params=(_ID, _LIMIT), errors=(400, 404)),
@@ -182,11 +215,43 @@ ROUTES: tuple[Route, ...] = (
           "handoff events instead of messages to answer", "conversation", role="bot",
           body=HandoffRequest, response=Conversation, params=(_ID,),
           errors=(400, 404, 413, 415, 422)),
+    Route("GET", "/v1/conversations", conversations.inbox,
+          "The team inbox: each customer's current conversation in a status (waiting: in "
+          "the agents' queue; open; resolved), oldest waiting first, with its customer, "
+          "channel, waiting time and last message; cursor-paginated", "conversation",
+          role="agent", response=InboxPage, errors=(400, 422),
+          params=(Param("status", "query", "waiting (default), open or resolved",
+                        {"type": "string", "enum": ["waiting", "open", "resolved"]}),
+                  Param("assignee", "query", "only conversations this agent holds"),
+                  Param("channel", "query", "only conversations whose customer last wrote "
+                        "on this channel"),
+                  _LIMIT,
+                  Param("after", "query", "next_cursor from the previous page"))),
     Route("POST", "/v1/customers/{id}/resolve", handoff.resolve,
           "The conversation is resolved (by the bot, or by an agent when one took part); "
           "the customer's next message starts a new one", "conversation", role="bot",
           body=ResolveRequest, response=Conversation, params=(_ID,),
           errors=(400, 404, 413, 415, 422)),
+    Route("POST", "/v1/customers/{id}/surveys", reports.ask_survey,
+          "Ask the customer a survey now on a channel (or \"current\": where they last "
+          "wrote): NPS 0-10 by default, or csat / ces; NPS at most once per customer per "
+          "[surveys] nps_period_days across channels (409 with next_allowed_at within it; "
+          "409 too for voice when no call is live)", "surveys", role="agent",
+          body=reports.SurveyRequest, response=Asked, status=201, params=(_ID,),
+          errors=(400, 404, 409, 413, 415, 422)),
+    Route("GET", "/v1/reports/service", reports.service,
+          "The service report for a range of days (UTC; a year at most): conversations, "
+          "first-response and resolution times (median, p90), first-contact resolution, "
+          "CSAT / CES / NPS, repeated questions prevented and let through, channel "
+          "switches, carts placed on another channel than started, conversations continued "
+          "across channels, returning customers; in total and by channel, agent or day",
+          "reports", role="agent", response=ServiceReport, errors=(422,),
+          params=(Param("from", "query", "first day, YYYY-MM-DD or RFC 3339 (default: 29 "
+                        "days before to)"),
+                  Param("to", "query", "last day, included (default: today, UTC)"),
+                  Param("channel", "query", "only this channel's figures"),
+                  Param("group_by", "query", "channel (default), agent or day",
+                        {"type": "string", "enum": ["channel", "agent", "day"]}))),
     Route("GET", "/metrics", metrics.exposition,
           "Prometheus metrics (text format 0.0.4): first-response time, resolutions and "
           "handoffs per channel, service-wide; live listeners per process", "operations",
@@ -194,18 +259,20 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console", console.page,
           "The agents' console (HTML; it signs in with an agent key)", "console"),
     Route("GET", "/console/{asset}", console.asset, "The console's script and styles",
-          "console", params=(Param("asset", "path", "console.js or console.css",
+          "console", params=(Param("asset", "path", "console.js, identity.js or console.css",
                                    required=True),), errors=(404,)),
 )  # fmt: skip
 
 
-def all_routes() -> tuple[Route, ...]:
-    """The core's routes and every channel's (those authenticate the channel's way)."""
-    return ROUTES + tuple(r for module in channels.MODULES for r in module.ROUTES)
+def all_routes(channels: Sequence[Channel] | None = None) -> tuple[Route, ...]:
+    """The core's routes and every channel's (those authenticate the channel's way);
+    without `channels`, those of the default registry (`omni.channel.load`)."""
+    listed = load() if channels is None else channels
+    return ROUTES + tuple(r for channel in listed for r in channel.routes)
 
 
-def add_routes(app: web.Application) -> None:
-    for route in all_routes():
+def add_routes(app: web.Application, channels: Sequence[Channel]) -> None:
+    for route in all_routes(channels):
         # The event streams also take ?access_token= (omni.api.events says why).
         guard = events.stream_guard if route.handler in events.TOKEN_AUTH else require
         handler = guard(route.role, route.handler) if route.role else route.handler

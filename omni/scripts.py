@@ -1,4 +1,9 @@
-"""omni's Lua scripts (omni/lua/*.lua): loaded by name, run alone or in a `Batch`."""
+"""omni's Lua scripts: loaded by name, run alone or in a `Batch`.
+
+A script sits beside the code that calls it: the store's rooms' in omni/store/ (append,
+read_page, write_field), the other modules' (outbox, delivery, handoff, merge, erasure;
+each file named after its module) in omni/lua/.
+"""
 
 from __future__ import annotations
 
@@ -36,15 +41,15 @@ class Script:
             return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
 
 
-def load(redis: Redis, name: str) -> Script:
-    """The script omni/lua/<name>.lua, for `redis`."""
-    return Script(redis, _source(name))
+def load(redis: Redis, name: str, folder: str = "lua") -> Script:
+    """The script omni/<folder>/<name>.lua, for `redis`."""
+    return Script(redis, _source(folder, name))
 
 
 @functools.cache
-def _source(name: str) -> str:
+def _source(folder: str, name: str) -> str:
     # Read once per process: a merge or an erasure loads its script each time it runs.
-    return resources.files("omni").joinpath(f"lua/{name}.lua").read_text()
+    return resources.files("omni").joinpath(f"{folder}/{name}.lua").read_text()
 
 
 # A redis-py pipeline method's name and its arguments.

@@ -4,26 +4,28 @@ channel adapters and the worker's handlers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
-from adapters.base import Delivery
-from omni import channels
 from omni.bots import BotDispatcher
-from omni.delivery import Sender, handlers
+from omni.channel import Adapter, Channel, Delivery, Sender
+from omni.delivery import handlers
 from omni.handoff import Handoffs
 from omni.inbox import Inbox
 from omni.links import LinkTokens
 from omni.live import Live
 from omni.outbox import Job, Outbox
 from omni.replies import Replies
+from omni.reports import Reports
+from omni.reports import read_settings as report_settings
 from omni.settings import Settings
 from omni.store import Store
+from omni.survey_settings import read_settings as survey_settings
+from omni.surveys import Surveys
 
 
 @dataclass(frozen=True)
@@ -35,34 +37,58 @@ class Services:
     replies: Replies
     handoffs: Handoffs
     links: LinkTokens
-    adapters: dict[str, Any]
+    reports: Reports
+    surveys: Surveys
+    adapters: dict[str, Adapter]
     handlers: dict[str, Callable[[Job], Awaitable[Delivery]]]
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, redis: Redis, store: Store) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, redis: Redis, store: Store, channels: Sequence[Channel]
+) -> AsyncIterator[Services]:
+    """`channels` is the registry the caller loaded (`omni.channel.load`): the services
+    build each channel's adapter and sender and never import a channel themselves."""
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         outbox = Outbox(redis, settings.outbox)
         live = Live(redis, settings.redis.shards)
-        adapters: dict[str, Any] = {}
+        adapters: dict[str, Adapter] = {}
         senders: dict[str, Sender] = {}
-        for module in channels.MODULES:
-            adapter, sender = module.setup(settings, session, store)
+        for channel in channels:
+            adapter, sender = channel.setup(settings, session, store)
             if adapter is not None:
-                adapters[module.NAME] = adapter
+                adapters[channel.name] = adapter
             if sender is not None:
-                senders[module.NAME] = sender
-        handoffs = Handoffs(redis, live, settings.handoff)
+                senders[channel.name] = sender
+        reports = Reports(redis, report_settings(settings))
+        handoffs = Handoffs(redis, live, settings.handoff, store.inbox, reports)
         replies = Replies(store, outbox, live, settings.channels.enabled, handoffs=handoffs)
+        enabled = set(settings.channels.enabled)
+        shown = [c for c in channels if c.name in enabled]
+        styles = {c.name: c.survey for c in shown}
+        choices = {c.name: c.survey_choices for c in shown if c.survey_choices is not None}
+        surveys = Surveys(store, replies, live, reports, survey_settings(settings), styles, choices)
+        handoffs.on_resolved = surveys.on_resolved
         yield Services(
             session=session,
             outbox=outbox,
             live=live,
-            inbox=Inbox(store, outbox, live, settings.bots, handoffs=handoffs),
+            inbox=Inbox(
+                store,
+                outbox,
+                live,
+                settings.bots,
+                handoffs=handoffs,
+                phone_region=settings.identity.default_region or None,
+                reports=reports,
+                surveys=surveys,
+            ),
             replies=replies,
             handoffs=handoffs,
             links=LinkTokens(redis, store, live, settings.server.public_url),
+            reports=reports,
+            surveys=surveys,
             adapters=adapters,
             handlers=handlers(
                 store,
@@ -72,7 +98,7 @@ async def open_services(settings: Settings, redis: Redis, store: Store) -> Async
                     session, settings.bots, on_replies, on_answer=handoffs.on_bot_answer
                 ),
                 senders,
-                frozenset(m.NAME for m in channels.MODULES if getattr(m, "ECHOES", False)),
+                frozenset(c.name for c in channels if c.echoes),
                 settings.channels.enabled,
                 settings.outbox.max_attempts,
             ),

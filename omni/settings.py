@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from omni import phones
 from omni.errors import ConfigError
+from omni.eventloop import EVENT_LOOPS, EventLoop
 from omni.outbox import OutboxConfig
 
 Role = Literal["bot", "agent", "admin"]
@@ -58,12 +60,31 @@ class ApiKey:
     name: str
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL omni answers at on this machine when it binds `host:port` (a wildcard
+    bind answers on loopback too)."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Unless set explicitly (`public_url_set`), derived from host and port, so that
+    # `--port 9000` moves the links, the Twilio signature URL and `omni demo` with it.
     public_url: str = "http://127.0.0.1:8080"
     shutdown_timeout: float = 10.0
+    public_url_set: bool = False
+
+    def at(self, host: str, port: int) -> ServerSettings:
+        """These settings serving on `host:port` (the CLI's --host and --port)."""
+        public = self.public_url if self.public_url_set else local_url(host, port)
+        return replace(self, host=host, port=port, public_url=public)
+
+    event_loop: EventLoop = "auto"  # omni.eventloop: uvloop when installed
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,14 @@ class RedisSettings:
     data_dir: Path = Path("./var")
     max_connections: int = 64
     pool_timeout: float = 5.0
+    # The deadline for Redis's answer to one command or pipeline (and for connecting):
+    # past it the request fails with a 503 and Retry-After instead of hanging on a
+    # stalled server.
+    request_timeout: float = 2.0
+    # The embedded server's appendfsync: "always" loses no acknowledged write even when
+    # the machine dies; "everysec" may lose the last second of them then (a killed
+    # Redis process alone loses nothing either way: the writes are in the kernel).
+    fsync: Literal["always", "everysec"] = "everysec"
     # `url` names one node of a Redis Cluster: omni discovers the rest (omni.redis_client).
     cluster: bool = False
     # Service-wide streams are split into this many hash-tagged shards in cluster mode,
@@ -86,49 +115,13 @@ class RedisSettings:
 @dataclass(frozen=True)
 class LimitSettings:
     body_max: int = 1024 * 1024
+    # Requests one process handles at once; more are answered 503 + Retry-After.
+    max_in_flight: int = 1024
 
 
 @dataclass(frozen=True)
 class ChannelSettings:
     enabled: tuple[str, ...] = ("web", "mobile", "instagram", "voice", "sms", "whatsapp", "email")
-
-
-@dataclass(frozen=True)
-class InstagramSettings:
-    app_secret: Secret = NO_SECRET
-    verify_token: Secret = NO_SECRET
-    page_token: Secret = NO_SECRET
-    account_id: str = ""
-    graph_url: str = "https://graph.instagram.com/v22.0"
-
-
-@dataclass(frozen=True)
-class TwilioSettings:
-    auth_token: Secret = NO_SECRET
-    agent_number: str = ""
-    language: str = "en-US"
-    voice: str = "Polly.Joanna"
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    allowed_origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MobileSettings:
-    identity_secret: Secret = NO_SECRET
-    session_secret: Secret = NO_SECRET
-    push_url: str = ""
-    # Push (optional): the bearer the push endpoint expects (an APNs provider JWT, an FCM
-    # OAuth token, or a relay's key), the FCM project, the APNs topic (bundle id) for
-    # devices that do not name their app, and the APNs sandbox base URL.
-    push_auth: Secret = NO_SECRET
-    fcm_project: str = ""
-    apns_topic: str = ""
-    apns_sandbox_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +142,14 @@ class HandoffSettings:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    # The country a phone number written without its +country code is read in (ISO
+    # 3166 alpha-2, e.g. "US"), unless the customer's locale names one (omni.phones).
+    # Empty: only +international numbers are accepted.
+    default_region: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
@@ -162,20 +163,32 @@ class Settings:
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     log: LogSettings = field(default_factory=LogSettings)
     api_keys: tuple[ApiKey, ...] = ()
-    instagram: InstagramSettings = field(default_factory=InstagramSettings)
-    twilio: TwilioSettings = field(default_factory=TwilioSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    mobile: MobileSettings = field(default_factory=MobileSettings)
     bots: dict[str, BotSettings] = field(default_factory=dict)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     # `omni serve` also runs a delivery worker in its own process (so `make run` is
     # complete); deployments with `omni worker` processes may turn it off.
     in_process_worker: bool = True
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     # Every section as read (file, then environment), for the sections the core does not
     # own: a channel parses its own with the read_* helpers below, naming each setting.
     # Raw values include secrets, so they stay out of the repr.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # The worker's blocking read waits block_ms on a client whose replies are due
+        # within request_timeout: a longer wait would read as a stalled Redis.
+        if self.outbox.block_ms >= self.redis.request_timeout * 1000:
+            raise ConfigError(
+                f"outbox.block_ms: must be less than redis.request_timeout "
+                f"({self.redis.request_timeout:g} s), not {self.outbox.block_ms} ms"
+            )
+        # WAIT blocks up to replica_ack_timeout_ms on the same client: the same bound.
+        if self.redis.replica_ack_timeout_ms >= self.redis.request_timeout * 1000:
+            raise ConfigError(
+                f"redis.replica_ack_timeout_ms: must be less than redis.request_timeout "
+                f"({self.redis.request_timeout:g} s), not {self.redis.replica_ack_timeout_ms} ms"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -197,7 +210,8 @@ class Settings:
         """Validate a TOML-shaped mapping; every error names its setting."""
         known = {
             "server", "redis", "limits", "channels", "auth", "log", "instagram", "twilio", "web",
-            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity",
+            "mobile", "bots", "outbox", "handoff", "whatsapp", "sms", "email", "identity", "inbox",
+            "surveys", "reports",
         }  # fmt: skip
         for section in raw:
             if section not in known:
@@ -220,20 +234,15 @@ class Settings:
         ):
             raise ConfigError("channels.enabled: must be a list of lower-case channel names")
         return cls(
-            server=ServerSettings(
-                host=read_str(server, "server.host", "127.0.0.1"),
-                port=read_int(server, "server.port", 8080, low=0, high=65535),
-                public_url=read_str(server, "server.public_url", "http://127.0.0.1:8080").rstrip(
-                    "/"
-                ),
-                shutdown_timeout=read_float(server, "server.shutdown_timeout", 10.0),
-            ),
+            server=_server(server),
             redis=RedisSettings(
                 url=read_str(redis, "redis.url", ""),
                 data_dir=Path(read_str(redis, "redis.data_dir", "./var")),
                 max_connections=read_int(redis, "redis.max_connections", 64, low=1, high=10_000),
                 pool_timeout=read_float(redis, "redis.pool_timeout", 5.0),
-                cluster=read_bool(redis, "redis.cluster", False),
+                request_timeout=_request_timeout(redis),
+                fsync=_fsync(redis),
+                cluster=_cluster(redis),
                 shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
                 replica_acks=read_int(redis, "redis.replica_acks", 0, low=0, high=64),
                 replica_ack_timeout_ms=read_int(
@@ -242,34 +251,25 @@ class Settings:
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),
+                max_in_flight=read_int(limits, "limits.max_in_flight", 1024, low=1, high=1_000_000),
             ),
             channels=ChannelSettings(enabled=tuple(enabled)),
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
-            instagram=_instagram(read_section(raw, "instagram")),
-            twilio=_twilio(read_section(raw, "twilio")),
-            web=WebSettings(
-                identity_secret=read_secret(web := read_section(raw, "web"), "web.identity_secret"),
-                session_secret=read_secret(web, "web.session_secret"),
-                allowed_origins=tuple(read_str_list(web, "web.allowed_origins")),
-            ),
-            mobile=MobileSettings(
-                identity_secret=read_secret(
-                    mobile := read_section(raw, "mobile"), "mobile.identity_secret"
-                ),
-                session_secret=read_secret(mobile, "mobile.session_secret"),
-                push_url=read_url(mobile, "mobile.push_url"),
-                push_auth=read_secret(mobile, "mobile.push_auth"),
-                fcm_project=read_str(mobile, "mobile.fcm_project", ""),
-                apns_topic=read_str(mobile, "mobile.apns_topic", ""),
-                apns_sandbox_url=read_url(mobile, "mobile.apns_sandbox_url"),
-            ),
             bots=_bots(read_section(raw, "bots"), tuple(enabled)),
             outbox=_outbox(outbox := read_section(raw, "outbox")),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
             handoff=_handoff(read_section(raw, "handoff")),
+            identity=_identity(read_section(raw, "identity")),
             sections=MappingProxyType({name: read_section(raw, name) for name in raw}),
         )
+
+
+def _event_loop(server: Mapping[str, Any]) -> EventLoop:
+    kind = read_str(server, "server.event_loop", "auto")
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop: must be {', '.join(EVENT_LOOPS)}, not {kind!r}")
+    return kind
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
@@ -387,28 +387,6 @@ def read_url(section: Mapping[str, Any], name: str, default: str = "") -> str:
     return value
 
 
-def _instagram(section: Mapping[str, Any]) -> InstagramSettings:
-    return InstagramSettings(
-        app_secret=read_secret(section, "instagram.app_secret"),
-        verify_token=read_secret(section, "instagram.verify_token"),
-        page_token=read_secret(section, "instagram.page_token"),
-        account_id=read_str(section, "instagram.account_id", ""),
-        graph_url=read_url(section, "instagram.graph_url", InstagramSettings.graph_url),
-    )
-
-
-def _twilio(section: Mapping[str, Any]) -> TwilioSettings:
-    agent = read_str(section, "twilio.agent_number", "")
-    if agent and not agent.startswith(("+", "client:", "sip:")):
-        raise ConfigError("twilio.agent_number: must be E.164 (+…), client:<name> or sip:<uri>")
-    return TwilioSettings(
-        auth_token=read_secret(section, "twilio.auth_token"),
-        agent_number=agent,
-        language=read_str(section, "twilio.language", "en-US"),
-        voice=read_str(section, "twilio.voice", "Polly.Joanna"),
-    )
-
-
 def _bots(section: Mapping[str, Any], channels: tuple[str, ...]) -> dict[str, BotSettings]:
     bots = {}
     for channel, table in section.items():
@@ -460,6 +438,59 @@ def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
     )
 
 
+def _server(section: Mapping[str, Any]) -> ServerSettings:
+    host = read_str(section, "server.host", "127.0.0.1")
+    port = read_int(section, "server.port", 8080, low=0, high=65535)
+    public = read_url(section, "server.public_url")
+    return ServerSettings(
+        host=host,
+        port=port,
+        public_url=public or local_url(host, port),
+        shutdown_timeout=read_float(section, "server.shutdown_timeout", 10.0),
+        public_url_set=bool(public),
+        event_loop=_event_loop(section),
+    )
+
+
+def _request_timeout(section: Mapping[str, Any]) -> float:
+    value = read_float(section, "redis.request_timeout", RedisSettings.request_timeout)
+    if not 0.05 <= value <= 300:
+        raise ConfigError(
+            f"redis.request_timeout: must be between 0.05 and 300 seconds, not {value}"
+        )
+    return value
+
+
+def _cluster(section: Mapping[str, Any]) -> bool:
+    """`redis.cluster`: only with a `redis.url` naming a node over TCP (the embedded
+    server is one server, and a cluster's nodes tell clients their TCP addresses)."""
+    cluster = read_bool(section, "redis.cluster", False)
+    url = read_str(section, "redis.url", "")
+    if cluster and not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "redis.cluster: needs redis.url to name one node of the cluster, redis://host:port "
+            f"(not {url!r}); `make cluster` starts a local one on redis://127.0.0.1:7000"
+        )
+    return cluster
+
+
+def _fsync(section: Mapping[str, Any]) -> Literal["always", "everysec"]:
+    value = read_str(section, "redis.fsync", RedisSettings.fsync)
+    if value not in ("always", "everysec"):
+        raise ConfigError(f"redis.fsync: must be always or everysec, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _identity(section: Mapping[str, Any]) -> IdentitySettings:
+    region = read_str(section, "identity.default_region", "").strip().upper()
+    if region and region not in phones.regions():
+        raise ConfigError(
+            f"identity.default_region: {region!r} is not a region with phone numbers "
+            "(an ISO 3166 alpha-2 code such as US, GB, FR), or empty"
+        )
+    return IdentitySettings(default_region=region)
+
+
 def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
     timeout = read_float(section, "handoff.reply_timeout_s", HandoffSettings.reply_timeout_s)
     sweep = read_float(section, "handoff.sweep_interval_s", HandoffSettings.sweep_interval_s)
@@ -468,3 +499,10 @@ def _handoff(section: Mapping[str, Any]) -> HandoffSettings:
     if not 0.01 <= sweep <= 3600:
         raise ConfigError("handoff.sweep_interval_s: must be between 0.01 and 3600 seconds")
     return HandoffSettings(reply_timeout_s=timeout, sweep_interval_s=sweep)
+
+
+def inbox_shards(settings: Settings) -> int:
+    """`[inbox] shards`: how many sorted sets per status the team inbox's index spreads
+    over (omni.store.inbox), so that in a Redis Cluster no one node takes every write."""
+    section = settings.sections.get("inbox", {})
+    return read_int(section, "inbox.shards", 16, low=1, high=1024)

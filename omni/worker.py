@@ -10,7 +10,7 @@ that worker died), reads new entries (XREADGROUP), and runs them concurrently:
             → failed otherwise             → record failed + reason, dead letter
             → raises, or takes too long    → a failure worth a retry; never escapes
 
-A handler is an async callable taking a `Job` and returning `adapters.base.Delivery`;
+A handler is an async callable taking a `Job` and returning `omni.channel.Delivery`;
 the worker picks it by the delivery's kind ("bot", or a channel name). An attempt is
 counted before it runs, so a delivery that crashes its worker every time still ends
 in the dead letters. Many workers (processes or tasks) can share one queue.
@@ -33,8 +33,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from adapters.base import Delivery
 from omni import codec
+from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.errors import CorruptRecord
 from omni.outbox import Job, Outbox, OutboxConfig, Ref, backoff_ms

@@ -9,6 +9,7 @@ and omni in cluster mode. A test that cannot mean anything there is marked
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -25,13 +26,17 @@ from omni.redis_client import close, connect
 from omni.redis_cluster import LocalCluster, free_ports
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
+from tests.smtp_server import Mailbox
 
 BOT = {"Authorization": "Bearer test-bot-key-0001"}
 AGENT = {"Authorization": "Bearer test-agent-key-001"}
 ADMIN = {"Authorization": "Bearer test-admin-key-001"}
 
 
-CLUSTER = os.environ.get("OMNI_TEST_CLUSTER", "") == "1"
+# Taken out of the environment once read: omni reads every OMNI_<SECTION>_<NAME> as a
+# setting, and a [test] section is not one (an in-process `omni` command or a child
+# process handed os.environ would stop on it).
+CLUSTER = os.environ.pop("OMNI_TEST_CLUSTER", "") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,7 +104,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def make_settings(redis_url: str, **sections: dict[str, Any]) -> Settings:
     raw: dict[str, Any] = {
-        "redis": {"url": redis_url, "cluster": CLUSTER},
+        # Generous: a loaded CI machine must not turn a slow reply into a 503; the fault
+        # tests set their own short deadline.
+        "redis": {"url": redis_url, "request_timeout": 10.0, "cluster": CLUSTER},
         "auth": {
             "api_keys": [
                 {"key": "test-bot-key-0001", "role": "bot", "name": "test bot"},
@@ -165,6 +172,20 @@ async def snapshot(redis: Redis) -> dict[bytes, Any]:
         else:
             state[key] = await redis.lrange(key, 0, -1)
     return state
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[tuple[Mailbox, int]]:
+    """A real SMTP server on a free port (aiosmtpd) and what it received."""
+    from aiosmtpd.smtp import SMTP  # only the tests that mail need it
+
+    box = Mailbox()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="mx.test"), "127.0.0.1", 0
+    )
+    yield box, server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

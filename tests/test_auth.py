@@ -16,7 +16,11 @@ GUARDED = [r for r in ROUTES if r.role is not None]
 
 
 def _url(route: Route, cid: str) -> str:
-    return route.path.replace("{id}", cid).replace("{delivery_id}", "dlv_0")
+    return (
+        route.path.replace("{id}", cid)
+        .replace("{delivery_id}", "dlv_0")
+        .replace("{merge_id}", "mrg_0")
+    )
 
 
 async def _call(client: TestClient, route: Route, cid: str, headers: dict[str, str]) -> Any:

@@ -6,7 +6,10 @@ become the table and the JSON file. Nothing here measures time (and no wrk is ne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from bench import baseline, profile, results, traffic, wrk
+from bench import baseline, profile, results, traffic, trust, wrk
+from bench.run import MAX_IN_FLIGHT, Config, omni_config
 from bench.seed import Seeder
 from omni.app import create_app
 from omni.model import InboundMessage
+from omni.settings import Settings
 from omni.store import Store
 from tests.conftest import make_settings
 
@@ -137,17 +142,22 @@ async def test_seeded_messages_are_what_an_ingest_stores(redis: Redis) -> None:
 def test_results_become_the_table_and_the_json_file(tmp_path: Path) -> None:
     line = (
         'BENCH_RESULT {"requests":1000,"duration_us":2000000,"sent":1010,"wrapped":0,'
-        '"p50_us":1500,"p90_us":2500,"p99_us":4000,"max_us":9000,'
+        '"p50_us":1500,"p90_us":2500,"p99_us":4000,"p999_us":7000,"max_us":9000,'
         '"errors":{"connect":0,"read":0,"write":0,"status":2,"timeout":0}}'
     )
     run = wrk.parse(f"Running 2s test\n{line}\n")
     assert (run.rps, run.p99_ms, run.non_2xx, run.wrapped) == (500.0, 4.0, 2, False)
     base = wrk.parse(line.replace('"requests":1000', '"requests":2000'))
-    omni = results.Summary.of([run, run, run])
+    slow = dataclasses.replace(run, requests=800, others={"valkey-aof-rewrite 42": 0.3})
+    omni = results.Summary.of([run, slow, run])
     ceiling = results.Summary.of([base])
     row = results.scenario_result(omni, ceiling, results.Target("ingest baseline", 0.6, 2.0))
     assert row["ratio"] == 0.5
     assert row["met"] is False
+    assert row["p99_ratio"] == 1.0
+    assert row["percentiles_ms"] == {"p50": 1.5, "p90": 2.5, "p99": 4.0, "p99.9": 7.0}
+    assert (row["spread"], row["baseline_spread"]) == (0.2, 0.0)  # (500 - 400) / 500 rps
+    assert row["other_processes"] == {"valkey-aof-rewrite 42": 0.1}
     out = {
         "messages_ingest": row,
         "growth_ratio": {"ingest": 1.02, "context": 1.5},
@@ -162,6 +172,8 @@ def test_results_become_the_table_and_the_json_file(tmp_path: Path) -> None:
     assert written["growth_ratio"] == {"ingest": 1.02, "context": 1.5}
     table = results.table(written)
     assert "messages_ingest" in table and "MISS" in table
+    assert "p50/90/99/99.9 1.5/2.5/4.0/7.0 ms, rounds spread 20%" in table
+    assert "other: valkey-aof-rewrite 42 0.10" in table
     assert "omni answered errors in messages_ingest" in table
 
 
@@ -176,3 +188,115 @@ def test_a_profile_is_summed_by_function_and_library() -> None:
     assert "75.0%  redis-py" in report
     assert "25.0%  iso (omni/clock.py:13)" in report
     assert "100.0%  main (omni/cli.py:1)" in report
+
+
+def _run(requests: int, p99_us: int = 4000) -> wrk.Run:
+    return wrk.Run(requests=requests, duration_s=1.0, p50_ms=1.0, p90_ms=2.0,
+                   p99_ms=p99_us / 1000, p999_ms=9.0, max_ms=9.0, errors=0, non_2xx=0,
+                   wrapped=False)  # fmt: skip
+
+
+def test_the_fsync_section_gives_always_over_everysec_and_the_table_says_it(
+    tmp_path: Path,
+) -> None:
+    section = trust.fsync_result(
+        {
+            "messages_ingest": ([_run(600, 9000), _run(400, 8000)], [_run(1000), _run(1000)]),
+            "instagram_ingest": ([_run(300, 12000)], [_run(600, 5000)]),
+        }
+    )
+    assert section["scenarios"]["messages_ingest"]["rps"] == 500.0  # median of 600, 400
+    assert section["scenarios"]["messages_ingest"]["ratio"] == 0.5
+    assert section["scenarios"]["instagram_ingest"]["p99_ms"] == 12.0
+    # The ingest as a whole: (500 + 300) / (1000 + 600) rps, the worst p99 of each side.
+    assert (section["rps"], section["everysec_rps"], section["ratio"]) == (800.0, 1600.0, 0.5)
+    assert (section["p99_ms"], section["everysec_p99_ms"]) == (12.0, 5.0)
+    path = tmp_path / "latest.json"
+    results.write(path, {"fsync_always": section})
+    table = "\n".join(trust.table(json.loads(path.read_text())))
+    assert "instagram_ingest         600 ->    300 rps  x0.50  p99 5.0 -> 12.0 ms" in table
+    assert "always ÷ everysec" in table and "x0.50" in table
+
+
+async def test_fsync_is_switched_on_a_running_valkey(redis: Redis, redis_url: str) -> None:
+    before = (await redis.config_get("appendfsync"))["appendfsync"]
+    try:
+        await trust.set_fsync(redis_url, "always")
+        assert (await redis.config_get("appendfsync"))["appendfsync"] == "always"
+        await trust.set_fsync(redis_url, "everysec")
+        assert (await redis.config_get("appendfsync"))["appendfsync"] == "everysec"
+    finally:
+        await redis.config_set("appendfsync", before)
+
+
+def test_the_rss_reader_sees_a_process_grow() -> None:
+    """A child that holds 64 MB more after its first line than before it: the reader
+    reads the child's VmRSS (not ours) and sees the growth."""
+    with subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; print(flush=True); sys.stdin.readline(); "
+         "b = bytearray(64 << 20); print(flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as child:  # fmt: skip
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdout.readline()
+            small = trust.rss_mb(child.pid)
+            child.stdin.write("\n")
+            child.stdin.flush()
+            child.stdout.readline()
+            big = trust.rss_mb(child.pid)
+            assert 0 < small < big
+            assert big - small >= 60
+            assert trust.rss_mb(child.pid, "VmHWM") >= big
+        finally:
+            child.kill()
+
+
+class _PacedBench:
+    """Stands in for bench.run.Bench's load: each wrk run answers 700 requests."""
+
+    def __init__(self, answered: int = 700) -> None:
+        self.starts: list[int] = []
+        self.answered = answered
+
+    def load(
+        self, url: str, requests: Path, seconds: float | None = None, start: int = 0
+    ) -> wrk.Run:
+        self.starts.append(start)
+        return _run(self.answered)
+
+
+def test_the_soak_sends_its_requests_in_runs_that_go_on_where_the_last_stopped() -> None:
+    bench = _PacedBench()
+    sent = trust.send(bench, "http://x", Path("soak.req"), 1000, 500.0, trust.Paced())  # type: ignore[arg-type]
+    assert (sent.requests, sent.runs, bench.starts) == (1400, 2, [0, 700])
+    sent = trust.send(bench, "http://x", Path("soak.req"), 100, 500.0, sent)  # type: ignore[arg-type]
+    assert (sent.requests, bench.starts[-1]) == (2100, 1400)
+
+
+def test_a_soak_that_gets_no_answers_stops_saying_so() -> None:
+    bench = _PacedBench(answered=0)
+    with pytest.raises(RuntimeError, match="wrk got no answer from http://x"):
+        trust.send(bench, "http://x", Path("soak.req"), 1000, 500.0, trust.Paced())  # type: ignore[arg-type]
+    assert bench.starts == [0]
+
+
+def test_the_soak_result_and_its_line() -> None:
+    section = trust.soak_result(100.0, 103.0, 110.0, 200_000, 0)
+    assert section | {"note": ""} == {
+        "rss_warm_mb": 100.0, "rss_after_mb": 103.0, "rss_peak_mb": 110.0, "growth_mb": 3.0,
+        "growth_pct": 3.0, "requests": 200_000, "errors": 0, "note": "",
+    }  # fmt: skip
+    limits = {"max_in_flight": 100_000, "rate_limits": "none", "omni_non_2xx": 0}
+    table = "\n".join(trust.table({"soak": section, "limits": limits}))
+    assert "100.0 MB after warm-up -> 103.0 MB after 200,000 requests (+3.0 MB, +3.0%" in table
+    assert "non-2xx answers from omni over the whole bench: 0" in table
+
+
+def test_the_bench_config_lets_omni_take_every_connection(tmp_path: Path) -> None:
+    path = tmp_path / "omni.toml"
+    omni_config(path, "unix:///tmp/bench.sock")
+    settings = Settings.from_env({"OMNI_CONFIG": str(path)})
+    assert settings.limits.max_in_flight == MAX_IN_FLIGHT
+    assert 100 * Config().connections < MAX_IN_FLIGHT

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from adapters.sessions import IdentityVerifier
+from adapters.chat.sessions import IdentityVerifier
 from omni import keys
 from omni.app import create_app
 from omni.settings import Settings

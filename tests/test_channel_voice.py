@@ -23,8 +23,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from adapters.voice import speech as voice
 from omni.app import create_app
-from omni.channels import voice
 from tests.conftest import AGENT, BOT, ingest, make_settings, snapshot
 from tests.test_bots import SECRET, BotReceiver, ServerFactory, serve
 from tests.test_replies_api import FAST, history, until

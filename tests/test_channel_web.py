@@ -13,9 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from adapters.sessions import IdentityVerifier
+import adapters.web as web_channel
+from adapters.chat.sessions import IdentityVerifier
+from adapters.web import config as web_config
 from omni.app import create_app
-from omni.channels import web as web_channel
 from omni.errors import ConfigError
 from omni.settings import Settings
 from omni.store import Store
@@ -208,7 +209,7 @@ async def test_a_message_without_a_valid_session_is_401_and_stores_nothing(
 async def test_a_token_from_another_secret_or_channel_is_401(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
-    from adapters.web import WebAdapter
+    from adapters.web.protocol import WebAdapter
 
     mobile = {"session_secret": WEB["session_secret"], "identity_secret": "app-secret"}
     client = await aiohttp_client(create_app(web_settings(redis_url, mobile=mobile)))
@@ -369,6 +370,14 @@ async def test_login_of_a_known_user_moves_the_session_and_the_history_joins(
     merged = await chat.get(f"/v1/customers/{anonymous_id}/context", headers=BOT)
     assert merged.status == 200
     assert (await merged.json())["customer"]["id"] == known_id
+    # The join is in both records' audit logs: the web channel's, on a verified login.
+    for cid, other in ((known_id, anonymous_id), (anonymous_id, known_id)):
+        log = await (await chat.get(f"/v1/customers/{cid}/audit", headers=AGENT)).json()
+        [entry] = log["entries"]
+        assert (entry["action"], entry["other_customer_id"]) == ("join", other)
+        assert entry["identity"] == {"channel": "web", "external_id": f"user:{USER}"}
+        assert entry["actor"] == {"kind": "channel", "name": "web"}
+        assert "verified login" in entry["evidence"]
 
 
 @pytest.mark.parametrize(
@@ -672,8 +681,10 @@ async def test_the_development_config_has_working_web_and_mobile_channels(
 ) -> None:
     config = Path(__file__).parent.parent / "config" / "omni.toml"
     settings = Settings.from_env({"OMNI_CONFIG": str(config)})
-    assert {"http://127.0.0.1:8080", "http://localhost:8080"} <= set(settings.web.allowed_origins)
-    from omni.channels import mobile as mobile_channel
+    assert {"http://127.0.0.1:8080", "http://localhost:8080"} <= set(
+        web_config.read(settings).allowed_origins
+    )
+    import adapters.mobile as mobile_channel
 
     async with aiohttp.ClientSession() as session:
         for module in (web_channel, mobile_channel):
@@ -767,5 +778,34 @@ async def test_an_open_chat_follows_its_visitor_into_the_customer_it_was_linked_
     assert closing.data == aiohttp.WSCloseCode.TRY_AGAIN_LATER
     again = await socket(worked, session["token"])
     sent = await reply(worked, ig, "Order 4417 ships today.")
+    assert (await frame(again))["id"] == sent["id"]
+    await again.close()
+
+
+async def test_an_open_chat_goes_back_to_its_own_record_when_the_merge_is_undone(
+    worked: TestClient,
+) -> None:
+    """The merge that brought the visitor into a customer is undone while the chat is
+    open there: the socket asks the widget to reconnect, and the new socket hears the
+    visitor's own record's replies."""
+    ig, token = await _instagram_customer_with_a_web_link(worked, "ig_8")
+    session = await start(worked)
+    await say(worked, session["token"], "c-1", "hello from the website")
+    linked = await worked.post(
+        "/channels/web/link", json={"token": token}, headers=bearer(session["token"])
+    )
+    visitor = (await linked.json())["merged_from"]
+    ws = await socket(worked, session["token"])
+    log = await (await worked.get(f"/v1/customers/{ig}/audit", headers=AGENT)).json()
+    merge_id = log["entries"][0]["merge_id"]
+    undone = await worked.post(f"/v1/merges/{merge_id}/undo", headers=AGENT)
+    assert undone.status == 200, await undone.text()
+    closing = await ws.receive(timeout=5)
+    while closing.type == aiohttp.WSMsgType.TEXT:
+        closing = await ws.receive(timeout=5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE
+    assert closing.data == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+    again = await socket(worked, session["token"])
+    sent = await reply(worked, visitor, "Back on your own record.")
     assert (await frame(again))["id"] == sent["id"]
     await again.close()

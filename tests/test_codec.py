@@ -58,10 +58,26 @@ def test_a_stored_message_is_plain_msgpack_without_field_names_or_derived_fields
                                     reply_to=None, metadata={}, sent_at=None)  # fmt: skip
     stored = msgpack.unpackb(codec.encode_message(plain)[1:])
     assert stored == [
-        "msg_01", "instagram", "inbound", {"kind": "customer", "id": "1784", "name": "Ada"},
-        "mid.1", None, "Où est ma commande 4417 ?",
+        "msg_01", "instagram", True, [0, "1784", "Ada"], "mid.1", None,
+        "Où est ma commande 4417 ?",
     ]  # fmt: skip
     assert codec.decode_message(codec.encode_message(plain), **DERIVED) == plain
+    bot = msgspec.structs.replace(plain, direction="outbound", author=Author(kind="bot"))
+    assert msgpack.unpackb(codec.encode_message(bot)[1:])[2:4] == [False, [1]]
+    assert codec.decode_message(codec.encode_message(bot), **DERIVED) == bot
+
+
+def test_a_message_stored_by_position_with_the_apis_spelling_still_reads() -> None:
+    # Schema 2 (before issue 16): direction as text, the author as a map.
+    two = [
+        "msg_01", "instagram", "inbound", {"kind": "customer", "id": "1784", "name": "Ada"},
+        "mid.1", "2026-11-23T09:59:59.000Z", "Où est ma commande 4417 ?",
+        [{"type": "image", "url": "https://cdn.example/x.jpg"}],
+        {"payload": "YES", "title": "Yes"}, None, [],
+        {"call_id": "CA1", "transcript": "hello", "confidence": 0.9}, "msg_00",
+        {"standby": False, "n": 3, "ratio": 0.5, "none": None},
+    ]  # fmt: skip
+    assert codec.decode_message(b"\x02" + msgpack.packb(two), **DERIVED) == FULL
 
 
 def test_a_message_stored_as_a_map_before_still_reads() -> None:
@@ -74,8 +90,26 @@ def test_a_message_stored_as_a_map_before_still_reads() -> None:
 
 @pytest.mark.parametrize(
     "blob",
-    [b"", b"\x09\x90", b"\x02\xc1", b"\x02\x92\x01\x02", b"\x01\x92\x01\x02"],
-    ids=["empty", "unknown schema", "not msgpack", "wrong shape", "array for a map"],
+    [
+        b"",
+        b"\x09\x90",
+        b"\x02\xc1",
+        b"\x02\x92\x01\x02",
+        b"\x01\x92\x01\x02",
+        b"\x03\xc1",
+        b"\x03\x94\xa1m\xa1w\xc3\x91\x09",
+        b"\x03\x94\xa1m\xa1w\xa1x\x91\x00",
+    ],
+    ids=[
+        "empty",
+        "unknown schema",
+        "not msgpack",
+        "wrong shape",
+        "array for a map",
+        "3: not msgpack",
+        "3: unknown author kind",
+        "3: direction not a bool",
+    ],
 )
 def test_bytes_that_do_not_decode_are_a_corrupt_record(blob: bytes) -> None:
     with pytest.raises(CorruptRecord):

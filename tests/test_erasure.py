@@ -15,12 +15,12 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from adapters.base import Delivery
 from omni import keys
-from omni.channels.client import present
+from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.erasure import EXPORT_PAGE, STEPS, Erasure, Export
 from omni.outbox import Job
+from omni.presence import present
 from omni.settings import Settings
 from omni.state import REDIS, SERVICES, STORE
 from omni.worker import Worker
@@ -95,7 +95,7 @@ async def _person(client: TestClient) -> tuple[str, list[str]]:
     await _ok(await client.patch(f"/v1/customers/{web}/profile", json=profile, headers=AGENT))
     handoff = {"to": "agent", "agent_id": "agent-7"}
     await _ok(await client.post(f"/v1/customers/{web}/handoff", json=handoff, headers=AGENT))
-    await present(client.app[REDIS], web, "web", "socket-1")
+    await present(client.app[STORE], web, "web", "socket-1")
     return web, [web, ig, app]
 
 
@@ -123,15 +123,23 @@ def _mentioning(state: dict[bytes, Any], needles: list[str]) -> set[bytes]:
 
 
 async def _nothing_left(client: TestClient, redis: Redis, ids: list[str]) -> None:
-    """No key of theirs, nothing they told us anywhere; their ids only where they are no
-    one's data: the erasure notice and the queued reply's reference, which the worker
-    drops when it finds no record behind it."""
+    """No key of theirs but their audit logs, nothing they told us anywhere; their ids
+    only where they are no one's data: the erasure notice, the queued reply's reference
+    (which the worker drops when it finds no record behind it), and the audit logs and
+    merge records, scrubbed to ids (who merged what when stays answerable)."""
     state = await snapshot(redis)
     assert not _mentioning(state, PERSONAL)
+    audits = {keys.audit(cid).encode() for cid in ids}
+    merges = {key for key in state if key.startswith(b"omni:merge:")}
     for cid in ids:
-        assert not [key for key in state if cid.encode() in key]
+        assert not [key for key in state if cid.encode() in key and key not in audits]
+    for key in merges:
+        assert set(state[key]) <= {b"survivor", b"source", b"merged_at", b"action", b"state",
+                                   b"audited", b"undo_audited", b"undone_at"}  # fmt: skip
+        assert state[key][b"state"] == b"erased"
     outbox = client.app[SERVICES].outbox
-    assert _mentioning(state, ids) <= {keys.events_all().encode(), outbox.stream.encode()}
+    allowed = {keys.events_all().encode(), outbox.stream.encode(), *audits, *merges}
+    assert _mentioning(state, ids) <= allowed
     for _, fields in state.get(keys.events_all().encode(), []):
         if any(cid.encode() in fields[b"e"] for cid in ids):
             assert json.loads(fields[b"e"])["type"] == "customer.erased"

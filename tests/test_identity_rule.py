@@ -101,5 +101,9 @@ async def test_a_typed_address_does_not_replace_a_known_fact(
 
 def test_what_counts_as_a_typed_contact() -> None:
     assert typed_contacts("mail me: A.B+x@mail.example.org!") == {"email": "a.b+x@mail.example.org"}
-    assert typed_contacts("call 0033 6 12 34 56 78") == {"phone": "+33612345678"}
+    assert typed_contacts("call +33 6 12 34 56 78") == {"phone": "+33612345678"}
+    # A national number needs a region to be read in (omni.phones); without one, none.
+    assert typed_contacts("call 0033 6 12 34 56 78", "FR") == {"phone": "+33612345678"}
+    assert typed_contacts("call 06 12 34 56 78", "FR") == {"phone": "+33612345678"}
+    assert typed_contacts("call 06 12 34 56 78") == {}
     assert typed_contacts("order 4417, 12 items, 2026-11-23") == {}

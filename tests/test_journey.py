@@ -1,7 +1,10 @@
 """The acceptance story of DESIGN.md, end to end through the real adapters: web chat →
-Instagram → link → phone → agent reply → mobile checkout, played by `omni demo`'s own
+Instagram → link → phone → agent reply → mobile checkout → WhatsApp through a link token
+→ an authenticated e-mail, played by `omni demo`'s own
 script against a real omni on a real port, asserting at each step what the next
-channel's bot receives."""
+channel's bot receives. Then the messaging channels' journey: web chat → WhatsApp through
+a link token → an e-mail receipt over SMTP → the customer's e-mailed answer, each
+channel's bot (a local bot server) told what was said on the channels before."""
 
 from __future__ import annotations
 
@@ -13,11 +16,18 @@ from redis.asyncio import Redis
 
 from omni.app import create_app
 from omni.demo import Story
+from tests.adapters.test_email import BASIC, edited
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, Graph
-from tests.conftest import AGENT, make_settings
+from tests.conftest import AGENT, BOT, make_settings
+from tests.smtp_server import Mailbox, has_mails
 from tests.test_bots import SECRET as BOT_SECRET
 from tests.test_bots import BotReceiver, ServerFactory
+from tests.test_channel_email import EMAIL
+from tests.test_channel_email import REPLY as EMAIL_REPLY
+from tests.test_channel_whatsapp import WHATSAPP
 from tests.test_worker import until
+from tests.whatsapp_graph import WA_ID, message, signature
+from tests.whatsapp_graph import Graph as WhatsAppGraph
 
 FAST = {"in_process_worker": True, "block_ms": 50, "base_delay_ms": 5, "max_delay_ms": 20}
 
@@ -25,7 +35,7 @@ FAST = {"in_process_worker": True, "block_ms": 50, "base_delay_ms": 5, "max_dela
 async def _upstreams(aiohttp_server: ServerFactory) -> tuple[Graph, dict[str, BotReceiver], str]:
     """A Graph API and a bot per channel, on one local server."""
     graph = Graph()
-    bots = {channel: BotReceiver() for channel in ("web", "instagram", "mobile")}
+    bots = {c: BotReceiver() for c in ("web", "instagram", "mobile", "whatsapp", "email")}
     app = web.Application()
     app.router.add_post("/v22.0/{account}/messages", graph.handle)
     for channel, bot in bots.items():
@@ -51,6 +61,8 @@ async def test_the_acceptance_story(
         twilio={"auth_token": "twilio-token-for-the-story-0001"},
         web={"session_secret": "w" * 40, "identity_secret": "web-identity-secret"},
         mobile={"session_secret": "m" * 40, "identity_secret": "mobile-identity-secret"},
+        whatsapp=WHATSAPP,  # replies would go to a Graph nobody serves: none is sent here
+        email=EMAIL,
         bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
         outbox=FAST,
     )
@@ -80,7 +92,7 @@ async def test_the_acceptance_story(
         assert context["customer"]["id"] == cid
         assert context["known"]["order_id"]["value"] == "4417"
         assert context["known"]["order_id"]["source"] == {"channel": "web"}
-        assert context["known"]["email"]["value"] == "ana@example.com"
+        assert context["known"]["email"]["value"] == story.email
         assert context["cart"]["stage"] == "checkout"
         assert context["continuity"]["came_from"] == "web"
         assert "order 4417" in context["continuity"]["resume_hint"]
@@ -118,13 +130,166 @@ async def test_the_acceptance_story(
         assert [i["sku"] for i in app_step.bot_sees["cart"]["items"]] == ["TRAIL-42"]
         assert any("order 4418 placed" in line for line in app_step.said)
 
+        # 6. WhatsApp through a link token: the WhatsApp bot knows her, her order and cart.
+        wa_step = steps[5]
+        assert wa_step.bot_sees["customer"]["id"] == cid
+        assert wa_step.bot_sees["facts"]["order_id"]["value"] == "4417"
+        assert wa_step.bot_sees["cart"]["order_id"] == "4418"
+        assert wa_step.bot_sees["continuity"]["came_from"] == "web"
+        said = [m.get("text") for m in wa_step.bot_sees["recent_messages"]]
+        assert "I'm back on the website — can someone confirm the delivery date?" in said
+        await until(lambda: _count(bots["whatsapp"], 2))
+        wa_told = list(bots["whatsapp"].delivered.values())[-1]
+        assert wa_told["message"]["text"] == "Will order 4418 ship together with 4417?"
+        assert wa_told["context"]["customer"]["id"] == cid
+
+        # 7. E-mail from her verified address, authenticated: the same customer, and the
+        # e-mail bot reads what she asked on WhatsApp.
+        mail_step = steps[6]
+        assert mail_step.bot_sees["customer"]["id"] == cid
+        assert mail_step.bot_sees["continuity"]["came_from"] == "whatsapp"
+        said = [m.get("text") for m in mail_step.bot_sees["recent_messages"]]
+        assert "Will order 4418 ship together with 4417?" in said
+        await until(lambda: _count(bots["email"], 1))
+        [mail_told] = bots["email"].delivered.values()
+        assert mail_told["context"]["customer"]["id"] == cid
+        assert mail_told["message"]["text"] == (
+            "Please leave the parcel with the neighbour at number 7."
+        )
+
     identities = {(i["channel"], i["external_id"]) for i in context["customer"]["identities"]}
     assert ("instagram", story.instagram_user) in identities
     assert ("voice", story.phone) in {
         (i["channel"], i["external_id"]) for i in voice_step.bot_sees["customer"]["identities"]
     }
-    assert lines[-1].strip() == "One customer, four channels, nothing asked twice."
+    assert lines[-1].strip() == "One customer, six channels, nothing asked twice."
 
 
 async def _count(bot: BotReceiver, n: int) -> bool:
     return len(bot.delivered) >= n
+
+
+# -- web chat → WhatsApp → e-mail receipt → e-mail answer ------------------------------------
+
+DANA = "dana@example.net"  # the address the e-mail fixtures are from
+FIRST_WORDS = "Hi! I ordered the trail shoes, order 4417. Can I still change the address?"
+ON_WHATSAPP = "It's Dana again, from my phone. The new address is Rua Nova 5, Porto."
+
+
+async def test_web_chat_then_whatsapp_then_an_email_receipt_and_its_answer(
+    aiohttp_server: ServerFactory, redis_url: str, redis: Redis, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, smtp_port = mailbox
+    graph = WhatsAppGraph()
+    upstream_app = graph.app()
+    bots = {channel: BotReceiver() for channel in ("web", "whatsapp", "email")}
+    for channel, bot in bots.items():
+        upstream_app.router.add_post(f"/bot/{channel}", bot.handle)
+    upstream = str((await aiohttp_server(upstream_app)).make_url("")).rstrip("/")
+    settings = make_settings(
+        redis_url,
+        web={"session_secret": "w" * 40, "identity_secret": "web-identity-secret"},
+        whatsapp={**WHATSAPP, "graph_url": f"{upstream}/v22.0"},
+        email={**EMAIL, "smtp_url": f"smtp://127.0.0.1:{smtp_port}"},
+        bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
+        outbox=FAST,
+    )
+    server = await aiohttp_server(create_app(settings))
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        story = Story(http, base, settings, lambda _: None)
+
+        # 1. The website chat: an anonymous visitor asks; the web bot notes the order, and
+        # the shop's backend records the address she verified when she ordered.
+        session = await story.call("POST", "/channels/web/sessions", json={})
+        story.web_token = session["token"]
+        await story.web_say(FIRST_WORDS)
+        await until(lambda: _count(bots["web"], 1))
+        [web_told] = bots["web"].delivered.values()
+        assert web_told["message"]["text"] == FIRST_WORDS
+        cid = web_told["customer_id"]
+        await story.call(
+            "PATCH", f"/v1/customers/{cid}/facts",
+            json={"facts": {"order_id": {"value": "4417", "source": {"channel": "web"}}}},
+            headers=BOT,
+        )  # fmt: skip
+        await story.call(
+            "PATCH", f"/v1/customers/{cid}/profile",
+            json={"name": "Dana Example", "email": DANA, "email_verified": True}, headers=AGENT,
+        )  # fmt: skip
+
+        # 2. WhatsApp: the web bot gives her a link (a wa.me link fills the token in as her
+        # first message); her wa_id joins the web customer before the message is stored.
+        link = await story.call(
+            "POST", f"/v1/customers/{cid}/link-tokens", json={"channel": "whatsapp"},
+            headers=BOT,
+        )  # fmt: skip
+        await _whatsapp(story, f"Continue my chat {link['token']}", "wamid.journey.1")
+        await _whatsapp(story, ON_WHATSAPP, "wamid.journey.2")
+        await until(lambda: _count(bots["whatsapp"], 2))
+        linked, wa_told = bots["whatsapp"].delivered.values()
+        assert linked["context"]["customer"]["id"] == cid
+        context = wa_told["context"]
+        assert wa_told["message"]["text"] == ON_WHATSAPP
+        assert context["customer"]["id"] == cid
+        said = [(m["channel"], m.get("text")) for m in context["recent_messages"]]
+        assert ("web", FIRST_WORDS) in said  # what she said on the website
+        assert context["facts"]["order_id"]["value"] == "4417"
+        assert context["facts"]["order_id"]["source"] == {"channel": "web"}
+        assert context["continuity"]["came_from"] == "web"
+        assert context["continuity"]["current_channel"] == "whatsapp"
+        identities = {(i["channel"], i["external_id"]) for i in context["customer"]["identities"]}
+        assert ("whatsapp", WA_ID) in identities
+
+        # 3. The receipt goes out by e-mail, to the address the shop verified.
+        receipt_text = "Receipt: order 4417, trail running shoes, 89.00 EUR. New address noted."
+        await story.call(
+            "POST", f"/v1/customers/{cid}/messages",
+            json={"text": receipt_text, "channel": "email"}, headers=AGENT,
+        )  # fmt: skip
+        await until(lambda: has_mails(box, 1))
+        [receipt] = box.mails
+        assert box.envelopes[0] == (EMAIL["from_address"], [DANA])
+        assert receipt.get_content().strip() == receipt_text
+
+        # 4. She answers the receipt from her mail program: In-Reply-To names it, the quote
+        # is cut for the bot, and the e-mail bot knows the web chat and WhatsApp before it.
+        answer = edited(
+            EMAIL_REPLY,
+            Headers=[{"Name": "Message-ID", "Value": "<journey-answer@mail.example.net>"},
+                     {"Name": "In-Reply-To", "Value": receipt["Message-ID"]},
+                     {"Name": "References", "Value": receipt["Message-ID"]}],
+            Subject=f"Re: {receipt['Subject']}",
+            TextBody=f"Thanks! Does it still arrive Thursday?\n\nOn Mon, Omni wrote:\n> "
+                     f"{receipt_text}",
+            StrippedTextReply="",
+        )  # fmt: skip
+        await story.call(
+            "POST", "/channels/email/inbound", data=answer,
+            headers={"Content-Type": "application/json", "Authorization": BASIC},
+        )  # fmt: skip
+        await until(lambda: _count(bots["email"], 1))
+        [mail_told] = bots["email"].delivered.values()
+        assert mail_told["message"]["text"] == "Thanks! Does it still arrive Thursday?"
+        assert mail_told["message"]["reply_to"] == receipt["Message-ID"].strip("<>")
+        context = mail_told["context"]
+        assert context["customer"]["id"] == cid
+        said = [(m["channel"], m.get("text")) for m in context["recent_messages"]]
+        assert ("web", FIRST_WORDS) in said
+        assert ("whatsapp", ON_WHATSAPP) in said
+        assert ("email", receipt_text) in said  # what she was sent, too
+        assert context["facts"]["order_id"]["value"] == "4417"
+        assert context["continuity"]["came_from"] == "whatsapp"
+        assert context["continuity"]["current_channel"] == "email"
+        channels = {i["channel"] for i in context["customer"]["identities"]}
+        assert {"web", "whatsapp", "email"} <= channels
+
+
+async def _whatsapp(story: Story, text: str, wamid: str) -> None:
+    """A text from the fixtures' WhatsApp customer, signed as Meta signs it."""
+    body = message("text", {"body": text}, wamid)
+    answer = await story.call(
+        "POST", "/channels/whatsapp/webhook", data=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+    )  # fmt: skip
+    assert answer == {"events": 1, "messages": 1}

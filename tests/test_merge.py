@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.merge import STEPS, Merge, merge_customers
+from omni.model import InboundMessage
 from omni.store import Store
 from tests.conftest import ADMIN, AGENT, BOT, ingest, snapshot
 from tests.test_flat_cost import _measure, _seed
@@ -267,9 +268,8 @@ async def test_bad_merges_are_refused_and_write_nothing(client: TestClient, redi
     assert (await _merge(client, ig, web, ADMIN)).status == 200
 
 
-async def test_a_merge_costs_the_same_whatever_the_histories_length(
-    client: TestClient, redis: Redis
-) -> None:
+async def test_a_merge_costs_the_same_whatever_the_histories_length(redis: Redis) -> None:
+    # No app runs here: its background work (the handoff sweep) would be counted too.
     store = Store(redis)
     # A first merge loads the scripts into the server; that is not the merge's cost.
     await merge_customers(store, await _seed(store, "w1", 1), await _seed(store, "w2", 1))
@@ -308,3 +308,55 @@ async def test_a_remembered_customer_that_is_gone_is_not_brought_back(
     assert not await redis.exists(f"omni:{{{first['customer_id']}}}:c")
     found = await client.get("/v1/context?channel=web&external_id=vis_9", headers=BOT)
     assert (await found.json())["customer"]["id"] == again["customer_id"]
+
+
+async def test_a_redelivery_of_a_message_stored_before_a_merge_is_not_stored_again(
+    client: TestClient, redis: Redis
+) -> None:
+    web, ig = await _two_customers(client)
+    third = (
+        await ingest(client, channel="voice", external_id="+14155550123", channel_message_id="v0")
+    )["customer_id"]
+    await _merge(client, web, third)  # web absorbed voice; then ig absorbs web (and voice)
+    await _merge(client, ig, web)
+    before = await _texts(client, ig)
+    # Every channel sends again, through either identity, messages from before the merges.
+    for channel, external_id, mid in (
+        ("web", "vis_1", "w1"),
+        ("instagram", "ig_77", "i2"),
+        ("voice", "+14155550123", "v0"),
+        ("web", "vis_1", "w1"),
+    ):
+        again = await ingest(
+            client, channel=channel, external_id=external_id, channel_message_id=mid, text="x"
+        )
+        assert again["customer_id"] == ig
+        assert again["channel_message_id"] == mid and again["text"] != "x"
+    assert await _texts(client, ig) == before
+    # A new message still lands, once.
+    await ingest(client, channel="web", external_id="vis_1", channel_message_id="w-new", text="n")
+    await ingest(client, channel="web", external_id="vis_1", channel_message_id="w-new", text="n")
+    assert await _texts(client, ig) == ["n", *before]
+
+
+async def test_de_duplication_across_a_merge_costs_the_same_whatever_the_histories_length(
+    client: TestClient, redis: Redis
+) -> None:
+    store = Store(redis)
+    await merge_customers(store, await _seed(store, "w1", 1), await _seed(store, "w2", 1))
+    counts = []
+    for size in (10, 1000):
+        survivor = await _seed(store, f"s{size}", size)
+        source = await _seed(store, f"t{size}", size)
+        await merge_customers(store, survivor, source)
+
+        async def redeliver(size: int = size, survivor: str = survivor) -> None:
+            # Stored on the source before the merge; sent again through its identity.
+            inbound = InboundMessage(
+                channel="web", external_id=f"t{size}", channel_message_id=f"t{size}-0", text="x"
+            )
+            appended = await store.ingest(inbound)
+            assert not appended.created and appended.message.customer_id == survivor
+
+        counts.append(await _measure(redis, redeliver))
+    assert counts[0] == counts[1]

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from omni.app import create_app
 from omni.metrics import count_handoff
 from omni.settings import Settings
+from omni.state import SERVICES
 from tests.conftest import ADMIN, AGENT, BOT, ingest
 
 _SAMPLE = re.compile(
@@ -75,6 +76,29 @@ async def test_an_idle_service_exposes_its_families(client: TestClient) -> None:
     samples = await scrape(client)
     assert value(samples, "omni_live_listeners") == 0
     assert value(samples, "omni_live_listeners_dropped_total") == 0
+
+
+async def test_the_delivery_backlog_says_whether_there_are_workers_enough(
+    client: TestClient,
+) -> None:
+    samples = await scrape(client)
+    names = ("omni_outbox_waiting", "omni_outbox_in_flight", "omni_outbox_delayed",
+             "omni_outbox_dead")  # fmt: skip
+    assert [value(samples, name) for name in names] == [0, 0, 0, 0]
+    cid = (await ingest(client))["customer_id"]
+    for n in range(3):
+        await reply(client, cid, AGENT, f"reply {n}")
+    samples = await scrape(client)
+    assert [value(samples, name) for name in names] == [3, 0, 0, 0]  # no worker yet
+    outbox = client.app[SERVICES].outbox
+    await outbox.ensure_group()
+    taken = await outbox.read("a-worker", 2, None)  # taken, not finished
+    samples = await scrape(client)
+    assert [value(samples, name) for name in names] == [1, 2, 0, 0]
+    await outbox.retry(taken[0], "upstream said 503", 2**40)
+    await outbox.fail(taken[1], "web", "refused")
+    samples = await scrape(client)
+    assert [value(samples, name) for name in names] == [1, 0, 1, 1]
 
 
 async def reply(client: TestClient, cid: str, headers: dict[str, str], text: str) -> None:

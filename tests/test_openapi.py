@@ -96,8 +96,9 @@ def test_path_parameters_and_bodies_are_described(document: dict[str, Any]) -> N
         declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
         in_path = {part[1:-1] for part in path.split("/") if part.startswith("{")}
         assert declared == in_path, (method, path)
-        # Actions on a resource (retry) carry no body; everything else that writes does.
-        if method in ("POST", "PUT", "PATCH") and path.startswith("/v1/") and "/retry" not in path:
+        # Actions on a resource (retry, undo) carry no body; everything else that writes does.
+        action = path.endswith(("/retry", "/undo"))
+        if method in ("POST", "PUT", "PATCH") and path.startswith("/v1/") and not action:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             assert _resolve(document, schema["$ref"]).get("type") == "object", (method, path)
 

@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from adapters.base import Delivery
 from omni import keys
+from omni.channel import Delivery
 from omni.errors import ConfigError
 from omni.outbox import Job, Outbox, OutboxConfig, backoff_ms, delivery_id
 from omni.worker import Worker

@@ -17,6 +17,11 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.single_server(
+    "omni serve on its own embedded Valkey, or stopped by a bad setting: nothing here "
+    "uses the session's Redis, so the cluster run would repeat the single-server run"
+)
+
 KEY = "serve-test-admin-key"
 
 

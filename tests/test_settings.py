@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from omni.errors import ConfigError
+from omni.eventloop import loop_name, new_event_loop
 from omni.settings import Secret, Settings
 
 
@@ -53,6 +54,11 @@ def test_secrets_never_show_in_a_repr() -> None:
         ({"channels": {"enabled": ["Web Chat"]}}, "channels.enabled"),
         ({"serverr": {}}, "serverr"),
         ({"log": {"format": "xml"}}, "log.format"),
+        ({"server": {"event_loop": "trio"}}, "server.event_loop"),
+        # A cluster is found from one node's TCP address: not the embedded server's.
+        ({"redis": {"cluster": True}}, "redis.cluster"),
+        ({"redis": {"cluster": True, "url": "unix:///tmp/x.sock"}}, "redis.cluster"),
+        ({"redis": {"shards": 0}}, "redis.shards"),
     ],
 )
 def test_bad_settings_name_themselves(raw: dict[str, object], named: str) -> None:
@@ -69,3 +75,16 @@ def test_duplicate_keys_are_refused() -> None:
     keys = [{"key": "same-key-123", "role": "bot"}, {"key": "same-key-123", "role": "admin"}]
     with pytest.raises(ConfigError, match="twice"):
         Settings.from_mapping({"auth": {"api_keys": keys}})
+
+
+def test_the_event_loop_is_uvloop_when_installed_and_asyncio_on_request() -> None:
+    auto = new_event_loop(Settings.from_mapping({}).server.event_loop)
+    chosen = new_event_loop(
+        Settings.from_mapping({"server": {"event_loop": "asyncio"}}).server.event_loop
+    )
+    try:
+        # uvloop is a dependency on this platform: "auto" picks it.
+        assert (loop_name(auto), loop_name(chosen)) == ("uvloop", "asyncio")
+    finally:
+        auto.close()
+        chosen.close()

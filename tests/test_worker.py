@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from adapters.base import Delivery
 from omni import keys
 from omni.bots import BotDispatcher, bot_event
+from omni.channel import Delivery
 from omni.model import InboundMessage
 from omni.outbox import Job, Outbox, OutboxConfig
 from omni.settings import BotSettings, Secret

@@ -135,3 +135,83 @@ def test_a_worker_without_a_shared_redis_says_so_in_one_line(tmp_path: Path) -> 
     err = result.stderr.decode().strip()
     assert len(err.splitlines()) == 1, err
     assert "redis.url" in err
+
+
+class HoldingGraph:
+    """Instagram's Send API: every message answered with a fresh id, except the first,
+    which is held open (so the worker sending it can be killed mid-delivery)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.holding = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = body.get("message", {}).get("text")
+        if text is None:  # a sender action (typing): nothing to deliver
+            return web.json_response({"recipient_id": body["recipient"]["id"]})
+        self.texts.append(text)
+        if len(self.texts) == 1:
+            self.holding.set()
+            await asyncio.sleep(3600)  # until the worker's connection goes away
+        return web.json_response(
+            {"recipient_id": body["recipient"]["id"], "message_id": f"mid.{len(self.texts)}"}
+        )
+
+
+async def test_a_worker_killed_mid_delivery_leaves_no_reply_unsent_or_stuck_sending(
+    aiohttp_client: Any, aiohttp_server: ServerFactory, redis_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    graph = HoldingGraph()
+    graph_app = web.Application()
+    graph_app.router.add_post("/v22.0/{account}/messages", graph.handle)
+    graph_url = str((await aiohttp_server(graph_app)).make_url("/v22.0"))
+    instagram = {"app_secret": "s" * 16, "verify_token": "v", "page_token": "EAA-token",
+                 "account_id": "17841400000000001", "graph_url": graph_url}  # fmt: skip
+    client = await aiohttp_client(create_app(make_settings(redis_url, instagram=instagram)))
+    cid = (await ingest(client, channel="instagram", external_id="1180000000000042"))["customer_id"]
+    texts = [f"reply {n}" for n in range(5)]
+    for text in texts:
+        body = {"channel": "instagram", "text": text}
+        response = await client.post(f"/v1/customers/{cid}/messages", json=body, headers=AGENT)
+        assert response.status == 202, await response.text()
+
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\ncluster = {str(CLUSTER).lower()}\n'
+        "[outbox]\nvisibility_timeout_ms = 1500\nhandler_timeout_ms = 1000\nblock_ms = 50\n"
+        + "[instagram]\n"
+        + "".join(f'{k} = "{v}"\n' for k, v in instagram.items())
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_")}
+    env.update(OMNI_CONFIG=str(config), OMNI_LOG_FORMAT="json")
+
+    first = _worker(env)
+    try:
+        await asyncio.wait_for(graph.holding.wait(), 20)
+    finally:
+        first.send_signal(signal.SIGKILL)  # mid-delivery: one send in flight, unacked
+        first.communicate(timeout=10)
+
+    async def deliveries() -> list[dict[str, Any]]:
+        response = await client.get(f"/v1/customers/{cid}/deliveries", headers=AGENT)
+        items: list[dict[str, Any]] = (await response.json())["items"]
+        return items
+
+    second = _worker(env)
+    try:
+
+        async def all_sent() -> bool:
+            return all(d["state"] in ("sent", "delivered") for d in await deliveries())
+
+        await until(all_sent, timeout_s=30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=20)
+    assert second.returncode == 0, err.decode()[-2000:]
+    states = [d["state"] for d in await deliveries()]
+    assert len(states) == len(texts) and "sending" not in states
+    # Every reply reached Instagram; only the one in flight at the kill was sent twice
+    # (the Send API has no idempotency key: at least once is what it allows).
+    assert sorted(set(graph.texts)) == texts
+    assert len(graph.texts) <= len(texts) + 1

@@ -15,6 +15,8 @@ _TYPES = {
     "index.html": "text/html",
     "console.css": "text/css",
     "console.js": "text/javascript",
+    "reports.js": "text/javascript",
+    "identity.js": "text/javascript",
 }
 # Only this origin's script and styles run; images (attachments) may come from anywhere
 # over https; the page may not be framed (clickjacking a signed-in agent).

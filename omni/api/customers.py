@@ -9,6 +9,7 @@ from aiohttp import web
 
 from omni.api.messages import check_channel
 from omni.auth import caller
+from omni.clock import now_ms
 from omni.errors import (
     BadRequest,
     NotFound,
@@ -31,8 +32,8 @@ from omni.model import (
     SearchResult,
     json_size,
 )
-from omni.search import index_profile, normalize_phone, search
-from omni.state import REDIS, SERVICES, SETTINGS, STORE
+from omni.phones import canonical_external_id, normalize_phone
+from omni.state import SERVICES, SETTINGS, STORE
 from omni.web_io import (
     etag,
     if_match,
@@ -60,7 +61,7 @@ async def _context_response(
     # By id, an absorbed customer answers 308 to its survivor; by identity, the
     # identity may still point at it while a merge runs, so its survivor answers.
     store = request.app[STORE]
-    context = await store.context(cid, follow=follow)
+    context = await store.contexts.read(cid, follow=follow)
     tag = etag(context.version)
     ask = _ask(request)
     if ask:
@@ -73,7 +74,11 @@ async def _context_response(
         answered = sum(1 for k in known.values() if k is not None)
         if answered:
             # Each known fact is a question the bot does not have to ask the customer.
-            await store.count(context.customer.id, "q_answered", answered)
+            await store.parts.count(context.customer.id, "q_answered", answered)
+            await request.app[SERVICES].reports.questions(
+                context.customer.id, context.customer.last_channel or "unknown", "q_ans",
+                answered, now_ms(),
+            )  # fmt: skip
         context = msgspec.structs.replace(context, known=known)
     elif status == 200 and not_modified(request, tag):
         return web.Response(status=304, headers={"ETag": tag})
@@ -99,7 +104,16 @@ async def patch_conversation(request: web.Request) -> web.Response:
     if isinstance(patch.pending, PendingInput) and patch.pending.channel is not None:
         check_channel(request, patch.pending.channel, field="pending.channel")
     channel = request.query.get("channel")
-    await request.app[STORE].patch_conversation(cid, patch, if_match(request), channel)
+    _, repeated = await request.app[STORE].parts.patch_conversation(
+        cid, patch, if_match(request), channel
+    )
+    if repeated:
+        where = channel or (patch.pending.channel if isinstance(patch.pending, PendingInput)
+                            else None)  # fmt: skip
+        await request.app[SERVICES].reports.questions(
+            cid, where or await request.app[SERVICES].reports.last_channel(cid), "q_rep", 1,
+            now_ms(),
+        )  # fmt: skip
     await _publish(request, cid, "conversation", patch)
     return await _context_response(request, cid)
 
@@ -112,7 +126,9 @@ async def context_by_identity(request: web.Request) -> web.Response:
     channel = query_str(request, "channel", required=True) or ""
     external_id = query_str(request, "external_id", required=True) or ""
     check_channel(request, channel)
-    cid = await request.app[STORE].find(channel, external_id)
+    region = request.app[SETTINGS].identity.default_region
+    external_id = canonical_external_id(channel, external_id, region)
+    cid = await request.app[STORE].customers.find(channel, external_id)
     if cid is None:
         raise NotFound(f"no customer has that {channel} identity")
     return await _context_response(request, cid, follow=True)
@@ -127,13 +143,13 @@ async def patch_facts(request: web.Request) -> web.Response:
                 f"a fact value is limited to {FACT_VALUE_MAX_BYTES} bytes of JSON",
                 field=f"facts.{name}.value",
             )
-    rev = await request.app[STORE].patch_facts(cid, patch, if_match(request))
+    rev = await request.app[STORE].parts.patch_facts(cid, patch, if_match(request))
     await _publish(request, cid, "fact", {"facts": patch.facts, "version": rev})
     return await _context_response(request, cid)
 
 
 async def get_cart(request: web.Request) -> web.Response:
-    cart, rev = await request.app[STORE].cart(path_customer_id(request))
+    cart, rev = await request.app[STORE].parts.cart(path_customer_id(request))
     tag = etag(rev)
     if not_modified(request, tag):
         return web.Response(status=304, headers={"ETag": tag})
@@ -152,8 +168,11 @@ async def put_cart(request: web.Request) -> web.Response:
         raise ValidationFailed("every item in a cart must have the same currency", field="items")
     if data.stage == "placed" and not data.order_id:
         raise ValidationFailed("a placed cart needs its order_id", field="order_id")
-    cart, rev = await request.app[STORE].put_cart(cid, data, version, caller(request).name)
+    cart, rev = await request.app[STORE].parts.put_cart(cid, data, version, caller(request).name)
     await _publish(request, cid, "cart", {"cart": cart, "version": rev})
+    await request.app[SERVICES].reports.cart_changed(
+        cid, cart.stage, cart.totals.item_count, cart.order_id, now_ms()
+    )
     return json_response(cart, headers={"ETag": etag(rev)})
 
 
@@ -162,16 +181,24 @@ async def patch_profile(request: web.Request) -> web.Response:
     patch = await read_json(request, ProfilePatch)
     changes = msgspec.structs.asdict(patch)
     changes = {k: v for k, v in changes.items() if v is not None}
-    if "phone" in changes:
-        phone = normalize_phone(changes["phone"])
-        if phone is None:
-            raise ValidationFailed("phone must be in E.164 form, like +14155550100", field="phone")
-        changes["phone"] = phone
     store = request.app[STORE]
+    if "phone" in changes:
+        # Read in the customer's region when their locale names one (omni.phones).
+        locale = changes.get("locale") or (await store.customers.profile(cid))[0].locale
+        region = request.app[SETTINGS].identity.default_region
+        phone = normalize_phone(changes["phone"], region, locale=locale)
+        if phone is None:
+            raise ValidationFailed(
+                "phone is not a valid number: write it with its country code, like "
+                "+14155550100 (a national number is read in the customer's locale's "
+                "country, else in [identity] default_region)",
+                field="phone",
+            )
+        changes["phone"] = phone
     given = if_match(request)
     attempt = 0
     while True:
-        old, rev = await store.profile(cid)
+        old, rev = await store.customers.profile(cid)
         fields = dict(changes)
         # A changed email or phone is unverified unless this request says otherwise.
         if "email" in fields and fields["email"] != old.email:
@@ -182,13 +209,13 @@ async def patch_profile(request: web.Request) -> web.Response:
         # Without an If-Match, write only over the profile just read: a concurrent edit
         # makes the write stale and the patch is merged again instead of losing that edit.
         try:
-            _, before = await store.put_profile(cid, new, given or rev)
+            _, before = await store.customers.put_profile(cid, new, given or rev)
             break
         except PreconditionFailed:
             attempt += 1
             if given or attempt >= _PROFILE_ATTEMPTS:
                 raise
-    await index_profile(request.app[REDIS], cid, before, new)
+    await request.app[STORE].search.index_profile(cid, before, new)
     await _publish(request, cid, "profile", {"profile": new})
     return await _context_response(request, cid)
 
@@ -197,8 +224,17 @@ async def link_identity(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     link = await read_json(request, IdentityLink)
     check_channel(request, link.channel)
-    identity, created = await request.app[STORE].link_identity(cid, link)
+    region = request.app[SETTINGS].identity.default_region
+    external_id = canonical_external_id(link.channel, link.external_id, region)
+    link = msgspec.structs.replace(link, external_id=external_id)
+    identity, created = await request.app[STORE].customers.link_identity(cid, link)
     if created:
+        await request.app[STORE].audit.record(
+            [cid],
+            "link",
+            evidence="linked by an agent" + (" as verified" if link.verified else ""),
+            identity=(link.channel, link.external_id),
+        )
         await _publish(request, cid, "identity", {"identity": identity})
     return json_response(identity, status=201 if created else 200)
 
@@ -210,7 +246,7 @@ async def history(request: web.Request) -> web.Response:
     channel = query_str(request, "channel")
     if channel is not None and channel not in request.app[SETTINGS].channels.enabled:
         raise BadRequest(f"unknown channel {channel!r}", field="channel")
-    page = await request.app[STORE].history(
+    page = await request.app[STORE].timeline.history(
         cid,
         limit=limit,
         before=decode_cursor(before) if before else None,
@@ -222,5 +258,7 @@ async def history(request: web.Request) -> web.Response:
 
 async def find_customers(request: web.Request) -> web.Response:
     q = query_str(request, "q", required=True) or ""
-    found = await search(request.app[REDIS], q, request.app[SETTINGS].channels.enabled)
+    settings = request.app[SETTINGS]
+    region = settings.identity.default_region or None
+    found = await request.app[STORE].search.find(q, settings.channels.enabled, region)
     return json_response(SearchResult(customers=found))

@@ -152,7 +152,7 @@ async def _close_streams(app: web.Application) -> None:
 
 async def customer_events(request: web.Request) -> web.StreamResponse:
     cid = path_customer_id(request)
-    await request.app[STORE].revision(cid)  # 404 before the stream starts
+    await request.app[STORE].parts.revision(cid)  # 404 before the stream starts
     return await _stream(request, cid)
 
 

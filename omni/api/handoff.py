@@ -32,7 +32,7 @@ async def handoff(request: web.Request) -> web.Response:
     await request.app[SERVICES].handoffs.assign(
         cid, to, agent_id=agent_id, reason=body.reason, by=by
     )
-    context = await request.app[STORE].context(cid)
+    context = await request.app[STORE].contexts.read(cid)
     return json_response(context.conversation)
 
 
@@ -40,6 +40,6 @@ async def resolve(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     body = await read_json(request, ResolveRequest)
     resolved = await request.app[SERVICES].handoffs.resolve(cid, author(request), body.reason)
-    context = await request.app[STORE].context(cid)
+    context = await request.app[STORE].contexts.read(cid)
     headers = {} if resolved else {"Idempotent-Replayed": "true"}
     return json_response(context.conversation, headers=headers)

@@ -12,7 +12,7 @@ from aiohttp import web
 from omni.api.messages import check_channel
 from omni.auth import author
 from omni.errors import BadRequest, NotFound
-from omni.model import OutboundRequest
+from omni.model import OutboundRequest, TypingRequest
 from omni.outbox import DeadLetter, DeliveryStatus
 from omni.state import SERVICES, STORE
 from omni.web_io import json_response, path_customer_id, query_int, query_str, read_json
@@ -43,10 +43,24 @@ async def send(request: web.Request) -> web.Response:
     return json_response(message, status=202 if created else 200, headers=headers)
 
 
+async def typing(request: web.Request) -> web.Response:
+    """Tell the customer's chats that a bot or an agent is writing (or stopped): live
+    only (a live event, not a message in the history); the widget and the app show it
+    until the reply or a stop."""
+    cid = path_customer_id(request)
+    body = await read_json(request, TypingRequest)
+    if body.channel is not None:
+        check_channel(request, body.channel)
+    await request.app[STORE].parts.revision(cid)  # 404 for a customer that does not exist
+    event = {"channel": body.channel, "from": author(request).kind, "state": body.state}
+    await request.app[SERVICES].live.publish(cid, "typing", event)
+    return web.Response(status=204)
+
+
 async def deliveries(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     limit = query_int(request, "limit", default=50, low=1, high=DEAD_PAGE_MAX)
-    await request.app[STORE].context(cid)  # 404 for a customer that does not exist
+    await request.app[STORE].contexts.read(cid)  # 404 for a customer that does not exist
     items = await request.app[SERVICES].outbox.deliveries(cid, limit)
     return json_response(DeliveryList(items=items))
 

@@ -11,8 +11,11 @@
   const $ = (id) => document.getElementById(id);
   const KEY = "omni.key";
   const EVENTS_THAT_CHANGE_CONTEXT = [
-    "fact", "cart", "profile", "identity", "conversation", "handoff", "merge",
+    "fact", "cart", "profile", "identity", "conversation", "handoff", "merge", "unmerge",
   ];
+  // What identity.js (merge preview, audit trail, undo) hangs on: called with each
+  // message row drawn, and with each customer opened or refreshed.
+  const hooks = { row: [], customer: [] };
   const state = {
     key: sessionStorage.getItem(KEY),
     me: null,
@@ -207,6 +210,7 @@
     const named = !state.context || state.context.customer.profile.name !== context.customer.profile.name;
     state.context = context;
     drawCustomer(context);
+    for (const hook of hooks.customer) hook(context);
     if (named) for (const message of state.messages.values()) upsert(message);
   }
 
@@ -366,6 +370,7 @@
     if (picked) row.append(el("p", { class: "text", text: `▸ ${picked.title || picked.payload}` }));
     for (const attachment of message.attachments || []) row.append(attachmentNode(attachment));
     if (message.reaction) row.append(el("span", { class: "attachment", text: `Reaction: ${message.reaction}` }));
+    for (const hook of hooks.row) hook(message, row);
     return row;
   }
 
@@ -428,7 +433,9 @@
     for (const type of EVENTS_THAT_CHANGE_CONTEXT) {
       stream.addEventListener(type, (event) => {
         seen(event);
-        scheduleRefresh(type === "cart" || type === "merge");
+        // An undone merge takes messages away from this timeline: draw it afresh.
+        if (type === "unmerge") openCustomer(state.cid);
+        else scheduleRefresh(type === "cart" || type === "merge");
       });
     }
     stream.addEventListener("reset", () => scheduleRefresh(true));
@@ -459,6 +466,17 @@
   }
 
   async function openInbox() {
+    // Who waits now (GET /v1/conversations), oldest on top; events then keep it live.
+    try {
+      const { conversations } = await api("/v1/conversations?status=waiting&limit=20");
+      for (const c of conversations.reverse()) {
+        const said = c.last_message ? c.last_message.text || "…" : "…";
+        noteInbox(c.customer.id, c.customer.name || c.customer.id,
+          `waiting since ${when(c.waiting_since)} · ${c.channel || "?"}: ${said}`, true);
+      }
+    } catch (_) {
+      // The events below still fill it.
+    }
     let url;
     try {
       url = await eventsUrl("/v1/events", state.inboxLastId);
@@ -529,12 +547,36 @@
     }
   });
 
+  // The customer's chat shows "typing" while the agent writes (POST …/typing, live only).
+  let typingFor = null;
+  let typingIdle = 0;
+  function typing(what) {
+    clearTimeout(typingIdle);
+    const tell = (cid, value) =>
+      api(`/v1/customers/${cid}/typing`, { method: "POST", body: { state: value } }).catch(() => {});
+    if (typingFor && (what === "stop" || typingFor !== state.cid)) {
+      tell(typingFor, "stop");
+      typingFor = null;
+    }
+    if (what === "start" && state.cid) {
+      if (typingFor !== state.cid) tell(state.cid, "start");
+      typingFor = state.cid;
+      typingIdle = setTimeout(() => typing("stop"), 4000);
+    }
+  }
+  $("reply").addEventListener("input", () => typing($("reply").value.trim() ? "start" : "stop"));
+  $("reply-form").addEventListener("submit", () => typing("stop"));
+
   $("reply").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       $("reply-form").requestSubmit();
     }
   });
+
+  // The pieces identity.js builds on (it loads after this script).
+  window.omniConsole = { api, el, when, state, hooks, openCustomer, ApiError,
+    refresh: () => scheduleRefresh(true) };
 
   // -- start ---------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ if moved then
 end
 local op, now = ARGV[1], tonumber(ARGV[2])
 local state = redis.call('HMGET', KEYS[1], 'ho', 'ho_due', 'cv_n', 'cv_status', 'cv_channels',
-  'cv_started', 'cv_first', 'cv_agent')
+  'cv_started', 'cv_first', 'cv_agent', 'cv_assignee', 'cv_rq')
 local holder, due, conv, status = state[1] or 'bot', state[2], state[3] or '0', state[4]
 local first_channel = string.match(state[5] or '', '^([^,]+)') or ''
 
@@ -53,7 +53,8 @@ if op == 'inbound' then
   return {1, holder, due or ''}
 end
 
--- {1, first response (1/0), ms since the conversation started, the reply cleared a due}
+-- {1, first response (1/0), ms since the conversation started, the reply cleared a due,
+-- conversation number}
 if op == 'reply' then
   local first, took, cleared = 0, 0, 0
   local mine = string.match(state[7] or '', '^(%d+):')
@@ -72,10 +73,12 @@ if op == 'reply' then
   if first == 1 or cleared == 1 then
     redis.call('HINCRBY', KEYS[1], 'rev', 1)
   end
-  return {1, first, took, cleared}
+  return {1, first, took, cleared, conv}
 end
 
--- {1, resolved by, the conversation's first channel}, or {0} when already resolved
+-- {1, resolved by, the conversation's first channel, conversation number, started (ms),
+-- its channels, the assignee before, '1' when a bot asked a question omni knew the answer
+-- to in it (cv_rq)}, or {0} when already resolved
 if op == 'resolve' then
   if status == 'resolved' or conv == '0' then
     return {0}
@@ -88,7 +91,8 @@ if op == 'resolve' then
     'ho', 'bot', 'cv_assignee', ARGV[4])
   redis.call('HDEL', KEYS[1], 'ho_due')
   redis.call('HINCRBY', KEYS[1], 'rev', 1)
-  return {1, by, first_channel}
+  return {1, by, first_channel, conv, state[6] or '', state[5] or '', state[9] or '',
+    state[10] or ''}
 end
 
 -- {1} when the agent's reply was overdue and the conversation went back to the queue,

@@ -19,8 +19,7 @@ import pytest
 from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
-from adapters.base import ChannelEvent, InboundRequest, Marked, Received, Skipped
-from adapters.instagram import (
+from adapters.instagram.protocol import (
     REAUTH_REASONS,
     InstagramAdapter,
     reason_code,
@@ -28,6 +27,8 @@ from adapters.instagram import (
     split_text,
     window_state,
 )
+from adapters.instagram.sender import GraphSender
+from omni.channel import ChannelEvent, InboundRequest, Marked, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated
 from omni.model import (
     METADATA_MAX,
@@ -840,8 +841,10 @@ async def graph(aiohttp_server: Any) -> AsyncIterator[tuple[Graph, str]]:
     stub.release.set()
 
 
-def sender(graph: tuple[Graph, str], session: ClientSession, **overrides: Any) -> InstagramAdapter:
-    return make(graph_url=graph[1], session=session, **overrides)
+def sender(
+    graph: tuple[Graph, str], session: ClientSession, *, timeout: float = 10.0, **overrides: Any
+) -> GraphSender:
+    return GraphSender(make(graph_url=graph[1], **overrides), session, timeout=timeout)
 
 
 def reply(text: str | None = None, **fields: Any) -> Message:
@@ -919,9 +922,11 @@ async def test_typing_on_matches_the_fixture(
 async def test_quick_reply_labels_and_limits(
     graph: tuple[Graph, str], session: ClientSession
 ) -> None:
-    adapter = sender(graph, session)
+    graph_sender = sender(graph, session)
     options = [Payload("Yes"), Payload("LONG", title="A title much longer than twenty characters")]
-    assert (await adapter.deliver(reply("Sure?", quick_replies=options), CUSTOMER)).status == "sent"
+    assert (
+        await graph_sender.deliver(reply("Sure?", quick_replies=options), CUSTOMER)
+    ).status == "sent"
     sent = graph[0].requests[0]["body"]["message"]["quick_replies"]
     assert sent[0] == {"content_type": "text", "title": "Yes", "payload": "Yes"}
     assert sent[1] == {"content_type": "text", "title": "A title much longer ", "payload": "LONG"}
@@ -930,7 +935,7 @@ async def test_quick_reply_labels_and_limits(
         [Payload("", title="no payload")],
         [Payload("x" * 1001)],
     ):
-        delivery = await adapter.deliver(reply("Sure?", quick_replies=bad), CUSTOMER)
+        delivery = await graph_sender.deliver(reply("Sure?", quick_replies=bad), CUSTOMER)
         assert (delivery.status, reason_code(delivery), delivery.retry) == (
             "failed",
             "unsendable",
@@ -1072,8 +1077,8 @@ async def test_a_missing_token_fails_without_calling_graph(
 async def test_query_token_appsecret_proof_and_me_route(
     graph: tuple[Graph, str], session: ClientSession
 ) -> None:
-    adapter = sender(graph, session, account_id="me", auth_style="query", appsecret_proof=True)
-    assert (await adapter.deliver(reply("hello"), CUSTOMER)).status == "sent"
+    graph_sender = sender(graph, session, account_id="me", auth_style="query", appsecret_proof=True)
+    assert (await graph_sender.deliver(reply("hello"), CUSTOMER)).status == "sent"
     (seen,) = graph[0].requests
     assert seen["path"] == "/v22.0/me/messages"
     assert seen["authorization"] is None
@@ -1109,8 +1114,8 @@ async def test_refused_connection_is_worth_a_retry(session: ClientSession) -> No
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    adapter = make(graph_url=f"http://127.0.0.1:{port}/v22.0", session=session)
-    delivery = await adapter.deliver(reply("hello"), CUSTOMER)
+    graph_sender = GraphSender(make(graph_url=f"http://127.0.0.1:{port}/v22.0"), session)
+    delivery = await graph_sender.deliver(reply("hello"), CUSTOMER)
     assert (delivery.status, reason_code(delivery), delivery.retry) == (
         "failed",
         "network_error",
@@ -1141,11 +1146,6 @@ async def test_unsendable_messages_fail_without_calling_graph(
         False,
     )
     assert graph[0].requests == []
-
-
-async def test_deliver_without_a_session_is_a_programming_error() -> None:
-    with pytest.raises(RuntimeError):
-        await make().deliver(reply("hello"), CUSTOMER)
 
 
 # -- text splitting and configuration ---------------------------------------------------------

@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.base import Delivery, InboundRequest, Received
-from adapters.mobile import PREVIEW_MAX, CatchUp, Device, MobileAdapter
-from adapters.web import WebAdapter
+from adapters.mobile.protocol import PREVIEW_MAX, CatchUp, Device, MobileAdapter
+from adapters.mobile.sender import Pusher
+from adapters.web.protocol import WebAdapter
+from omni.channel import Delivery, InboundRequest, Received
 from omni.errors import BadRequest, ConfigError, Forbidden, Unauthenticated, ValidationFailed
 from omni.model import Author, Message
 
@@ -37,20 +38,21 @@ def fixture(name: str) -> dict[str, Any]:
     return loaded
 
 
-def make_mobile(
-    http: aiohttp.ClientSession, push_url: str = "http://127.0.0.1:9", **kw: Any
-) -> MobileAdapter:
+def make_mobile(push_url: str = "http://127.0.0.1:9", **kw: Any) -> MobileAdapter:
     options: dict[str, Any] = {
         "session_secret": SESSION_SECRET,
         "identity_secret": IDENTITY_SECRET,
         "push_url": push_url,
-        "http": http,
         "fcm_project": "omni-test",
         "apns_topic": "com.example.shop",
         "clock": lambda: NOW,
     }
     options.update(kw)
     return MobileAdapter(**options)
+
+
+def pusher(http: aiohttp.ClientSession, mobile: MobileAdapter, timeout_s: float = 10.0) -> Pusher:
+    return Pusher(mobile, http, timeout_s)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def mobile(http: aiohttp.ClientSession) -> MobileAdapter:
-    return make_mobile(http)
+    return make_mobile()
 
 
 def request(
@@ -139,7 +141,7 @@ def test_fixture_registration_with_a_forged_hash_is_rejected(
 def test_fixture_registration_with_the_wrong_identity_secret_is_rejected(
     http: aiohttp.ClientSession, name: str
 ) -> None:
-    mobile = make_mobile(http, identity_secret="the-ios-apps-own-secret")
+    mobile = make_mobile(identity_secret="the-ios-apps-own-secret")
     with pytest.raises(Unauthenticated):
         mobile.parse_device(
             request((PAYLOADS / name).read_bytes(), token=mobile.issue_session(VISITOR))
@@ -161,7 +163,7 @@ def test_fixture_registration_needs_a_live_mobile_session(
     ).issue_session(VISITOR, NOW)
     with pytest.raises(Unauthenticated):
         mobile.parse_device(request(body, token=web_token))
-    other_secret = make_mobile(http, session_secret="x" * 40)
+    other_secret = make_mobile(session_secret="x" * 40)
     with pytest.raises(Unauthenticated):
         mobile.parse_device(request(body, token=other_secret.issue_session(VISITOR)))
 
@@ -341,10 +343,10 @@ async def test_apns_push_success(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url, push_auth=lambda: "provider-jwt")
+    mobile = make_mobile(url, push_auth=lambda: "provider-jwt")
     device = device_of(mobile, FIXTURES[1])
     message = reply()
-    delivery = await mobile.deliver(message, device)
+    delivery = await pusher(http, mobile).deliver(message, device)
     expected_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "omni:" + message.id))
     assert delivery == Delivery("sent", channel_message_id=expected_id)
     (seen,) = fake.requests
@@ -371,10 +373,10 @@ async def test_fcm_push_success(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url, push_auth="oauth-token")
+    mobile = make_mobile(url, push_auth="oauth-token")
     device = device_of(mobile, FIXTURES[0])
     message = reply()
-    delivery = await mobile.deliver(message, device)
+    delivery = await pusher(http, mobile).deliver(message, device)
     assert delivery == Delivery(
         "sent", channel_message_id="projects/omni-test/messages/0:1500415314"
     )
@@ -398,11 +400,11 @@ async def test_ios_through_fcm_carries_the_apns_block(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url)
+    mobile = make_mobile(url)
     device = Device(
         device_id="ios-fcm-1", platform="ios", push_provider="fcm", push_token="fcmTok:ios_1"
     )
-    assert (await mobile.deliver(reply(), device)).status == "sent"
+    assert (await pusher(http, mobile).deliver(reply(), device)).status == "sent"
     body = fake.requests[0]["body"]["message"]
     assert body["apns"]["payload"]["aps"]["thread-id"] == reply().conversation_id
     assert body["apns"]["headers"]["apns-collapse-id"] == reply().id
@@ -414,12 +416,12 @@ async def test_sandbox_devices_use_the_sandbox_url(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url, apns_sandbox_url=url + "/sandbox")
+    mobile = make_mobile(url, apns_sandbox_url=url + "/sandbox")
     device = Device(
         device_id="dev-1", platform="ios", push_provider="apns", push_token="ab" * 32,
         apns_env="sandbox", app_id="com.example.shop.debug",
     )  # fmt: skip
-    assert (await mobile.deliver(reply(), device)).status == "sent"
+    assert (await pusher(http, mobile).deliver(reply(), device)).status == "sent"
     assert fake.requests[0]["path"] == f"/sandbox/3/device/{'ab' * 32}"
     assert fake.requests[0]["headers"]["apns-topic"] == "com.example.shop.debug"
 
@@ -457,8 +459,8 @@ async def test_apns_answers(
 ) -> None:
     fake, url = provider
     fake.answers[IOS["push_token"]] = answer
-    mobile = make_mobile(http, url)
-    assert await mobile.deliver(reply(), device_of(mobile, FIXTURES[1])) == expected
+    mobile = make_mobile(url)
+    assert await pusher(http, mobile).deliver(reply(), device_of(mobile, FIXTURES[1])) == expected
     assert len(fake.requests) == 1
 
 
@@ -509,26 +511,28 @@ async def test_fcm_answers(
 ) -> None:
     fake, url = provider
     fake.answers[ANDROID["push_token"]] = answer
-    mobile = make_mobile(http, url)
-    assert await mobile.deliver(reply(), device_of(mobile, FIXTURES[0])) == expected
+    mobile = make_mobile(url)
+    assert await pusher(http, mobile).deliver(reply(), device_of(mobile, FIXTURES[0])) == expected
 
 
 async def test_invalid_token_then_success_after_re_registration(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url)
+    mobile = make_mobile(url)
     fake.answers[IOS["push_token"]] = (410, {"reason": "Unregistered"})
-    assert (await mobile.deliver(reply(), device_of(mobile, FIXTURES[1]))).reason == "invalid_token"
+    assert (
+        await pusher(http, mobile).deliver(reply(), device_of(mobile, FIXTURES[1]))
+    ).reason == "invalid_token"
     rotated = Device(**{**IOS, "push_token": "cd" * 32})
-    assert (await mobile.deliver(reply(), rotated)).status == "sent"
+    assert (await pusher(http, mobile).deliver(reply(), rotated)).status == "sent"
 
 
 async def test_unreachable_push_endpoint_is_retried(
     http: aiohttp.ClientSession, unused_tcp_port: int
 ) -> None:
-    mobile = make_mobile(http, f"http://127.0.0.1:{unused_tcp_port}")
-    delivery = await mobile.deliver(reply(), device_of(mobile, FIXTURES[0]))
+    mobile = make_mobile(f"http://127.0.0.1:{unused_tcp_port}")
+    delivery = await pusher(http, mobile).deliver(reply(), device_of(mobile, FIXTURES[0]))
     assert delivery == Delivery("failed", reason="unreachable", retry=True)
 
 
@@ -537,8 +541,8 @@ async def test_slow_push_endpoint_times_out_and_is_retried(
 ) -> None:
     fake, url = provider
     fake.delay = 1.0
-    mobile = make_mobile(http, url, push_timeout_s=0.1)
-    delivery = await mobile.deliver(reply(), device_of(mobile, FIXTURES[1]))
+    mobile = make_mobile(url)
+    delivery = await pusher(http, mobile, 0.1).deliver(reply(), device_of(mobile, FIXTURES[1]))
     assert delivery == Delivery("failed", reason="unreachable", retry=True)
 
 
@@ -546,16 +550,16 @@ async def test_notification_text_preview(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    mobile = make_mobile(http, url)
+    mobile = make_mobile(url)
     device = device_of(mobile, FIXTURES[0])
-    await mobile.deliver(reply("é" * 500, author=Author(kind="bot")), device)
+    await pusher(http, mobile).deliver(reply("é" * 500, author=Author(kind="bot")), device)
     notification = fake.requests[-1]["body"]["message"]["notification"]
     assert notification["title"] == "New message"
     assert len(notification["body"]) == PREVIEW_MAX and notification["body"].endswith("…")
-    await mobile.deliver(reply(None), device)
+    await pusher(http, mobile).deliver(reply(None), device)
     assert fake.requests[-1]["body"]["message"]["notification"]["body"] == "You have a new message"
-    private = make_mobile(http, url, push_preview=False, push_fallback="Shop: new reply")
-    await private.deliver(reply("secret order details"), device)
+    private = make_mobile(url, push_preview=False, push_fallback="Shop: new reply")
+    await pusher(http, private).deliver(reply("secret order details"), device)
     assert "secret" not in json.dumps(fake.requests[-1]["body"])
     assert fake.requests[-1]["body"]["message"]["notification"]["body"] == "Shop: new reply"
 
@@ -564,9 +568,9 @@ async def test_push_without_configuration_fails_without_calling(
     http: aiohttp.ClientSession, provider: tuple[PushProvider, str]
 ) -> None:
     fake, url = provider
-    bare = make_mobile(http, url, fcm_project=None, apns_topic=None)
-    android = await bare.deliver(reply(), device_of(bare, FIXTURES[0]))
-    ios = await bare.deliver(reply(), device_of(bare, FIXTURES[1]))
+    bare = make_mobile(url, fcm_project=None, apns_topic=None)
+    android = await pusher(http, bare).deliver(reply(), device_of(bare, FIXTURES[0]))
+    ios = await pusher(http, bare).deliver(reply(), device_of(bare, FIXTURES[1]))
     assert android == Delivery("failed", reason="not_configured:fcm_project")
     assert ios == Delivery("failed", reason="not_configured:apns_topic")
     assert fake.requests == []
@@ -574,13 +578,13 @@ async def test_push_without_configuration_fails_without_calling(
 
 def test_push_url_must_be_http(http: aiohttp.ClientSession) -> None:
     with pytest.raises(ConfigError):
-        make_mobile(http, "ftp://push.example.com")
+        make_mobile("ftp://push.example.com")
     with pytest.raises(ConfigError):
-        make_mobile(http, "http://push.example.com", apns_sandbox_url="push.example.com")
+        make_mobile("http://push.example.com", apns_sandbox_url="push.example.com")
 
 
 async def test_without_a_push_url_nothing_is_pushed(http: aiohttp.ClientSession) -> None:
-    bare = make_mobile(http, None)  # type: ignore[arg-type]
+    bare = make_mobile(None)  # type: ignore[arg-type]
     assert not bare.pushes
-    delivery = await bare.deliver(reply(), device_of(bare, FIXTURES[0]))
+    delivery = await pusher(http, bare).deliver(reply(), device_of(bare, FIXTURES[0]))
     assert delivery == Delivery("failed", reason="not_configured:push_url")

@@ -22,8 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from adapters.base import Adapter, InboundRequest, Received, Skipped
-from adapters.voice import (
+from adapters.voice.protocol import (
     CallWebhook,
     VoiceAdapter,
     dial,
@@ -31,12 +30,14 @@ from adapters.voice import (
     gather,
     hangup,
     redirect,
-    signature,
     status_supersedes,
 )
+from adapters.voice.sender import send
+from omni.channel import Adapter, InboundRequest, Received, Skipped
 from omni.errors import BadRequest, ConfigError, Unauthenticated
 from omni.model import Author, Message
 from omni.settings import Secret
+from omni.twilio import signature
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "voice"
 FORM = "application/x-www-form-urlencoded"
@@ -723,7 +724,7 @@ def test_adapter_redirect_is_absolute() -> None:
 # -- deliver, configuration --------------------------------------------------------------
 
 
-async def test_deliver_says_replies_belong_to_the_live_call() -> None:
+async def test_the_sender_says_replies_belong_to_the_live_call() -> None:
     message = Message(
         id="m1",
         customer_id="c1",
@@ -734,7 +735,7 @@ async def test_deliver_says_replies_belong_to_the_live_call() -> None:
         received_at="2026-01-01T00:00:00.000Z",
         text="Your order ships tomorrow.",
     )
-    delivery = await adapter().deliver(message, CALLER)
+    delivery = await send(message, CALLER)
     assert delivery.status == "failed"
     assert delivery.retry is False
     assert (delivery.reason or "").startswith("voice replies are spoken during a call")

@@ -1,4 +1,4 @@
-"""adapters.web and adapters.sessions: session tokens, identify, message bodies, socket
+"""adapters.web and adapters.chat.sessions: session tokens, identify, message bodies, socket
 frames and the Origin check, against the fixtures in tests/payloads/web/."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from adapters.base import InboundRequest, Marked, Received
-from adapters.sessions import SessionAuthority, new_visitor_id
-from adapters.web import (
+from adapters.chat.sessions import SessionAuthority, new_visitor_id
+from adapters.web.protocol import (
     FRAME_MAX,
     Ping,
     Resume,
@@ -22,6 +21,7 @@ from adapters.web import (
     allowed_origin,
     origin_entry_ok,
 )
+from omni.channel import InboundRequest, Marked, Received
 from omni.errors import (
     BadRequest,
     ConfigError,

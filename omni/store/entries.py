@@ -1,0 +1,122 @@
+"""How the timeline's entries read back, and where a page of them starts: pure
+functions over what the timeline scripts return (no Redis here)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from omni import codec
+from omni.clock import MILLIS, entry_ms, iso, iso_second
+from omni.ids import Cursor
+from omni.model import Message, MessageStatus, Voice
+from omni.store.reply import as_bytes, as_text
+
+_DEDUPE_FIELD_MAX = 64
+
+
+def conversation_id(cid: str, number: int) -> str:
+    return f"cnv_{cid[4:]}-{number}"
+
+
+def dedupe_field(channel: str, channel_message_id: str) -> str:
+    """The message-id index field; long channel ids (Instagram's are ~150 chars) are
+    hashed so the index costs the same per message whatever the channel."""
+    field = f"{channel}:{channel_message_id}"
+    if len(field) <= _DEDUPE_FIELD_MAX:
+        return field
+    return f"{channel}#" + hashlib.blake2b(channel_message_id.encode(), digest_size=16).hexdigest()
+
+
+def echo_field(channel: str, fingerprint: str) -> str:
+    # In the message-id index, beside the channel's ids; '#' keeps the channel first, as
+    # a hashed id's field does, and "echo:" keeps it apart from those.
+    return f"{channel}#echo:{fingerprint}"
+
+
+def start_before(before: Cursor | None, owner: str) -> str:
+    """Where `owner`'s timeline is read from for a page before `before` (exclusive):
+    ties on the entry id are ordered by owner, so a smaller owner still holds it."""
+    if before is None:
+        return "+"
+    entry, after_owner = before
+    if after_owner is not None and owner < after_owner:
+        return entry
+    return f"({entry}"
+
+
+def start_after(after: Cursor, owner: str) -> str:
+    """Where `owner`'s timeline is read from for messages after `after` (exclusive), in
+    the same (entry id, owner) order as `start_before`."""
+    entry, after_owner = after
+    if after_owner is not None and owner > after_owner:
+        return entry
+    return f"({entry}"
+
+
+def entry_order(entry_id: str, owner: str) -> tuple[int, int, str]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq), owner
+
+
+def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
+    """A stored message as read back by its entry id."""
+    return codec.decode_message(
+        blob,
+        customer_id=cid,
+        conversation_id=conversation_id(cid, conv),
+        received_at=iso(entry_ms(entry)) or "",
+    )
+
+
+def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
+    """Messages from the read script's entries ([entry id, blob, conversation number])
+    and their annotations (four per entry, or none at all).
+
+    The hot loop of a history page and a context read: a page spans few conversations
+    and few seconds, so their ids and timestamps are made once a page, not once an
+    entry (tests/test_page_encoding.py holds it to `stored_message`'s answers)."""
+    prefix = f"cnv_{cid[4:]}-"
+    conversations: dict[bytes, str] = {}
+    seconds: dict[int, str] = {}
+    message_at = codec.message_at
+    out = []
+    for index, (entry_id, blob, conv) in enumerate(entries):
+        conversation = conversations.get(conv)
+        if conversation is None:
+            conversation = conversations[conv] = prefix + str(int(conv))
+        second, millis = divmod(entry_ms(entry_id), 1000)
+        stamp = seconds.get(second)
+        if stamp is None:
+            stamp = seconds[second] = iso_second(second)
+        found = message_at(as_bytes(blob), cid, conversation, stamp + MILLIS[millis])
+        if notes and any(mine := notes[4 * index : 4 * index + 4]):
+            found = annotated(found, mine)
+        out.append(found)
+    return out
+
+
+def annotated(message: Message, notes: list[Any]) -> Message:
+    """The message with what happened to it since (its four annotations). A message the
+    customer unsent keeps its place on the timeline and loses its content in every read:
+    they took it back, and an agent or a bot must not act on it."""
+    status, deleted, reaction, read = notes
+    message = msgspec.structs.replace(
+        message,
+        status=codec.decode(as_bytes(status), MessageStatus) if status else None,
+        deleted_at=iso(as_text(deleted)),
+        reaction=as_text(reaction),
+        read_at=iso(as_text(read)),
+    )
+    if not deleted:
+        return message
+    return msgspec.structs.replace(
+        message,
+        text=None,
+        attachments=[],
+        quick_reply=None,
+        postback=None,
+        voice=Voice(call_id=message.voice.call_id) if message.voice else None,
+    )

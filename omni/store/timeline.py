@@ -1,0 +1,520 @@
+"""The timeline room (`store.timeline`): every read and write of a customer's messages.
+
+Owns `omni:{C}:tl` (the timeline stream), `omni:{C}:tl:<channel>` (the per-channel
+indexes), `omni:{C}:mid` (channel message id -> entry, and the echoes expected) and
+`omni:{C}:ann` (what happened to a message since: status, deletion, reaction, read);
+its scripts, append.lua and read_page.lua, sit beside it.
+
+An ingest is a straight descent. An inbound Instagram message: the channel's handler
+-> omni.inbox.Inbox.ingest -> `ingest` here, which takes the customer from the identity
+cache or asks `store.customers.resolve` once (SET NX GET), runs append.lua once through
+the pipeliner (it de-duplicates, appends and updates the customer in the customer's
+slot) and, for a new customer with a name only, indexes it (`store.search`); back in the
+inbox, typed contacts go to `store.parts.add_absent_facts` and the live event and bot
+delivery to one pipelined batch. Each room is entered once, downwards: none calls back
+up, and nothing on the path reaches into the store's client or keys. (Before the
+rooms, that path left and re-entered store.py eight times: ingest, resolve, append, a
+late import of omni.search handed the store's client, omni.identity reading the facts
+with the store's client, patch_facts, _write_part, the pipeliner.)
+
+Over 400 lines on purpose: it is every read and write of the timeline's four keys, which
+append.lua writes together; the pure decoding and paging arithmetic is omni.store.entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from omni import codec, keys, scripts
+from omni.clock import entry_ms, iso, now_ms
+from omni.errors import Moved, NotFound, StoreError, Unavailable
+from omni.ids import Cursor, encode_cursor, new_message_id
+from omni.model import (
+    Author,
+    DeliveryState,
+    HistoryPage,
+    Identity,
+    InboundMessage,
+    Message,
+    MessageStatus,
+    MetaValue,
+    Profile,
+    message_from,
+)
+from omni.replica_acks import ReplicaAcks
+from omni.store.customers import Customers
+from omni.store.entries import (
+    conversation_id,
+    dedupe_field,
+    echo_field,
+    entry_order,
+    start_after,
+    start_before,
+    stored_message,
+    stored_messages,
+)
+from omni.store.reply import absorbed_ids, as_bytes, as_text
+from omni.store.search import Search
+
+# How long an echo may arrive before the send it echoes has answered (Send API timeout
+# and a margin); an older expectation is a send that died, and does not match.
+ECHO_WAIT_MS = 120_000
+SYSTEM_CHANNEL = "system"  # the timeline's own events (cart changes, merges)
+_MERGE_HOPS = 4
+# How far a delivery has got: a channel's report never moves a message's status to a
+# lower rank (`advance_status`).
+STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
+IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
+
+# A timeline row: its sort key (entry ms, entry seq, owner) and the message.
+Row = tuple[tuple[int, int, str], Message]
+
+
+class Appended(NamedTuple):
+    message: Message  # as stored (the first copy, for a repeat)
+    entry: str  # its timeline entry id
+    created: bool  # False: a repeat of a message already stored
+    # The customer's handoff fields ('ho', 'cv_assignee') just after a new message was
+    # stored (None for a repeat): who answers it, without reading them again; then its
+    # team inbox fields ('cv_status', 'last_channel', 'iw', 'ix'; omni.store.inbox).
+    handoff: tuple[bytes | None, ...] | None = None
+    # For the service report (omni.reports): how the new message moved the customer's
+    # journey ('n' opened conversation `conversation`, 's' switched channel, '') and,
+    # when it opened one, the customer's last resolution ('rp', b"" when none).
+    journey: tuple[str, int, bytes] | None = None
+
+
+class _Gone(Exception):
+    """A cached customer id names a customer that no longer exists."""
+
+
+class Timeline:
+    def __init__(
+        self,
+        redis: Redis,
+        pipeliner: scripts.Pipeliner,
+        customers: Customers,
+        search: Search,
+        identity_cache: int = IDENTITY_CACHE,
+        *,
+        acks: ReplicaAcks | None = None,
+    ) -> None:
+        self.redis = redis
+        self.pipeliner = pipeliner
+        self.acks = acks
+        self.customers = customers
+        self.search = search
+        # Identity -> customer, learnt from successful appends: a known customer's ingest
+        # then skips the identity round trip. Safe without invalidation: a merged-away
+        # customer forwards appends to its survivor (-3), and one that is gone or no
+        # longer holds the identity (an undone merge) is refused (-4).
+        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._known_max = identity_cache
+        self._append = scripts.load(redis, "append", "store")
+        self._read = scripts.load(redis, "read_page", "store")
+
+    # -- appending --------------------------------------------------------------------
+
+    async def ingest(self, inbound: InboundMessage) -> Appended:
+        """Store an inbound message once; a repeat returns the stored one, created=False."""
+        key = (inbound.channel, inbound.external_id)
+        cached = self._known.get(key)
+        if cached is not None:
+            try:
+                return await self._ingest(cached, inbound, cached=True)
+            except _Gone:
+                self._known.pop(key, None)
+        cid, _ = await self.customers.resolve(inbound.channel, inbound.external_id)
+        return await self._ingest(cid, inbound, cached=False)
+
+    async def _ingest(self, cid: str, inbound: InboundMessage, *, cached: bool) -> Appended:
+        author = Author(kind="customer", id=inbound.external_id, name=inbound.author_name)
+        message = message_from(
+            inbound, id=new_message_id(), customer_id=cid, direction="inbound", author=author
+        )
+        identity = Identity(
+            channel=inbound.channel, external_id=inbound.external_id, linked_at=iso(now_ms())
+        )
+        profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
+        appended = await self.append(
+            cid, message, identity=identity, profile=profile, cached=cached
+        )
+        key = (inbound.channel, inbound.external_id)
+        self._known[key] = appended.message.customer_id  # the survivor, after a merge
+        self._known.move_to_end(key)
+        if len(self._known) > self._known_max:
+            self._known.popitem(last=False)
+        return appended
+
+    async def append(
+        self,
+        cid: str,
+        message: Message,
+        *,
+        identity: Identity,
+        profile: bytes = b"",
+        status: MessageStatus | None = None,
+        cached: bool = False,
+    ) -> Appended:
+        """Append once; returns the stored message, its timeline entry id and whether it
+        is new. `status` starts an outbound message's delivery status. `cached`: `cid`
+        came from the identity cache (a customer that is gone raises _Gone)."""
+        assert message.channel_message_id is not None
+        looked = b""  # the absorbed customers whose indexes were looked in
+        for _ in range(_MERGE_HOPS):
+            result = await self._append_once(
+                cid, message, identity, profile, status, cached, looked
+            )
+            if int(result[0]) == -6:
+                looked = as_bytes(result[1])
+                repeat = await self._absorbed_repeat(cid, message, looked)
+                if repeat is not None:
+                    return repeat
+                continue
+            if int(result[0]) == -4:
+                raise _Gone(cid)
+            if int(result[0]) == -5:
+                raise Unavailable("this customer is being erased; send the message again shortly")
+            if int(result[0]) != -3:
+                break
+            # Merged away while this message was on its way: it belongs to the survivor.
+            cid = as_text(result[1]) or ""
+            message = msgspec.structs.replace(message, customer_id=cid)
+        else:
+            raise StoreError(f"customer {cid} is merged in a chain longer than {_MERGE_HOPS}")
+        created, entry, conv = int(result[0]), as_text(result[1]), int(result[2])
+        assert entry is not None
+        if not created:
+            return Appended(stored_message(cid, entry, result[3], conv), entry, False)
+        if int(result[3]) and message.author.name:
+            await self.search.index_profile(cid, None, Profile(name=message.author.name))
+        stored = msgspec.structs.replace(
+            message,
+            conversation_id=conversation_id(cid, conv),
+            received_at=iso(entry_ms(entry)) or "",
+            status=status,
+        )
+        journey = (as_text(result[10]) or "", conv, as_bytes(result[11]) or b"")
+        return Appended(stored, entry, True, tuple(result[4:10]), journey)
+
+    async def _absorbed_repeat(
+        self, cid: str, message: Message, absorbed: bytes
+    ) -> Appended | None:
+        """The message as stored before a merge on a customer `cid` absorbed, if it was:
+        one HGET per absorbed customer (one round trip), whatever their histories' length."""
+        assert message.channel_message_id is not None
+        owners = absorbed_ids(absorbed)
+        field = dedupe_field(message.channel, message.channel_message_id)
+        batch = scripts.Batch()
+        for owner in owners:
+            batch.command("hget", keys.message_ids(owner), field)
+        for owner, entry in zip(owners, await self.pipeliner.run(batch), strict=True):
+            if entry is None:
+                continue
+            entry_id = as_bytes(entry).decode()
+            found = await self.redis.xrange(keys.timeline(owner), entry_id, entry_id)
+            if not found:
+                continue
+            fields: dict[Any, Any] = found[0][1] or {}
+            blob, conv = as_bytes(fields[b"m"]), int(fields.get(b"v", b"0"))
+            return Appended(stored_message(cid, entry_id, blob, conv), entry_id, False)
+        return None
+
+    async def _append_once(
+        self,
+        cid: str,
+        message: Message,
+        identity: Identity,
+        profile: bytes,
+        status: MessageStatus | None,
+        cached: bool = False,
+        looked: bytes = b"",
+    ) -> list[Any]:
+        assert message.channel_message_id is not None
+        script_keys = [
+            keys.customer(cid),
+            keys.timeline(cid),
+            keys.channel_timeline(cid, message.channel),
+            keys.message_ids(cid),
+            keys.notes(cid),
+        ]
+        script_args = [
+            dedupe_field(message.channel, message.channel_message_id),
+            codec.encode_message(message),
+            message.channel,
+            f"i:{identity.channel}:{identity.external_id}",
+            codec.encode(identity),
+            profile,
+            message.direction,
+            codec.encode(status) if status else b"",
+            "1" if cached else "0",
+            looked,
+            # omni's own words to the customer (a survey) belong to the conversation
+            # they follow: they neither open one nor move it on.
+            "1" if message.author.kind == "system" else "0",
+        ]
+        if self.acks is not None:  # answered once replicas hold it (omni.replica_acks)
+            confirmed: list[Any] = await self.acks.append(self._append, script_keys, script_args)
+            return confirmed
+        result: list[Any] = await self.pipeliner.script(self._append, script_keys, script_args)
+        return result
+
+    async def record_event(
+        self, cid: str, key: str, text: str, metadata: dict[str, MetaValue]
+    ) -> Message:
+        """Put an event (a cart change, a merge) on the customer's timeline, once per
+        `key`: it shows in the history like a message from the system."""
+        event = Message(
+            id=new_message_id(),
+            customer_id=cid,
+            conversation_id="",
+            channel=SYSTEM_CHANNEL,
+            direction="outbound",
+            author=Author(kind="system", name="omni"),
+            received_at="",
+            channel_message_id=key,
+            text=text,
+            metadata={k: v for k, v in metadata.items() if v is not None},
+        )
+        identity = Identity(channel=SYSTEM_CHANNEL, external_id=cid)
+        return (await self.append(cid, event, identity=identity)).message
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def page(
+        self, cid: str, *, start: str, count: int, channel: str | None, state: bool
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """One read_page.lua run: with `state`, the customer hash's fields; without, its
+        existence, merged_into and absorbed; and `count` entries from `start` back."""
+        index = keys.channel_timeline(cid, channel) if channel else keys.timeline(cid)
+        found, page, notes = await self.pipeliner.script(
+            self._read,
+            [keys.customer(cid), keys.timeline(cid), index, keys.notes(cid)],
+            [start, count, "1" if state else "0"],
+        )
+        return found, page, notes
+
+    async def history(
+        self,
+        cid: str,
+        *,
+        limit: int,
+        before: Cursor | None,
+        channel: str | None,
+        follow: bool = True,
+    ) -> HistoryPage:
+        """A page of the timeline, newest first; `before` is a position (exclusive).
+
+        Paging by entry id keeps pages stable while new messages arrive on top. A merged
+        customer's page interleaves its own timeline with those of the customers it
+        absorbed, ordered by (entry id, owner). With `follow`, an absorbed id reads its
+        survivor's history; without, it raises Moved.
+        """
+        start = start_before(before, cid)
+        exists, found, notes = await self.page(
+            cid, start=start, count=limit + 1, channel=channel, state=False
+        )
+        if not exists or not int(exists[0]):
+            raise NotFound(f"no customer {cid}")
+        moved = as_text(exists[1])
+        if moved:
+            if not follow:
+                raise Moved(cid, moved)
+            return await self.history(moved, limit=limit, before=before, channel=channel)
+        absorbed = absorbed_ids(exists[2])
+        if not absorbed:  # one timeline: its page as read, positions need no owner
+            messages = stored_messages(cid, found, notes)
+            more = len(messages) > limit
+            cursor = encode_cursor(as_bytes(found[limit - 1][0]).decode(), None) if more else None
+            return HistoryPage(messages=messages[:limit], next_cursor=cursor)
+        rows = await self.interleaved(cid, found, notes, absorbed, before, limit + 1, channel)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = None
+        if more and rows:
+            (ms, seq, owner), _ = rows[-1]
+            cursor = encode_cursor(f"{ms}-{seq}", owner)
+        return HistoryPage(messages=[message for _, message in rows], next_cursor=cursor)
+
+    async def interleaved(
+        self,
+        cid: str,
+        found: list[Any],
+        notes: list[Any],
+        absorbed: list[str],
+        before: Cursor | None,
+        count: int,
+        channel: str | None,
+    ) -> list[Row]:
+        """`cid`'s own page (already read) with the same page of each customer it
+        absorbed, newest first by (entry id, owner)."""
+        rows = _rows(cid, cid, found, notes)
+        if not absorbed:
+            return rows
+        pages = await asyncio.gather(
+            *(
+                self.page(
+                    owner,
+                    start=start_before(before, owner),
+                    count=count,
+                    channel=channel,
+                    state=False,
+                )
+                for owner in absorbed
+            )
+        )
+        for owner, (_, their_entries, their_notes) in zip(absorbed, pages, strict=True):
+            rows += _rows(cid, owner, their_entries, their_notes)
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return rows
+
+    async def read_after(
+        self, cid: str, channel: str, *, after: Cursor | None, limit: int
+    ) -> tuple[list[tuple[Cursor, Message]], bool]:
+        """A channel's messages after a position (exclusive), oldest first, each with its
+        position, and whether more follow; without `after`, the latest `limit`. A merged
+        customer's absorbed timelines are read with its own, ordered as in `history`
+        (entry id, then owner). Costs one page per timeline whatever their length."""
+        moved, absorbed = await self.redis.hmget(keys.customer(cid), ["merged_into", "absorbed"])
+        if moved is not None:
+            return await self.read_after(
+                as_bytes(moved).decode(), channel, after=after, limit=limit
+            )
+        owners = [cid, *absorbed_ids(absorbed)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for owner in owners:
+                index = keys.channel_timeline(owner, channel)
+                if after is None:
+                    pipe.xrevrange(index, "+", "-", count=limit)
+                else:
+                    pipe.xrange(index, start_after(after, owner), "+", count=limit + 1)
+            found = await pipe.execute()
+        rows = sorted(
+            (entry_order(as_text(entry_id) or "0-0", owner), owner)
+            for owner, page in zip(owners, found, strict=True)
+            for entry_id, _ in page or []
+        )
+        more = len(rows) > limit and after is not None
+        rows = rows[-limit:] if after is None else rows[:limit]
+        if not rows:
+            return [], False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (ms, seq, _), owner in rows:
+                pipe.xrange(keys.timeline(owner), f"{ms}-{seq}", f"{ms}-{seq}")
+                pipe.hmget(keys.notes(owner), [f"{n}:{ms}-{seq}" for n in ("s", "d", "r", "rd")])
+            replies = await pipe.execute()
+        page = []
+        for at, ((ms, seq, _), owner) in enumerate(rows):
+            stored, notes = replies[2 * at], replies[2 * at + 1]
+            if not stored:
+                raise StoreError("a channel index names a timeline entry that is not there")
+            entry_id, fields = stored[0]
+            row = (entry_id, fields.get(b"m"), fields.get(b"v", b"0"))
+            message = stored_messages(cid, [row], notes)[0]
+            page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
+        return page, more
+
+    async def message_at(self, cid: str, entry: str) -> Message | None:
+        _exists, found, notes = await self.page(
+            cid, start=entry, count=1, channel=None, state=False
+        )
+        if not found or as_text(found[0][0]) != entry:
+            return None
+        return stored_messages(cid, found, notes)[0]
+
+    # -- the message-id index and annotations -----------------------------------------
+
+    async def entry_of(self, cid: str, channel: str, channel_message_id: str) -> str | None:
+        """The timeline entry of a message, by the channel's id for it."""
+        found = await self.redis.hget(
+            keys.message_ids(cid), dedupe_field(channel, channel_message_id)
+        )
+        return as_text(found)
+
+    async def link_channel_message(
+        self, cid: str, channel: str, channel_message_id: str, entry: str
+    ) -> None:
+        """Let the channel's id for a message we sent find it, so the channel's echo of
+        our own send de-duplicates against it instead of storing it twice."""
+        await self.redis.hsetnx(
+            keys.message_ids(cid), dedupe_field(channel, channel_message_id), entry
+        )
+
+    async def expect_echo(self, cid: str, channel: str, fingerprint: str, entry: str) -> None:
+        """A message is being sent on a channel that echoes sends back: until the send
+        answers with the channel's id for it, an echo with this fingerprint is it."""
+        await self.redis.hset(keys.message_ids(cid), echo_field(channel, fingerprint),
+                              f"{entry} {now_ms()}")  # fmt: skip
+
+    async def expected_echo(self, cid: str, channel: str, fingerprint: str) -> str | None:
+        """The entry of a message being sent that an echo with this fingerprint is."""
+        found = as_text(
+            await self.redis.hget(keys.message_ids(cid), echo_field(channel, fingerprint))
+        )
+        entry, _, at = (found or "").partition(" ")
+        return entry if at and now_ms() - int(at) <= ECHO_WAIT_MS else None
+
+    async def echo_settled(self, cid: str, channel: str, fingerprint: str) -> None:
+        await self.redis.hdel(keys.message_ids(cid), echo_field(channel, fingerprint))
+
+    async def set_status(self, cid: str, entry: str, status: MessageStatus) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.notes(cid), f"s:{entry}", codec.encode(status))
+            pipe.hincrby(keys.customer(cid), "rev", 1)
+            await pipe.execute()
+
+    async def advance_status(
+        self, cid: str, entry: str, state: DeliveryState, at: str, reason: str | None = None
+    ) -> MessageStatus | None:
+        """What a channel reports after the send (WhatsApp's sent, delivered, failed):
+        reports come out of order and repeated, so the status only moves forward, and
+        delivered and failed are both final. The new status, or None when it did not
+        change (not further, or the message has no status: it is not one we sent)."""
+        key, field = keys.notes(cid), f"s:{entry}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    old = await pipe.hget(key, field)
+                    current = codec.decode(old, MessageStatus) if isinstance(old, bytes) else None
+                    if current is None or STATUS_RANK[state] <= STATUS_RANK[current.state]:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return None
+                    status = msgspec.structs.replace(current, state=state, at=at, reason=reason)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    pipe.hset(key, field, codec.encode(status))
+                    pipe.hincrby(keys.customer(cid), "rev", 1)
+                    await pipe.execute()
+                    return status
+                except WatchError:
+                    continue  # another report on this customer's messages came first
+
+    async def annotate(
+        self, cid: str, entry: str, kind: str, at_ms: int, value: str | None = None
+    ) -> None:
+        """Record a reaction (or its removal), a deletion or a read on a stored message."""
+        field = {"deleted": "d", "reaction": "r", "unreaction": "r", "read": "rd"}[kind]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if kind == "unreaction":
+                pipe.hdel(keys.notes(cid), f"r:{entry}")
+            else:
+                stored = value if kind == "reaction" else str(at_ms)
+                pipe.hset(keys.notes(cid), f"{field}:{entry}", stored or "")
+            pipe.hincrby(keys.customer(cid), "rev", 1)
+            await pipe.execute()
+
+
+def _rows(cid: str, owner: str, found: list[Any], notes: list[Any]) -> list[Row]:
+    """(sort key, message) for entries of `owner`'s timeline shown as `cid`'s."""
+    messages = stored_messages(cid, found, notes)
+    rows = []
+    for (entry_id, *_), message in zip(found, messages, strict=True):
+        ms, _, seq = (as_text(entry_id) or "0-0").partition("-")
+        rows.append(((int(ms), int(seq), owner), message))
+    return rows
