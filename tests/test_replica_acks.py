@@ -6,11 +6,15 @@ The failover itself is tests/test_failover.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from omni.app import create_app
+from omni.errors import ConfigError
+from omni.settings import Settings
 from tests.conftest import BOT, make_settings
 
 MESSAGE = {"channel": "web", "external_id": "visitor-1", "channel_message_id": "m-1", "text": "hi"}
@@ -36,3 +40,12 @@ async def test_too_few_replicas_is_a_503_with_retry_after_and_the_retry_is_one_m
     cid = (await response.json())["customer_id"]
     history = await plain.get(f"/v1/customers/{cid}/history", headers=BOT)
     assert [m["channel_message_id"] for m in (await history.json())["messages"]] == ["m-1"]
+
+
+def test_a_wait_longer_than_the_request_timeout_is_a_config_error(tmp_path: Path) -> None:
+    # WAIT blocks on a client whose replies are due within request_timeout: longer would
+    # read as a stalled Redis, so the operator is told which setting to change.
+    config = tmp_path / "omni.toml"
+    config.write_text("[redis]\nrequest_timeout = 2.0\nreplica_ack_timeout_ms = 2000\n")
+    with pytest.raises(ConfigError, match=r"redis\.replica_ack_timeout_ms"):
+        Settings.from_env({"OMNI_CONFIG": str(config)})
