@@ -183,8 +183,10 @@ class Settings:
                 f"outbox.block_ms: must be less than redis.request_timeout "
                 f"({self.redis.request_timeout:g} s), not {self.outbox.block_ms} ms"
             )
-        # WAIT blocks up to replica_ack_timeout_ms on the same client: the same bound.
-        if self.redis.replica_ack_timeout_ms >= self.redis.request_timeout * 1000:
+        # WAIT blocks up to replica_ack_timeout_ms on the same client: the same bound
+        # (only when replica_acks asks for a WAIT at all).
+        acks = self.redis
+        if acks.replica_acks and acks.replica_ack_timeout_ms >= acks.request_timeout * 1000:
             raise ConfigError(
                 f"redis.replica_ack_timeout_ms: must be less than redis.request_timeout "
                 f"({self.redis.request_timeout:g} s), not {self.redis.replica_ack_timeout_ms} ms"

@@ -46,6 +46,8 @@ def test_a_wait_longer_than_the_request_timeout_is_a_config_error(tmp_path: Path
     # WAIT blocks on a client whose replies are due within request_timeout: longer would
     # read as a stalled Redis, so the operator is told which setting to change.
     config = tmp_path / "omni.toml"
-    config.write_text("[redis]\nrequest_timeout = 2.0\nreplica_ack_timeout_ms = 2000\n")
+    config.write_text(
+        "[redis]\nreplica_acks = 1\nrequest_timeout = 2.0\nreplica_ack_timeout_ms = 2000\n"
+    )
     with pytest.raises(ConfigError, match=r"redis\.replica_ack_timeout_ms"):
         Settings.from_env({"OMNI_CONFIG": str(config)})
