@@ -18,6 +18,7 @@ from omni.overload import LOAD, Load, in_flight_limit
 from omni.ratelimit import LIMITER, RateLimiter
 from omni.redis_client import close, connect
 from omni.redis_server import EmbeddedRedis
+from omni.replica_acks import ReplicaAcks
 from omni.reports import read_settings as report_settings
 from omni.routes import add_routes, all_routes
 from omni.services import open_services
@@ -51,11 +52,23 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     # for every reply (omni.scripts.Pipeliner): its client has no socket timeout.
     pipelined = connect(settings.redis, url, socket_timeout=None)
     app[REDIS] = client
+    replicas = settings.redis.replica_acks
+    acks = (
+        ReplicaAcks(
+            client,
+            replicas,
+            settings.redis.replica_ack_timeout_ms,
+            deadline_s=settings.redis.request_timeout,
+        )
+        if replicas
+        else None
+    )
     app[STORE] = Store(
         client,
         pipelined=pipelined,
         timeout_s=settings.redis.request_timeout,
         inbox_shards=inbox_shards(settings),
+        acks=acks,
     )
     app[LIMITER] = RateLimiter(client, settings.limits)
     try:

@@ -108,6 +108,10 @@ class RedisSettings:
     # Service-wide streams are split into this many hash-tagged shards in cluster mode,
     # so that no one node takes every write (omni.keys).
     shards: int = 8
+    # An append (every ingest, echo and reply) is answered only once WAIT says this many
+    # replicas hold it, within replica_ack_timeout_ms; fewer is a 503 (omni.replica_acks).
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,14 @@ class Settings:
                 f"outbox.block_ms: must be less than redis.request_timeout "
                 f"({self.redis.request_timeout:g} s), not {self.outbox.block_ms} ms"
             )
+        # WAIT blocks up to replica_ack_timeout_ms on the same client: the same bound
+        # (only when replica_acks asks for a WAIT at all).
+        acks = self.redis
+        if acks.replica_acks and acks.replica_ack_timeout_ms >= acks.request_timeout * 1000:
+            raise ConfigError(
+                f"redis.replica_ack_timeout_ms: must be less than redis.request_timeout "
+                f"({self.redis.request_timeout:g} s), not {self.redis.replica_ack_timeout_ms} ms"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -239,6 +251,10 @@ class Settings:
                 fsync=_fsync(redis),
                 cluster=_cluster(redis),
                 shards=read_int(redis, "redis.shards", 8, low=1, high=1024),
+                replica_acks=read_int(redis, "redis.replica_acks", 0, low=0, high=64),
+                replica_ack_timeout_ms=read_int(
+                    redis, "redis.replica_ack_timeout_ms", 1000, low=1, high=60_000
+                ),
             ),
             limits=LimitSettings(
                 body_max=read_int(limits, "limits.body_max", 1024 * 1024, low=1024, high=1 << 30),

@@ -47,6 +47,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from omni import scripts
+from omni.replica_acks import ReplicaAcks
 from omni.store.audit import Audit
 from omni.store.context import Contexts
 from omni.store.customers import Customers
@@ -69,15 +70,19 @@ class Store:
         pipelined: Redis | None = None,
         timeout_s: float = 10.0,
         inbox_shards: int = SHARDS_DEFAULT,
+        acks: ReplicaAcks | None = None,
     ) -> None:
         """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given);
         `timeout_s`: the pipeliner's deadline for Redis's answer; `inbox_shards`: `[inbox]
-        shards`, the team inbox index's sorted sets per status."""
+        shards`, the team inbox index's sorted sets per status; `acks`: with `[redis] replica_acks`,
+        appends are confirmed on replicas (WAIT) before they are answered."""
         self.redis = redis
         self.pipeliner = scripts.Pipeliner(pipelined or redis, timeout_s)  # the hot paths
         self.customers = Customers(redis)
         self.search = Search(redis, self.customers)
-        self.timeline = Timeline(redis, self.pipeliner, self.customers, self.search, identity_cache)
+        self.timeline = Timeline(
+            redis, self.pipeliner, self.customers, self.search, identity_cache, acks=acks
+        )
         self.parts = Parts(redis, self.timeline)
         self.contexts = Contexts(self.timeline)
         self.inbox = ConversationIndex(redis, inbox_shards)

@@ -47,6 +47,7 @@ from omni.model import (
     Profile,
     message_from,
 )
+from omni.replica_acks import ReplicaAcks
 from omni.store.customers import Customers
 from omni.store.entries import (
     conversation_id,
@@ -101,9 +102,12 @@ class Timeline:
         customers: Customers,
         search: Search,
         identity_cache: int = IDENTITY_CACHE,
+        *,
+        acks: ReplicaAcks | None = None,
     ) -> None:
         self.redis = redis
         self.pipeliner = pipeliner
+        self.acks = acks
         self.customers = customers
         self.search = search
         # Identity -> customer, learnt from successful appends: a known customer's ingest
@@ -233,31 +237,32 @@ class Timeline:
         looked: bytes = b"",
     ) -> list[Any]:
         assert message.channel_message_id is not None
-        result: list[Any] = await self.pipeliner.script(
-            self._append,
-            [
-                keys.customer(cid),
-                keys.timeline(cid),
-                keys.channel_timeline(cid, message.channel),
-                keys.message_ids(cid),
-                keys.notes(cid),
-            ],
-            args=[
-                dedupe_field(message.channel, message.channel_message_id),
-                codec.encode_message(message),
-                message.channel,
-                f"i:{identity.channel}:{identity.external_id}",
-                codec.encode(identity),
-                profile,
-                message.direction,
-                codec.encode(status) if status else b"",
-                "1" if cached else "0",
-                looked,
-                # omni's own words to the customer (a survey) belong to the conversation
-                # they follow: they neither open one nor move it on.
-                "1" if message.author.kind == "system" else "0",
-            ],
-        )
+        script_keys = [
+            keys.customer(cid),
+            keys.timeline(cid),
+            keys.channel_timeline(cid, message.channel),
+            keys.message_ids(cid),
+            keys.notes(cid),
+        ]
+        script_args = [
+            dedupe_field(message.channel, message.channel_message_id),
+            codec.encode_message(message),
+            message.channel,
+            f"i:{identity.channel}:{identity.external_id}",
+            codec.encode(identity),
+            profile,
+            message.direction,
+            codec.encode(status) if status else b"",
+            "1" if cached else "0",
+            looked,
+            # omni's own words to the customer (a survey) belong to the conversation
+            # they follow: they neither open one nor move it on.
+            "1" if message.author.kind == "system" else "0",
+        ]
+        if self.acks is not None:  # answered once replicas hold it (omni.replica_acks)
+            confirmed: list[Any] = await self.acks.append(self._append, script_keys, script_args)
+            return confirmed
+        result: list[Any] = await self.pipeliner.script(self._append, script_keys, script_args)
         return result
 
     async def record_event(
