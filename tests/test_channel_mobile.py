@@ -18,6 +18,7 @@ from adapters.chat.sessions import IdentityVerifier
 from omni import keys
 from omni.app import create_app
 from omni.settings import Settings
+from omni.state import SERVICES
 from tests.adapters.test_mobile import PushProvider
 from tests.conftest import AGENT, BOT, make_settings, snapshot
 from tests.test_bots import ServerFactory
@@ -287,6 +288,9 @@ async def test_a_socket_in_one_process_keeps_another_processes_worker_from_pushi
     working = await aiohttp_client(create_app(mobile_settings(redis_url, url, outbox=FAST)))
     session, cid = await app_user_with(serving, ANDROID)
     ws = await serving.ws_connect("/channels/mobile/ws", params={"token": session["token"]})
+    # The serving process hears other processes once its listener is subscribed (on a
+    # cluster, one subscription per node takes longer to open than the reply to queue).
+    await serving.app[SERVICES].live.wait_ready()
     sent = await reply(working, cid, "From the other process")
     assert (await frame(ws))["id"] == sent["id"]
     assert (await settled(working, cid, sent["id"]))["state"] in ("sent", "delivered")
