@@ -70,7 +70,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         inbox_shards=inbox_shards(settings),
         acks=acks,
     )
-    app[LIMITER] = RateLimiter(client, settings.limits)
+    app[LIMITER] = RateLimiter(client, app[STORE].pipeliner, settings.limits)
     try:
         yield
     finally:
