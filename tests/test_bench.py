@@ -91,7 +91,7 @@ async def test_every_prebuilt_request_is_one_omni_accepts(
     # the first two customers: every ingest was a new message on a seeded customer.
     store = Store(redis)
     for index, cid in enumerate(cids):
-        page = await store.history(cid, limit=50, before=None, channel=None)
+        page = await store.timeline.history(cid, limit=50, before=None, channel=None)
         assert len(page.messages) == SEEDED + 4 + (index < 2)
         assert page.messages[-1].channel_message_id == "seed-0"
 
@@ -122,20 +122,20 @@ async def test_the_baseline_answers_the_same_requests(
 async def test_seeded_messages_are_what_an_ingest_stores(redis: Redis) -> None:
     store = Store(redis)
     real = (
-        await store.ingest(
+        await store.timeline.ingest(
             InboundMessage(channel="web", external_id="v", channel_message_id="real", text="hi")
         )
     ).message
     seeder = Seeder(redis)
     added = await seeder.messages(real.customer_id, "web", "v", 5, tag="seed", text=traffic.TEXT)
     assert added == 5
-    page = await store.history(real.customer_id, limit=10, before=None, channel=None)
+    page = await store.timeline.history(real.customer_id, limit=10, before=None, channel=None)
     ids = [m.channel_message_id for m in page.messages]
     assert ids == [f"seed-{n}" for n in reversed(range(5))] + ["real"]
     newest = page.messages[0]
     assert newest.text == traffic.TEXT
     assert (newest.author, newest.conversation_id) == (real.author, real.conversation_id)
-    context = await store.context(real.customer_id)
+    context = await store.contexts.read(real.customer_id)
     assert context.recent_messages[-1].channel_message_id == "seed-4"
 
 

@@ -128,7 +128,7 @@ def test_records_round_trip_and_damage_is_a_corrupt_record() -> None:
 
 async def test_history_reads_messages_of_both_schemas_in_one_timeline(redis: Redis) -> None:
     store = Store(redis)
-    first = await store.ingest(
+    first = await store.timeline.ingest(
         InboundMessage(channel="web", external_id="v", channel_message_id="1", text="old")
     )
     cid = first.message.customer_id
@@ -139,9 +139,9 @@ async def test_history_reads_messages_of_both_schemas_in_one_timeline(redis: Red
     await redis.delete(keys.timeline(cid))
     blob = bytes([codec.SCHEMA]) + msgpack.packb(old)
     await redis.xadd(keys.timeline(cid), {"m": blob, "v": 1}, id=first.entry)
-    await store.ingest(
+    await store.timeline.ingest(
         InboundMessage(channel="web", external_id="v", channel_message_id="2", text="new")
     )
-    page = await store.history(cid, limit=10, before=None, channel=None)
+    page = await store.timeline.history(cid, limit=10, before=None, channel=None)
     assert [m.text for m in page.messages] == ["new", "old"]
     assert page.messages[1] == first.message

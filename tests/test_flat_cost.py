@@ -34,7 +34,7 @@ async def _seed(store: Store, external_id: str, count: int) -> str:
     cid = ""
     for start in range(0, count, 50):
         batch = [
-            store.ingest(
+            store.timeline.ingest(
                 InboundMessage(channel="web", external_id=external_id,
                                channel_message_id=f"{external_id}-{i}", text="x" * 100)
             )

@@ -355,7 +355,7 @@ async def test_de_duplication_across_a_merge_costs_the_same_whatever_the_histori
             inbound = InboundMessage(
                 channel="web", external_id=f"t{size}", channel_message_id=f"t{size}-0", text="x"
             )
-            appended = await store.ingest(inbound)
+            appended = await store.timeline.ingest(inbound)
             assert not appended.created and appended.message.customer_id == survivor
 
         counts.append(await _measure(redis, redeliver))

@@ -307,7 +307,7 @@ async def test_an_undo_costs_the_same_whatever_the_histories_length(
     # A first merge and undo load the scripts into the server; that is not their cost.
     first = await merge_customers(store, await _seed(store, "w1", 1), await _seed(store, "w2", 1))
     late = InboundMessage(channel="web", external_id="w2", channel_message_id="late", text="x")
-    await store.ingest(late)
+    await store.timeline.ingest(late)
     await undo_merge(store, first.merge_id)
     counts = []
     for size in (10, 10_000):

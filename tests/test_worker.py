@@ -72,13 +72,13 @@ async def test_a_message_reaches_the_bot_signed_with_its_context(
 ) -> None:
     receiver, dispatcher = await bot_setup(aiohttp_server, session)
     store = Store(redis)
-    message, *_ = await store.ingest(
+    message, *_ = await store.timeline.ingest(
         InboundMessage(
             channel="web", external_id="visitor-1", channel_message_id="w-1",
             text="Where is order 4417?",
         )
     )  # fmt: skip
-    context = await store.context(message.customer_id)
+    context = await store.contexts.read(message.customer_id)
     outbox = Outbox(redis, FAST)
     queued = await outbox.enqueue(
         "bot",

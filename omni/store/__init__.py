@@ -87,8 +87,3 @@ class Store:
         self.contexts = Contexts(self.timeline)
         self.inbox = ConversationIndex(redis, inbox_shards)
         self.audit = Audit(redis)
-        # The whole-customer operations a caller from outside (a test, the benchmark)
-        # starts from: the rooms' own bound methods, so no extra call on the hot path.
-        self.ingest = self.timeline.ingest
-        self.history = self.timeline.history
-        self.context = self.contexts.read
