@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omni.auth import Handler
+from omni.model import PAGE_DEFAULT, PAGE_MAX
 from omni.settings import Role
 
 
@@ -17,6 +18,14 @@ class Param:
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     required: bool = False
+
+
+PAGE_LIMIT = Param(
+    "limit",
+    "query",
+    f"page size, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_MAX},
+)  # every paged route's `limit`
 
 
 @dataclass(frozen=True)

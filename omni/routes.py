@@ -32,8 +32,6 @@ from omni.links import Linked, LinkToken, LinkTokenRequest, Redeem
 from omni.merge import MergeResult
 from omni.merge_preview import MergePreview
 from omni.model import (
-    PAGE_DEFAULT,
-    PAGE_MAX,
     Cart,
     CartInput,
     Context,
@@ -53,7 +51,7 @@ from omni.model import (
     TypingRequest,
 )
 from omni.report_model import ServiceReport
-from omni.route import Param, Route
+from omni.route import PAGE_LIMIT, Param, Route
 from omni.store.audit import AuditPage
 from omni.store.inbox import InboxPage
 from omni.surveys import Asked
@@ -61,12 +59,6 @@ from omni.unmerge import UnmergeResult
 
 _ID = Param("id", "path", "customer id (cus_…)", required=True)
 _IF_MATCH = Param("If-Match", "header", "the ETag you read; a stale one gets 412")
-_LIMIT = Param(
-    "limit",
-    "query",
-    "page size, 1 to 200 (default 50)",
-    {"type": "integer", "minimum": 1, "maximum": 200},
-)
 _FACT = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
 _ASK = Param(
     "ask",
@@ -156,7 +148,7 @@ ROUTES: tuple[Route, ...] = (
           "evidence, link tokens, agents' links, merges and undos, each with who, when, "
           "the evidence and the request id; after an erasure, ids only", "customers",
           role="agent", response=AuditPage, errors=(400, 404),
-          params=(_ID, _LIMIT, Param("before", "query", "next_cursor from the previous page"))),
+          params=(_ID, PAGE_LIMIT, Param("before", "query", "next_cursor from the previous page"))),
     Route("DELETE", "/v1/customers/{id}", erasure.erase,
           "Erase everything omni holds about the customer and every customer merged into "
           "it (admins); 204 when done, 404 for an id with nothing (left) to erase; an "
@@ -182,8 +174,7 @@ ROUTES: tuple[Route, ...] = (
           "The cross-channel timeline, newest first, cursor-paginated", "history", role="bot",
           response=HistoryPage, errors=(400, 404),
           params=(_ID,
-                  Param("limit", "query", f"page size, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
-                        {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}),
+                  PAGE_LIMIT,
                   Param("before", "query", "next_cursor from the previous page",
                         {"type": "string", "pattern": "^[A-Za-z0-9_=-]*$"}),
                   Param("channel", "query", "only this channel's messages"))),
@@ -199,11 +190,11 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 404, 415, 422)),
     Route("GET", "/v1/customers/{id}/deliveries", replies.deliveries,
           "The customer's deliveries (replies and bot webhooks), newest first", "deliveries",
-          role="agent", response=replies.DeliveryList, params=(_ID, _LIMIT), errors=(400, 404)),
+          role="agent", response=replies.DeliveryList, params=(_ID, PAGE_LIMIT), errors=(400, 404)),
     Route("GET", "/v1/deliveries/dead", replies.dead_letters,
           "Dead letters: deliveries that failed for good, oldest first", "deliveries",
           role="agent", response=replies.DeadLetterPage, errors=(400,),
-          params=(_LIMIT, Param("after", "query", "next_after from the previous page",
+          params=(PAGE_LIMIT, Param("after", "query", "next_after from the previous page",
                                 {"type": "string", "pattern": r"^(\d{1,20}-\d{1,20})?$"}))),
     Route("POST", "/v1/deliveries/{delivery_id}/retry", replies.retry,
           "Send a dead letter again, with a fresh set of attempts", "deliveries",
@@ -239,7 +230,7 @@ ROUTES: tuple[Route, ...] = (
                   Param("assignee", "query", "only conversations this agent holds"),
                   Param("channel", "query", "only conversations whose customer last wrote "
                         "on this channel"),
-                  _LIMIT,
+                  PAGE_LIMIT,
                   Param("after", "query", "next_cursor from the previous page"))),
     Route("POST", "/v1/customers/{id}/resolve", handoff.resolve,
           "The conversation is resolved (by the bot, or by an agent when one took part); "

@@ -30,7 +30,7 @@ from adapters.mobile.protocol import DeviceRequest, MobileAdapter
 from omni import channel_http
 from omni.devices import register
 from omni.links import Linked
-from omni.route import Param, Route
+from omni.route import PAGE_LIMIT, Param, Route
 from omni.state import STORE
 from omni.web_io import json_response
 
@@ -99,8 +99,7 @@ ROUTES: tuple[Route, ...] = (
           "Catch-up: the app's messages after a message id (or next_after), oldest first",
           NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
           params=(Param("after", "query", "the last message id the app saw", chat.AFTER),
-                  Param("limit", "query", "page size, 1 to 200 (default 50)",
-                        {"type": "integer", "minimum": 1, "maximum": 200}))),
+                  PAGE_LIMIT)),
     Route("POST", "/channels/mobile/devices", mobile_devices,
           "Register an APNs or FCM push token for the session's customer (re-register when "
           "the OS rotates it); an identifier with its hash also logs in", NAME,

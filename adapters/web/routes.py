@@ -37,7 +37,7 @@ from omni.auth import Handler
 from omni.errors import Forbidden, NotFound, ProblemError
 from omni.links import Linked
 from omni.middleware import problem_response
-from omni.route import Param, Route
+from omni.route import PAGE_LIMIT, Param, Route
 from omni.state import SETTINGS
 
 PREFLIGHT_MAX_AGE_S = 600
@@ -164,8 +164,7 @@ ROUTES: tuple[Route, ...] = (
           "Catch-up: the chat's messages after a message id (or next_after), oldest first",
           NAME, response=chat.CatchUpPage, errors=(400, 401, 404),
           params=(Param("after", "query", "the last message id the widget saw", chat.AFTER),
-                  Param("limit", "query", "page size, 1 to 200 (default 50)",
-                        {"type": "integer", "minimum": 1, "maximum": 200}))),
+                  PAGE_LIMIT)),
     Route("GET", "/channels/web/ws", web_socket,
           "The live chat socket: replies, typing and acks out; messages, typing, read "
           "watermarks and hello/resume in (frames in adapters.chat.protocol)", NAME,
