@@ -1,11 +1,12 @@
 """The acceptance story of DESIGN.md, end to end through the real adapters: web chat →
 Instagram → link → phone → agent reply → mobile checkout → WhatsApp through a link token
-→ an authenticated e-mail, played by `omni demo`'s own
-script against a real omni on a real port, asserting at each step what the next
-channel's bot receives. Then the messaging channels' journey: web chat → WhatsApp through
-a link token → an e-mail receipt over SMTP → the customer's e-mailed answer, each
-channel's bot (a local bot server) told what was said on the channels before. Every log
-line of the acceptance story, and of WhatsApp, SMS and e-mail posts, is searched for the
+→ an authenticated e-mail, played by `omni demo`'s own script against a real omni on a
+real port, asserting at each step what the next channel's bot receives. Then the
+messaging channels' journey, which starts in the chat widget on a shop's page in a real
+browser: widget → WhatsApp through a link token → an e-mail receipt over SMTP → the
+customer's e-mailed answer → an agent's answer shown live in the widget, each channel's
+bot (a local bot server) told what was said on the channels before. Every log line of
+the acceptance story, and of WhatsApp, SMS and e-mail posts, is searched for the
 customer's personal data: phone, e-mail, name, words, tokens."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omni.settings import Settings
 from tests.adapters.test_email import BASIC, edited
 from tests.adapters.test_email import payload as email_payload
 from tests.adapters.test_instagram import ACCOUNT, PAGE_TOKEN, SECRET, Graph
+from tests.browser import chromium
 from tests.conftest import AGENT, BOT, make_settings
 from tests.everything import Logs, full_settings
 from tests.smtp_server import Mailbox, has_mails
@@ -33,6 +35,7 @@ from tests.test_channel_email import signed as mailgun_signed
 from tests.test_channel_sms import fixture as sms_fixture
 from tests.test_channel_voice import PUBLIC
 from tests.test_channel_whatsapp import WHATSAPP
+from tests.test_widget_browser import shop_page
 from tests.test_worker import until
 from tests.whatsapp_graph import WA_ID, message, signature
 from tests.whatsapp_graph import Graph as WhatsAppGraph
@@ -255,16 +258,20 @@ async def test_the_new_channels_log_no_personal_data(
         assert personal not in text, personal
 
 
-# -- web chat → WhatsApp → e-mail receipt → e-mail answer ------------------------------------
+# -- the widget → WhatsApp → e-mail receipt → e-mail answer → the widget -------------------
 
 DANA = "dana@example.net"  # the address the e-mail fixtures are from
 FIRST_WORDS = "Hi! I ordered the trail shoes, order 4417. Can I still change the address?"
 ON_WHATSAPP = "It's Dana again, from my phone. The new address is Rua Nova 5, Porto."
 
 
-async def test_web_chat_then_whatsapp_then_an_email_receipt_and_its_answer(
+async def test_the_widget_then_whatsapp_then_an_email_receipt_and_its_answer(
     aiohttp_server: ServerFactory, redis_url: str, redis: Redis, mailbox: tuple[Mailbox, int]
 ) -> None:
+    """The journey starts where most do, on the shop's website: a visitor writes in the
+    chat widget (Chromium, the shop's page on its own origin embedding omni's one tag),
+    continues on WhatsApp through a link, gets a receipt by e-mail and answers it; then
+    an agent answers on the website, and the widget still open there shows it live."""
     box, smtp_port = mailbox
     graph = WhatsAppGraph()
     upstream_app = graph.app()
@@ -272,28 +279,47 @@ async def test_web_chat_then_whatsapp_then_an_email_receipt_and_its_answer(
     for channel, bot in bots.items():
         upstream_app.router.add_post(f"/bot/{channel}", bot.handle)
     upstream = str((await aiohttp_server(upstream_app)).make_url("")).rstrip("/")
+    omni_url: dict[str, str] = {}
+
+    async def shop(request: web.Request) -> web.Response:
+        return web.Response(text=shop_page(omni_url["url"]), content_type="text/html")
+
+    shop_app = web.Application()
+    shop_app.router.add_get("/", shop)
+    shop_url = str((await aiohttp_server(shop_app)).make_url("")).rstrip("/")
     settings = make_settings(
         redis_url,
-        web={"session_secret": "w" * 40, "identity_secret": "web-identity-secret"},
+        web={"session_secret": "w" * 40, "identity_secret": "web-identity-secret",
+             "allowed_origins": [shop_url]},
         whatsapp={**WHATSAPP, "graph_url": f"{upstream}/v22.0"},
         email={**EMAIL, "smtp_url": f"smtp://127.0.0.1:{smtp_port}"},
         bots={c: {"url": f"{upstream}/bot/{c}", "secret": BOT_SECRET} for c in bots},
         outbox=FAST,
-    )
+    )  # fmt: skip
     server = await aiohttp_server(create_app(settings))
-    base = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
+    base = omni_url["url"] = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http, chromium() as browser:
         story = Story(http, base, settings, lambda _: None)
+        from playwright.async_api import expect
 
-        # 1. The website chat: an anonymous visitor asks; the web bot notes the order, and
-        # the shop's backend records the address she verified when she ordered.
-        session = await story.call("POST", "/channels/web/sessions", json={})
-        story.web_token = session["token"]
-        await story.web_say(FIRST_WORDS)
+        # 1. The website: an anonymous visitor opens the shop's chat bubble and asks; the
+        # web bot notes the order, and the shop's backend records the address she
+        # verified when she ordered.
+        page = await (await browser.new_context()).new_page()
+        await page.goto(shop_url)
+        await page.get_by_role("button", name="Open chat").click()
+        write = page.get_by_role("textbox", name="Write a message")
+        await write.fill(FIRST_WORDS)
+        await write.press("Enter")
+        mine = page.locator("li.mine")
+        await expect(mine).to_have_count(1)
         await until(lambda: _count(bots["web"], 1))
         [web_told] = bots["web"].delivered.values()
         assert web_told["message"]["text"] == FIRST_WORDS
+        assert web_told["message"]["channel"] == "web"
         cid = web_told["customer_id"]
+        visitor = await page.evaluate(f"JSON.parse(localStorage.getItem('omni:{base}')).visitor")
+        assert web_told["message"]["author"]["id"] == visitor
         await story.call(
             "PATCH", f"/v1/customers/{cid}/facts",
             json={"facts": {"order_id": {"value": "4417", "source": {"channel": "web"}}}},
@@ -369,6 +395,18 @@ async def test_web_chat_then_whatsapp_then_an_email_receipt_and_its_answer(
         assert context["continuity"]["current_channel"] == "email"
         channels = {i["channel"] for i in context["customer"]["identities"]}
         assert {"web", "whatsapp", "email"} <= channels
+
+        # 5. Back on the website: an agent answers there, and the widget the visitor left
+        # open shows it live, after her own first words (nothing shown twice).
+        answer_text = "Yes, Thursday. Dana, the courier has the new address."
+        await story.call(
+            "POST", f"/v1/customers/{cid}/messages",
+            json={"text": answer_text, "channel": "web"}, headers=AGENT,
+        )  # fmt: skip
+        theirs = page.locator("li.theirs")
+        await expect(theirs.last).to_contain_text(answer_text)
+        await expect(theirs.filter(has_text=answer_text)).to_have_count(1)
+        await expect(mine).to_have_count(1)
 
 
 async def _whatsapp(story: Story, text: str, wamid: str) -> None:
