@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -34,11 +35,18 @@ def authenticate(request: web.Request) -> ApiKey:
     offered = hashlib.sha256(token.strip().encode()).digest()
     found = None
     for key in request.app[API_KEYS]:
-        if hmac.compare_digest(hashlib.sha256(key.key.reveal().encode()).digest(), offered):
+        if hmac.compare_digest(_digest(key.key.reveal()), offered):
             found = key
     if found is None:
         raise Unauthenticated("that API key is not known")
     return found
+
+
+@functools.cache
+def _digest(configured: str) -> bytes:
+    """A configured key's digest, made once per process rather than once per request
+    (the keys are the settings', a handful)."""
+    return hashlib.sha256(configured.encode()).digest()
 
 
 def require(role: Role, handler: Handler) -> Handler:
