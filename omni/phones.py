@@ -35,7 +35,7 @@ RAW_MAX = 64  # longer is not a phone number; libphonenumber refuses 250+ anyway
 _LOCALE_PART = re.compile(r"[-_]")
 # libphonenumber's matcher finds nothing in a text without a decimal digit (its pattern
 # needs one), nor, read without a region, in one without a plus sign ("+" or the
-# full-width "＋": parsing with region ZZ refuses a number that does not start with
+# full-width U+FF0B: parsing with region ZZ refuses a number that does not start with
 # one). Most messages are such texts, and its scan costs ~100 µs of a ~600 µs ingest.
 _DIGIT = re.compile(r"\d")
 _PLUS_SIGNS = ("+", "\uff0b")
