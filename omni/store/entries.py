@@ -3,7 +3,6 @@ functions over what the timeline scripts return (no Redis here)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import Any
 
@@ -72,12 +71,13 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
-# `codec.message_at` is a pure function of what it is given (the stored bytes included),
-# and a Message is immutable: the same entries are read again and again (a bot reads the
-# context's 20 recent messages every turn, an agent pages the same history), so the
-# last messages built are kept, per process, rather than decoded and built once a read.
-# 4,096 of them (a few MB): a page of 50 for 80 customers.
-_message_at = functools.lru_cache(maxsize=4096)(codec.message_at)
+# A stored message read back is a pure function of the entry (its id, bytes and
+# conversation number) and the customer, and a Message is immutable: the same entries
+# are read again and again (a bot reads the context's 20 recent messages every turn, an
+# agent pages the same history), so the messages built last are kept, per process,
+# rather than decoded and built on every read. Bounded: emptied when full.
+_BUILT: dict[tuple[str, Any, Any, Any], Message] = {}
+BUILT_MAX = 4096  # a few MB: a page of 50 for 80 customers
 
 
 def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
@@ -90,17 +90,24 @@ def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Mess
     prefix = f"cnv_{cid[4:]}-"
     conversations: dict[bytes, str] = {}
     seconds: dict[int, str] = {}
-    message_at = _message_at
+    message_at = codec.message_at
+    built = _BUILT
     out = []
     for index, (entry_id, blob, conv) in enumerate(entries):
-        conversation = conversations.get(conv)
-        if conversation is None:
-            conversation = conversations[conv] = prefix + str(int(conv))
-        second, millis = divmod(entry_ms(entry_id), 1000)
-        stamp = seconds.get(second)
-        if stamp is None:
-            stamp = seconds[second] = iso_second(second)
-        found = message_at(as_bytes(blob), cid, conversation, stamp + MILLIS[millis])
+        key = (cid, entry_id, blob, conv)
+        found = built.get(key)
+        if found is None:
+            conversation = conversations.get(conv)
+            if conversation is None:
+                conversation = conversations[conv] = prefix + str(int(conv))
+            second, millis = divmod(entry_ms(entry_id), 1000)
+            stamp = seconds.get(second)
+            if stamp is None:
+                stamp = seconds[second] = iso_second(second)
+            found = message_at(as_bytes(blob), cid, conversation, stamp + MILLIS[millis])
+            if len(built) >= BUILT_MAX:
+                built.clear()
+            built[key] = found
         if notes and any(mine := notes[4 * index : 4 * index + 4]):
             found = annotated(found, mine)
         out.append(found)
