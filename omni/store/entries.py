@@ -80,6 +80,11 @@ _BUILT: dict[tuple[str, Any, Any, Any], Message] = {}
 BUILT_MAX = 4096  # a few MB: a page of 50 for 80 customers
 
 
+def forget_built() -> None:
+    """Empties the kept messages: the next reads decode and build them again."""
+    _BUILT.clear()
+
+
 def stored_messages(cid: str, entries: list[Any], notes: list[Any]) -> list[Message]:
     """Messages from the read script's entries ([entry id, blob, conversation number])
     and their annotations (four per entry, or none at all).
