@@ -116,11 +116,11 @@ class Reports:
     ) -> None:
         """A new inbound message moved the journey (`Appended.journey`): it opened
         conversation `conv` ('n') or switched channel ('s')."""
+        if step not in ("n", "s"):
+            return  # most messages: neither (and the day is not worth making)
         day = day_of(at_ms)
         if step == "s":
             await self._count(cid, day, [("switch", channel, "", 1)])
-            return
-        if step != "n":
             return
         await self._count(cid, day, [("conv", channel, "", 1)])
         if conv > 1:  # had a conversation before: a returning customer

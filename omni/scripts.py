@@ -125,12 +125,17 @@ class Pipeliner:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def run(self, batch: Batch) -> list[Any]:
+        return await self.submit(batch)
+
+    def submit(self, batch: Batch) -> asyncio.Future[list[Any]]:
+        """`run` without waiting: the batch goes in this turn's pipeline, its replies
+        come in the future returned (so a caller can stage more work before it waits)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((batch, future))
         if len(self._waiting) == 1:
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     async def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         batch = Batch()

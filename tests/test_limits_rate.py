@@ -259,3 +259,36 @@ async def test_a_flooding_sms_number_is_stored_but_wakes_no_bot(
     cid = await _customer(app, number, "sms")
     deliveries = await app.get(f"/v1/customers/{cid}/deliveries", headers=AGENT)
     assert [d["kind"] for d in (await deliveries.json())["items"]] == ["bot", "bot"]
+
+
+async def test_reads_over_the_key_limit_get_429_before_any_other_answer(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    # Context and history send their hit with their first read (omni.auth.reads_only):
+    # over the limit, they still answer 429, not what they read (a 404 included), and a
+    # context ?ask= (which counts the facts it finds) is refused before it counts.
+    settings = full_settings(redis_url, limits={"per_key": 4, "window_s": 3600})
+    app = await aiohttp_client(create_app(settings))
+    cid = (await ingest(app))["customer_id"]
+    await app.patch(
+        f"/v1/customers/{cid}/facts", json={"facts": {"email": {"value": "a@b.example"}}},
+        headers=BOT,
+    )  # fmt: skip
+    assert (await app.get(f"/v1/customers/{cid}/history", headers=BOT)).status == 200
+    assert (await app.get("/v1/customers/cus_nobody/history", headers=BOT)).status == 404
+    over = [
+        await app.get(f"/v1/customers/{cid}/history", headers=BOT),
+        await app.get("/v1/customers/cus_nobody/context", headers=BOT),
+        await app.get(f"/v1/customers/{cid}/context", params={"ask": "email"}, headers=BOT),
+    ]
+    assert [answer.status for answer in over] == [429, 429, 429]
+    assert all(answer.content_type == PROBLEM for answer in over)
+    metrics = await (await app.get("/metrics", headers=AGENT)).text()
+    assert 'omni_rate_limited_total{kind="key"} 3' in metrics
+    # Another key reads the context: the refused ask counted no answered question.
+    context = await (await app.get(f"/v1/customers/{cid}/context", headers=AGENT)).json()
+    assert context["continuity"]["answered_for_bot"] == 0
+    asked = await app.get(f"/v1/customers/{cid}/context", params={"ask": "email"}, headers=AGENT)
+    assert asked.status == 200
+    context = await (await app.get(f"/v1/customers/{cid}/context", headers=AGENT)).json()
+    assert context["continuity"]["answered_for_bot"] == 1

@@ -207,3 +207,21 @@ def test_omni_migrate_runs_the_migration(redis_url: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "omni migrate: phones:" in done.stdout
+
+
+def test_numbers_typed_in_text_are_found_however_written() -> None:
+    # find_phones skips libphonenumber's scan of a text that cannot hold a number (no
+    # digit; without a region, no plus sign): what it finds is what the scan finds.
+    from omni.identity import typed_contacts
+
+    cases = [
+        ("call me on +44 20 7946 0958 please", None, "+442079460958"),
+        ("call me on ＋44 20 7946 0958 please", None, "+442079460958"),  # noqa: RUF001
+        ("call me on 020 7946 0958 please", None, None),  # national, no region: not read
+        ("call me on 020 7946 0958 please", "GB", "+442079460958"),
+        ("call me on ٠٢٠ ٧٩٤٦ ٠٩٥٨ please", "GB", "+442079460958"),
+        ("my order #A-1042 has not shipped", None, None),
+        ("no digits at all, only words", "US", None),
+    ]
+    for text, region, phone in cases:
+        assert typed_contacts(text, region).get("phone") == phone, (text, region)

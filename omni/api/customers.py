@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from omni.api.messages import check_channel
-from omni.auth import caller
+from omni.auth import caller, reads_only
 from omni.clock import now_ms
 from omni.errors import (
     BadRequest,
@@ -122,10 +122,16 @@ async def patch_conversation(request: web.Request) -> web.Response:
     return await _context_response(request, cid)
 
 
+def _asks_nothing(request: web.Request) -> bool:
+    return "ask" not in request.query  # an ask counts the facts it finds (a write)
+
+
+@reads_only(_asks_nothing)
 async def context(request: web.Request) -> web.Response:
     return await _context_response(request, path_customer_id(request))
 
 
+@reads_only(_asks_nothing)
 async def context_by_identity(request: web.Request) -> web.Response:
     channel = query_str(request, "channel", required=True) or ""
     external_id = query_str(request, "external_id", required=True) or ""
@@ -243,6 +249,7 @@ async def link_identity(request: web.Request) -> web.Response:
     return json_response(identity, status=201 if created else 200)
 
 
+@reads_only()
 async def history(request: web.Request) -> web.Response:
     cid = path_customer_id(request)
     limit = query_int(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)

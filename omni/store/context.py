@@ -69,7 +69,7 @@ class Contexts:
             )
             recent = [message for _, message in rows[:RECENT_MESSAGES]]
         else:
-            recent = stored_messages(cid, found, notes)
+            recent = stored_messages(cid, found, notes, self.timeline.built)
         recent.reverse()
         facts = {
             name[2:]: codec.decode(value, Fact)

@@ -50,6 +50,7 @@ from omni.model import (
 from omni.replica_acks import ReplicaAcks
 from omni.store.customers import Customers
 from omni.store.entries import (
+    Built,
     conversation_id,
     dedupe_field,
     echo_field,
@@ -116,6 +117,7 @@ class Timeline:
         # longer holds the identity (an undone merge) is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
+        self.built = Built()  # messages read back, kept (omni.store.entries.Built)
         self._append = scripts.load(redis, "append", "store")
         self._read = scripts.load(redis, "read_page", "store")
 
@@ -329,7 +331,7 @@ class Timeline:
             return await self.history(moved, limit=limit, before=before, channel=channel)
         absorbed = absorbed_ids(exists[2])
         if not absorbed:  # one timeline: its page as read, positions need no owner
-            messages = stored_messages(cid, found, notes)
+            messages = stored_messages(cid, found, notes, self.built)
             more = len(messages) > limit
             cursor = encode_cursor(as_bytes(found[limit - 1][0]).decode(), None) if more else None
             return HistoryPage(messages=messages[:limit], next_cursor=cursor)
@@ -416,7 +418,7 @@ class Timeline:
                 raise StoreError("a channel index names a timeline entry that is not there")
             entry_id, fields = stored[0]
             row = (entry_id, fields.get(b"m"), fields.get(b"v", b"0"))
-            message = stored_messages(cid, [row], notes)[0]
+            message = stored_messages(cid, [row], notes, self.built)[0]
             page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
         return page, more
 
@@ -426,7 +428,7 @@ class Timeline:
         )
         if not found or as_text(found[0][0]) != entry:
             return None
-        return stored_messages(cid, found, notes)[0]
+        return stored_messages(cid, found, notes, self.built)[0]
 
     # -- the message-id index and annotations -----------------------------------------
 
