@@ -142,12 +142,18 @@ class _Owner(msgspec.Struct):
 
 
 async def _scrub(erasure: Erasure) -> None:
-    redis = erasure.redis
     person = set(erasure.person)
+    parts = erasure.live.parts
+    # Each customer's events are in one part of the service-wide stream (omni.live).
+    for part in sorted({keys.shard_of(cid, parts) for cid in person}):
+        await _scrub_part(erasure.redis, keys.events_all(part, parts), person)
+
+
+async def _scrub_part(redis: Redis, stream: str, person: set[str]) -> None:
     needles = [cid.encode() for cid in person]
     start = "-"
     while True:
-        found = await redis.xrange(keys.events_all(), start, "+", count=_EVENTS_PAGE)
+        found = await redis.xrange(stream, start, "+", count=_EVENTS_PAGE)
         entries: list[Any] = found or []
         doomed = []
         for entry_id, fields in entries:
@@ -156,7 +162,7 @@ async def _scrub(erasure: Erasure) -> None:
             if any(n in body for n in needles) and _owner(body) in person:
                 doomed.append(entry_id)
         if doomed:
-            await redis.xdel(keys.events_all(), *doomed)
+            await redis.xdel(stream, *doomed)
         if len(entries) < _EVENTS_PAGE:
             return
         start = f"({as_text(entries[-1][0])}"

@@ -180,9 +180,11 @@ def events(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:ev"
 
 
-def events_all() -> str:
-    """Every customer's recent live events (capped), for the team inbox's stream."""
-    return f"{PREFIX}:events"
+def events_all(part: int = 0, parts: int = 1) -> str:
+    """One part of every customer's recent live events (capped), for the team inbox's
+    stream: `omni:events` when there is one part (one server), else
+    `omni:events:{s<part>}`, a customer's events in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:events" if parts == 1 else f"{PREFIX}:events:{{s{part}}}"
 
 
 def handoff_due() -> str:
@@ -205,10 +207,11 @@ def live_channel() -> str:
 
 # -- shards (cluster mode) -------------------------------------------------------------
 #
-# What every process must hear about every customer (the live doorbells) cannot be one
-# key or one channel in a Redis Cluster without sending all of it to one node: it is
-# split into `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a
-# customer's always go to the same part. On one server there is one part, as before.
+# What every process must hear about every customer (the live doorbells, the service-wide
+# event stream `events_all`) cannot be one key or one channel in a Redis Cluster without
+# sending all of it to one node: it is split into `[redis] shards` parts, each under its
+# own hash tag `{s<n>}`, and a customer's always go to the same part (`shard_of`). On
+# one server there is one part, as before.
 
 
 def live_shard(shard: int) -> str:
