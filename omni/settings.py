@@ -267,7 +267,7 @@ class Settings:
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
             bots=_bots(read_section(raw, "bots"), tuple(enabled)),
-            outbox=_outbox(outbox := read_section(raw, "outbox")),
+            outbox=_outbox(outbox := read_section(raw, "outbox"), _cluster(redis), redis),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
             handoff=_handoff(read_section(raw, "handoff")),
             identity=_identity(read_section(raw, "identity")),
@@ -439,10 +439,14 @@ def read_bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
+def _outbox(section: Mapping[str, Any], cluster: bool, redis: Mapping[str, Any]) -> OutboxConfig:
     defaults = OutboxConfig()
+    # One queue on one server; in a cluster as many as the service-wide streams' parts,
+    # so that no node takes every delivery.
+    queues = read_int(redis, "redis.shards", 8, low=1, high=1024) if cluster else 1
     return OutboxConfig(
         queue=read_str(section, "outbox.queue", defaults.queue),
+        queues=read_int(section, "outbox.queues", queues, low=1, high=1024),
         group=read_str(section, "outbox.group", defaults.group),
         **{
             name: read_int(

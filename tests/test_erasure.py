@@ -140,14 +140,16 @@ async def _nothing_left(client: TestClient, redis: Redis, ids: list[str]) -> Non
     outbox = client.app[SERVICES].outbox
     parts = client.app[SERVICES].live.parts
     everyones = {keys.events_all(part, parts).encode() for part in range(parts)}
-    allowed = {*everyones, outbox.stream.encode(), *audits, *merges}
+    queued = {queue.stream.encode() for queue in outbox.queues}
+    allowed = {*everyones, *queued, *audits, *merges}
     assert _mentioning(state, ids) <= allowed
     for stream in everyones:
         for _, fields in state.get(stream, []):
             if any(cid.encode() in fields[b"e"] for cid in ids):
                 assert json.loads(fields[b"e"])["type"] == "customer.erased"
-    for entry_id, fields in state.get(outbox.stream.encode(), []):
-        assert set(fields) == {b"d", b"o"}, entry_id
+    for stream in queued:
+        for entry_id, fields in state.get(stream, []):
+            assert set(fields) == {b"d", b"o"}, entry_id
     for cid in ids:
         gone = await client.get(f"/v1/customers/{cid}/context", headers=BOT)
         assert gone.status == 404

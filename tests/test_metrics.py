@@ -91,8 +91,9 @@ async def test_the_delivery_backlog_says_whether_there_are_workers_enough(
     samples = await scrape(client)
     assert [value(samples, name) for name in names] == [3, 0, 0, 0]  # no worker yet
     outbox = client.app[SERVICES].outbox
-    await outbox.ensure_group()
-    taken = await outbox.read("a-worker", 2, None)  # taken, not finished
+    queue = outbox.queue_of(cid)  # the customer's queue (of several, in a cluster)
+    await outbox.ensure_group(queue)
+    taken = await outbox.read("a-worker", 2, None, queue)  # taken, not finished
     samples = await scrape(client)
     assert [value(samples, name) for name in names] == [1, 2, 0, 0]
     await outbox.retry(taken[0], "upstream said 503", 2**40)
