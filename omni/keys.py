@@ -133,8 +133,10 @@ def search_index(kind: str, value: str) -> str:
 #     omni:{C}:dlv:<id>            hash    a delivery: kind, state, attempts, payload, reason
 #     omni:{C}:dlvs                zset    a customer's delivery ids by creation time (ms)
 #
-# The queue's keys share the queue's hash tag, so each queue transition is one atomic
-# script in one slot; a delivery's record carries its owner's tag (the customer, or the
+# `<q>` is one of `[outbox] queues` queues: `[outbox] queue` itself (the first, and the
+# only one on one server), then `<queue>.1`, `<queue>.2`, … (omni.outbox); a delivery
+# waits in its owner's, `shard_of(owner, queues)`. The queue's keys share the queue's
+# hash tag, so each queue transition is one atomic script in one slot; a delivery's record carries its owner's tag (the customer, or the
 # delivery id itself for a delivery that belongs to no customer), so it lives, and is
 # erased, with the customer.
 
