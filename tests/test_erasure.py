@@ -109,7 +109,8 @@ async def _replies(client: TestClient, cid: str) -> None:
     path = f"/v1/customers/{cid}/messages"
     body = {"channel": "web", "text": "Your marmalade left today"}
     await _ok(await client.post(path, json=body, headers=AGENT), 202)
-    assert await Worker(client.app[REDIS], {"web": refused}).run_once() == 1
+    config = client.app[SERVICES].outbox.config  # the app's queues (several, in a cluster)
+    assert await Worker(client.app[REDIS], {"web": refused}, config=config).run_once() == 1
     body = {"channel": "web", "text": "It arrives on Friday"}
     await _ok(await client.post(path, json=body, headers=AGENT), 202)
     # She answers: the agent holding the conversation owes her a reply again.
