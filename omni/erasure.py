@@ -47,6 +47,7 @@ from omni import codec, keys, revocation, scripts
 from omni.clock import iso, now_ms
 from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
+from omni.handoff import due_key
 from omni.ids import decode_cursor
 from omni.live import Live
 from omni.merge import forget, text_fields
@@ -134,7 +135,8 @@ async def _release(erasure: Erasure) -> None:
             )
         await erasure.outbox.erase(cid)
         await erasure.store.inbox.drop(cid)
-    await redis.zrem(keys.handoff_due(), *erasure.person)
+    for cid in erasure.person:
+        await redis.zrem(due_key(cid, erasure.live.parts), cid)
 
 
 class _Owner(msgspec.Struct):

@@ -136,9 +136,9 @@ def search_index(kind: str, value: str) -> str:
 # `<q>` is one of `[outbox] queues` queues: `[outbox] queue` itself (the first, and the
 # only one on one server), then `<queue>.1`, `<queue>.2`, … (omni.outbox); a delivery
 # waits in its owner's, `shard_of(owner, queues)`. The queue's keys share the queue's
-# hash tag, so each queue transition is one atomic script in one slot; a delivery's record carries its owner's tag (the customer, or the
-# delivery id itself for a delivery that belongs to no customer), so it lives, and is
-# erased, with the customer.
+# hash tag, so each queue transition is one atomic script in one slot; a delivery's
+# record carries its owner's tag (the customer, or the delivery id itself for a delivery
+# that belongs to no customer), so it lives, and is erased, with the customer.
 
 
 def outbox_stream(queue: str) -> str:
@@ -189,10 +189,12 @@ def events_all(part: int = 0, parts: int = 1) -> str:
     return f"{PREFIX}:events" if parts == 1 else f"{PREFIX}:events:{{s{part}}}"
 
 
-def handoff_due() -> str:
-    """Conversations an agent holds whose reply is due, scored by when (ms); the
-    customer's hash says whether it still is (this is only where to look)."""
-    return f"{PREFIX}:handoff:due"
+def handoff_due(part: int = 0, parts: int = 1) -> str:
+    """One part of the conversations an agent holds whose reply is due, scored by when
+    (ms); the customer's hash says whether it still is (this is only where to look).
+    `omni:handoff:due` when there is one part (one server), else
+    `omni:handoff:due:{s<part>}`, a customer's in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:handoff:due" if parts == 1 else f"{PREFIX}:handoff:due:{{s{part}}}"
 
 
 def metrics() -> str:
@@ -210,10 +212,10 @@ def live_channel() -> str:
 # -- shards (cluster mode) -------------------------------------------------------------
 #
 # What every process must hear about every customer (the live doorbells, the service-wide
-# event stream `events_all`) cannot be one key or one channel in a Redis Cluster without
-# sending all of it to one node: it is split into `[redis] shards` parts, each under its
-# own hash tag `{s<n>}`, and a customer's always go to the same part (`shard_of`). On
-# one server there is one part, as before.
+# event stream `events_all`, the handoff timers `handoff_due`) cannot be one key or one
+# channel in a Redis Cluster without sending all of it to one node: it is split into
+# `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a customer's always
+# go to the same part (`shard_of`). On one server there is one part, as before.
 
 
 def live_shard(shard: int) -> str:

@@ -19,6 +19,7 @@ from omni import keys
 from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.erasure import EXPORT_PAGE, STEPS, Erasure, Export
+from omni.handoff import due_key
 from omni.outbox import Job
 from omni.presence import present
 from omni.settings import Settings
@@ -184,7 +185,8 @@ async def test_erasing_a_merged_customer_leaves_nothing_of_them(
     assert all(_mentioning(before, [value]) for value in PERSONAL)  # it was all there
     assert [key async for key in redis.scan_iter(match="omni:push:*")]
     assert (await _ok(await client.get("/v1/deliveries/dead", headers=AGENT)))["items"]
-    assert await redis.zscore(keys.handoff_due(), web) is not None
+    parts = client.app[SERVICES].live.parts
+    assert await redis.zscore(due_key(web, parts), web) is not None
     inbox = await open_stream(client, "/v1/events")
 
     await _ok(await client.delete(f"/v1/customers/{web}", headers=ADMIN), 204)
