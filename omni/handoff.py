@@ -101,8 +101,8 @@ class Handoffs:
         counters (omni.reports), told of first responses and resolutions."""
         self.redis = redis
         self.live = live
-        # The due-index is in as many parts as the service-wide event stream (one on one
-        # server): a customer's timer in its part, each sweep looks at every part.
+        # The due-index and the metrics are in as many parts as the service-wide event
+        # stream (one on one server): a customer's in its part; a sweep looks at all.
         self.parts = live.parts
         self.config = config
         self.index = index
@@ -153,7 +153,7 @@ class Handoffs:
             await self.redis.zrem(self._due(cid), cid)
         before = _text(result[1])
         await self._index(cid)
-        await metrics.count_handoff(self.redis, to, by.kind)
+        await metrics.count_handoff(self.redis, cid, self.parts, to, by.kind)
         assignee = msgspec.structs.replace(who, reply_due=iso(due))
         await self._tell(cid, to, assignee, status, by, before)
         return assignee
@@ -197,7 +197,9 @@ class Handoffs:
         result = await self._run(message.customer_id, "reply", now_ms(), kind)
         if int(result[1]):
             seconds = int(result[2]) / 1000
-            await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
+            await metrics.observe_first_response(
+                self.redis, message.customer_id, self.parts, message.channel, kind, seconds
+            )
             if self.reports is not None:
                 who = (message.author.id or "agent") if kind == "agent" else "bot"
                 await self.reports.first_response(
@@ -230,7 +232,8 @@ class Handoffs:
         resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
         await self.redis.zrem(self._due(cid), cid)
         await self._index(cid)
-        await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
+        channel = _text(result[2]) or "unknown"
+        await metrics.count_resolution(self.redis, cid, self.parts, channel, resolved_by)
         done = _resolution(cid, result, by, resolved_by, now)
         await self.live.publish(
             cid,
@@ -278,7 +281,7 @@ class Handoffs:
         if int(result[0]):
             await self.redis.zrem(self._due(cid), cid)
             await self._index(cid)
-            await metrics.count_handoff(self.redis, "queue", "timeout")
+            await metrics.count_handoff(self.redis, cid, self.parts, "queue", "timeout")
             system = Author(kind="system", name="reply timeout")
             await self._tell(cid, "queue", queue, "pending", system, "agent")
             return True

@@ -197,10 +197,12 @@ def handoff_due(part: int = 0, parts: int = 1) -> str:
     return f"{PREFIX}:handoff:due" if parts == 1 else f"{PREFIX}:handoff:due:{{s{part}}}"
 
 
-def metrics() -> str:
-    """Service-wide conversation metrics (hash): first-response times, resolutions and
-    handoffs per channel, summed over every process, for /metrics."""
-    return f"{PREFIX}:metrics"
+def metrics(part: int = 0, parts: int = 1) -> str:
+    """One part of the service-wide conversation metrics (hash): first-response times,
+    resolutions and handoffs per channel, counted by every process, summed over the
+    parts for /metrics. `omni:metrics` with one part (one server), else
+    `omni:metrics:{s<part>}`, a customer's counts in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:metrics" if parts == 1 else f"{PREFIX}:metrics:{{s{part}}}"
 
 
 def live_channel() -> str:
@@ -212,10 +214,11 @@ def live_channel() -> str:
 # -- shards (cluster mode) -------------------------------------------------------------
 #
 # What every process must hear about every customer (the live doorbells, the service-wide
-# event stream `events_all`, the handoff timers `handoff_due`) cannot be one key or one
-# channel in a Redis Cluster without sending all of it to one node: it is split into
-# `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a customer's always
-# go to the same part (`shard_of`). On one server there is one part, as before.
+# event stream `events_all`, the handoff timers `handoff_due`, the counters `metrics` and
+# `stats`) cannot be one key or one channel in a Redis Cluster without sending all of it
+# to one node: it is split into `[redis] shards` parts (`RedisSettings.parts`), each under
+# its own hash tag `{s<n>}`, and a customer's always go to the same part (`shard_of`). On
+# one server there is one part, as before.
 
 
 def live_shard(shard: int) -> str:
@@ -252,9 +255,10 @@ def rate(kind: str, digest: str, window: int) -> str:
     return f"{PREFIX}:rate:{kind}:{digest}:{window}"
 
 
-def stats() -> str:
-    """Service-wide counters (hash): repeated questions, questions omni answered, …"""
-    return f"{PREFIX}:stats"
+def stats(part: int = 0, parts: int = 1) -> str:
+    """One part of the service-wide counters (hash): repeated questions, questions omni
+    answered, …; parts as `metrics`'s (`omni:stats`, or `omni:stats:{s<part>}`)."""
+    return f"{PREFIX}:stats" if parts == 1 else f"{PREFIX}:stats:{{s{part}}}"
 
 
 # -- the service report (omni.reports) ------------------------------------------------

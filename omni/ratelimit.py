@@ -44,10 +44,13 @@ class RateLimiter:
         pipeliner: Pipeliner,
         limits: LimitSettings,
         clock: Callable[[], float] = time.time,
+        parts: int = 1,
     ) -> None:
+        """`parts`: the metrics hash's, where refusals are counted (omni.metrics)."""
         self.redis = redis
         self.pipeliner = pipeliner
         self.limits = limits
+        self.parts = parts
         self._clock = clock
 
     async def key(self, api_key: str) -> None:
@@ -75,7 +78,7 @@ class RateLimiter:
             retry = max(1, math.ceil((window + 1) * window_s - now))
             if count == limit + 1:  # once per window and sender: the flood is not logged
                 log.warning("rate limit reached", kind=kind, limit=limit, window_s=window_s)
-            await metrics.count_rate_limited(self.redis, kind)
+            await metrics.count_rate_limited(self.redis, digest, self.parts, kind)
             raise TooManyRequests(
                 f"more than {limit} {'requests' if kind == 'key' else 'messages'} in "
                 f"{window_s} s; retry in {retry} s",

@@ -113,6 +113,12 @@ class RedisSettings:
     replica_acks: int = 0
     replica_ack_timeout_ms: int = 1000
 
+    @property
+    def parts(self) -> int:
+        """How many parts each service-wide key is split into (omni.keys): `shards` in a
+        cluster, one on one server, where a part would buy nothing."""
+        return self.shards if self.cluster else 1
+
 
 @dataclass(frozen=True)
 class LimitSettings:
