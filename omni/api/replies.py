@@ -18,7 +18,9 @@ from omni.state import SERVICES, STORE
 from omni.web_io import json_response, path_customer_id, query_int, query_str, read_json
 
 DEAD_PAGE_MAX = 200
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}(\.\d{1,4})?")  # ".<queue>" with several
+# A dead letter's entry id: a stream id, then ".<queue>" with several queues (omni.outbox).
+ENTRY_ID = r"\d{1,20}-\d{1,20}(\.\d{1,4})?"
+_ENTRY_ID = re.compile(ENTRY_ID)
 
 
 class DeadLetterPage(msgspec.Struct, frozen=True):
