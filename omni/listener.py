@@ -88,6 +88,7 @@ class Listener:
     closed: bool = False
     # The newest event id handed out, per part: the listener's position.
     _last: list[tuple[int, int]] = field(default_factory=list)
+    _start: list[tuple[int, int]] = field(default_factory=list)  # `after`, per part
     _mismatch: bool = False  # `after` was not a position in this many parts
     _backlog: deque[Event] = field(default_factory=deque)
     # While replaying: per part still to read, the stream id to read after, and what
@@ -108,7 +109,7 @@ class Listener:
                 # (unless that is the very start, "0-0": everything kept is replayed).
                 self._mismatch = any(pair != (0, 0) for pair in given)
                 given = [min(given)] * self.parts
-            self._last = given
+            self._last, self._start = list(given), list(given)
             self._replay_from = {part: _id(pair) for part, pair in enumerate(given)}
             self._replayed = {part: deque() for part in range(self.parts)}
 
@@ -131,7 +132,7 @@ class Listener:
             return False
         if self._mismatch:
             return True
-        for part, pair in enumerate(self._last):
+        for part, pair in enumerate(self._start):
             if pair != (0, 0):
                 kept = await self.redis.xrange(self.key(part), _id(pair), _id(pair), count=1)
                 if not kept:
