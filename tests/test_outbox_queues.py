@@ -5,11 +5,14 @@ as on the cluster (the queues are keys)."""
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
 from omni import keys
 from omni.channel import Delivery
+from omni.errors import ConfigError
 from omni.outbox import Job, Outbox, OutboxConfig
+from omni.settings import Settings
 from omni.worker import Worker
 
 QUEUES = OutboxConfig(queues=4, base_delay_ms=5, max_delay_ms=40, block_ms=50, max_attempts=1)
@@ -112,3 +115,15 @@ async def test_erasing_a_customer_clears_their_queue_only(redis: Redis) -> None:
     assert await outbox.erase(gone) == 1
     left = {d.delivery_id for d in await outbox.dead_letters()}
     assert left == {did for did, owner in ids.items() if owner != gone}
+
+
+def test_one_queue_on_one_server_and_one_per_shard_in_a_cluster_unless_set() -> None:
+    node = {"url": "redis://127.0.0.1:7000", "shards": 5}
+    one = Settings.from_mapping({"redis": {**node, "cluster": False}})
+    cluster = Settings.from_mapping({"redis": {**node, "cluster": True}})
+    chosen = Settings.from_mapping({"redis": {**node, "cluster": True}, "outbox": {"queues": 3}})
+    assert (one.outbox.queues, one.redis.parts) == (1, 1)
+    assert (cluster.outbox.queues, cluster.redis.parts) == (5, 5)
+    assert chosen.outbox.queues == 3
+    with pytest.raises(ConfigError, match=r"outbox\.queues"):
+        Settings.from_mapping({"outbox": {"queues": 0}})
