@@ -69,8 +69,11 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         timeout_s=settings.redis.request_timeout,
         inbox_shards=inbox_shards(settings),
         acks=acks,
+        stats_parts=settings.redis.parts,
     )
-    app[LIMITER] = RateLimiter(client, app[STORE].pipeliner, settings.limits)
+    app[LIMITER] = RateLimiter(
+        client, app[STORE].pipeliner, settings.limits, parts=settings.redis.parts
+    )
     try:
         yield
     finally:

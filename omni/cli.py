@@ -191,7 +191,7 @@ async def _work(settings: Settings, channels: tuple[Channel, ...]) -> None:
         settings.redis, settings.redis.url, socket_timeout=settings.redis.request_timeout
     )
     try:
-        store = Store(redis, inbox_shards=inbox_shards(settings))
+        store = Store(redis, inbox_shards=inbox_shards(settings), stats_parts=settings.redis.parts)
         async with open_services(settings, redis, store, channels) as services:
             await Worker(redis, services.handlers, config=settings.outbox).run(stop)
     finally:

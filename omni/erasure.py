@@ -47,6 +47,7 @@ from omni import codec, keys, revocation, scripts
 from omni.clock import iso, now_ms
 from omni.devices import device_records, token_digest
 from omni.errors import Conflict, NotFound, StoreError
+from omni.handoff import due_key
 from omni.ids import decode_cursor
 from omni.live import Live
 from omni.merge import forget, text_fields
@@ -134,7 +135,8 @@ async def _release(erasure: Erasure) -> None:
             )
         await erasure.outbox.erase(cid)
         await erasure.store.inbox.drop(cid)
-    await redis.zrem(keys.handoff_due(), *erasure.person)
+    for cid in erasure.person:
+        await redis.zrem(due_key(cid, erasure.live.parts), cid)
 
 
 class _Owner(msgspec.Struct):
@@ -142,12 +144,18 @@ class _Owner(msgspec.Struct):
 
 
 async def _scrub(erasure: Erasure) -> None:
-    redis = erasure.redis
     person = set(erasure.person)
+    parts = erasure.live.parts
+    # Each customer's events are in one part of the service-wide stream (omni.live).
+    for part in sorted({keys.shard_of(cid, parts) for cid in person}):
+        await _scrub_part(erasure.redis, keys.events_all(part, parts), person)
+
+
+async def _scrub_part(redis: Redis, stream: str, person: set[str]) -> None:
     needles = [cid.encode() for cid in person]
     start = "-"
     while True:
-        found = await redis.xrange(keys.events_all(), start, "+", count=_EVENTS_PAGE)
+        found = await redis.xrange(stream, start, "+", count=_EVENTS_PAGE)
         entries: list[Any] = found or []
         doomed = []
         for entry_id, fields in entries:
@@ -156,7 +164,7 @@ async def _scrub(erasure: Erasure) -> None:
             if any(n in body for n in needles) and _owner(body) in person:
                 doomed.append(entry_id)
         if doomed:
-            await redis.xdel(keys.events_all(), *doomed)
+            await redis.xdel(stream, *doomed)
         if len(entries) < _EVENTS_PAGE:
             return
         start = f"({as_text(entries[-1][0])}"

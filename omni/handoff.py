@@ -15,7 +15,9 @@ An agent who holds a conversation owes the customer a reply from when they take 
 and from each customer message after their last reply; the sweep (`Handoffs.run`, in
 every `omni serve`) puts overdue conversations back in the queue. The customer's hash is
 the truth (one script, `lua/handoff.lua`); the due-index is where the sweep looks, so a
-stale entry there costs a look and nothing else.
+stale entry there costs a look and nothing else. The due-index is split like the
+service-wide event stream (`Live.parts`: `[redis] shards` in a cluster, one on one
+server), a customer's timer always in its part, and every sweep looks at every part.
 
 First-response time and resolution are recorded per conversation (in its context) and
 summed per channel for /metrics (`omni.metrics`).
@@ -99,6 +101,9 @@ class Handoffs:
         counters (omni.reports), told of first responses and resolutions."""
         self.redis = redis
         self.live = live
+        # The due-index and the metrics are in as many parts as the service-wide event
+        # stream (one on one server): a customer's in its part; a sweep looks at all.
+        self.parts = live.parts
         self.config = config
         self.index = index
         self.reports = reports
@@ -135,20 +140,20 @@ class Handoffs:
         if due is not None:
             # Indexed before the script arms it, so a crash in between leaves a look
             # for the sweep, never an armed reply with nobody watching it.
-            await self.redis.zadd(keys.handoff_due(), {cid: due})
+            await self.redis.zadd(self._due(cid), {cid: due})
         try:
             result = await self._run(
                 cid, "assign", now, to, codec.encode(who), "" if due is None else due, status
             )
         except (NotFound, Moved):
             if due is not None:
-                await self.redis.zrem(keys.handoff_due(), cid)  # nothing to watch there
+                await self.redis.zrem(self._due(cid), cid)  # nothing to watch there
             raise
         if due is None:
-            await self.redis.zrem(keys.handoff_due(), cid)
+            await self.redis.zrem(self._due(cid), cid)
         before = _text(result[1])
         await self._index(cid)
-        await metrics.count_handoff(self.redis, to, by.kind)
+        await metrics.count_handoff(self.redis, cid, self.parts, to, by.kind)
         assignee = msgspec.structs.replace(who, reply_due=iso(due))
         await self._tell(cid, to, assignee, status, by, before)
         return assignee
@@ -180,7 +185,7 @@ class Handoffs:
             return held
         result = await self._run(message.customer_id, "inbound", now_ms(), self._timeout_ms())
         if _text(result[1]) == "agent" and (due := _text(result[2])):
-            await self.redis.zadd(keys.handoff_due(), {message.customer_id: int(due)})
+            await self.redis.zadd(self._due(message.customer_id), {message.customer_id: int(due)})
         return held
 
     async def on_reply(self, message: Message) -> None:
@@ -192,7 +197,9 @@ class Handoffs:
         result = await self._run(message.customer_id, "reply", now_ms(), kind)
         if int(result[1]):
             seconds = int(result[2]) / 1000
-            await metrics.observe_first_response(self.redis, message.channel, kind, seconds)
+            await metrics.observe_first_response(
+                self.redis, message.customer_id, self.parts, message.channel, kind, seconds
+            )
             if self.reports is not None:
                 who = (message.author.id or "agent") if kind == "agent" else "bot"
                 await self.reports.first_response(
@@ -200,7 +207,7 @@ class Handoffs:
                     int(result[2]), now_ms(),
                 )  # fmt: skip
         if int(result[3]):
-            await self.redis.zrem(keys.handoff_due(), message.customer_id)
+            await self.redis.zrem(self._due(message.customer_id), message.customer_id)
         await self._index(message.customer_id, "reply")
 
     async def on_bot_answer(self, job: Job, answer: BotAnswer) -> None:
@@ -223,9 +230,10 @@ class Handoffs:
         if not int(result[0]):
             return None
         resolved_by: Responder = "agent" if _text(result[1]) == "agent" else "bot"
-        await self.redis.zrem(keys.handoff_due(), cid)
+        await self.redis.zrem(self._due(cid), cid)
         await self._index(cid)
-        await metrics.count_resolution(self.redis, _text(result[2]) or "unknown", resolved_by)
+        channel = _text(result[2]) or "unknown"
+        await metrics.count_resolution(self.redis, cid, self.parts, channel, resolved_by)
         done = _resolution(cid, result, by, resolved_by, now)
         await self.live.publish(
             cid,
@@ -253,12 +261,13 @@ class Handoffs:
         how many went back. Safe to run in any number of processes at once: the script
         moves each conversation once."""
         now = now_ms()
-        due = await self.redis.zrangebyscore(keys.handoff_due(), "-inf", now, 0, _SWEEP_BATCH)
         moved = 0
-        for raw in due:
-            cid = _text(raw)
-            if await self._expire(cid, now):
-                moved += 1
+        for part in range(self.parts):
+            index = keys.handoff_due(part, self.parts)
+            due = await self.redis.zrangebyscore(index, "-inf", now, 0, _SWEEP_BATCH)
+            for raw in due:
+                if await self._expire(_text(raw), now):
+                    moved += 1
         return moved
 
     async def _expire(self, cid: str, now: int) -> bool:
@@ -267,20 +276,20 @@ class Handoffs:
         try:
             result = await self._run(cid, "expire", now, codec.encode(queue))
         except (NotFound, Moved):
-            await self.redis.zrem(keys.handoff_due(), cid)
+            await self.redis.zrem(self._due(cid), cid)
             return False
         if int(result[0]):
-            await self.redis.zrem(keys.handoff_due(), cid)
+            await self.redis.zrem(self._due(cid), cid)
             await self._index(cid)
-            await metrics.count_handoff(self.redis, "queue", "timeout")
+            await metrics.count_handoff(self.redis, cid, self.parts, "queue", "timeout")
             system = Author(kind="system", name="reply timeout")
             await self._tell(cid, "queue", queue, "pending", system, "agent")
             return True
         still = _text(result[1])
         if still:
-            await self.redis.zadd(keys.handoff_due(), {cid: int(still)})
+            await self.redis.zadd(self._due(cid), {cid: int(still)})
         else:
-            await self.redis.zrem(keys.handoff_due(), cid)
+            await self.redis.zrem(self._due(cid), cid)
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -298,8 +307,16 @@ class Handoffs:
         if self.index is not None:
             await self.index.sync(cid, event)
 
+    def _due(self, cid: str) -> str:
+        return due_key(cid, self.parts)
+
     def _timeout_ms(self) -> int:
         return max(1, int(self.config.reply_timeout_s * 1000))
+
+
+def due_key(cid: str, parts: int) -> str:
+    """The part of the due-index that holds `cid`'s reply timer."""
+    return keys.handoff_due(keys.shard_of(cid, parts), parts)
 
 
 def _resolution(

@@ -133,10 +133,12 @@ def search_index(kind: str, value: str) -> str:
 #     omni:{C}:dlv:<id>            hash    a delivery: kind, state, attempts, payload, reason
 #     omni:{C}:dlvs                zset    a customer's delivery ids by creation time (ms)
 #
-# The queue's keys share the queue's hash tag, so each queue transition is one atomic
-# script in one slot; a delivery's record carries its owner's tag (the customer, or the
-# delivery id itself for a delivery that belongs to no customer), so it lives, and is
-# erased, with the customer.
+# `<q>` is one of `[outbox] queues` queues: `[outbox] queue` itself (the first, and the
+# only one on one server), then `<queue>.1`, `<queue>.2`, … (omni.outbox); a delivery
+# waits in its owner's, `shard_of(owner, queues)`. The queue's keys share the queue's
+# hash tag, so each queue transition is one atomic script in one slot; a delivery's
+# record carries its owner's tag (the customer, or the delivery id itself for a delivery
+# that belongs to no customer), so it lives, and is erased, with the customer.
 
 
 def outbox_stream(queue: str) -> str:
@@ -180,21 +182,27 @@ def events(cid: str) -> str:
     return f"{PREFIX}:{{{cid}}}:ev"
 
 
-def events_all() -> str:
-    """Every customer's recent live events (capped), for the team inbox's stream."""
-    return f"{PREFIX}:events"
+def events_all(part: int = 0, parts: int = 1) -> str:
+    """One part of every customer's recent live events (capped), for the team inbox's
+    stream: `omni:events` when there is one part (one server), else
+    `omni:events:{s<part>}`, a customer's events in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:events" if parts == 1 else f"{PREFIX}:events:{{s{part}}}"
 
 
-def handoff_due() -> str:
-    """Conversations an agent holds whose reply is due, scored by when (ms); the
-    customer's hash says whether it still is (this is only where to look)."""
-    return f"{PREFIX}:handoff:due"
+def handoff_due(part: int = 0, parts: int = 1) -> str:
+    """One part of the conversations an agent holds whose reply is due, scored by when
+    (ms); the customer's hash says whether it still is (this is only where to look).
+    `omni:handoff:due` when there is one part (one server), else
+    `omni:handoff:due:{s<part>}`, a customer's in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:handoff:due" if parts == 1 else f"{PREFIX}:handoff:due:{{s{part}}}"
 
 
-def metrics() -> str:
-    """Service-wide conversation metrics (hash): first-response times, resolutions and
-    handoffs per channel, summed over every process, for /metrics."""
-    return f"{PREFIX}:metrics"
+def metrics(part: int = 0, parts: int = 1) -> str:
+    """One part of the service-wide conversation metrics (hash): first-response times,
+    resolutions and handoffs per channel, counted by every process, summed over the
+    parts for /metrics. `omni:metrics` with one part (one server), else
+    `omni:metrics:{s<part>}`, a customer's counts in part `shard_of(id, parts)`."""
+    return f"{PREFIX}:metrics" if parts == 1 else f"{PREFIX}:metrics:{{s{part}}}"
 
 
 def live_channel() -> str:
@@ -205,10 +213,12 @@ def live_channel() -> str:
 
 # -- shards (cluster mode) -------------------------------------------------------------
 #
-# What every process must hear about every customer (the live doorbells) cannot be one
-# key or one channel in a Redis Cluster without sending all of it to one node: it is
-# split into `[redis] shards` parts, each under its own hash tag `{s<n>}`, and a
-# customer's always go to the same part. On one server there is one part, as before.
+# What every process must hear about every customer (the live doorbells, the service-wide
+# event stream `events_all`, the handoff timers `handoff_due`, the counters `metrics` and
+# `stats`) cannot be one key or one channel in a Redis Cluster without sending all of it
+# to one node: it is split into `[redis] shards` parts (`RedisSettings.parts`), each under
+# its own hash tag `{s<n>}`, and a customer's always go to the same part (`shard_of`). On
+# one server there is one part, as before.
 
 
 def live_shard(shard: int) -> str:
@@ -245,9 +255,10 @@ def rate(kind: str, digest: str, window: int) -> str:
     return f"{PREFIX}:rate:{kind}:{digest}:{window}"
 
 
-def stats() -> str:
-    """Service-wide counters (hash): repeated questions, questions omni answered, …"""
-    return f"{PREFIX}:stats"
+def stats(part: int = 0, parts: int = 1) -> str:
+    """One part of the service-wide counters (hash): repeated questions, questions omni
+    answered, …; parts as `metrics`'s (`omni:stats`, or `omni:stats:{s<part>}`)."""
+    return f"{PREFIX}:stats" if parts == 1 else f"{PREFIX}:stats:{{s{part}}}"
 
 
 # -- the service report (omni.reports) ------------------------------------------------

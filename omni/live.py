@@ -1,8 +1,13 @@
 """Live events: every change to a customer, kept in order and fanned out to the listeners
 (web chat sockets, agents' event streams) of every omni process.
 
-`publish` appends the event to two capped Redis streams, the customer's own and a
-global one, and rings a pub/sub doorbell. The stream ids are the events' ids. Each
+`publish` appends the event to two capped Redis streams, the customer's own and one
+part of the service-wide one, and rings a pub/sub doorbell. The stream ids are the
+events' ids. The service-wide stream is `parts` streams (one on one server, `[redis]
+shards` in a cluster, so no node takes every event), a customer's always in the same
+part; an event of it is named by its *position*, every part's stream id at that event
+joined by "." (on one part: the stream id itself), so resuming from it reads each part
+from where that listener stopped. Each
 process keeps one *feed* per stream it has listeners for; a doorbell makes the feed read
 the stream from where it stopped, so events reach listeners in stream order, with no
 gap, whatever order the doorbells of several processes arrive in (pub/sub only says
@@ -20,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,151 +33,41 @@ import msgspec
 import structlog
 from redis.asyncio import Redis, RedisCluster
 
-from omni import keys
+from omni import doorbells, keys
+from omni.listener import (
+    PAGE,
+    Body,
+    Closed,
+    Dropped,
+    Event,
+    Listener,
+    decode,
+    parse_position,
+    stream_id,
+    text,
+)
 from omni.scripts import Batch
 
+__all__ = ["Closed", "Dropped", "Event", "Listener", "Live", "parse_position", "stream_id"]
+
 log = structlog.get_logger("omni.live")
-QUEUE_MAX = 256
 # Events kept for replay: per customer, and for the team inbox (all customers).
 CUSTOMER_EVENTS_MAX = 1000
 ALL_EVENTS_MAX = 10_000
-_PAGE = 200
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-
-
-class Event(msgspec.Struct, frozen=True):
-    customer_id: str
-    type: str
-    data: Any
-    # The event's stream entry id: in the customer's stream for a customer's listener,
-    # in the global stream for a listener to every customer.
-    id: str = ""
-
-
-class _Body(msgspec.Struct, frozen=True):
-    customer_id: str
-    type: str
-    data: Any
-
-
-class Dropped(Exception):
-    """The listener fell behind and was dropped; reconnect from its last event id."""
-
-
-class Closed(Exception):
-    """The listener was closed (omni is shutting down)."""
-
-
-def stream_id(value: str) -> tuple[int, int] | None:
-    """A Redis stream id as a comparable pair, or None when it is not one."""
-    match = _STREAM_ID.match(value)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-_GONE = object()  # queued to wake a `signal` listener that was dropped or closed
-
-
-@dataclass(eq=False)
-class Listener:
-    """One consumer of events. `after` (a stream id) replays what came after it first.
-
-    With `signal`, `next()` raises Dropped or Closed when that happens; without, it
-    keeps waiting and the owner polls `dropped` (as the web chat sockets do).
-    """
-
-    customer_id: str | None  # None: every customer (a team inbox)
-    redis: Redis | None = None
-    after: str | None = None
-    signal: bool = False
-    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
-    dropped: bool = False
-    closed: bool = False
-    _last: tuple[int, int] = (0, 0)  # the newest event id handed out
-    _backlog: deque[Event] = field(default_factory=deque)
-    _replay_from: str | None = None  # while replaying: the stream id to read after
-    # Set once the feed knows where it reads from: replay starts after that, so what
-    # replay reads reaches at least where the feed starts, and nothing falls between.
-    _feed_ready: asyncio.Event | None = None
-
-    def __post_init__(self) -> None:
-        if self.after is not None and self.redis is not None:
-            self._last = stream_id(self.after) or (0, 0)
-            self._replay_from = self.after
-
-    @property
-    def key(self) -> str:
-        return keys.events(self.customer_id) if self.customer_id else keys.events_all()
-
-    async def missed(self) -> bool:
-        """True when replay cannot start at `after`: that event is no longer kept (the
-        stream was trimmed past it, or it is not this stream's id), so some events that
-        followed it may be gone too, and what the client holds must be reloaded."""
-        if self.after is None or self.redis is None or stream_id(self.after) in (None, (0, 0)):
-            return False
-        return not await self.redis.xrange(self.key, self.after, self.after, count=1)
-
-    async def next(self, idle_s: float | None = None) -> Event:
-        """The next event; TimeoutError when none came within `idle_s` seconds of
-        waiting (replay reads are not cut short by it)."""
-        while True:
-            if self._backlog:
-                return self._accept(self._backlog.popleft())
-            if self._replay_from is not None:
-                if self._feed_ready is not None:
-                    await self._feed_ready.wait()
-                await self._replay_page()
-                continue
-            event = await asyncio.wait_for(self.queue.get(), idle_s)
-            if event is _GONE:
-                raise Dropped if self.dropped else Closed
-            ids = stream_id(event.id)
-            if ids is None or ids > self._last:
-                return self._accept(event)
-
-    def _accept(self, event: Event) -> Event:
-        self._last = stream_id(event.id) or self._last
-        return event
-
-    async def _replay_page(self) -> None:
-        assert self.redis is not None
-        entries = await self.redis.xrange(self.key, f"({self._replay_from}", "+", count=_PAGE) or []
-        for entry_id, fields in entries:
-            self._replay_from = _text(entry_id)
-            event = _decode(self.customer_id, entry_id, fields)
-            if event is not None:
-                self._backlog.append(event)
-        if len(entries) < _PAGE:
-            self._replay_from = None
-
-    def _offer(self, event: Event) -> bool:
-        """Queue without waiting; False (and dropped) when the queue is full."""
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._gone(dropped=True)
-            return False
-        return True
-
-    def _gone(self, *, dropped: bool) -> None:
-        self.dropped = self.dropped or dropped
-        self.closed = True
-        # What it had queued is never read now: let it go at once.
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        if self.signal:
-            self.queue.put_nowait(_GONE)
 
 
 @dataclass(eq=False)
 class _Feed:
-    """One stream read for the listeners of this process, from where it last stopped."""
+    """One stream (or the parts of one) read for the listeners of this process, each
+    part from where it last stopped, when its doorbell rang."""
 
-    key: str
+    keys: list[str]
     customer_id: str | None
     listeners: set[Listener] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    cursor: str | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)  # the cursor is set
+    rung: set[int] = field(default_factory=set)  # parts to read at the next wake
+    cursors: list[str] | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # the cursors are set
     task: asyncio.Task[None] | None = None
     stopped: bool = False
 
@@ -184,14 +77,22 @@ class _Feed:
         self.stopped = True
         self.wake.set()
 
+    def ring(self, part: int | None = None) -> None:
+        """Read `part` (every part with None) at the next wake."""
+        self.rung.update(range(len(self.keys)) if part is None else (part,))
+        self.wake.set()
+
 
 class Live:
-    def __init__(self, redis: Redis, shards: int = 1) -> None:
+    def __init__(self, redis: Redis, shards: int = 1, parts: int | None = None) -> None:
         self.redis = redis
         # In a cluster, doorbells are sharded pub/sub (SPUBLISH), split in `shards`
         # channels: plain PUBLISH would go to every node of the cluster.
         self.cluster = redis if isinstance(redis, RedisCluster) else None
         self.shards = shards
+        # The service-wide stream's parts: `shards` in a cluster, so that no one node
+        # takes every event; one on one server, where a part buys nothing.
+        self.parts = parts if parts is not None else (shards if self.cluster else 1)
         self._feeds: dict[str | None, _Feed] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
@@ -202,32 +103,35 @@ class Live:
         return sum(len(feed.listeners) for feed in self._feeds.values())
 
     async def publish(self, customer_id: str, type: str, data: Any) -> str:
-        """Record the event in the customer's and the global stream, then ring every
-        process's doorbell. Returns the event's id in the customer's stream."""
+        """Record the event in the customer's stream and its part of the service-wide
+        one, then ring every process's doorbell. Returns the event's id in the customer's stream."""
         batch = Batch()
         self.stage(batch, customer_id, type, data)
         own, _, _ = await batch.execute(self.redis)
-        return _text(own)
+        return text(own)
 
     def stage(self, batch: Batch, customer_id: str, type: str, data: Any) -> None:
         """`publish` as three commands of the caller's batch (sent with its other work)."""
-        body = msgspec.json.encode(_Body(customer_id=customer_id, type=type, data=data))
+        body = msgspec.json.encode(Body(customer_id=customer_id, type=type, data=data))
         batch.command("xadd", keys.events(customer_id), {"e": body},
                       maxlen=CUSTOMER_EVENTS_MAX, approximate=True)  # fmt: skip
-        batch.command("xadd", keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX,
-                      approximate=True)  # fmt: skip
+        part = keys.events_all(keys.shard_of(customer_id, self.parts), self.parts)
+        batch.command("xadd", part, {"e": body}, maxlen=ALL_EVENTS_MAX, approximate=True)
         if self.cluster is None:
             batch.command("publish", keys.live_channel(), customer_id)
         else:
             channel = keys.live_shard(keys.shard_of(customer_id, self.shards))
             batch.command("spublish", channel, customer_id)
 
+    def _keys(self, customer_id: str | None) -> list[str]:
+        if customer_id:
+            return [keys.events(customer_id)]
+        return [keys.events_all(part, self.parts) for part in range(self.parts)]
+
     async def position(self, customer_id: str | None) -> str:
-        """The id of the newest event kept (for `customer_id`, or for everyone):
-        a listener from here on gets what is published from now on."""
-        key = keys.events(customer_id) if customer_id else keys.events_all()
-        newest = await self.redis.xrevrange(key, "+", "-", count=1)
-        return _text(newest[0][0]) if newest else "0-0"
+        """The id of the newest event kept (for `customer_id`, or for everyone: every
+        part's): a listener from here on gets what is published from now on."""
+        return ".".join(await self._newest(self._keys(customer_id)))
 
     @contextlib.contextmanager
     def listen(
@@ -235,11 +139,13 @@ class Live:
     ) -> Iterator[Listener]:
         """Listen to a customer's events (or everyone's, with None). With `after`, the
         listener first replays what the stream holds after that id."""
-        listener = Listener(customer_id, self.redis, after=after, signal=signal)
+        parts = 1 if customer_id else self.parts
+        listener = Listener(customer_id, self.redis, after=after, signal=signal, parts=parts)
         feed = self._feeds.get(customer_id)
         if feed is None:
-            key = listener.key
-            feed = self._feeds[customer_id] = _Feed(key, customer_id)
+            feed_keys = self._keys(customer_id)
+            key = feed_keys[0]
+            feed = self._feeds[customer_id] = _Feed(feed_keys, customer_id)
             feed.task = asyncio.create_task(self._pump(feed), name=f"omni-live-feed {key}")
             self._pumps.add(feed.task)
             feed.task.add_done_callback(self._pumps.discard)
@@ -260,8 +166,8 @@ class Live:
     async def _pump(self, feed: _Feed) -> None:
         while not feed.stopped:
             try:
-                if feed.cursor is None:
-                    feed.cursor = await self._newest(feed.key)
+                if feed.cursors is None:
+                    feed.cursors = await self._newest(feed.keys)
                     feed.ready.set()
                 await feed.wake.wait()
                 feed.wake.clear()
@@ -275,22 +181,29 @@ class Live:
                     raise asyncio.CancelledError from exc  # as in _listen: stay stoppable
                 log.warning("live feed interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
-                feed.wake.set()
+                feed.ring()  # what was rung and not read may be anywhere now
 
-    async def _newest(self, key: str) -> str:
-        newest = await self.redis.xrevrange(key, "+", "-", count=1)
-        return _text(newest[0][0]) if newest else "0-0"
+    async def _newest(self, streams: list[str]) -> list[str]:
+        batch = Batch()
+        for key in streams:
+            batch.command("xrevrange", key, "+", "-", count=1)
+        newest = await batch.execute(self.redis)
+        return [text(entries[0][0]) if entries else "0-0" for entries in newest]
 
     async def _read(self, feed: _Feed) -> None:
-        while True:
-            entries = await self.redis.xrange(feed.key, f"({feed.cursor}", "+", count=_PAGE) or []
-            for entry_id, fields in entries:
-                feed.cursor = _text(entry_id)
-                event = _decode(feed.customer_id, entry_id, fields)
-                if event is not None:
-                    self._deliver(feed, event)
-            if len(entries) < _PAGE:
-                return
+        assert feed.cursors is not None
+        rung, feed.rung = sorted(feed.rung), set()
+        for part in rung:
+            while True:
+                after = f"({feed.cursors[part]}"
+                entries = await self.redis.xrange(feed.keys[part], after, "+", count=PAGE)
+                for entry_id, fields in entries or []:
+                    feed.cursors[part] = text(entry_id)
+                    event = decode(feed.customer_id, entry_id, fields, part)
+                    if event is not None:
+                        self._deliver(feed, event)
+                if len(entries or []) < PAGE:
+                    break
 
     def _deliver(self, feed: _Feed, event: Event) -> None:
         for listener in list(feed.listeners):
@@ -301,11 +214,13 @@ class Live:
                 self.dropped_total += 1
                 log.warning("slow live listener dropped", customer_id=listener.customer_id)
 
-    def _ring(self, customer_id: str | None) -> None:
-        for feed_id in (customer_id, None):
-            feed = self._feeds.get(feed_id)
-            if feed is not None:
-                feed.wake.set()
+    def _ring(self, customer_id: str) -> None:
+        feed = self._feeds.get(customer_id)
+        if feed is not None:
+            feed.ring(0)
+        everyone = self._feeds.get(None)
+        if everyone is not None:
+            everyone.ring(keys.shard_of(customer_id, self.parts))
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -328,12 +243,12 @@ class Live:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self._subscribed() as doorbells:
+                async with doorbells.subscribed(self.redis, self.cluster, self.shards) as heard:
                     # Doorbells rung while not subscribed were missed: look at every feed.
                     for feed in self._feeds.values():
-                        feed.wake.set()
+                        feed.ring()
                     self._ready.set()
-                    async for raw in doorbells:
+                    async for raw in heard:
                         self._ring(raw.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
@@ -345,84 +260,3 @@ class Live:
                     raise asyncio.CancelledError from exc
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
-
-    @contextlib.asynccontextmanager
-    async def _subscribed(self) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Every doorbell from here on: the channel's, or every shard's in a cluster."""
-        if self.cluster is None:
-            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(keys.live_channel())
-                yield _messages(pubsub)
-            return
-        async with contextlib.AsyncExitStack() as stack:
-            yield await _sharded(self.cluster, self.shards, stack)
-
-
-async def _sharded(
-    cluster: RedisCluster, shards: int, stack: contextlib.AsyncExitStack
-) -> AsyncIterator[bytes]:
-    """Every shard's doorbells: one subscription per node that holds shards, each read
-    as it comes (redis-py's ClusterPubSub polls nodes in turn, a wait per turn). When
-    the topology changes, a read fails and `_listen` subscribes again from the new one."""
-    await cluster.initialize()
-    by_node: dict[tuple[str, int], list[str]] = {}
-    for shard in range(shards):
-        channel = keys.live_shard(shard)
-        node = cluster.get_node_from_key(channel)
-        if node is None:
-            raise ConnectionError(f"no node serves {channel}")  # _listen tries again
-        by_node.setdefault((str(node.host), int(node.port)), []).append(channel)
-    heard: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
-    for (host, port), channels in by_node.items():
-        client = Redis(host=host, port=port, socket_connect_timeout=2)
-        stack.push_async_callback(client.aclose)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        stack.push_async_callback(pubsub.aclose)
-        for channel in channels:  # one SSUBSCRIBE names channels of one slot
-            await pubsub.ssubscribe(channel)
-        reader = asyncio.create_task(_read_shards(pubsub, heard))
-        stack.push_async_callback(_stop, reader)  # before its connection closes
-    return _drain(heard)
-
-
-async def _read_shards(pubsub: Any, heard: asyncio.Queue[bytes | BaseException]) -> None:
-    try:
-        async for message in pubsub.listen():
-            if message.get("type") == "smessage":
-                heard.put_nowait(message["data"])
-    except Exception as exc:
-        heard.put_nowait(exc)
-
-
-async def _drain(heard: asyncio.Queue[bytes | BaseException]) -> AsyncIterator[bytes]:
-    while True:
-        item = await heard.get()
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode(customer_id: str | None, entry_id: Any, fields: Any) -> Event | None:
-    try:
-        body = msgspec.json.decode(fields[b"e"], type=_Body)
-    except (KeyError, msgspec.DecodeError):
-        log.warning("undecodable live event skipped")
-        return None
-    if customer_id is not None and body.customer_id != customer_id:
-        return None
-    return Event(customer_id=body.customer_id, type=body.type, data=body.data, id=_text(entry_id))
-
-
-async def _messages(pubsub: Any) -> AsyncIterator[bytes]:
-    async for message in pubsub.listen():
-        if message.get("type") == "message":
-            yield message["data"]

@@ -3,8 +3,10 @@
 The conversation measures — first-response time, resolutions (by the bot alone or with
 an agent: the bot's share is the first-contact resolution rate), handoffs — happen in
 whichever process handles the reply or the request, the worker included, so they are
-summed in one Redis hash (`keys.metrics`) and every process shows the same service-wide
-figures: scrape any one instance (or the load balancer), not all of them. The few figures
+summed in Redis (`keys.metrics`) and every process shows the same service-wide figures:
+scrape any one instance (or the load balancer), not all of them. In a cluster the hash
+is split into parts (`[redis] shards`), a customer's counts in its part, so that no node
+takes every count; a scrape adds the parts up. The few figures
 about the process itself (live listeners) carry `scope="process"` in their help text.
 """
 
@@ -28,28 +30,38 @@ def _field(*parts: str) -> str:
     return _SEP.join(part.replace(_SEP, "/") for part in parts)
 
 
-async def observe_first_response(redis: Redis, channel: str, by: str, seconds: float) -> None:
+def _part(owner: str, parts: int) -> str:
+    """The part of the metrics hash `owner`'s counts go to (a customer id, or what else
+    the count is about)."""
+    return keys.metrics(keys.shard_of(owner, parts), parts)
+
+
+async def observe_first_response(
+    redis: Redis, cid: str, parts: int, channel: str, by: str, seconds: float
+) -> None:
     """A conversation's first reply, `seconds` after its first message."""
     seconds = max(0.0, seconds)
+    key = _part(cid, parts)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(keys.metrics(), _field("frt_count", channel, by), 1)
-        pipe.hincrby(keys.metrics(), _field("frt_sum_ms", channel, by), round(seconds * 1000))
+        pipe.hincrby(key, _field("frt_count", channel, by), 1)
+        pipe.hincrby(key, _field("frt_sum_ms", channel, by), round(seconds * 1000))
         for le in BUCKETS:
             if seconds <= le:
-                pipe.hincrby(keys.metrics(), _field("frt_le", channel, by, f"{le:g}"), 1)
+                pipe.hincrby(key, _field("frt_le", channel, by, f"{le:g}"), 1)
         await pipe.execute()
 
 
-async def count_resolution(redis: Redis, channel: str, by: str) -> None:
-    await redis.hincrby(keys.metrics(), _field("resolved", channel, by), 1)
+async def count_resolution(redis: Redis, cid: str, parts: int, channel: str, by: str) -> None:
+    await redis.hincrby(_part(cid, parts), _field("resolved", channel, by), 1)
 
 
-async def count_handoff(redis: Redis, to: str, by: str) -> None:
-    await redis.hincrby(keys.metrics(), _field("handoff", to, by), 1)
+async def count_handoff(redis: Redis, cid: str, parts: int, to: str, by: str) -> None:
+    await redis.hincrby(_part(cid, parts), _field("handoff", to, by), 1)
 
 
-async def count_rate_limited(redis: Redis, kind: str) -> None:
-    await redis.hincrby(keys.metrics(), _field("limited", kind), 1)
+async def count_rate_limited(redis: Redis, who: str, parts: int, kind: str) -> None:
+    """`who`: the digest of the API key or the sender that was limited."""
+    await redis.hincrby(_part(who, parts), _field("limited", kind), 1)
 
 
 def _escape(value: str) -> str:
@@ -120,14 +132,25 @@ def _decode(raw: Mapping[bytes, bytes]) -> dict[str, int]:
     return decoded
 
 
-async def render(redis: Redis, process: Iterable[tuple[str, str, str, float]]) -> str:
-    """The exposition: the service-wide figures from Redis, then `process`, this
-    process's own as (name, type, help, value)."""
+def _sum(hashes: Iterable[Mapping[bytes, bytes]]) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for raw in hashes:
+        for name, value in _decode(raw).items():
+            total[name] += value
+    return total
+
+
+async def render(
+    redis: Redis, process: Iterable[tuple[str, str, str, float]], parts: int = 1
+) -> str:
+    """The exposition: the service-wide figures from Redis (every part's, summed), then
+    `process`, this process's own as (name, type, help, value)."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.metrics())
-        pipe.hgetall(keys.stats())
-        raw, stats = await pipe.execute()
-    fields = _decode(raw)
+        for part in range(parts):
+            pipe.hgetall(keys.metrics(part, parts))
+            pipe.hgetall(keys.stats(part, parts))
+        raw = await pipe.execute()
+    fields, stats = _sum(raw[0::2]), _sum(raw[1::2])
     lines = _first_response(fields)
     lines += _counter(
         fields,
@@ -154,7 +177,7 @@ async def render(redis: Redis, process: Iterable[tuple[str, str, str, float]]) -
     for kind in ("key", "identity"):
         count = fields.get(_field("limited", kind), 0)
         lines.append(f"omni_rate_limited_total{_labels(kind=kind)} {count}")
-    lines += _stats(_decode(stats))
+    lines += _stats(stats)
     for name, kind, help, value in process:
         lines += _family(name, kind, f"{help} (scope=process: this omni process only)")
         lines.append(f"{name} {_number(value)}")

@@ -10,7 +10,11 @@ A delivery is two things in two places. Its *record* (kind, payload, state, atte
 reason) is a hash in its owner's slot, `omni:{cus_…}:dlv:<id>`, so it lives and is
 erased with the customer and the core reads its status with one HGETALL. The *queue*
 (stream, consumer group, delayed retries, dead letters) lives in the queue's own slot
-and carries only references (delivery id, owner), never personal data. Every write is
+and carries only references (delivery id, owner), never personal data. There are
+`[outbox] queues` queues (one on one server; in a cluster `[redis] shards`, so that no
+node takes every delivery): a delivery goes to its owner's (`keys.shard_of`), every
+worker works every queue, and the dead letters, re-queueing and the backlog in /metrics
+cover them all. Every write is
 one atomic script in one slot; the order of the writes makes each crash window safe:
 
 - enqueue: create the record if absent, then push the reference once (a push guard).
@@ -72,6 +76,8 @@ class OutboxConfig:
     """The `[outbox]` settings; every duration is in milliseconds."""
 
     queue: str = "default"
+    # How many queues: a delivery goes to its owner's, each is one slot (omni.keys).
+    queues: int = 1
     group: str = "workers"
     max_attempts: int = 10
     base_delay_ms: int = 1_000
@@ -81,11 +87,23 @@ class OutboxConfig:
     batch: int = 16
     block_ms: int = 1_000
 
+    def queue_name(self, index: int) -> str:
+        """Queue `index`'s name: the first keeps `queue` itself, so one queue's keys
+        (and what waits in them) stay where they were when queues are added."""
+        return self.queue if index == 0 else f"{self.queue}.{index}"
+
     def __post_init__(self) -> None:
         for name in ("queue", "group"):
             if not _NAME.match(getattr(self, name)):
                 raise ConfigError(f"outbox.{name}: letters, digits and _.:- only")
-        for name in ("max_attempts", "base_delay_ms", "max_delay_ms", "batch", "block_ms"):
+        for name in (
+            "queues",
+            "max_attempts",
+            "base_delay_ms",
+            "max_delay_ms",
+            "batch",
+            "block_ms",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"outbox.{name}: must be at least 1")
         if self.max_delay_ms < self.base_delay_ms:
@@ -140,12 +158,36 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True)
+class Queue:
+    """One queue's keys (they share its hash tag: one slot)."""
+
+    name: str
+
+    @property
+    def stream(self) -> str:
+        return keys.outbox_stream(self.name)
+
+    @property
+    def delayed(self) -> str:
+        return keys.outbox_delayed(self.name)
+
+    @property
+    def dead(self) -> str:
+        return keys.outbox_dead(self.name)
+
+    @property
+    def dead_index(self) -> str:
+        return keys.outbox_dead_index(self.name)
+
+
+@dataclass(frozen=True)
 class Ref:
-    """A stream entry and the delivery it points at."""
+    """A stream entry (of queue number `queue`) and the delivery it points at."""
 
     entry_id: str
     delivery_id: str
     owner: str  # the customer id, or "" for a delivery that belongs to no customer
+    queue: int = 0
 
     @property
     def record(self) -> str:
@@ -191,11 +233,7 @@ class Outbox:
     def __init__(self, redis: Redis, config: OutboxConfig | None = None) -> None:
         self.redis = redis
         self.config = config or OutboxConfig()
-        queue = self.config.queue
-        self.stream = keys.outbox_stream(queue)
-        self.delayed = keys.outbox_delayed(queue)
-        self.dead = keys.outbox_dead(queue)
-        self.dead_index = keys.outbox_dead_index(queue)
+        self.queues = tuple(Queue(self.config.queue_name(i)) for i in range(self.config.queues))
         self._create = scripts.load(redis, "delivery_create")
         self._begin = scripts.load(redis, "delivery_begin")
         self._update = scripts.load(redis, "delivery_update")
@@ -246,10 +284,15 @@ class Outbox:
         did = delivery_id(idempotency_key, customer_id)
         owner = customer_id or ""
         ref = Ref("", did, owner)
+        queue = self.queues[self.queue_of(owner or did)]
         record_keys = [ref.record] + ([keys.deliveries(customer_id)] if customer_id else [])
-        create_args = [kind, codec.encode_value(payload), now_ms(), self.config.queue, did]
-        push_keys = [self.stream, keys.outbox_once(self.config.queue, did)]
+        create_args = [kind, codec.encode_value(payload), now_ms(), queue.name, did]
+        push_keys = [queue.stream, keys.outbox_once(queue.name, did)]
         return did, (record_keys, create_args), (push_keys, [did, owner, _PUSH_GUARD_MS])
+
+    def queue_of(self, owner: str) -> int:
+        """The queue of an owner's deliveries (the customer, or the delivery itself)."""
+        return keys.shard_of(owner, len(self.queues))
 
     async def status(
         self, delivery_id: str, customer_id: str | None = None
@@ -285,15 +328,30 @@ class Outbox:
         return await self._set_state(delivery_id, customer_id or "", "delivered", sets)
 
     async def dead_letters(self, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
-        """Dead letters, oldest first; `after` is the entry id of the last one seen."""
-        start = f"({after}" if after else "-"
-        entries = await self.redis.xrange(self.dead, start, "+", count=limit)
+        """Dead letters of every queue, oldest first; `after` is the entry id of the
+        last one seen. With several queues an entry id is "<stream id>.<queue>": two
+        queues' letters buried in the same millisecond can share a stream id."""
+        at, _, of = (after or "").partition(".")
+        last = int(of) if of.isdigit() else len(self.queues) - 1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, queue in enumerate(self.queues):
+                # After (at, last) in (stream id, queue) order: a later queue's letter
+                # with the same stream id comes after it.
+                start = "-" if not at else (at if index > last else f"({at}")
+                pipe.xrange(queue.dead, start, "+", count=limit)
+            pages = await pipe.execute()
+        found = [
+            (_entry_order(_s(entry_id)), index, _s(entry_id), raw)
+            for index, page in enumerate(pages)
+            for entry_id, raw in page or []
+        ]
+        found.sort(key=lambda item: item[:2])
         out = []
-        for entry_id, raw in entries or []:
+        for _, index, entry_id, raw in found[:limit]:
             f = {_s(k): _s(v) for k, v in (raw or {}).items()}
             out.append(
                 DeadLetter(
-                    entry_id=_s(entry_id),
+                    entry_id=entry_id if len(self.queues) == 1 else f"{entry_id}.{index}",
                     delivery_id=f.get("d", ""),
                     customer_id=f.get("o") or None,
                     kind=f.get("k", ""),
@@ -309,17 +367,22 @@ class Outbox:
         The record goes back to queued before the entry moves, so a worker that takes
         the entry at once finds a delivery to run. False: no such dead letter.
         """
-        entry = _s(await self.redis.hget(self.dead_index, delivery_id))
-        if not entry:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:  # the id alone does not say whose it is
+                pipe.hget(queue.dead_index, delivery_id)
+            entries = await pipe.execute()
+        found_in = [(q, _s(e)) for q, e in zip(self.queues, entries, strict=True) if e]
+        if not found_in:
             return False
-        found = await self.redis.xrange(self.dead, entry, entry)
+        queue, entry = found_in[0]
+        found = await self.redis.xrange(queue.dead, entry, entry)
         if not found:
-            await self.redis.hdel(self.dead_index, delivery_id)
+            await self.redis.hdel(queue.dead_index, delivery_id)
             return False
         owner = _s((found[0][1] or {}).get(b"o"))
         await self._set_state(delivery_id, owner, "queued", ["attempts", 0], ["next"])
         moved = await self._requeue(
-            keys=[self.stream, self.dead, self.dead_index], args=[delivery_id, entry, owner]
+            keys=[queue.stream, queue.dead, queue.dead_index], args=[delivery_id, entry, owner]
         )
         return moved is not None
 
@@ -330,70 +393,91 @@ class Outbox:
         the reason the channel gave, so they go now."""
         index = keys.deliveries(customer_id)
         ids = [_s(i) for i in await self.redis.zrange(index, 0, -1)]
+        queue = self.queues[self.queue_of(customer_id)]  # every one of theirs is there
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            entries = await self.redis.hmget(self.dead_index, chunk)
+            entries = await self.redis.hmget(queue.dead_index, chunk)
             async with self.redis.pipeline(transaction=False) as pipe:
                 # One slot (the customer's): a cluster pipeline's delete() takes one key.
                 pipe.execute_command("DEL", *(keys.delivery(customer_id, d) for d in chunk))
-                pipe.zrem(self.delayed, *(f"{d} {customer_id}" for d in chunk))
+                pipe.zrem(queue.delayed, *(f"{d} {customer_id}" for d in chunk))
                 dead = [_s(e) for e in entries if e]
                 if dead:
-                    pipe.xdel(self.dead, *dead)
-                pipe.hdel(self.dead_index, *chunk)
+                    pipe.xdel(queue.dead, *dead)
+                pipe.hdel(queue.dead_index, *chunk)
                 await pipe.execute()
         await self.redis.delete(index)
         return len(ids)
 
     async def backlog(self) -> Backlog:
-        """How far behind the workers are (for /metrics): one round trip, one slot."""
+        """How far behind the workers are (for /metrics), summed over the queues: one
+        pipeline (per node, in a cluster)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xinfo_groups(self.stream)
-            pipe.xlen(self.stream)
-            pipe.zcard(self.delayed)
-            pipe.xlen(self.dead)
-            groups, queued, delayed, dead = await pipe.execute(raise_on_error=False)
-        waiting, in_flight = int(queued), 0  # before any worker made the group: all of it
-        if not isinstance(groups, Exception):  # no stream yet: nothing was ever queued
-            for group in groups:
-                if _s(group.get("name")) == self.config.group:
-                    waiting = int(group.get("lag") or 0)
-                    in_flight = int(group.get("pending") or 0)
-        return Backlog(waiting, in_flight, int(delayed), int(dead))
+            for queue in self.queues:
+                pipe.xinfo_groups(queue.stream)
+                pipe.xlen(queue.stream)
+                pipe.zcard(queue.delayed)
+                pipe.xlen(queue.dead)
+            replies = await pipe.execute(raise_on_error=False)
+        total = Backlog(0, 0, 0, 0)
+        for at in range(0, len(replies), 4):
+            groups, queued, delayed, dead = replies[at : at + 4]
+            waiting, in_flight = int(queued), 0  # before any worker made the group: all
+            if not isinstance(groups, Exception):  # no stream yet: nothing ever queued
+                for group in groups:
+                    if _s(group.get("name")) == self.config.group:
+                        waiting = int(group.get("lag") or 0)
+                        in_flight = int(group.get("pending") or 0)
+            total = Backlog(
+                *(
+                    a + b
+                    for a, b in zip(
+                        total, (waiting, in_flight, int(delayed), int(dead)), strict=True
+                    )
+                )
+            )
+        return total
 
     # -- the worker's side ------------------------------------------------------------
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self, queue: int = 0) -> None:
+        stream = self.queues[queue].stream
         try:
-            await self.redis.xgroup_create(self.stream, self.config.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, self.config.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def promote(self, limit: int) -> int | None:
+    async def promote(self, limit: int, queue: int = 0) -> int | None:
         """Move due retries onto the stream; returns when the next one is due (ms)."""
-        _, nxt = await self._promote(keys=[self.delayed, self.stream], args=[now_ms(), limit])
+        q = self.queues[queue]
+        _, nxt = await self._promote(keys=[q.delayed, q.stream], args=[now_ms(), limit])
         return int(float(nxt)) if nxt else None
 
-    async def claim_stale(self, consumer: str, cursor: str, count: int) -> tuple[str, list[Ref]]:
+    async def claim_stale(
+        self, consumer: str, cursor: str, count: int, queue: int = 0
+    ) -> tuple[str, list[Ref]]:
         """Take over entries another worker read but did not ack within the visibility
         timeout. Returns the cursor to continue from ("0-0": the scan is complete)."""
         reply = await self.redis.xautoclaim(
-            self.stream,
+            self.queues[queue].stream,
             self.config.group,
             consumer,
             min_idle_time=self.config.visibility_timeout_ms,
             start_id=cursor,
             count=count,
         )
-        return _s(reply[0]), _refs(reply[1])
+        return _s(reply[0]), _refs(reply[1], queue)
 
-    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Ref]:
+    async def read(
+        self, consumer: str, count: int, block_ms: int | None, queue: int = 0
+    ) -> list[Ref]:
+        stream = self.queues[queue].stream
         reply = await self.redis.xreadgroup(
-            self.config.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+            self.config.group, consumer, {stream: ">"}, count=count, block=block_ms
         )
         streams: Any = reply.values() if isinstance(reply, dict) else [e for _, e in reply or []]
-        return [ref for entries in streams for ref in _refs(entries)]
+        return [ref for entries in streams for ref in _refs(entries, queue)]
 
     async def begin(self, ref: Ref) -> Begun:
         verdict, attempts, kind, payload, reason = await self._begin(
@@ -412,10 +496,11 @@ class Outbox:
             ref.delivery_id, ref.owner, "queued", ["reason", reason, "next", due_ms]
         )
         member = f"{ref.delivery_id} {ref.owner}".rstrip()
+        queue = self.queues[ref.queue]
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.delayed, {member: due_ms})
-            pipe.xack(self.stream, self.config.group, ref.entry_id)
-            pipe.xdel(self.stream, ref.entry_id)
+            pipe.zadd(queue.delayed, {member: due_ms})
+            pipe.xack(queue.stream, self.config.group, ref.entry_id)
+            pipe.xdel(queue.stream, ref.entry_id)
             await pipe.execute()
 
     async def fail(self, ref: Ref, kind: str, reason: str) -> None:
@@ -425,8 +510,9 @@ class Outbox:
     async def bury(self, ref: Ref, kind: str, reason: str) -> None:
         """Dead-letter the entry; idempotent, so a failed record found again (a worker
         died between its status write and this) is buried exactly once."""
+        queue = self.queues[ref.queue]
         await self._dead(
-            keys=[self.stream, self.dead, self.dead_index],
+            keys=[queue.stream, queue.dead, queue.dead_index],
             args=[
                 self.config.group,
                 ref.entry_id,
@@ -439,19 +525,21 @@ class Outbox:
         )
 
     async def ack(self, ref: Ref) -> None:
+        stream = self.queues[ref.queue].stream
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.config.group, ref.entry_id)
-            pipe.xdel(self.stream, ref.entry_id)
+            pipe.xack(stream, self.config.group, ref.entry_id)
+            pipe.xdel(stream, ref.entry_id)
             await pipe.execute()
 
-    async def retire(self, consumer: str) -> bool:
+    async def retire(self, consumer: str, queue: int = 0) -> bool:
         """Remove a stopping worker's consumer from the group, if it holds nothing."""
+        stream = self.queues[queue].stream
         pending = await self.redis.xpending_range(
-            self.stream, self.config.group, "-", "+", 1, consumername=consumer
+            stream, self.config.group, "-", "+", 1, consumername=consumer
         )
         if pending:
             return False
-        await self.redis.xgroup_delconsumer(self.stream, self.config.group, consumer)
+        await self.redis.xgroup_delconsumer(stream, self.config.group, consumer)
         return True
 
     async def _set_state(
@@ -469,13 +557,18 @@ class Outbox:
         return bool(written)
 
 
-def _refs(entries: list[Any]) -> list[Ref]:
+def _refs(entries: list[Any], queue: int) -> list[Ref]:
     refs = []
     for entry_id, fields in entries:
         if not fields:  # claimed entries deleted from the stream meanwhile
             continue
-        refs.append(Ref(_s(entry_id), _s(fields.get(b"d")), _s(fields.get(b"o"))))
+        refs.append(Ref(_s(entry_id), _s(fields.get(b"d")), _s(fields.get(b"o")), queue))
     return refs
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms or 0), int(seq or 0))
 
 
 def _status(did: str, customer_id: str | None, raw: Mapping[Any, Any]) -> DeliveryStatus:

@@ -47,6 +47,7 @@ class Hit:
     """A staged hit: its replies (INCR's count, PEXPIRE's) come in `replies`."""
 
     kind: Kind
+    digest: str
     limit: int
     now: float
     window: int
@@ -60,10 +61,13 @@ class RateLimiter:
         pipeliner: Pipeliner,
         limits: LimitSettings,
         clock: Callable[[], float] = time.time,
+        parts: int = 1,
     ) -> None:
+        """`parts`: the metrics hash's, where refusals are counted (omni.metrics)."""
         self.redis = redis
         self.pipeliner = pipeliner
         self.limits = limits
+        self.parts = parts
         self._clock = clock
 
     async def key(self, api_key: str) -> None:
@@ -87,11 +91,12 @@ class RateLimiter:
         window_s = self.limits.window_s
         now = self._clock()
         window = int(now // window_s)
-        name = keys.rate(kind, _digest(who), window)
+        digest = _digest(who)
+        name = keys.rate(kind, digest, window)
         batch = Batch()
         batch.command("incr", name)
         batch.command("pexpire", name, window_s * 2000, nx=True)
-        return Hit(kind, limit, now, window, self.pipeliner.submit(batch))
+        return Hit(kind, digest, limit, now, window, self.pipeliner.submit(batch))
 
     async def settle(self, hit: Hit | None) -> None:
         """Raises TooManyRequests when the staged hit went over its limit."""
@@ -103,7 +108,7 @@ class RateLimiter:
             retry = max(1, math.ceil((hit.window + 1) * window_s - hit.now))
             if count == limit + 1:  # once per window and sender: the flood is not logged
                 log.warning("rate limit reached", kind=kind, limit=limit, window_s=window_s)
-            await metrics.count_rate_limited(self.redis, kind)
+            await metrics.count_rate_limited(self.redis, hit.digest, self.parts, kind)
             raise TooManyRequests(
                 f"more than {limit} {'requests' if kind == 'key' else 'messages'} in "
                 f"{window_s} s; retry in {retry} s",

@@ -70,7 +70,12 @@ _IF_MATCH_REQUIRED = Param(
     "If-Match", "header", "the ETag you read (or *); a stale one gets 412", required=True
 )
 _IF_NONE_MATCH = Param("If-None-Match", "header", "an ETag you hold; unchanged gets 304")
-_EVENT_ID = {"type": "string", "pattern": r"^\s*(\d{1,20}-\d{1,20})?\s*$"}
+# A stream id; on the service-wide stream in a cluster, one per part joined by "."
+# (omni.live: up to [redis] shards' 1024).
+_EVENT_ID = {
+    "type": "string",
+    "pattern": r"^\s*(\d{1,20}-\d{1,20}(\.\d{1,20}-\d{1,20}){0,1023})?\s*$",
+}
 _STREAM = (
     Param("Last-Event-ID", "header", "the id of the last event you got: resume after it",
           _EVENT_ID),
@@ -195,7 +200,7 @@ ROUTES: tuple[Route, ...] = (
           "Dead letters: deliveries that failed for good, oldest first", "deliveries",
           role="agent", response=replies.DeadLetterPage, errors=(400,),
           params=(PAGE_LIMIT, Param("after", "query", "next_after from the previous page",
-                                {"type": "string", "pattern": r"^(\d{1,20}-\d{1,20})?$"}))),
+                                {"type": "string", "pattern": f"^({replies.ENTRY_ID})?$"}))),
     Route("POST", "/v1/deliveries/{delivery_id}/retry", replies.retry,
           "Send a dead letter again, with a fresh set of attempts", "deliveries",
           role="agent", status=202, errors=(404,),

@@ -52,7 +52,7 @@ async def open_services(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         outbox = Outbox(redis, settings.outbox)
-        live = Live(redis, settings.redis.shards)
+        live = Live(redis, settings.redis.shards, settings.redis.parts)
         adapters: dict[str, Adapter] = {}
         senders: dict[str, Sender] = {}
         for channel in channels:

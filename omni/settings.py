@@ -113,6 +113,12 @@ class RedisSettings:
     replica_acks: int = 0
     replica_ack_timeout_ms: int = 1000
 
+    @property
+    def parts(self) -> int:
+        """How many parts each service-wide key is split into (omni.keys): `shards` in a
+        cluster, one on one server, where a part would buy nothing."""
+        return self.shards if self.cluster else 1
+
 
 @dataclass(frozen=True)
 class LimitSettings:
@@ -267,7 +273,7 @@ class Settings:
             log=LogSettings(format=fmt, level=level),  # type: ignore[arg-type]
             api_keys=_api_keys(auth),
             bots=_bots(read_section(raw, "bots"), tuple(enabled)),
-            outbox=_outbox(outbox := read_section(raw, "outbox")),
+            outbox=_outbox(outbox := read_section(raw, "outbox"), _cluster(redis), redis),
             in_process_worker=read_bool(outbox, "outbox.in_process_worker", True),
             handoff=_handoff(read_section(raw, "handoff")),
             identity=_identity(read_section(raw, "identity")),
@@ -439,10 +445,14 @@ def read_bool(section: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _outbox(section: Mapping[str, Any]) -> OutboxConfig:
+def _outbox(section: Mapping[str, Any], cluster: bool, redis: Mapping[str, Any]) -> OutboxConfig:
     defaults = OutboxConfig()
+    # One queue on one server; in a cluster as many as the service-wide streams' parts,
+    # so that no node takes every delivery.
+    queues = read_int(redis, "redis.shards", 8, low=1, high=1024) if cluster else 1
     return OutboxConfig(
         queue=read_str(section, "outbox.queue", defaults.queue),
+        queues=read_int(section, "outbox.queues", queues, low=1, high=1024),
         group=read_str(section, "outbox.group", defaults.group),
         **{
             name: read_int(

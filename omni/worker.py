@@ -13,7 +13,9 @@ that worker died), reads new entries (XREADGROUP), and runs them concurrently:
 A handler is an async callable taking a `Job` and returning `omni.channel.Delivery`;
 the worker picks it by the delivery's kind ("bot", or a channel name). An attempt is
 counted before it runs, so a delivery that crashes its worker every time still ends
-in the dead letters. Many workers (processes or tasks) can share one queue.
+in the dead letters. Many workers (processes or tasks) can share one queue; with
+`[outbox] queues` above one, every worker works every queue, each in a loop of its own
+(a blocking read waits on one queue's stream: one slot).
 
 Log lines carry delivery ids, kinds, attempts and outcomes, never payloads.
 """
@@ -65,8 +67,9 @@ class Worker:
         self.handlers = dict(handlers)
         self.consumer = consumer or consumer_name()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._cursor = "0-0"
-        self._ready = False
+        queues = len(self.outbox.queues)
+        self._cursor = ["0-0"] * queues  # per queue: where the stale-entry scan is
+        self._ready = [False] * queues  # per queue: its consumer group exists
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; the round in progress finishes first.
@@ -74,11 +77,20 @@ class Worker:
         Errors (Redis unreachable, say) are logged and retried with a backoff; a
         cancelled worker leaves its unacked entries for another to claim.
         """
-        log.info("worker started", consumer=self.consumer, queue=self.config.queue)
+        log.info(
+            "worker started",
+            consumer=self.consumer,
+            queue=self.config.queue,
+            queues=len(self.outbox.queues),
+        )
+        await asyncio.gather(*(self._work(q, stop) for q in range(len(self.outbox.queues))))
+        log.info("worker stopped", consumer=self.consumer)
+
+    async def _work(self, queue: int, stop: asyncio.Event) -> None:
         pause = _IDLE_BACKOFF_S[0]
         while not stop.is_set():
             try:
-                await self.run_once(block_ms=self.config.block_ms)
+                await self._round(queue, self.config.block_ms)
                 pause = _IDLE_BACKOFF_S[0]
             except Exception as exc:
                 detail = str(exc)[:200] if isinstance(exc, RedisError) else None
@@ -89,23 +101,33 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), pause)
                 pause = min(pause * 2, _IDLE_BACKOFF_S[1])
         with suppress(Exception):
-            await self.outbox.retire(self.consumer)
-        log.info("worker stopped", consumer=self.consumer)
+            await self.outbox.retire(self.consumer, queue)
 
     async def run_once(self, block_ms: int | None = None) -> int:
-        """One round; returns how many entries it handled. Blocks up to `block_ms` for
-        new entries when there is nothing to do (never, by default)."""
-        if not self._ready:
-            await self.outbox.ensure_group()
-            self._ready = True
+        """One round of every queue at once; returns how many entries it handled.
+        Blocks up to `block_ms` for new entries when there is nothing to do (never, by
+        default)."""
+        rounds = await asyncio.gather(
+            *(self._round(q, block_ms) for q in range(len(self.outbox.queues))),
+            return_exceptions=True,
+        )
+        for result in rounds:
+            if isinstance(result, BaseException):
+                raise result  # only once every queue's round has finished
+        return sum(r for r in rounds if isinstance(r, int))
+
+    async def _round(self, queue: int, block_ms: int | None) -> int:
+        if not self._ready[queue]:
+            await self.outbox.ensure_group(queue)
+            self._ready[queue] = True
         batch = self.config.batch
-        next_due = await self.outbox.promote(limit=batch * 4)
+        next_due = await self.outbox.promote(limit=batch * 4, queue=queue)
         try:
-            refs = await self._take(batch, block_ms, next_due)
+            refs = await self._take(queue, batch, block_ms, next_due)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self._ready = False  # the stream or its group was deleted; recreate it
+            self._ready[queue] = False  # the stream or its group was deleted; recreate it
             return 0
         results = await asyncio.gather(
             *(self._process(ref) for ref in refs), return_exceptions=True
@@ -115,8 +137,12 @@ class Worker:
                 raise result  # only once every entry of the round has finished
         return len(refs)
 
-    async def _take(self, batch: int, block_ms: int | None, next_due: int | None) -> list[Ref]:
-        self._cursor, refs = await self.outbox.claim_stale(self.consumer, self._cursor, batch)
+    async def _take(
+        self, queue: int, batch: int, block_ms: int | None, next_due: int | None
+    ) -> list[Ref]:
+        self._cursor[queue], refs = await self.outbox.claim_stale(
+            self.consumer, self._cursor[queue], batch, queue
+        )
         if refs:
             log.info("deliveries taken over", count=len(refs), consumer=self.consumer)
         if len(refs) >= batch:
@@ -125,7 +151,7 @@ class Worker:
         if block_ms is not None and not refs:
             wait = block_ms if next_due is None else min(block_ms, next_due - now_ms())
             block = wait if wait > 0 else None
-        return refs + await self.outbox.read(self.consumer, batch - len(refs), block)
+        return refs + await self.outbox.read(self.consumer, batch - len(refs), block, queue)
 
     async def _process(self, ref: Ref) -> None:
         bound = log.bind(delivery_id=ref.delivery_id)

@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from omni import keys
+from omni.state import STORE
 from tests.conftest import AGENT, BOT, ingest, snapshot
 
 
@@ -99,7 +101,10 @@ async def test_ask_says_what_is_known_and_counts_questions_spared_and_repeated(
     await _pending(client, cid, {"pending": {"fact": "order_id", "prompt": "Order number?"}})
     block = (await _context(client, cid))["continuity"]
     assert (block["repeated_questions"], block["answered_for_bot"]) == (1, 1)
-    assert await redis.hgetall("omni:stats") == {b"q_answered": b"1", b"q_repeated": b"1"}
+    # Service-wide, in the customer's part of the counters (one part on one server).
+    parts = client.app[STORE].parts.stats_parts
+    stats = keys.stats(keys.shard_of(cid, parts), parts)
+    assert await redis.hgetall(stats) == {b"q_answered": b"1", b"q_repeated": b"1"}
     by_identity = await client.get(
         "/v1/context?channel=voice&external_id=%2B14155550100&ask=order_id", headers=BOT
     )

@@ -19,6 +19,7 @@ from omni import keys
 from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.erasure import EXPORT_PAGE, STEPS, Erasure, Export
+from omni.handoff import due_key
 from omni.outbox import Job
 from omni.presence import present
 from omni.settings import Settings
@@ -109,7 +110,8 @@ async def _replies(client: TestClient, cid: str) -> None:
     path = f"/v1/customers/{cid}/messages"
     body = {"channel": "web", "text": "Your marmalade left today"}
     await _ok(await client.post(path, json=body, headers=AGENT), 202)
-    assert await Worker(client.app[REDIS], {"web": refused}).run_once() == 1
+    config = client.app[SERVICES].outbox.config  # the app's queues (several, in a cluster)
+    assert await Worker(client.app[REDIS], {"web": refused}, config=config).run_once() == 1
     body = {"channel": "web", "text": "It arrives on Friday"}
     await _ok(await client.post(path, json=body, headers=AGENT), 202)
     # She answers: the agent holding the conversation owes her a reply again.
@@ -138,13 +140,18 @@ async def _nothing_left(client: TestClient, redis: Redis, ids: list[str]) -> Non
                                    b"audited", b"undo_audited", b"undone_at"}  # fmt: skip
         assert state[key][b"state"] == b"erased"
     outbox = client.app[SERVICES].outbox
-    allowed = {keys.events_all().encode(), outbox.stream.encode(), *audits, *merges}
+    parts = client.app[SERVICES].live.parts
+    everyones = {keys.events_all(part, parts).encode() for part in range(parts)}
+    queued = {queue.stream.encode() for queue in outbox.queues}
+    allowed = {*everyones, *queued, *audits, *merges}
     assert _mentioning(state, ids) <= allowed
-    for _, fields in state.get(keys.events_all().encode(), []):
-        if any(cid.encode() in fields[b"e"] for cid in ids):
-            assert json.loads(fields[b"e"])["type"] == "customer.erased"
-    for entry_id, fields in state.get(outbox.stream.encode(), []):
-        assert set(fields) == {b"d", b"o"}, entry_id
+    for stream in everyones:
+        for _, fields in state.get(stream, []):
+            if any(cid.encode() in fields[b"e"] for cid in ids):
+                assert json.loads(fields[b"e"])["type"] == "customer.erased"
+    for stream in queued:
+        for entry_id, fields in state.get(stream, []):
+            assert set(fields) == {b"d", b"o"}, entry_id
     for cid in ids:
         gone = await client.get(f"/v1/customers/{cid}/context", headers=BOT)
         assert gone.status == 404
@@ -178,7 +185,8 @@ async def test_erasing_a_merged_customer_leaves_nothing_of_them(
     assert all(_mentioning(before, [value]) for value in PERSONAL)  # it was all there
     assert [key async for key in redis.scan_iter(match="omni:push:*")]
     assert (await _ok(await client.get("/v1/deliveries/dead", headers=AGENT)))["items"]
-    assert await redis.zscore(keys.handoff_due(), web) is not None
+    parts = client.app[SERVICES].live.parts
+    assert await redis.zscore(due_key(web, parts), web) is not None
     inbox = await open_stream(client, "/v1/events")
 
     await _ok(await client.delete(f"/v1/customers/{web}", headers=ADMIN), 204)

@@ -13,10 +13,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from omni import keys
 from omni.app import create_app
 from omni.errors import ConfigError
-from omni.handoff import Holder, holder
-from omni.settings import Settings
+from omni.handoff import Handoffs, Holder, holder
+from omni.live import Live
+from omni.model import Author
+from omni.settings import HandoffSettings, Settings
 from omni.state import SERVICES, STORE
 from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings, snapshot
 from tests.test_bots import SECRET, BotReceiver, ServerFactory, serve
@@ -352,3 +355,37 @@ async def test_resolve_refuses_what_it_cannot_take(client: TestClient, redis: Re
 def test_bad_handoff_settings_name_the_setting(section: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_mapping({"handoff": section})
+
+
+async def test_a_reply_due_in_any_part_of_the_due_index_is_swept(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    """The due-index in four parts (a cluster's `[redis] shards`; the parts are keys, so
+    on one server too): each customer's timer in its own part, one sweep finds all."""
+    client = await aiohttp_client(create_app(make_settings(redis_url, handoff=NEVER)))
+    handoffs = Handoffs(
+        redis, Live(redis, shards=4, parts=4), HandoffSettings(**NEVER), client.app[STORE].inbox
+    )
+    by_part: dict[int, str] = {}
+    for n in range(64):
+        cid = (await ingest(client, external_id=f"v-{n}", channel_message_id=f"m-{n}"))[
+            "customer_id"
+        ]
+        by_part.setdefault(keys.shard_of(cid, 4), cid)
+        if len(by_part) == 4:
+            break
+    assert len(by_part) == 4
+    agent = Author(kind="agent", id="agent-7", name="Agent 7")
+    for cid in by_part.values():
+        await handoffs.assign(cid, "agent", agent_id="agent-7", reason=None, by=agent)
+    for part, cid in by_part.items():
+        assert await redis.zrange(keys.handoff_due(part, 4), 0, -1) == [cid.encode()]
+    for cid in by_part.values():
+        await overdue(client, cid)
+
+    assert await handoffs.sweep() == 4
+    for cid in by_part.values():
+        assert (await conversation(client, cid))["status"] == "pending"
+    for part in range(4):
+        assert await redis.zcard(keys.handoff_due(part, 4)) == 0
+    assert await handoffs.sweep() == 0

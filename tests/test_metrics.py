@@ -10,10 +10,18 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from omni import keys
 from omni.app import create_app
-from omni.metrics import count_handoff
+from omni.metrics import (
+    count_handoff,
+    count_rate_limited,
+    count_resolution,
+    observe_first_response,
+    render,
+)
 from omni.settings import Settings
 from omni.state import SERVICES
+from omni.store import Store
 from tests.conftest import ADMIN, AGENT, BOT, ingest
 
 _SAMPLE = re.compile(
@@ -91,8 +99,9 @@ async def test_the_delivery_backlog_says_whether_there_are_workers_enough(
     samples = await scrape(client)
     assert [value(samples, name) for name in names] == [3, 0, 0, 0]  # no worker yet
     outbox = client.app[SERVICES].outbox
-    await outbox.ensure_group()
-    taken = await outbox.read("a-worker", 2, None)  # taken, not finished
+    queue = outbox.queue_of(cid)  # the customer's queue (of several, in a cluster)
+    await outbox.ensure_group(queue)
+    taken = await outbox.read("a-worker", 2, None, queue)  # taken, not finished
     samples = await scrape(client)
     assert [value(samples, name) for name in names] == [1, 2, 0, 0]
     await outbox.retry(taken[0], "upstream said 503", 2**40)
@@ -158,6 +167,35 @@ async def test_first_response_and_resolution_per_channel_on_every_process(
 
 
 async def test_label_values_are_escaped(client: TestClient, redis: Redis) -> None:
-    await count_handoff(redis, 'odd "to"\\', "bot")
+    parts = client.app[SERVICES].live.parts
+    await count_handoff(redis, "cus_odd", parts, 'odd "to"\\', "bot")
     samples = await scrape(client)
     assert value(samples, "omni_handoffs_total", to='odd \\"to\\"\\\\', by="bot") == 1
+
+
+async def _count(redis: Redis, parts: int, customers: list[str]) -> None:
+    store = Store(redis, stats_parts=parts)
+    for n, cid in enumerate(customers):
+        await observe_first_response(redis, cid, parts, "web", "bot", 2.5 * n)
+        await count_resolution(redis, cid, parts, "instagram", "agent")
+        await count_handoff(redis, cid, parts, "agent", "bot")
+        await count_rate_limited(redis, f"digest-{n}", parts, "identity")
+        await store.parts.count(cid, "q_repeated")
+        await store.parts.count(cid, "q_answered", 2)
+
+
+async def test_counts_split_over_parts_add_up_to_the_same_exposition(redis: Redis) -> None:
+    """In a cluster the counters are split by customer over `[redis] shards` parts (keys,
+    so four of them here on one server too); /metrics adds them up: the same text as
+    one hash holding the same counts."""
+    customers = [f"cus_metrics{n:03d}" for n in range(12)]
+    assert len({keys.shard_of(cid, 4) for cid in customers}) == 4
+    await _count(redis, 1, customers)
+    await _count(redis, 4, customers)
+    for part in range(4):
+        assert await redis.hlen(keys.metrics(part, 4)) > 0
+        assert await redis.hlen(keys.stats(part, 4)) > 0
+    one = await render(redis, [], 1)
+    assert await render(redis, [], 4) == one
+    assert 'omni_stats_total{name="q_answered"} 24' in one
+    assert 'omni_conversations_resolved_total{channel="instagram",by="agent"} 12' in one

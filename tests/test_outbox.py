@@ -32,14 +32,14 @@ async def test_enqueueing_one_key_twice_queues_once(redis: Redis) -> None:
     assert first.created and not again.created
     assert first.delivery_id == again.delivery_id == delivery_id("msg-1", CID)
     assert again.state == "queued"
-    assert await redis.xlen(outbox.stream) == 1
+    assert await redis.xlen(outbox.queues[0].stream) == 1
     status = await outbox.status(first.delivery_id, CID)
     assert status is not None
     assert (status.state, status.attempts, status.kind) == ("queued", 0, "web")
     assert status.customer_id == CID and status.created_at is not None
     other = await outbox.enqueue("web", {}, idempotency_key="msg-2", customer_id=CID)
     assert other.created and other.delivery_id != first.delivery_id
-    assert await redis.xlen(outbox.stream) == 2
+    assert await redis.xlen(outbox.queues[0].stream) == 2
 
 
 async def test_the_first_payload_is_the_one_delivered(redis: Redis) -> None:
@@ -95,10 +95,10 @@ async def test_an_enqueue_cut_short_is_completed_by_enqueuing_again(redis: Redis
     outbox = Outbox(redis)
     first = await outbox.enqueue("web", {}, idempotency_key="k", customer_id=CID)
     # Undo the push only, as if the process died between the two writes.
-    await redis.delete(outbox.stream, keys.outbox_once("default", first.delivery_id))
+    await redis.delete(outbox.queues[0].stream, keys.outbox_once("default", first.delivery_id))
     again = await outbox.enqueue("web", {}, idempotency_key="k", customer_id=CID)
     assert again.delivery_id == first.delivery_id and not again.created
-    assert await redis.xlen(outbox.stream) == 1
+    assert await redis.xlen(outbox.queues[0].stream) == 1
     assert await Worker(redis, {"web": sent}).run_once() == 1
 
 
@@ -114,7 +114,7 @@ async def test_a_finished_delivery_is_not_queued_again(redis: Redis) -> None:
     await redis.delete(keys.outbox_once("default", first.delivery_id))
     again = await outbox.enqueue("web", {}, idempotency_key="k", customer_id=CID)
     assert (again.created, again.state) == (False, "sent")
-    assert await redis.xlen(outbox.stream) == 0
+    assert await redis.xlen(outbox.queues[0].stream) == 0
 
 
 async def test_a_sent_record_keeps_its_status_and_drops_its_payload(redis: Redis) -> None:
@@ -159,7 +159,7 @@ async def test_erasure_removes_records_and_the_worker_drops_their_entries(redis:
 
     assert await Worker(redis, {"web": record}).run_once() == 2
     assert handled == [kept.delivery_id]
-    assert await redis.xlen(outbox.stream) == 0
+    assert await redis.xlen(outbox.queues[0].stream) == 0
     assert not await redis.exists(keys.delivery(CID, gone.delivery_id))  # not recreated
 
 

@@ -96,8 +96,8 @@ async def test_a_message_reaches_the_bot_signed_with_its_context(
     status = await outbox.status(queued.delivery_id, message.customer_id)
     assert status is not None
     assert (status.state, status.attempts, status.reason) == ("delivered", 1, None)
-    assert await redis.xlen(outbox.stream) == 0
-    assert (await redis.xpending(outbox.stream, FAST.group))["pending"] == 0
+    assert await redis.xlen(outbox.queues[0].stream) == 0
+    assert (await redis.xpending(outbox.queues[0].stream, FAST.group))["pending"] == 0
 
 
 async def test_a_failing_bot_is_retried_with_backoff_until_it_answers(
@@ -114,8 +114,8 @@ async def test_a_failing_bot_is_retried_with_backoff_until_it_answers(
     assert (status.state, status.attempts) == ("queued", 1)
     assert status.reason == "the bot answered HTTP 500"
     assert status.next_attempt_at is not None
-    assert await redis.zcard(outbox.delayed) == 1
-    assert (await redis.xpending(outbox.stream, FAST.group))["pending"] == 0
+    assert await redis.zcard(outbox.queues[0].delayed) == 1
+    assert (await redis.xpending(outbox.queues[0].stream, FAST.group))["pending"] == 0
 
     stop, task = await running(worker)
     await until(lambda: _has(receiver, did))
@@ -124,7 +124,7 @@ async def test_a_failing_bot_is_retried_with_backoff_until_it_answers(
     status = await outbox.status(did, CID)
     assert status is not None
     assert (status.state, status.attempts) == ("delivered", 2)
-    assert await redis.zcard(outbox.delayed) == 0
+    assert await redis.zcard(outbox.queues[0].delayed) == 0
 
 
 async def _has(receiver: BotReceiver, did: str) -> bool:
@@ -151,8 +151,8 @@ async def test_after_max_attempts_a_delivery_is_dead_and_can_be_requeued(
     [dead] = await outbox.dead_letters()
     assert (dead.delivery_id, dead.customer_id, dead.kind) == (did, CID, "bot")
     assert dead.reason == status.reason
-    assert await redis.xlen(outbox.stream) == 0
-    assert await redis.zcard(outbox.delayed) == 0
+    assert await redis.xlen(outbox.queues[0].stream) == 0
+    assert await redis.zcard(outbox.queues[0].delayed) == 0
 
     receiver.default = (200, {"replies": []})  # the bot is fixed; the operator re-queues
     assert await outbox.requeue(did)
@@ -208,7 +208,7 @@ async def test_a_worker_killed_between_claim_and_ack_is_taken_over(
     task_a.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task_a
-    pending = await redis.xpending_range(outbox.stream, FAST.group, "-", "+", 10)
+    pending = await redis.xpending_range(outbox.queues[0].stream, FAST.group, "-", "+", 10)
     assert [p["consumer"] for p in pending] == [b"worker-a"]
     status = await outbox.status(did, CID)
     assert status is not None
@@ -222,7 +222,7 @@ async def test_a_worker_killed_between_claim_and_ack_is_taken_over(
     status = await outbox.status(did, CID)
     assert status is not None
     assert (status.state, status.attempts) == ("delivered", 2)
-    assert (await redis.xpending(outbox.stream, FAST.group))["pending"] == 0
+    assert (await redis.xpending(outbox.queues[0].stream, FAST.group))["pending"] == 0
 
 
 async def _ran(worker: Worker, outbox: Outbox, did: str) -> bool:
@@ -294,7 +294,7 @@ async def test_handler_trouble_is_a_failure_never_an_exception(
     assert status is not None
     assert status.reason == reason
     assert status.state == ("queued" if retry else "failed")
-    assert await redis.zcard(outbox.delayed) == (1 if retry else 0)
+    assert await redis.zcard(outbox.queues[0].delayed) == (1 if retry else 0)
     assert len(await outbox.dead_letters()) == (0 if retry else 1)
 
 
@@ -314,7 +314,7 @@ async def test_workers_share_a_queue_and_stop_gracefully(
     for stop, task in runs:
         await stopped(stop, task)
     assert sorted(receiver.attempts) == sorted(ids)  # nothing lost, nothing repeated
-    assert await redis.xlen(outbox.stream) == 0
+    assert await redis.xlen(outbox.queues[0].stream) == 0
     # Stopped cleanly, with nothing pending, each worker left the group.
-    assert await redis.xinfo_consumers(outbox.stream, FAST.group) == []
+    assert await redis.xinfo_consumers(outbox.queues[0].stream, FAST.group) == []
     assert await redis.exists(keys.deliveries(CID))

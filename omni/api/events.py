@@ -3,15 +3,19 @@ customer) and `GET /v1/events` (every customer: a team inbox).
 
 Each event is
 
-    id: <stream id>            resend as Last-Event-ID to resume right after it
+    id: <event id>             resend as Last-Event-ID to resume right after it
     event: <type>              message, message.status, message.<mark>, fact, cart,
                                profile, conversation, handoff, merge, …
     data: {"id", "type", "customer_id", "data"}
 
-A client that reconnects with `Last-Event-ID` (browsers do it by themselves) gets what
-it missed, in order, then the live stream, without gaps or repeats; when what it missed
-is no longer kept, it gets one `reset` event first and should reload what it shows.
-Comment lines (`: keep-alive`) keep idle connections open through proxies.
+An event id is a stream id: the customer's stream's, or, for every customer, the
+service-wide stream's; in a cluster that stream has `[redis] shards` parts and the id is
+every part's stream id joined by "." (omni.live), so that resuming reads every part from
+where the client stopped. A client that reconnects with `Last-Event-ID` (browsers do it
+by themselves) gets what it missed, in order, then the live stream, without gaps or
+repeats; when what it missed is no longer kept, it gets one `reset` event first and
+should reload what it shows. Comment lines (`: keep-alive`) keep idle connections open
+through proxies.
 
 Authentication is the API key in `Authorization`, as everywhere. A browser's
 EventSource cannot send headers, so these two routes also take `?access_token=` with a
@@ -37,7 +41,7 @@ from aiohttp import web
 from omni.auth import API_KEYS, CALLER, Handler, authenticate, caller
 from omni.clock import iso
 from omni.errors import BadRequest, Forbidden, Unauthenticated
-from omni.live import Closed, Dropped, Event, Listener, stream_id
+from omni.live import Closed, Dropped, Event, Listener, parse_position
 from omni.settings import ROLES, ApiKey, Role
 from omni.state import SERVICES, STORE
 from omni.web_io import path_customer_id
@@ -167,7 +171,7 @@ def _last_event_id(request: web.Request) -> str | None:
     value = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if not value:
         return None
-    if stream_id(value.strip()) is None:
+    if parse_position(value.strip()) is None:
         raise BadRequest("Last-Event-ID must be the id of an event this stream sent",
                          field="Last-Event-ID")  # fmt: skip
     return value.strip()

@@ -33,6 +33,6 @@ async def exposition(request: web.Request) -> web.Response:
          "Restarts of the embedded Redis after it exited (killed or crashed)",
          embedded.restarts if embedded is not None else 0),
     )  # fmt: skip
-    text = await metrics.render(request.app[REDIS], process)
+    text = await metrics.render(request.app[REDIS], process, live.parts)
     headers = {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}
     return web.Response(body=text.encode(), headers=headers)

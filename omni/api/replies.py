@@ -18,7 +18,9 @@ from omni.state import SERVICES, STORE
 from omni.web_io import json_response, path_customer_id, query_int, query_str, read_json
 
 DEAD_PAGE_MAX = 200
-_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# A dead letter's entry id: a stream id, then ".<queue>" with several queues (omni.outbox).
+ENTRY_ID = r"\d{1,20}-\d{1,20}(\.\d{1,4})?"
+_ENTRY_ID = re.compile(ENTRY_ID)
 
 
 class DeadLetterPage(msgspec.Struct, frozen=True):
@@ -68,7 +70,7 @@ async def deliveries(request: web.Request) -> web.Response:
 async def dead_letters(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", default=50, low=1, high=DEAD_PAGE_MAX)
     after = query_str(request, "after")
-    if after is not None and not _STREAM_ID.fullmatch(after):
+    if after is not None and not _ENTRY_ID.fullmatch(after):
         raise BadRequest("after must be the next_after of the previous page", field="after")
     items = await request.app[SERVICES].outbox.dead_letters(limit=limit, after=after)
     next_after = items[-1].entry_id if len(items) == limit else None

@@ -71,11 +71,13 @@ class Store:
         timeout_s: float = 10.0,
         inbox_shards: int = SHARDS_DEFAULT,
         acks: ReplicaAcks | None = None,
+        stats_parts: int = 1,
     ) -> None:
         """`pipelined`: the client the hot paths' pipeliner uses (`redis` when not given);
         `timeout_s`: the pipeliner's deadline for Redis's answer; `inbox_shards`: `[inbox]
         shards`, the team inbox index's sorted sets per status; `acks`: with `[redis] replica_acks`,
-        appends are confirmed on replicas (WAIT) before they are answered."""
+        appends are confirmed on replicas (WAIT) before they are answered; `stats_parts`: the
+        service-wide counters' parts (`[redis] shards` in a cluster, omni.keys)."""
         self.redis = redis
         self.pipeliner = scripts.Pipeliner(pipelined or redis, timeout_s)  # the hot paths
         self.customers = Customers(redis)
@@ -83,7 +85,7 @@ class Store:
         self.timeline = Timeline(
             redis, self.pipeliner, self.customers, self.search, identity_cache, acks=acks
         )
-        self.parts = Parts(redis, self.timeline)
+        self.parts = Parts(redis, self.timeline, stats_parts)
         self.contexts = Contexts(self.timeline)
         self.inbox = ConversationIndex(redis, inbox_shards)
         self.audit = Audit(redis)

@@ -51,9 +51,10 @@ def _cart_text(before: Cart | None, cart: Cart) -> str:
 
 
 class Parts:
-    def __init__(self, redis: Redis, timeline: Timeline) -> None:
+    def __init__(self, redis: Redis, timeline: Timeline, stats_parts: int = 1) -> None:
         self.redis = redis
         self.timeline = timeline
+        self.stats_parts = stats_parts
         self._write = scripts.load(redis, "write_field", "store")
 
     async def write(
@@ -157,7 +158,8 @@ class Parts:
         """A counter kept per customer and service-wide (for /metrics)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(keys.customer(cid), name, by)
-            pipe.hincrby(keys.stats(), name, by)
+            part = keys.shard_of(cid, self.stats_parts)
+            pipe.hincrby(keys.stats(part, self.stats_parts), name, by)
             await pipe.execute()
 
     async def revision(self, cid: str) -> str:
