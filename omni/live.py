@@ -39,6 +39,7 @@ QUEUE_MAX = 256
 CUSTOMER_EVENTS_MAX = 1000
 ALL_EVENTS_MAX = 10_000
 _PAGE = 200
+SUBSCRIBE_TIMEOUT_S = 10.0  # for the server to confirm the doorbells' subscriptions
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
@@ -112,6 +113,12 @@ class Listener:
         if self.after is None or self.redis is None or stream_id(self.after) in (None, (0, 0)):
             return False
         return not await self.redis.xrange(self.key, self.after, self.after, count=1)
+
+    async def started(self) -> None:
+        """Returns once the feed knows where it reads from: every event published after
+        this reaches the listener (one published before, it gets only by replay)."""
+        if self._feed_ready is not None:
+            await self._feed_ready.wait()
 
     async def next(self, idle_s: float | None = None) -> Event:
         """The next event; TimeoutError when none came within `idle_s` seconds of
@@ -210,17 +217,22 @@ class Live:
         return _text(own)
 
     def stage(self, batch: Batch, customer_id: str, type: str, data: Any) -> None:
-        """`publish` as three commands of the caller's batch (sent with its other work)."""
+        """`publish` as three commands of the caller's batch (sent with its other work;
+        the doorbell after everything else the batch writes)."""
         body = msgspec.json.encode(_Body(customer_id=customer_id, type=type, data=data))
         batch.command("xadd", keys.events(customer_id), {"e": body},
                       maxlen=CUSTOMER_EVENTS_MAX, approximate=True)  # fmt: skip
         batch.command("xadd", keys.events_all(), {"e": body}, maxlen=ALL_EVENTS_MAX,
                       approximate=True)  # fmt: skip
+        # The doorbell only once both entries are in: a process that hears it reads the
+        # streams at once, and one read that finds nothing new waits for the next bell.
+        # (On a cluster the streams and the shard channel are on different nodes, which
+        # one pipeline does not order: `then` does.)
         if self.cluster is None:
-            batch.command("publish", keys.live_channel(), customer_id)
+            batch.then("publish", keys.live_channel(), customer_id)
         else:
             channel = keys.live_shard(keys.shard_of(customer_id, self.shards))
-            batch.command("spublish", channel, customer_id)
+            batch.then("spublish", channel, customer_id)
 
     async def position(self, customer_id: str | None) -> str:
         """The id of the newest event kept (for `customer_id`, or for everyone):
@@ -350,9 +362,10 @@ class Live:
     async def _subscribed(self) -> AsyncIterator[AsyncIterator[bytes]]:
         """Every doorbell from here on: the channel's, or every shard's in a cluster."""
         if self.cluster is None:
-            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            async with self.redis.pubsub() as pubsub:
                 await pubsub.subscribe(keys.live_channel())
-                yield _messages(pubsub)
+                early = await _confirmed(pubsub, "subscribe", 1)
+                yield _messages(pubsub, early)
             return
         async with contextlib.AsyncExitStack() as stack:
             yield await _sharded(self.cluster, self.shards, stack)
@@ -376,13 +389,32 @@ async def _sharded(
     for (host, port), channels in by_node.items():
         client = Redis(host=host, port=port, socket_connect_timeout=2)
         stack.push_async_callback(client.aclose)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         stack.push_async_callback(pubsub.aclose)
         for channel in channels:  # one SSUBSCRIBE names channels of one slot
             await pubsub.ssubscribe(channel)
+        for data in await _confirmed(pubsub, "ssubscribe", len(channels)):
+            heard.put_nowait(data)
         reader = asyncio.create_task(_read_shards(pubsub, heard))
         stack.push_async_callback(_stop, reader)  # before its connection closes
     return _drain(heard)
+
+
+async def _confirmed(pubsub: Any, kind: str, count: int) -> list[bytes]:
+    """Wait for the server to confirm `count` subscriptions (redis-py only sends them):
+    until it has, a doorbell rung elsewhere is not heard here, and `wait_ready` must
+    not say otherwise. Returns the doorbells heard meanwhile, in order."""
+    early: list[bytes] = []
+    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):  # a TimeoutError: _listen retries
+        while count:
+            message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+            if message is None:
+                continue
+            if message.get("type") == kind:
+                count -= 1
+            elif message.get("type") in ("message", "smessage"):
+                early.append(message["data"])
+    return early
 
 
 async def _read_shards(pubsub: Any, heard: asyncio.Queue[bytes | BaseException]) -> None:
@@ -422,7 +454,9 @@ def _decode(customer_id: str | None, entry_id: Any, fields: Any) -> Event | None
     return Event(customer_id=body.customer_id, type=body.type, data=body.data, id=_text(entry_id))
 
 
-async def _messages(pubsub: Any) -> AsyncIterator[bytes]:
+async def _messages(pubsub: Any, early: list[bytes]) -> AsyncIterator[bytes]:
+    for data in early:
+        yield data
     async for message in pubsub.listen():
         if message.get("type") == "message":
             yield message["data"]
