@@ -341,6 +341,7 @@ class Live:
         while True:
             try:
                 async with self._subscribed() as doorbells:
+                    _still_wanted()
                     # Doorbells rung while not subscribed were missed: look at every feed.
                     for feed in self._feeds.values():
                         feed.wake.set()
@@ -369,6 +370,15 @@ class Live:
             return
         async with contextlib.AsyncExitStack() as stack:
             yield await _sharded(self.cluster, self.shards, stack)
+
+
+def _still_wanted() -> None:
+    """Raise CancelledError if this task was cancelled: redis-py can lose a cancellation
+    that comes while it connects or subscribes, and the task would then wait for
+    doorbells until cancelled again (an app's shutdown held up by seconds)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _sharded(

@@ -306,13 +306,29 @@ async def test_an_event_is_heard_when_its_stream_is_written_late_on_another_node
         with live.listen(cid) as listener:
             await listener.started()
             async with primaries(redis) as nodes:
-                [held] = [n for n in nodes if stream_port in (None, _port(n))]
+                [held] = [n for n in nodes if stream_port is None or _port(n) == stream_port]
                 await held.client_pause(300, all=False)  # writes wait 0.3 s; reads go on
                 await live.publish(cid, "note", {"n": 1})
             event = await listener.next(idle_s=5)
         assert (event.type, event.data) == ("note", {"n": 1})
     finally:
         running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_live_events_stop_at_one_cancellation_even_while_subscribing(redis: Redis) -> None:
+    # A server stopped just after it started (a deploy, a test) cancels its listener
+    # while it connects and subscribes, where redis-py can lose a cancellation: the
+    # listener must stop anyway, not wait for doorbells until cancelled again.
+    for turns in range(12):
+        live = Live(redis, shards=8)
+        running = asyncio.create_task(live.run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        running.cancel()
+        await asyncio.wait([running], timeout=5)
+        assert running.done(), f"still listening after a cancel at turn {turns}"
+        running.cancel()  # (had it not stopped: so the test ends)
         await asyncio.gather(running, return_exceptions=True)
 
 
