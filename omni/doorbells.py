@@ -14,6 +14,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from omni import keys
 
+SUBSCRIBE_TIMEOUT_S = 10.0  # for the server to confirm the doorbells' subscriptions
+
 
 @contextlib.asynccontextmanager
 async def subscribed(
@@ -21,9 +23,10 @@ async def subscribed(
 ) -> AsyncIterator[AsyncIterator[bytes]]:
     """Every doorbell from here on: the channel's, or every shard's in a cluster."""
     if cluster is None:
-        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        async with redis.pubsub() as pubsub:
             await pubsub.subscribe(keys.live_channel())
-            yield _messages(pubsub)
+            early = await _confirmed(pubsub, "subscribe", 1)
+            yield _messages(pubsub, early)
         return
     async with contextlib.AsyncExitStack() as stack:
         yield await _sharded(cluster, shards, stack)
@@ -47,13 +50,32 @@ async def _sharded(
     for (host, port), channels in by_node.items():
         client = Redis(host=host, port=port, socket_connect_timeout=2)
         stack.push_async_callback(client.aclose)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         stack.push_async_callback(pubsub.aclose)
         for channel in channels:  # one SSUBSCRIBE names channels of one slot
             await pubsub.ssubscribe(channel)
+        for data in await _confirmed(pubsub, "ssubscribe", len(channels)):
+            heard.put_nowait(data)
         reader = asyncio.create_task(_read_shards(pubsub, heard))
         stack.push_async_callback(_stop, reader)  # before its connection closes
     return _drain(heard)
+
+
+async def _confirmed(pubsub: Any, kind: str, count: int) -> list[bytes]:
+    """Wait for the server to confirm `count` subscriptions (redis-py only sends them):
+    until it has, a doorbell rung elsewhere is not heard here, and `wait_ready` must
+    not say otherwise. Returns the doorbells heard meanwhile, in order."""
+    early: list[bytes] = []
+    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):  # a TimeoutError: _listen retries
+        while count:
+            message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+            if message is None:
+                continue
+            if message.get("type") == kind:
+                count -= 1
+            elif message.get("type") in ("message", "smessage"):
+                early.append(message["data"])
+    return early
 
 
 async def _read_shards(pubsub: Any, heard: asyncio.Queue[bytes | BaseException]) -> None:
@@ -78,7 +100,9 @@ async def _stop(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def _messages(pubsub: Any) -> AsyncIterator[bytes]:
+async def _messages(pubsub: Any, early: list[bytes]) -> AsyncIterator[bytes]:
+    for data in early:
+        yield data
     async for message in pubsub.listen():
         if message.get("type") == "message":
             yield message["data"]

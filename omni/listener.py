@@ -139,6 +139,12 @@ class Listener:
                     return True
         return False
 
+    async def started(self) -> None:
+        """Returns once the feed knows where it reads from: every event published after
+        this reaches the listener (one published before, it gets only by replay)."""
+        if self._feed_ready is not None:
+            await self._feed_ready.wait()
+
     async def next(self, idle_s: float | None = None) -> Event:
         """The next event; TimeoutError when none came within `idle_s` seconds of
         waiting (replay reads are not cut short by it)."""

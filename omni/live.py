@@ -111,17 +111,22 @@ class Live:
         return text(own)
 
     def stage(self, batch: Batch, customer_id: str, type: str, data: Any) -> None:
-        """`publish` as three commands of the caller's batch (sent with its other work)."""
+        """`publish` as three commands of the caller's batch (sent with its other work;
+        the doorbell after everything else the batch writes)."""
         body = msgspec.json.encode(Body(customer_id=customer_id, type=type, data=data))
         batch.command("xadd", keys.events(customer_id), {"e": body},
                       maxlen=CUSTOMER_EVENTS_MAX, approximate=True)  # fmt: skip
         part = keys.events_all(keys.shard_of(customer_id, self.parts), self.parts)
         batch.command("xadd", part, {"e": body}, maxlen=ALL_EVENTS_MAX, approximate=True)
+        # The doorbell only once both entries are in: a process that hears it reads the
+        # streams at once, and one read that finds nothing new waits for the next bell.
+        # (On a cluster the streams and the shard channel are on different nodes, which
+        # one pipeline does not order: `then` does.)
         if self.cluster is None:
-            batch.command("publish", keys.live_channel(), customer_id)
+            batch.then("publish", keys.live_channel(), customer_id)
         else:
             channel = keys.live_shard(keys.shard_of(customer_id, self.shards))
-            batch.command("spublish", channel, customer_id)
+            batch.then("spublish", channel, customer_id)
 
     def _keys(self, customer_id: str | None) -> list[str]:
         if customer_id:
@@ -244,6 +249,7 @@ class Live:
         while True:
             try:
                 async with doorbells.subscribed(self.redis, self.cluster, self.shards) as heard:
+                    _still_wanted()
                     # Doorbells rung while not subscribed were missed: look at every feed.
                     for feed in self._feeds.values():
                         feed.ring()
@@ -260,3 +266,12 @@ class Live:
                     raise asyncio.CancelledError from exc
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
+
+
+def _still_wanted() -> None:
+    """Raise CancelledError if this task was cancelled: redis-py can lose a cancellation
+    that comes while it connects or subscribes, and the task would then wait for
+    doorbells until cancelled again (an app's shutdown held up by seconds)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

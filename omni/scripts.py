@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -59,6 +59,14 @@ Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 class Batch:
     """Independent commands, of any slots, sent in one round trip, in the order given.
 
+    In the order given on one server; a cluster client sends each node its share in
+    parallel, so there what one node runs is not ordered with what another runs.
+    A command that must follow the others (a doorbell saying "read the stream now"
+    after the XADD it is about) is staged with `then`: it is sent after every other
+    command of the batch has been answered (on one server, in the same round trip,
+    after them; on a cluster, in a second round trip, shared by the batches sent
+    together).
+
     Scripts go by EVALSHA: a redis-py pipeline given Script objects asks SCRIPT EXISTS
     first, one more round trip every time. When the server has forgotten a script (a
     restart), every script of the batch runs again, alone and in the order given, so
@@ -68,17 +76,34 @@ class Batch:
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        self.then_commands: list[Command] = []
         self._scripts: list[tuple[int, Script, Sequence[Any], Sequence[Any]]] = []
 
     def command(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.commands.append((name, args, kwargs))
 
+    def then(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """A command run only once every other command of the batch has run; its reply
+        comes after theirs."""
+        self.then_commands.append((name, args, kwargs))
+
+    @property
+    def size(self) -> int:
+        """How many replies the batch has."""
+        return len(self.commands) + len(self.then_commands)
+
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
         self._scripts.append((len(self.commands), script, keys, args))
         self.command("evalsha", script.sha, len(keys), *keys, *args)
 
-    def stage(self, pipe: Pipeline) -> None:
-        for name, args, kwargs in self.commands:
+    def stage(self, pipe: Pipeline, *, then: bool = True) -> None:
+        """The batch's commands into `pipe` (and the `then` ones after them, unless
+        they go in a pipeline of their own)."""
+        for name, args, kwargs in self.commands + (self.then_commands if then else []):
+            getattr(pipe, name)(*args, **kwargs)
+
+    def stage_then(self, pipe: Pipeline) -> None:
+        for name, args, kwargs in self.then_commands:
             getattr(pipe, name)(*args, **kwargs)
 
     async def settle(self, results: list[Any]) -> list[Any]:
@@ -97,12 +122,28 @@ class Batch:
 
 
 async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
-    """The batches' commands as one pipeline: every reply, errors as values."""
+    """The batches' commands as one pipeline: every reply, errors as values, each
+    batch's together (its `then` commands' last). On a cluster, the `then` commands
+    go in a second pipeline, once the first has been answered by every node."""
+    split = isinstance(redis, RedisCluster) and any(b.then_commands for b in batches)
     async with redis.pipeline(transaction=False) as pipe:
         for batch in batches:
-            batch.stage(pipe)
+            batch.stage(pipe, then=not split)
         results: list[Any] = await pipe.execute(raise_on_error=False)
-    return results
+    if not split:
+        return results
+    async with redis.pipeline(transaction=False) as pipe:
+        for batch in batches:
+            batch.stage_then(pipe)
+        later: list[Any] = await pipe.execute(raise_on_error=False)
+    merged: list[Any] = []
+    at = then_at = 0
+    for batch in batches:
+        merged += results[at : at + len(batch.commands)]
+        merged += later[then_at : then_at + len(batch.then_commands)]
+        at += len(batch.commands)
+        then_at += len(batch.then_commands)
+    return merged
 
 
 class Pipeliner:
@@ -164,8 +205,8 @@ class Pipeliner:
             return
         at = 0
         for batch, future in waiting:
-            mine = results[at : at + len(batch.commands)]
-            at += len(batch.commands)
+            mine = results[at : at + batch.size]
+            at += batch.size
             try:
                 settled = await batch.settle(mine)
             except Exception as exc:

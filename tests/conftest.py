@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web_app
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis, RedisCluster
 
@@ -74,6 +75,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@pytest.fixture(autouse=True)
+def _forget_apps() -> Iterator[None]:
+    """Let each test's apps go when it ends. aiohttp caches every app's middleware chain
+    in a module-level LRU of 1024 entries, keyed by the app: in one process serving one
+    app that is nothing, but here every test makes apps, and the cache held each one (its
+    Redis clients, a cluster client's per-node objects) for the rest of the session. The
+    garbage collector then walked all of them on every full pass: seconds per pass late
+    in the cluster run."""
+    yield
+    cached = getattr(web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from omni import keys
 from omni.api.events import TOKEN_TTL_S, mint
 from omni.app import create_app
+from omni.live import Live
 from omni.settings import Settings
-from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings
+from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings, primaries
 from tests.test_worker import until
 
 GUARD_S = 10  # a guard against a hang, not a measurement
@@ -288,6 +289,66 @@ async def test_two_omni_processes_on_one_redis_both_deliver_an_event(
     a, b = await on_one.next(), await on_two.next()
     assert a["id"] == b["id"]
     assert a["data"]["data"]["id"] == back["id"]
+
+
+async def test_an_event_is_heard_when_its_stream_is_written_late_on_another_node(
+    redis: Redis,
+) -> None:
+    # On a cluster, the customer's stream and its doorbell's shard channel are on two
+    # nodes: a pipeline does not order them. The stream's node is held up (its writes
+    # paused): a doorbell rung before the event is in would be heard, the stream read
+    # empty, and the event then written with no bell left to say so.
+    live = Live(redis, shards=8)
+    running = asyncio.create_task(live.run())
+    try:
+        await asyncio.wait_for(live.wait_ready(), 10)
+        cid, stream_port = await _split_customer(redis, 8)
+        with live.listen(cid) as listener:
+            await listener.started()
+            async with primaries(redis) as nodes:
+                [held] = [n for n in nodes if stream_port is None or _port(n) == stream_port]
+                await held.client_pause(300, all=False)  # writes wait 0.3 s; reads go on
+                await live.publish(cid, "note", {"n": 1})
+            event = await listener.next(idle_s=5)
+        assert (event.type, event.data) == ("note", {"n": 1})
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_live_events_stop_at_one_cancellation_even_while_subscribing(redis: Redis) -> None:
+    # A server stopped just after it started (a deploy, a test) cancels its listener
+    # while it connects and subscribes, where redis-py can lose a cancellation: the
+    # listener must stop anyway, not wait for doorbells until cancelled again.
+    for turns in range(12):
+        live = Live(redis, shards=8)
+        running = asyncio.create_task(live.run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        running.cancel()
+        await asyncio.wait([running], timeout=5)
+        assert running.done(), f"still listening after a cancel at turn {turns}"
+        running.cancel()  # (had it not stopped: so the test ends)
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def _split_customer(redis: Redis, shards: int) -> tuple[str, int | None]:
+    """A customer whose event stream is on another node than its doorbell's channel
+    (any on one server), and the port of its stream's node (None on one server)."""
+    if not isinstance(redis, RedisCluster):
+        return "cus_late", None
+    await redis.initialize()
+    for n in range(1000):
+        cid = f"cus_late{n}"
+        stream = redis.get_node_from_key(keys.events(cid))
+        bell = redis.get_node_from_key(keys.live_shard(keys.shard_of(cid, shards)))
+        if stream is not None and bell is not None and stream.port != bell.port:
+            return cid, int(stream.port)
+    raise AssertionError("every customer's stream is on its doorbell's node")
+
+
+def _port(node: Redis) -> int:
+    return int(node.connection_pool.connection_kwargs["port"])
 
 
 # -- slow and dead clients ----------------------------------------------------------------

@@ -66,15 +66,23 @@ async def serve(request: web.Request, channel: str) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise BadRequest("this route speaks WebSocket only: send Upgrade: websocket")
     services = request.app[SERVICES]
+    not_flowing = Unavailable("live events are not flowing; retry shortly")
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await services.live.wait_ready()
     except TimeoutError:
-        raise Unavailable("live events are not flowing; retry shortly") from None
+        raise not_flowing from None
     store = request.app[STORE]
     cid = await store.customers.ensure(channel, session.external_id)
     connection = Connection(request, ws, adapter, session, cid)
     with services.live.listen(cid) as listener:
+        # Open only once what is published from now on reaches this socket: a reply
+        # stored after the client saw the socket open must be written to it.
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await listener.started()
+        except TimeoutError:
+            raise not_flowing from None
         await present(store, cid, channel, connection.socket_id)
         try:
             await ws.prepare(request)
