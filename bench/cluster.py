@@ -236,9 +236,10 @@ def redis_work(out: dict[str, Any]) -> dict[str, Any]:
             },
         }
     table["note"] = (
-        "per request answered: commands (INFO commandstats calls), command_usec (their "
-        "execution time by commandstats), cpu_usec (the server's user+sys CPU, INFO cpu: "
-        "with reading, parsing, answering and feeding the replicas); medians over the "
+        "per request answered (bench/redis_work.py): commands (INFO commandstats calls, a "
+        "script's own calls included), scripts, command_usec (non-script commands' "
+        "execution), script_usec (scripts' execution, their calls included), cpu_usec (the "
+        "server's user+sys CPU, INFO cpu: the figure to size with); medians over the "
         "rounds; on the cluster summed over the three primaries"
     )
     return table
@@ -331,21 +332,20 @@ def table(results: dict[str, Any]) -> list[str]:
             )
     work = results.get("redis_work", {})
     if any(k != "note" for k in work):
-        lines += ["", "Redis work per request (commands / command µs / Redis CPU µs):"]
+        lines += ["", "Redis work per request (cluster: summed over the primaries):",
+                  f"  {'scenario':<18}{'where':<9}{'who':<10}{'commands':>9}{'scripts':>9}"
+                  f"{'CPU µs':>8}"]  # fmt: skip
         for name, row in work.items():
             if name == "note":
                 continue
-            cells = []
             for where in ("single", "cluster"):
                 for who in ("omni", "baseline"):
                     w = row[where][who]
-                    cells.append(
-                        f"{where} {who} {w['commands']:.1f}/{w['command_usec']:.0f}/"
-                        f"{w['cpu_usec']:.0f}"
-                        if w
-                        else f"{where} {who} -"
-                    )
-            lines.append(f"  {name:<18}" + "; ".join(cells))
+                    if w:
+                        lines.append(
+                            f"  {name:<18}{where:<9}{who:<10}{w['commands']:>9.1f}"
+                            f"{w['scripts']:>9.1f}{w['cpu_usec']:>8.0f}"
+                        )
     size = results.get("sizing", {})
     if any(k != "note" for k in size):
         lines += ["", "sizing (cluster runs): omni CPU µs / Redis CPU µs per request -> "

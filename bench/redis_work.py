@@ -1,10 +1,16 @@
 """What Redis did for a run: commands and CPU, from INFO before and after it (issue 14's
 "Redis work per message"), so an operator can size Redis on paper.
 
-    commands       calls counted by INFO commandstats (every node read, summed)
-    command_usec   the microseconds commandstats says those commands took to execute
-    cpu_usec       the server process's CPU (INFO cpu: used_cpu_user + used_cpu_sys), which
-                   adds reading, parsing and answering the commands, and feeding replicas
+    commands       calls counted by INFO commandstats (every node read, summed): the
+                   commands a Lua script calls are counted too, as Redis counts them
+    scripts        of those, script calls (EVALSHA and its kin)
+    command_usec   execution time of the commands that are not scripts, whoever called
+                   them (commandstats usec)
+    script_usec    execution time of the scripts, the commands they call included (so
+                   the two overlap: Redis counts a script's calls under their own names too)
+    cpu_usec       the server process's CPU (INFO cpu: used_cpu_user + used_cpu_sys): the
+                   above without overlap, plus reading, parsing and answering, and feeding
+                   the replicas. The figure to size with.
 
 Read from the primaries only (on a cluster, every primary, summed): the replicas' work
 is the same writes applied again, and omni never reads from them. The INFO calls these
@@ -24,6 +30,7 @@ from redis import Redis
 
 # The snapshots' own commands, not the run's.
 OWN = frozenset({"info"})
+SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
 @dataclass(frozen=True)
@@ -41,13 +48,14 @@ class Backend:
 class Snapshot:
     calls: dict[str, int] = field(default_factory=dict)  # command name -> calls
     command_usec: int = 0
+    script_usec: int = 0
     cpu_s: float = 0.0
 
 
 def snapshot(urls: Sequence[str]) -> Snapshot:
     """The counters of every node in `urls`, summed."""
     calls: dict[str, int] = {}
-    usec, cpu = 0, 0.0
+    usec, script_usec, cpu = 0, 0, 0.0
     for url in urls:
         client = Redis.from_url(url)
         try:
@@ -60,9 +68,12 @@ def snapshot(urls: Sequence[str]) -> Snapshot:
             if command in OWN:
                 continue
             calls[command] = calls.get(command, 0) + int(row["calls"])
-            usec += int(row["usec"])
+            if command in SCRIPTS:
+                script_usec += int(row["usec"])
+            else:
+                usec += int(row["usec"])
         cpu += float(used["used_cpu_user"]) + float(used["used_cpu_sys"])
-    return Snapshot(calls, usec, cpu)
+    return Snapshot(calls, usec, script_usec, cpu)
 
 
 def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, float], dict[str, float]]:
@@ -74,7 +85,9 @@ def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, float], dict[str
     }
     totals = {
         "commands": sum(calls.values()),
+        "scripts": sum(count for name, count in calls.items() if name in SCRIPTS),
         "command_usec": float(after.command_usec - before.command_usec),
+        "script_usec": float(after.script_usec - before.script_usec),
         "cpu_usec": round((after.cpu_s - before.cpu_s) * 1e6, 1),
     }
     return totals, calls
@@ -102,7 +115,7 @@ def per_request(runs: Sequence[Measured]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         key: round(median([run.redis[key] / run.requests for run in rows]), 2)
-        for key in ("commands", "command_usec", "cpu_usec")
+        for key in ("commands", "scripts", "command_usec", "script_usec", "cpu_usec")
     }
     names = sorted({name for run in rows for name in run.redis_calls})
     by_command = {
