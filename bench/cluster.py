@@ -262,12 +262,14 @@ def sizing(out: dict[str, Any]) -> dict[str, Any]:
             "redis_commands": row["redis_per_request"].get("commands", 0.0),
             "primary_requests_per_s": round(1e6 / redis_us) if redis_us else 0,
             "omni_cores_per_primary": round(omni_us / redis_us, 1) if redis_us else 0.0,
+            "busiest_primary_share": row["redis_per_request"].get("busiest_share", 0.0),
         }
     table["note"] = (
         "omni_cpu_usec: omni's CPU per request in the cluster runs (bench.cpu); "
         "redis_cpu_usec: the primaries' CPU per request (INFO cpu); a primary saturates "
         "at 1e6 / redis_cpu_usec requests/s, which take omni_cpu_usec / redis_cpu_usec "
-        "omni cores"
+        "omni cores (on average over the primaries: busiest_primary_share is the busiest "
+        "one's part of the Redis CPU, 0.333 when even)"
     )
     return table
 
@@ -356,7 +358,8 @@ def table(results: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {name:<18}{row['omni_cpu_usec']:>8.0f} /{row['redis_cpu_usec']:>6.0f} µs"
                 f"  -> {row['omni_cores_per_primary']:.1f} omni cores "
-                f"(a primary: {row['primary_requests_per_s']:,} requests/s)"
+                f"(a primary: {row['primary_requests_per_s']:,} requests/s; busiest "
+                f"primary {row['busiest_primary_share']:.0%} of the Redis CPU)"
             )
     procs = results.get("cluster_two_processes", {})
     if procs:

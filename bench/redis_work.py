@@ -11,6 +11,8 @@
     cpu_usec       the server process's CPU (INFO cpu: used_cpu_user + used_cpu_sys): the
                    above without overlap, plus reading, parsing and answering, and feeding
                    the replicas. The figure to size with.
+    busiest_share  on a cluster, the busiest primary's part of cpu_usec (1/3 is even: the
+                   service-wide keys, one each, make one node busier)
 
 Read from the primaries only (on a cluster, every primary, summed): the replicas' work
 is the same writes applied again, and omni never reads from them. The INFO calls these
@@ -50,12 +52,14 @@ class Snapshot:
     command_usec: int = 0
     script_usec: int = 0
     cpu_s: float = 0.0
+    node_cpu_s: tuple[float, ...] = ()
 
 
 def snapshot(urls: Sequence[str]) -> Snapshot:
     """The counters of every node in `urls`, summed."""
     calls: dict[str, int] = {}
     usec, script_usec, cpu = 0, 0, 0.0
+    nodes: list[float] = []
     for url in urls:
         client = Redis.from_url(url)
         try:
@@ -72,8 +76,9 @@ def snapshot(urls: Sequence[str]) -> Snapshot:
                 script_usec += int(row["usec"])
             else:
                 usec += int(row["usec"])
-        cpu += float(used["used_cpu_user"]) + float(used["used_cpu_sys"])
-    return Snapshot(calls, usec, script_usec, cpu)
+        nodes.append(float(used["used_cpu_user"]) + float(used["used_cpu_sys"]))
+        cpu += nodes[-1]
+    return Snapshot(calls, usec, script_usec, cpu, tuple(nodes))
 
 
 def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, float], dict[str, float]]:
@@ -90,6 +95,9 @@ def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, float], dict[str
         "script_usec": float(after.script_usec - before.script_usec),
         "cpu_usec": round((after.cpu_s - before.cpu_s) * 1e6, 1),
     }
+    used = [a - b for a, b in zip(after.node_cpu_s, before.node_cpu_s, strict=True)]
+    if sum(used) > 0:
+        totals["busiest_share"] = round(max(used) / sum(used), 3)
     return totals, calls
 
 
@@ -122,5 +130,8 @@ def per_request(runs: Sequence[Measured]) -> dict[str, Any]:
         name: round(median([run.redis_calls.get(name, 0.0) / run.requests for run in rows]), 2)
         for name in names
     }
+    shares = [run.redis["busiest_share"] for run in rows if "busiest_share" in run.redis]
+    if shares:
+        out["busiest_share"] = round(median(shares), 3)
     out["by_command"] = {name: calls for name, calls in by_command.items() if calls >= 0.01}
     return out
