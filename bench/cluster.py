@@ -67,6 +67,7 @@ class Bench(processes.Bench, Protocol):
     @property
     def work(self) -> Path: ...
     def request_file(self, name: str, requests: Any) -> Path: ...
+    def scenario_file(self, scenario: Any, round_: int, side: str = "") -> Path: ...
 
 
 # -- the cluster -------------------------------------------------------------------------
@@ -173,7 +174,8 @@ def compare(
         for side, each in (("single", single_scenarios), ("cluster", cluster_scenarios),
                            ("baseline", cluster_scenarios)):  # fmt: skip
             warm = next(s for s in each if s.name == "context_read")
-            bench.load(urls[side], bench.scenario_file(warm, -1), seconds=bench.config.warmup)
+            warming = bench.scenario_file(warm, -1, side)
+            bench.load(urls[side], warming, seconds=bench.config.warmup)
         for single, clustered in zip(single_scenarios, cluster_scenarios, strict=True):
             runs = _rounds(bench, {"single": single, "cluster": clustered,
                                    "baseline": clustered}, urls)  # fmt: skip
@@ -185,6 +187,7 @@ def compare(
             row["single_p99_ms"] = round(summary["single"].p99_ms, 2)
             row["single_redis_per_request"] = summary["single"].redis()
             row["single_cores"] = summary["single"].cores()
+            row["rounds"]["single_errors"] = sum(r.errors + r.non_2xx for r in runs["single"])
             row["omni_cpu_usec"] = summary["cluster"].cpu_usec("omni")
             row["single_omni_cpu_usec"] = summary["single"].cpu_usec("omni")
             out[f"cluster_{clustered.name}"] = row
@@ -202,8 +205,8 @@ def _rounds(
         for side in SIDES[turn:] + SIDES[:turn]:
             chosen = scenario[side]
             if chosen.fresh or side not in files:
-                # The baseline reads the cluster's customers, as omni on the cluster does.
-                files[side] = bench.scenario_file(chosen, round_)
+                # A file per side: the single server's customers are not the cluster's.
+                files[side] = bench.scenario_file(chosen, round_, side)
             run = bench.load(urls[side], files[side])
             runs[side].append(run)
             if side != "baseline" and chosen.fresh:
@@ -332,6 +335,12 @@ def table(results: dict[str, Any]) -> list[str]:
                 f"  {name:<32}{row['rps']:>8.0f}{row['baseline_rps']:>10.0f}{row['ratio']:>8.2f}"
                 f"{row['single_rps']:>12.0f}{row['cluster_over_single']:>18.2f}"
             )
+    failed = [name for name, row in rows.items()
+              if row["rounds"].get("errors") or row["rounds"].get("single_errors")]  # fmt: skip
+    if failed:
+        lines.append(
+            f"  WARNING: errors (non-2xx or dropped) in {', '.join(failed)}: see the rounds"
+        )
     work = results.get("redis_work", {})
     if any(k != "note" for k in work):
         lines += ["", "Redis work per request (cluster: summed over the primaries):",

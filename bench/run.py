@@ -341,10 +341,13 @@ class Bench:
             run, cpu=meter.cores, others=meter.others, redis=work, redis_calls=calls
         )
 
-    def scenario_file(self, scenario: Scenario, round_: int) -> Path:
+    def scenario_file(self, scenario: Scenario, round_: int, side: str = "") -> Path:
+        """A round's request file; `side` names it apart from another side's file of the
+        same round (the cluster section's sides read different customers)."""
         tag = f"{scenario.name}-r{round_}-{time.time_ns()}"
         count = int(scenario.expected_rps * self.config.seconds * 1.5) + 1000
-        return self.request_file(f"{scenario.name}-{round_}", scenario.requests(tag, count))
+        name = f"{scenario.name}-{side}-{round_}" if side else f"{scenario.name}-{round_}"
+        return self.request_file(name, scenario.requests(tag, count))
 
     def compare(self, scenario: Scenario, omni_url: str, base_url: str) -> tuple[Summary, Summary]:
         """Rounds of omni and the baseline, alternating which goes first."""

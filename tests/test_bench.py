@@ -11,17 +11,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from bench import baseline, cluster, profile, redis_work, results, traffic, trust, wrk
-from bench.run import MAX_IN_FLIGHT, Config, _parser, omni_config
+from bench.run import MAX_IN_FLIGHT, Bench, Config, Scenario, _parser, omni_config
 from bench.seed import Seeder
 from omni.app import create_app
 from omni.model import InboundMessage
+from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
 from omni.store import Store
 from tests.conftest import CLUSTER, make_settings, primaries
@@ -378,3 +379,17 @@ def test_the_cluster_section_runs_alone_with_only_cluster() -> None:
     assert _parser().parse_args(["--only", "cluster", "--quick"]).only == "cluster"
     with pytest.raises(SystemExit):
         _parser().parse_args(["--only", "nothing"])
+
+
+def test_each_side_of_a_round_has_its_own_request_file(tmp_path: Path) -> None:
+    """The cluster section's sides read different customers in the same round: one's
+    file must not be the other's (a shared name once sent the single server's omni the
+    cluster's customers, 404s counted as reads)."""
+    bench = Bench(Config(), tmp_path, cast(EmbeddedRedis, None))
+    single = Scenario("context_read", None, lambda _, __: traffic.context_reads(["a"]), False)
+    clustered = Scenario("context_read", None, lambda _, __: traffic.context_reads(["b"]), False)
+    first = bench.scenario_file(single, 0, "single")
+    second = bench.scenario_file(clustered, 0, "cluster")
+    assert first != second
+    assert traffic.read_requests(first) == [traffic.context_get("a")]
+    assert traffic.read_requests(second) == [traffic.context_get("b")]
