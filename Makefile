@@ -59,7 +59,7 @@ $(BENCH_STAMP): $(BIN)/python pyproject.toml
 
 # Needs wrk: as root (CI) it is installed when missing, as `browser` installs chromium;
 # otherwise this says the one command, and the bench stops saying so too.
-# BENCH_ARGS=--quick: every section, shorter, in under two minutes; BENCH_ARGS="--only
+# BENCH_ARGS=--quick: every section, shorter, in about five minutes; BENCH_ARGS="--only
 # cluster": the cluster section alone (its entries replace theirs in latest.json).
 bench: $(BENCH_STAMP) wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)

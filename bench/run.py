@@ -103,11 +103,11 @@ class Config:
     @property
     def side_rounds(self) -> int:
         """Rounds of the growth and two-process sections: one when quick, which keeps
-        `--quick` under two minutes (their ratios then rest on one round each)."""
+        `--quick` short (their ratios then rest on one round each)."""
         return 1 if self.quick else self.rounds
 
 
-# `--quick`: every section, smaller and shorter, in under two minutes on 2 cores; its
+# `--quick`: every section, smaller and shorter, in about five minutes on 2 cores; its
 # ratios are within one run like the full bench's, with fewer rounds behind each median.
 QUICK = Config(seconds=2.0, rounds=2, customers=200, long=10_000, memory_messages=2000,
                memory_customers=200, warmup=1.0, profile=False, quick=True,
@@ -657,7 +657,7 @@ def _parser() -> argparse.ArgumentParser:
         "--loop", choices=EVENT_LOOPS, default=defaults.loop, help="both sides' event loop"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="every section, shorter (under two minutes)"
+        "--quick", action="store_true", help="every section, shorter (about five minutes)"
     )
     parser.add_argument(
         "--only",
