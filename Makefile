@@ -34,9 +34,10 @@ test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A local Redis Cluster (3 primaries, 1 replica each) under ./var/cluster, and omni
-# serving on it in cluster mode; Ctrl-C stops both. ARGS go to `omni serve`.
+# serving on it in cluster mode; Ctrl-C stops both. `make cluster PORT=9000` serves on
+# another port, as `make run` does; ARGS go to `omni serve`.
 cluster: $(STAMP)
-	$(BIN)/python -m omni.redis_cluster --dir var/cluster $(ARGS)
+	$(BIN)/python -m omni.redis_cluster --dir var/cluster $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The whole suite again on a real Redis Cluster (3 primaries, 1 replica each) that the
 # session starts from the embedded binary, with omni in cluster mode.
@@ -58,7 +59,8 @@ $(BENCH_STAMP): $(BIN)/python pyproject.toml
 
 # Needs wrk: as root (CI) it is installed when missing, as `browser` installs chromium;
 # otherwise this says the one command, and the bench stops saying so too.
-# BENCH_ARGS=--quick: every section, shorter, in under two minutes.
+# BENCH_ARGS=--quick: every section, shorter, in about five minutes; BENCH_ARGS="--only
+# cluster": the cluster section alone (its entries replace theirs in latest.json).
 bench: $(BENCH_STAMP) wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -14,6 +14,10 @@ ceiling omni's ratios are measured against. Both reads are the read ceiling (has
 20 entries), as the targets state them.
 
     python -m bench.baseline --port 8091 --redis unix:///path/valkey.sock [--reuse-port]
+    python -m bench.baseline --port 8091 --redis redis://127.0.0.1:7000 --cluster
+
+With --cluster it uses redis-py's cluster client (the same pool size per node): a
+customer's hash and stream share a hash tag, so the MULTI/EXEC keeps to one slot.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from bench.traffic import API_KEY, APP_SECRET
 from omni.eventloop import EVENT_LOOPS, new_event_loop
@@ -116,8 +120,19 @@ async def read(request: web.Request) -> web.Response:
     )
 
 
-def create_app(redis_url: str, max_connections: int = 64) -> web.Application:
+def create_app(
+    redis_url: str, max_connections: int = 64, *, cluster: bool = False
+) -> web.Application:
     async def redis(app: web.Application) -> AsyncIterator[None]:
+        if cluster:
+            nodes = RedisCluster.from_url(
+                redis_url, max_connections=max_connections, socket_timeout=10
+            )
+            # The same commands: the handlers take it as a Redis, as omni does.
+            app[REDIS] = cast(Redis, nodes)
+            yield
+            await nodes.aclose()
+            return
         pool = BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections, timeout=5.0, socket_timeout=10
         )
@@ -154,12 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--reuse-port", action="store_true")
+    parser.add_argument("--cluster", action="store_true", help="--redis is a cluster node")
     # The same loop as omni's (OMNI_SERVER_EVENT_LOOP): a ratio between two loops would
     # measure the loops.
     parser.add_argument("--loop", choices=EVENT_LOOPS, default="auto")
     args: Any = parser.parse_args(argv)
     web.run_app(
-        create_app(args.redis),
+        create_app(args.redis, cluster=args.cluster),
         host="127.0.0.1",
         port=args.port,
         reuse_port=args.reuse_port,

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import redis_work
 from bench.wrk import Run
 
 # Median cores used by other work on the machine during a scenario's runs, above which
@@ -67,6 +68,15 @@ class Summary:
         top = sorted(mean.items(), key=lambda item: -item[1])[:5]
         return {name: round(cores, 2) for name, cores in top if cores >= 0.01}
 
+    def redis(self) -> dict[str, Any]:
+        """What Redis did per request answered, medians over the runs (bench.redis_work)."""
+        return redis_work.per_request(self.runs)
+
+    def cpu_usec(self, group: str) -> float:
+        """Microseconds of CPU a group of processes ("omni") used per request answered."""
+        cores = self.cores().get(group, 0.0)
+        return round(cores * 1e6 / self.rps, 1) if self.rps else 0.0
+
     def cores(self) -> dict[str, float]:
         """The median cores each part used over the runs (see bench.cpu)."""
         names = {name for run in self.runs for name in run.cpu}
@@ -101,6 +111,8 @@ def scenario_result(omni: Summary, baseline: Summary, target: Target | None) -> 
         result["met"] = met
     result["cores"] = omni.cores()
     result["baseline_cores"] = baseline.cores()
+    result["redis_per_request"] = omni.redis()
+    result["baseline_redis_per_request"] = baseline.redis()
     result["other_processes"] = omni.others()
     result["baseline_other_processes"] = baseline.others()
     result["rounds"] = {

@@ -10,7 +10,10 @@
     4. growth: ingest and context read for the 10- and the 100,000-message customer
        (and a context read at 100 messages, which returns as many as at 100,000)
     5. py-spy on omni for each scenario that missed its target (bench/profile.py)
-    6. two `omni serve --reuse-port` processes against one, alternating
+    6. two `omni serve --reuse-port` processes against one, alternating; then the
+       cluster: omni in cluster mode and the baseline on a local 3x2 cluster, cluster ÷
+       single, Redis work per request, sizing, 2 processes vs 1, replica_acks
+       (bench/cluster.py; `--only cluster` runs it alone)
     7. memory: INFO used_memory and MEMORY USAGE deltas per message and per customer
     8. fsync: ingest with Valkey's appendfsync "always" against "everysec" (bench/trust.py)
     9. soak: one fresh `omni serve`, its RSS after warm-up and after 200,000 requests
@@ -39,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -55,8 +59,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import baseline, profile, results, traffic, trust, wrk
+from bench import baseline, cluster, processes, profile, redis_work, results, traffic, trust, wrk
 from bench.cpu import Meter
+from bench.redis_work import Backend
 from bench.results import Summary, Target
 from bench.seed import Seeder
 from omni import keys
@@ -98,11 +103,11 @@ class Config:
     @property
     def side_rounds(self) -> int:
         """Rounds of the growth and two-process sections: one when quick, which keeps
-        `--quick` under two minutes (their ratios then rest on one round each)."""
+        `--quick` short (their ratios then rest on one round each)."""
         return 1 if self.quick else self.rounds
 
 
-# `--quick`: every section, smaller and shorter, in under two minutes on 2 cores; its
+# `--quick`: every section, smaller and shorter, in about five minutes on 2 cores; its
 # ratios are within one run like the full bench's, with fewer rounds behind each median.
 QUICK = Config(seconds=2.0, rounds=2, customers=200, long=10_000, memory_messages=2000,
                memory_customers=200, warmup=1.0, profile=False, quick=True,
@@ -237,15 +242,32 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     omni_urls: set[str] = field(default_factory=set)
     omni_non_2xx: int = 0  # over every run against omni: a shed 503 or 429 counts here
+    backends: dict[str, Backend] = field(default_factory=dict)  # server URL -> its Redis
+
+    @property
+    def single(self) -> Backend:
+        """The embedded Valkey every section but the cluster's runs on."""
+        return Backend(self.redis.url, False, (self.redis.url,), (self.redis.pid or 0,))
 
     # processes
 
-    def start_omni(self, processes: int = 1) -> tuple[str, list[Server]]:
+    def start_omni(
+        self, processes: int = 1, backend: Backend | None = None, env: dict[str, str] | None = None
+    ) -> tuple[str, list[Server]]:
+        """`omni serve` (x processes, sharing a port) on the single Valkey or `backend`;
+        `env` adds settings (OMNI_REDIS_REPLICA_ACKS, say)."""
         port = free_port()
-        env = _clean_env() | {
-            "OMNI_CONFIG": str(self.work / "omni.toml"),
-            "OMNI_SERVER_EVENT_LOOP": self.config.loop,
-        }
+        backend = backend or self.single
+        env = (
+            _clean_env()
+            | {
+                "OMNI_CONFIG": str(self.work / "omni.toml"),
+                "OMNI_SERVER_EVENT_LOOP": self.config.loop,
+                "OMNI_REDIS_URL": backend.url,
+                "OMNI_REDIS_CLUSTER": "true" if backend.cluster else "false",
+            }
+            | (env or {})
+        )
         args = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port)]
         if processes > 1:
             args.append("--reuse-port")
@@ -256,21 +278,28 @@ class Bench:
         self.servers += started
         url = f"http://127.0.0.1:{port}"
         self.omni_urls.add(url)
+        self.backends[url] = backend
         wait_ready(url, started)
         return url, started
 
-    def start_baseline(self, processes: int = 1) -> tuple[str, list[Server]]:
+    def start_baseline(
+        self, processes: int = 1, backend: Backend | None = None
+    ) -> tuple[str, list[Server]]:
         port = free_port()
+        backend = backend or self.single
         args = [sys.executable, "-m", "bench.baseline", "--port", str(port),
-                "--redis", self.redis.url, "--loop", self.config.loop]  # fmt: skip
+                "--redis", backend.url, "--loop", self.config.loop]  # fmt: skip
         if processes > 1:
             args.append("--reuse-port")
+        if backend.cluster:
+            args.append("--cluster")
         started = [
             Server(f"baseline #{i + 1}", args, self.work / f"baseline-{port}-{i}.log", _clean_env())
             for i in range(processes)
         ]
         self.servers += started
         url = f"http://127.0.0.1:{port}"
+        self.backends[url] = backend
         wait_ready(url, started)
         return url, started
 
@@ -291,10 +320,12 @@ class Bench:
         self, url: str, requests: Path, seconds: float | None = None, start: int = 0
     ) -> wrk.Run:
         self.runs += 1
-        groups: dict[str, list[int]] = {"valkey": [self.redis.pid or 0]}
+        backend = self.backends.get(url, self.single)
+        groups: dict[str, list[int]] = {"valkey": list(backend.pids)}
         for server in self.servers:
             server.check()
             groups.setdefault(server.name.split(" ")[0], []).append(server.pid)
+        before = redis_work.snapshot(backend.primaries)
         with Meter(groups) as meter:
             run = wrk.run(
                 url,
@@ -303,14 +334,20 @@ class Bench:
                 connections=self.config.connections,
                 start=start,
             )
+        work, calls = redis_work.delta(before, redis_work.snapshot(backend.primaries))
         if url in self.omni_urls:
             self.omni_non_2xx += run.non_2xx
-        return dataclasses.replace(run, cpu=meter.cores, others=meter.others)
+        return dataclasses.replace(
+            run, cpu=meter.cores, others=meter.others, redis=work, redis_calls=calls
+        )
 
-    def scenario_file(self, scenario: Scenario, round_: int) -> Path:
+    def scenario_file(self, scenario: Scenario, round_: int, side: str = "") -> Path:
+        """A round's request file; `side` names it apart from another side's file of the
+        same round (the cluster section's sides read different customers)."""
         tag = f"{scenario.name}-r{round_}-{time.time_ns()}"
         count = int(scenario.expected_rps * self.config.seconds * 1.5) + 1000
-        return self.request_file(f"{scenario.name}-{round_}", scenario.requests(tag, count))
+        name = f"{scenario.name}-{side}-{round_}" if side else f"{scenario.name}-{round_}"
+        return self.request_file(name, scenario.requests(tag, count))
 
     def compare(self, scenario: Scenario, omni_url: str, base_url: str) -> tuple[Summary, Summary]:
         """Rounds of omni and the baseline, alternating which goes first."""
@@ -343,7 +380,9 @@ class Bench:
 # -- seeding -----------------------------------------------------------------------------
 
 
-async def seed(bench: Bench) -> None:
+async def seed(bench: Bench, *, growth: bool = True) -> None:
+    """The customers every scenario reads and writes; with `growth`, the 10-, 100- and
+    100,000-message customers of the growth section too."""
     config = bench.config
     redis = Redis.from_url(bench.redis.url)
     try:
@@ -356,19 +395,10 @@ async def seed(bench: Bench) -> None:
         )
         blob = traffic.message_post("seed", "seed").partition(b"\r\n\r\n")[2]
         await baseline.seed(redis, bench.cids, baseline.RECENT + 5, blob)
-        bench.short_cid = (
-            await seeder.customers(
-                [("web", "bench-short")], config.short, tag="s", text=traffic.TEXT
-            )
-        )[0]
-        bench.full_cid = (
-            await seeder.customers([("web", "bench-full")], config.full, tag="f", text=traffic.TEXT)
-        )[0]
-        bench.long_cid = (await seeder.customers([("web", "bench-long")], 0, tag="", text=""))[0]
-        await seeder.messages(
-            bench.long_cid, "web", "bench-long", config.long, tag="seed", text=traffic.TEXT
-        )
-        seeded = config.customers * config.history + config.short + config.full + config.long
+        if growth:
+            await _seed_growth(bench, seeder)
+        seeded = config.customers * config.history
+        seeded += config.short + config.full + config.long if growth else 0
         print(f"seeded {seeded:,} messages in {time.monotonic() - started:.1f} s", flush=True)
         # Start the bench on a freshly rewritten append-only file, so the seeding does
         # not set off a rewrite (a fork) in the middle of a measurement.
@@ -378,6 +408,20 @@ async def seed(bench: Bench) -> None:
         await _rewritten(redis)
     finally:
         await redis.aclose()
+
+
+async def _seed_growth(bench: Bench, seeder: Seeder) -> None:
+    config = bench.config
+    bench.short_cid = (
+        await seeder.customers([("web", "bench-short")], config.short, tag="s", text=traffic.TEXT)
+    )[0]
+    bench.full_cid = (
+        await seeder.customers([("web", "bench-full")], config.full, tag="f", text=traffic.TEXT)
+    )[0]
+    bench.long_cid = (await seeder.customers([("web", "bench-long")], 0, tag="", text=""))[0]
+    await seeder.messages(
+        bench.long_cid, "web", "bench-long", config.long, tag="seed", text=traffic.TEXT
+    )
 
 
 async def _rewritten(redis: Redis) -> None:
@@ -390,10 +434,12 @@ async def _rewritten(redis: Redis) -> None:
 # -- sections ----------------------------------------------------------------------------
 
 
-def scenarios(bench: Bench) -> list[Scenario]:
+def scenarios(bench: Bench, cids: list[str] | None = None) -> list[Scenario]:
+    """The five scenarios, over the customers `cids` (the single Valkey's by default;
+    the cluster section passes its own)."""
     senders = [traffic.sender_id(i) for i in range(bench.config.customers)]
     web = [traffic.web_id(i) for i in range(bench.config.customers)]
-    cids = bench.cids
+    cids = bench.cids if cids is None else cids
     return [
         Scenario(
             "instagram_ingest",
@@ -500,45 +546,11 @@ async def _seed_short(bench: Bench, external_id: str) -> None:
         await redis.aclose()
 
 
-def two_processes(bench: Bench, base_url: str, single: list[Server], out: dict[str, Any]) -> None:
-    """One omni against two sharing the port. Only one group runs at a time: every omni
-    process hears every live event, so an idle one would still take CPU."""
+def two_processes(bench: Bench, single: list[Server], out: dict[str, Any]) -> None:
+    """One omni against two sharing the port, on the single Valkey (bench.processes)."""
     print("2 processes vs 1 (SO_REUSEPORT):", flush=True)
     bench.stop(single)
-    picked = [s for s in scenarios(bench) if s.name in ("context_read", "messages_ingest")]
-    runs: dict[tuple[str, int], list[wrk.Run]] = {}
-    base2_url, base2 = bench.start_baseline(processes=2)
-    for round_ in range(bench.config.side_rounds):
-        for processes in (1, 2) if round_ % 2 == 0 else (2, 1):
-            url, group = bench.start_omni(processes)
-            warm = next(s for s in picked if s.name == "context_read")
-            bench.load(url, bench.scenario_file(warm, -1), seconds=bench.config.warmup)
-            for scenario in picked:
-                run = bench.load(url, bench.scenario_file(scenario, round_))
-                runs.setdefault((scenario.name, processes), []).append(run)
-                bench._progress(scenario.name, f"omni x{processes}", run)
-            bench.stop(group)
-        for scenario in picked:
-            run = bench.load(base2_url, bench.scenario_file(scenario, round_))
-            runs.setdefault((f"{scenario.name}", 0), []).append(run)
-            bench._progress(scenario.name, "baseline x2", run)
-    bench.stop(base2)
-    table: dict[str, Any] = {}
-    for scenario in picked:
-        one = Summary.of(runs[(scenario.name, 1)])
-        two = Summary.of(runs[(scenario.name, 2)])
-        base = Summary.of(runs[(scenario.name, 0)])
-        table[scenario.name] = {
-            "one_rps": round(one.rps, 1),
-            "two_rps": round(two.rps, 1),
-            "ratio": round(two.rps / one.rps, 3) if one.rps else 0.0,
-            "one_p99_ms": round(one.p99_ms, 2),
-            "two_p99_ms": round(two.p99_ms, 2),
-            "baseline_two_rps": round(base.rps, 1),
-            "one_cores": one.cores(),
-            "two_cores": two.cores(),
-        }
-    out["two_processes"] = table
+    out["two_processes"] = processes.one_vs_two(bench, scenarios(bench))
 
 
 async def memory(bench: Bench, out: dict[str, Any]) -> None:
@@ -645,7 +657,12 @@ def _parser() -> argparse.ArgumentParser:
         "--loop", choices=EVENT_LOOPS, default=defaults.loop, help="both sides' event loop"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="every section, shorter (under two minutes)"
+        "--quick", action="store_true", help="every section, shorter (about five minutes)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["cluster"],
+        help="one section alone: its entries replace theirs in --out, the rest is kept",
     )
     return parser
 
@@ -687,19 +704,42 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         bench = Bench(config, work, server)
         try:
-            out = run(bench)
+            out = run_cluster(bench) if args.only == "cluster" else run(bench)
         finally:
             for process in list(bench.servers):
                 process.stop()
             server.stop()
-    out["config"] = _describe(config, time.monotonic() - started)
+    described = _describe(config, time.monotonic() - started)
+    if args.only:
+        # A section alone: the last whole run's other entries stay, this run described.
+        out = _previous(config.out) | out | {f"{args.only}_config": described}
+    else:
+        out["config"] = described
     if bench.notes:
         out["notes"] = bench.notes
     results.write(config.out, out)
     print()
-    print("\n".join([results.table(out), *trust.table(out)]))
+    print("\n".join([results.table(out), *trust.table(out), *cluster.table(out)]))
     print(f"\nwrote {config.out} ({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def _previous(path: Path) -> dict[str, Any]:
+    try:
+        previous: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous
+
+
+def run_cluster(bench: Bench) -> dict[str, Any]:
+    """`--only cluster`: the single server seeded (omni on it is what cluster ÷ single
+    compares with), then the cluster section alone."""
+    out: dict[str, Any] = {}
+    omni_config(bench.work / "omni.toml", bench.redis.url)
+    asyncio.run(seed(bench, growth=False))
+    cluster.section(bench, lambda cids: scenarios(bench, cids), out)
+    return out
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -719,7 +759,8 @@ def run(bench: Bench) -> dict[str, Any]:
     if bench.config.profile:
         missed = [s for s in scenarios(bench) if out.get(s.name, {}).get("met") is False]
         profile.scenarios(bench, missed, omni_url, single[0].pid, out)
-    two_processes(bench, base_url, single, out)
+    two_processes(bench, single, out)
+    cluster.section(bench, lambda cids: scenarios(bench, cids), out)
     trust.soak(bench, out)
     asyncio.run(memory(bench, out))
     out["limits"] = {

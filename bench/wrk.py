@@ -37,6 +37,10 @@ class Run:
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by bench.cpu.Meter
     # The busiest processes outside the bench's own ("comm pid": cores), by bench.cpu.
     others: dict[str, float] = field(default_factory=dict)
+    # What Redis did during the run, by bench.redis_work: commands, command_usec, cpu_usec
+    # (totals, over the primaries the server used), and the calls by command.
+    redis: dict[str, float] = field(default_factory=dict)
+    redis_calls: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:

@@ -37,15 +37,19 @@ def free_ports(count: int) -> list[int]:
     candidates = list(range(20000, 50000))
     random.shuffle(candidates)
     for port in candidates:
-        if _free(port) and _free(port + BUS_OFFSET):
+        if port_free(port) and port_free(port + BUS_OFFSET):
             ports.append(port)
             if len(ports) == count:
                 return ports
     raise ConfigError("redis cluster: no free loopback ports")
 
 
-def _free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Nothing listens on it. SO_REUSEADDR, as Valkey binds: the connections a stopped
+    cluster leaves in TIME_WAIT do not keep it from listening there again (without it, a
+    `make cluster` right after Ctrl-C said "ports in use" for a minute)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args, serve = parser.parse_known_args(argv)
     ports = list(range(args.first_port, args.first_port + 6))
     cluster = LocalCluster(Path(args.dir), ports, persist=True)
-    taken = [p for p in ports if not _free(p) or not _free(p + BUS_OFFSET)]
+    taken = [p for p in ports if not port_free(p) or not port_free(p + BUS_OFFSET)]
     if taken:
         print(
             f"cluster: ports in use: {taken}; stop what holds them or pass --first-port",

@@ -11,20 +11,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from bench import baseline, profile, results, traffic, trust, wrk
-from bench.run import MAX_IN_FLIGHT, Config, omni_config
+from bench import baseline, cluster, profile, redis_work, results, traffic, trust, wrk
+from bench.run import MAX_IN_FLIGHT, Bench, Config, Scenario, _parser, omni_config
 from bench.seed import Seeder
 from omni.app import create_app
 from omni.model import InboundMessage
+from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
 from omni.store import Store
-from tests.conftest import make_settings
+from tests.conftest import CLUSTER, make_settings, primaries
 
 CUSTOMERS = 3
 SEEDED = 3
@@ -96,14 +97,11 @@ async def test_every_prebuilt_request_is_one_omni_accepts(
         assert page.messages[-1].channel_message_id == "seed-0"
 
 
-@pytest.mark.single_server(
-    "the benchmark's baseline (bench/baseline) is a single-server client; it runs on a "
-    "cluster with the cluster benchmark (issue 14's bench wave), not here yet"
-)
 async def test_the_baseline_answers_the_same_requests(
     aiohttp_client: Any, redis_url: str, redis: Redis
 ) -> None:
-    client: TestClient = await aiohttp_client(baseline.create_app(redis_url))
+    # On the cluster run, with redis-py's cluster client (the cluster section's baseline).
+    client: TestClient = await aiohttp_client(baseline.create_app(redis_url, cluster=CLUSTER))
     cids, senders, web = await _customers(redis)
     blob = traffic.message_post("seed", "seed").partition(b"\r\n\r\n")[2]
     await baseline.seed(redis, cids, baseline.RECENT + 1, blob)
@@ -300,3 +298,98 @@ def test_the_bench_config_lets_omni_take_every_connection(tmp_path: Path) -> Non
     settings = Settings.from_env({"OMNI_CONFIG": str(path)})
     assert settings.limits.max_in_flight == MAX_IN_FLIGHT
     assert 100 * Config().connections < MAX_IN_FLIGHT
+
+
+async def test_redis_work_counts_what_the_requests_made_redis_do(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    """Commands, scripts and CPU from INFO before and after, over every primary: here 20
+    ingests through omni's app, each one append script (and what it calls) at least."""
+    settings = make_settings(
+        redis_url, auth={"api_keys": [{"key": traffic.API_KEY, "role": "bot", "name": "b"}]}
+    )
+    client = await aiohttp_client(create_app(settings))
+    async with primaries(redis) as nodes:
+        urls = [
+            f"unix://{n.connection_pool.connection_kwargs['path']}"
+            if "path" in n.connection_pool.connection_kwargs
+            else f"redis://127.0.0.1:{n.connection_pool.connection_kwargs['port']}"
+            for n in nodes
+        ]
+    before = await asyncio.to_thread(redis_work.snapshot, urls)
+    for request in traffic.messages_ingest([traffic.web_id(i) for i in range(4)], "w", 20):
+        assert (await _send(client, request))[0] == 201
+    after = await asyncio.to_thread(redis_work.snapshot, urls)
+    totals, calls = redis_work.delta(before, after)
+    assert totals["scripts"] >= 20
+    assert calls["evalsha"] >= 20
+    assert totals["commands"] > totals["scripts"]  # the script's own calls count too
+    assert "info" not in calls  # the snapshots' own INFO is not the run's
+    assert totals["script_usec"] > 0 and totals["cpu_usec"] > 0
+    if len(urls) > 1:
+        assert 1 / len(urls) <= totals["busiest_share"] <= 1
+    run = wrk.Run(20, 1.0, 1, 1, 1, 1, 1, 0, 0, False, redis=totals, redis_calls=calls)
+    per = redis_work.per_request([run])
+    assert per["scripts"] == round(totals["scripts"] / 20, 2)
+    assert per["by_command"]["evalsha"] >= 1
+
+
+def _cluster_row(rps: float, base: float, single: float) -> dict[str, Any]:
+    work = {"commands": 19.0, "scripts": 1.1, "command_usec": 60.0, "script_usec": 90.0,
+            "cpu_usec": 200.0, "busiest_share": 0.4, "by_command": {"evalsha": 1.1}}  # fmt: skip
+    return {
+        "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "baseline_rps": base, "baseline_p99_ms": 1.0,
+        "ratio": round(rps / base, 3), "rounds": {"errors": 0}, "single_rps": single,
+        "cluster_over_single": round(rps / single, 3), "redis_per_request": work,
+        "baseline_redis_per_request": work | {"commands": 4.0, "cpu_usec": 70.0},
+        "single_redis_per_request": work | {"cpu_usec": 110.0}, "omni_cpu_usec": 700.0,
+    }  # fmt: skip
+
+
+def test_the_cluster_entries_sizing_and_their_lines(tmp_path: Path) -> None:
+    out: dict[str, Any] = {
+        f"cluster_{name}": _cluster_row(800.0, 1000.0, 900.0) for name in cluster.SIZED
+    }
+    out["redis_work"] = cluster.redis_work(out)
+    out["sizing"] = cluster.sizing(out)
+    out["cluster_replica_acks"] = {
+        "messages_ingest": {"rps": 400.0, "acks_0_rps": 800.0, "ratio": 0.5, "p99_ms": 9.0,
+                            "acks_0_p99_ms": 4.0, "errors": 0, "acks_0_errors": 0},
+    }  # fmt: skip
+    path = tmp_path / "latest.json"
+    results.write(path, out)
+    written = json.loads(path.read_text())
+    row = written["cluster_instagram_ingest"]
+    assert {"rps", "ratio", "cluster_over_single"} <= set(row)
+    assert (row["ratio"], row["cluster_over_single"]) == (0.8, 0.889)
+    # Omni's CPU over the primaries' CPU per request: 700 / 200 µs, 3.5 cores a primary.
+    sizing = written["sizing"]["context_read"]
+    assert sizing["omni_cores_per_primary"] == 3.5
+    assert sizing["primary_requests_per_s"] == 5000
+    work = written["redis_work"]["messages_ingest"]
+    assert work["cluster"]["baseline"]["commands"] == 4.0
+    assert work["single"]["omni"]["cpu_usec"] == 110.0  # no single scenario: this section's
+    lines = "\n".join(cluster.table(written))
+    assert "cluster_messages_ingest" in lines and "0.89" in lines
+    assert "3.5 omni cores" in lines
+    assert "x0.50" in lines
+
+
+def test_the_cluster_section_runs_alone_with_only_cluster() -> None:
+    assert _parser().parse_args(["--only", "cluster", "--quick"]).only == "cluster"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--only", "nothing"])
+
+
+def test_each_side_of_a_round_has_its_own_request_file(tmp_path: Path) -> None:
+    """The cluster section's sides read different customers in the same round: one's
+    file must not be the other's (a shared name once sent the single server's omni the
+    cluster's customers, 404s counted as reads)."""
+    bench = Bench(Config(), tmp_path, cast(EmbeddedRedis, None))
+    single = Scenario("context_read", None, lambda _, __: traffic.context_reads(["a"]), False)
+    clustered = Scenario("context_read", None, lambda _, __: traffic.context_reads(["b"]), False)
+    first = bench.scenario_file(single, 0, "single")
+    second = bench.scenario_file(clustered, 0, "cluster")
+    assert first != second
+    assert traffic.read_requests(first) == [traffic.context_get("a")]
+    assert traffic.read_requests(second) == [traffic.context_get("b")]
