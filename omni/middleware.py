@@ -86,6 +86,11 @@ def problem_response(problem: ProblemError, request_id: str) -> web.Response:
     return response
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _location(problem: Moved, request: web.Request) -> str:
     # 308 keeps the method and body, so a write to an absorbed id lands on the survivor.
     location = request.rel_url.path.replace(problem.source, problem.survivor, 1)
@@ -122,7 +127,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             response.headers["Allow"] = exc.headers["Allow"]
     except Exception as exc:
         mapped = _mapped(exc)
-        if mapped is None:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client went away before its request was read (its body cut short): no
+            # error of ours, and no one to answer. The request line says so; no traceback.
+            mapped = BadRequest("the client closed the connection before its request was read")
+        elif mapped is None:
             log.exception("unhandled error", route=_route(request), method=request.method)
             mapped = ProblemError("an unexpected error; quote the request id when reporting it")
         elif isinstance(mapped, Unavailable):

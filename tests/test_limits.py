@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -17,6 +18,7 @@ from omni.jsonbody import DEPTH_MAX, too_deep
 from omni.routes import all_routes
 from tests.conftest import ADMIN, ingest, snapshot
 from tests.everything import Logs, full_settings
+from tests.test_worker import until
 
 JSON_ROUTES = [r for r in all_routes() if r.body is not None]
 DEEP = {
@@ -105,3 +107,36 @@ async def test_bytes_the_http_parser_refuses_are_400_in_one_log_line(
     ]
     assert len(refused) == 1 and refused[0]["status"] == 400
     assert "a\\x00b" not in logs.text
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/channels/instagram/webhook"])
+async def test_a_client_gone_mid_body_is_one_quiet_log_line_not_an_error(
+    redis_url: str, redis: Redis, path: str
+) -> None:
+    # Served as `omni serve` serves (aiohttp's test server would cancel the handler when
+    # the client goes, which `omni serve` does not).
+    runner = web.AppRunner(create_app(full_settings(redis_url)), handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        logs = Logs()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {ADMIN['Authorization']}\r\nContent-Length: 1000\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"channel": "web"')  # then the client goes away
+        await writer.drain()
+        writer.transport.abort()
+
+        async def answered() -> bool:
+            return any(line.get("event") == "request" for line in logs.lines())
+
+        await until(answered, timeout_s=10)
+        assert logs.tracebacks() == []
+        request = next(line for line in logs.lines() if line["event"] == "request")
+        assert request["status"] == 400
+    finally:
+        await runner.cleanup()
