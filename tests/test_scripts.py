@@ -20,6 +20,7 @@ from omni.outbox import delivery_id
 from omni.redis_client import close, connect
 from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
 from omni.scripts import Batch, Pipeliner
+from omni.state import SERVICES
 from tests.conftest import BOT, make_settings, primaries
 
 
@@ -109,7 +110,8 @@ async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
     assert await redis.xlen(keys.events(cid)) == 1
     did = delivery_id(f"bot:{message['id']}", cid)
     assert await redis.hget(keys.delivery(cid, did), "state") == b"queued"
-    queued = await redis.xrange(keys.outbox_stream("default"))
+    outbox = client.app[SERVICES].outbox  # its customer's queue (one of several on a cluster)
+    queued = await redis.xrange(outbox.queues[outbox.queue_of(cid)].stream)
     assert [fields[b"d"].decode() for _, fields in queued] == [did]
 
 
