@@ -55,6 +55,7 @@ from omni.model import Cart, Continuity, Conversation, Customer, Fact, Message, 
 from omni.optouts import opted_out
 from omni.outbox import DeliveryStatus, Outbox
 from omni.store import SYSTEM_CHANNEL, Store
+from omni.store.entries import DIGEST_MARK
 from omni.store.reply import as_text
 
 log = structlog.get_logger("omni.erasure")
@@ -227,10 +228,14 @@ async def _tagged_keys(erasure: Erasure, cid: str, fields: dict[str, bytes]) -> 
     channels.update(n[2:].partition(":")[0] for n in fields if n.startswith("i:"))
     channels.update(n[3:] for n in fields if n.startswith("in:"))
     channels.update((as_text(fields.get("cv_channels")) or "").split(","))
-    # The message-id index names every channel the timeline has an index for, also one
-    # switched off since: the customer's own hash is scanned, never the keyspace.
+    # Every channel the timeline has an index for, also one switched off since: the
+    # customer's own hash names them (never the keyspace scanned), and so does the
+    # message-id index's text field of each message stored before its digests.
+    channels.update((as_text(fields.get("tl_channels")) or "").split(","))
     async for name in redis.hscan_iter(keys.message_ids(cid), count=1000, no_values=True):
-        match = _CHANNEL.match(as_text(name) or "")
+        if name.startswith(DIGEST_MARK):
+            continue
+        match = _CHANNEL.match(name.decode(errors="replace"))
         channels.add(match.group(0) if match else "")
     channels.discard("")
     deliveries = [as_text(d) or "" for d in await redis.zrange(keys.deliveries(cid), 0, -1)]

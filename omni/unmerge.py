@@ -55,7 +55,7 @@ from omni.merge import text_fields
 from omni.merge_surveys import give_back
 from omni.model import Identity, Message, Profile
 from omni.store import Store
-from omni.store.entries import dedupe_field
+from omni.store.entries import dedupe_fields
 from omni.store.reply import absorbed_ids, as_bytes, as_text
 
 _SPLIT_ATTEMPTS = 20
@@ -265,7 +265,7 @@ async def _move_one(
 ) -> None:
     redis = undo.store.redis
     assert message.channel_message_id is not None
-    dedupe = dedupe_field(message.channel, message.channel_message_id)
+    dedupe, legacy = dedupe_fields(message.channel, message.channel_message_id)
     notes = await redis.hmget(
         keys.notes(undo.survivor), [f"{n}:{entry}" for n in ("s", "d", "r", "rd")]
     )
@@ -278,12 +278,12 @@ async def _move_one(
             keys.notes(undo.source),
         ],
         args=[entry, blob, conv, dedupe, message.channel, message.direction,
-              *[n if n is not None else "" for n in notes]],
+              *[n if n is not None else "" for n in notes], legacy],
     )  # fmt: skip
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xdel(keys.timeline(undo.survivor), entry)
         pipe.xdel(keys.channel_timeline(undo.survivor, message.channel), entry)
-        pipe.hdel(keys.message_ids(undo.survivor), dedupe)
+        pipe.hdel(keys.message_ids(undo.survivor), dedupe, legacy)
         pipe.hdel(keys.notes(undo.survivor), *[f"{n}:{entry}" for n in ("s", "d", "r", "rd")])
         pipe.hincrby(keys.customer(undo.survivor), "rev", 1)
         await pipe.execute()

@@ -20,10 +20,13 @@ from omni.channel import Delivery
 from omni.clock import now_ms
 from omni.erasure import EXPORT_PAGE, STEPS, Erasure, Export
 from omni.handoff import due_key
+from omni.ids import new_message_id
+from omni.model import Author, Identity, Message
 from omni.outbox import Job
 from omni.presence import present
 from omni.settings import Settings
 from omni.state import REDIS, SERVICES, STORE
+from omni.store.entries import dedupe_field, legacy_dedupe_field
 from omni.worker import Worker
 from tests.adapters.test_instagram import ACCOUNT
 from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings, snapshot
@@ -362,3 +365,34 @@ async def test_the_export_holds_everything_and_the_whole_history(client: TestCli
     assert texts[:bulk] == [f"message {i}" for i in reversed(range(bulk))]
     assert {"Where is my marmalade order?", "Did the marmalade ship?"} <= set(texts)
     assert {m.channel for m in export.messages} >= {"web", "instagram", "mobile", "system"}
+
+
+@pytest.mark.parametrize("before_digests", [False, True])
+async def test_the_index_of_a_channel_nothing_else_names_goes_too(
+    client: TestClient, redis: Redis, before_digests: bool
+) -> None:
+    """A reply on a channel omni no longer serves, in a conversation resolved since: no
+    identity, setting or conversation names the channel, yet its index is theirs and
+    goes. The customer's hash names it; a message stored before the message-id index
+    held digests names it in its field there."""
+    said = await ingest(client, channel="web", external_id=VISITOR, channel_message_id="w-1")
+    cid = said["customer_id"]
+    reply = Message(id=new_message_id(), customer_id=cid, conversation_id="", channel="fax",
+                    direction="outbound", author=Author(kind="agent", id="agent-7"),
+                    received_at="", channel_message_id="fax-1", text="Your order left")  # fmt: skip
+    identity = Identity(channel="fax", external_id=PHONE)
+    await client.app[STORE].timeline.append(cid, reply, identity=identity)
+    await _ok(await client.post(f"/v1/customers/{cid}/resolve", json={}, headers=AGENT))
+    await ingest(client, channel="web", external_id=VISITOR, channel_message_id="w-2")
+    if before_digests:
+        index = keys.message_ids(cid)
+        entry = (await redis.xrevrange(keys.channel_timeline(cid, "fax"), count=1))[0][0]
+        await redis.hdel(index, dedupe_field("fax", "fax-1"))  # type: ignore[misc]
+        await redis.hset(index, legacy_dedupe_field("fax", "fax-1"), entry)  # type: ignore[misc]
+        await redis.hdel(keys.customer(cid), "tl_channels")  # type: ignore[misc]
+    assert await redis.exists(keys.channel_timeline(cid, "fax"))
+
+    await _ok(await client.delete(f"/v1/customers/{cid}", headers=ADMIN), 204)
+
+    assert not await redis.exists(keys.channel_timeline(cid, "fax"))
+    await _nothing_left(client, redis, [cid])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from omni import keys
+from omni.store.entries import dedupe_field, legacy_dedupe_field
 from tests.conftest import BOT, ingest
 
 
@@ -85,3 +88,32 @@ async def test_every_canonical_field_round_trips(client: TestClient) -> None:
     assert read == stored
     for key in ("attachments", "quick_reply", "voice", "reply_to", "metadata", "sent_at", "text"):
         assert read[key] == body[key], key
+
+
+async def _indexed_as_before_digests(redis: Redis, cid: str, channel: str, cmid: str) -> None:
+    """The message-id index entry of a stored message rewritten as omni wrote it before
+    the index held digests: the field `channel:id` (or `channel#` and a hex digest of a
+    long id) and the entry id as text."""
+    index = keys.message_ids(cid)
+    entry = (await redis.xrevrange(keys.timeline(cid), count=1))[0][0]
+    assert await redis.hdel(index, dedupe_field(channel, cmid)) == 1  # type: ignore[misc]
+    await redis.hset(index, legacy_dedupe_field(channel, cmid), entry)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cmid", ["old-1", "o" * 80])  # the second's field was a hex digest
+async def test_a_message_stored_before_the_index_held_digests_is_still_a_repeat(
+    client: TestClient, redis: Redis, cmid: str
+) -> None:
+    first = await ingest(client, channel_message_id=cmid, text="first")
+    await _indexed_as_before_digests(redis, first["customer_id"], "web", cmid)
+    again = await client.post(
+        "/v1/messages",
+        json={"channel": "web", "external_id": "visitor-1", "channel_message_id": cmid,
+              "text": "changed on retry"},
+        headers=BOT,
+    )  # fmt: skip
+    assert again.status == 200
+    assert await again.json() == first
+    await ingest(client, channel_message_id=f"{cmid}-next", text="next")
+    history = await client.get(f"/v1/customers/{first['customer_id']}/history", headers=BOT)
+    assert [m["text"] for m in (await history.json())["messages"]] == ["next", "first"]

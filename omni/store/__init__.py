@@ -21,7 +21,7 @@
 
 The customer hash is shared by design (one slot, one script per write), by field: the
 rooms above own the fields listed; append.lua writes the activity fields (last_seen,
-last_channel, in:<ch>, cv_n, cv_channels, …); omni.handoff owns ho*, cv_assignee,
+last_channel, in:<ch>, cv_n, cv_channels, tl_channels, …); omni.handoff owns ho*, cv_assignee,
 cv_first, cv_resolved; omni.merge owns merged_into, merged_at, merge_id and absorbed
 (which the rooms read to follow a merge); omni.erasure owns erasing. Three operations
 reach every key of a customer by design: omni.merge (reads both hashes whole, repoints

@@ -6,7 +6,9 @@
 --       9 '1' when the customer id came from a cache (see below),
 --       10 the customers absorbed (the 'absorbed' field) whose indexes the caller has
 --          looked in already ('' = none), 11 '1' for omni's own message (a survey
---          question): like the timeline's events, it opens no conversation
+--          question): like the timeline's events, it opens no conversation,
+--       12 the dedupe field of the layout before digests (omni.store.entries), looked
+--          up when the first is not there: messages stored before are indexed by it
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
 -- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', 'cv_status',
 -- 'last_channel', 'iw', 'ix', journey, last resolution} for a new message (the handoff
@@ -33,8 +35,25 @@ end
 if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
   return {-4}
 end
-local existing = redis.call('HGET', KEYS[4], ARGV[1])
+-- The message-id index holds an entry id packed in 8 bytes (6 of milliseconds, 2 of
+-- sequence; omni.store.entries.packed_entry), or as text: before the packing, or when
+-- the sequence does not fit.
+local function packed(entry)
+  local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
+  seq = tonumber(seq)
+  if seq > 65535 then return entry end
+  return struct.pack('>I6I2', tonumber(ms), seq)
+end
+local function unpacked(value)
+  if #value ~= 8 then return value end
+  local ms, seq = struct.unpack('>I6I2', value)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+local found = redis.call('HMGET', KEYS[4], ARGV[1], ARGV[12])
+local existing = found[1] or found[2]
 if existing then
+  existing = unpacked(existing)
   local entry = redis.call('XRANGE', KEYS[2], existing, existing)[1]
   local conv = 0
   local blob = ''
@@ -55,7 +74,8 @@ if held[3] and held[3] ~= '' and held[3] ~= ARGV[10] then
 end
 
 local channel = ARGV[3]
-local state = redis.call('HMGET', KEYS[1], 'cv_n', 'cv_status', 'cv_channels', 'last_channel')
+local state = redis.call('HMGET', KEYS[1], 'cv_n', 'cv_status', 'cv_channels', 'last_channel',
+  'tl_channels')
 local conv = tonumber(state[1])
 local status = state[2]
 -- The timeline's own events (channel 'system': cart changes, merges) belong to no
@@ -72,7 +92,13 @@ conv = conv or 0
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'v', conv)
 -- The channel index shares the entry id, so both streams order alike.
 redis.call('XADD', KEYS[3], id, 'v', conv)
-redis.call('HSET', KEYS[4], ARGV[1], id)
+redis.call('HSET', KEYS[4], ARGV[1], packed(id))
+-- 'tl_channels': every channel the timeline has an index for (KEYS[3]), which an
+-- erasure deletes (the index's digests do not name them).
+local indexed = state[5] or ''
+if not string.find(',' .. indexed .. ',', ',' .. channel .. ',', 1, true) then
+  redis.call('HSET', KEYS[1], 'tl_channels', indexed == '' and channel or indexed .. ',' .. channel)
+end
 
 local ms = string.match(id, '^(%d+)')
 local journey = ''

@@ -15,19 +15,60 @@ from omni.model import Message, MessageStatus, Voice
 from omni.store.reply import as_bytes, as_text
 
 _DEDUPE_FIELD_MAX = 64
+# A message-id index field that starts with this byte is a digest (`dedupe_field`); no
+# other field does: every other one is text, and 0xff is never a byte of UTF-8.
+DIGEST_MARK = b"\xff"
+_DIGEST_SIZE = 9
+_SEQ_MAX = 0xFFFF  # the largest sequence number a packed entry id holds
 
 
 def conversation_id(cid: str, number: int) -> str:
     return f"cnv_{cid[4:]}-{number}"
 
 
-def dedupe_field(channel: str, channel_message_id: str) -> str:
-    """The message-id index field; long channel ids (Instagram's are ~150 chars) are
-    hashed so the index costs the same per message whatever the channel."""
+def dedupe_field(channel: str, channel_message_id: str) -> bytes:
+    """The message-id index field of a channel's message: DIGEST_MARK and 9 bytes of a
+    digest of the channel and its id, whatever their length.
+
+    Ten bytes, with the 8-byte packed entry id it points to (`packed_entry`), is the
+    server's smallest hash entry (a 32-byte allocation): 40 bytes a message in the
+    index, where the channel's id and the entry id as text took 55 or more. 72 bits: two
+    of a customer's 100,000 ids share a field with a chance of 1 in 10^12."""
+    text = f"{channel}:{channel_message_id}".encode()
+    return DIGEST_MARK + hashlib.blake2b(text, digest_size=_DIGEST_SIZE).digest()
+
+
+def legacy_dedupe_field(channel: str, channel_message_id: str) -> str:
+    """The field messages stored before the digests are indexed under, looked up after
+    `dedupe_field`'s: `channel:id`, or `channel#` and a hex digest of a long id."""
     field = f"{channel}:{channel_message_id}"
     if len(field) <= _DEDUPE_FIELD_MAX:
         return field
     return f"{channel}#" + hashlib.blake2b(channel_message_id.encode(), digest_size=16).hexdigest()
+
+
+def dedupe_fields(channel: str, channel_message_id: str) -> list[bytes | str]:
+    """A message's fields in the message-id index, in the order they are looked up:
+    its digest's, then the one it has if it was stored before the digests."""
+    return [dedupe_field(channel, channel_message_id),
+            legacy_dedupe_field(channel, channel_message_id)]  # fmt: skip
+
+
+def packed_entry(entry: str) -> bytes:
+    """An entry id as the message-id index holds it: 6 bytes of milliseconds and 2 of
+    sequence, big-endian (as append.lua packs it); as text when the sequence is larger."""
+    ms, _, seq = entry.partition("-")
+    if int(seq) > _SEQ_MAX:
+        return entry.encode()
+    return int(ms).to_bytes(6, "big") + int(seq).to_bytes(2, "big")
+
+
+def index_entry(value: bytes) -> str:
+    """The entry id a message-id index field holds: packed (8 bytes) or as text (an
+    entry id as text is at least 15 characters: 13 digits of milliseconds, '-', seq)."""
+    if len(value) == 8:
+        return f"{int.from_bytes(value[:6], 'big')}-{int.from_bytes(value[6:], 'big')}"
+    return value.decode()
 
 
 def echo_field(channel: str, fingerprint: str) -> str:

@@ -1,7 +1,8 @@
 """The timeline room (`store.timeline`): every read and write of a customer's messages.
 
 Owns `omni:{C}:tl` (the timeline stream), `omni:{C}:tl:<channel>` (the per-channel
-indexes), `omni:{C}:mid` (channel message id -> entry, and the echoes expected) and
+indexes), `omni:{C}:mid` (a digest of channel and message id -> the entry id packed,
+omni.store.entries; the echoes expected and early receipts as text) and
 `omni:{C}:ann` (what happened to a message since: status, deletion, reaction, read);
 its scripts, append.lua and read_page.lua, sit beside it.
 
@@ -53,8 +54,12 @@ from omni.store.entries import (
     Built,
     conversation_id,
     dedupe_field,
+    dedupe_fields,
     echo_field,
     entry_order,
+    index_entry,
+    legacy_dedupe_field,
+    packed_entry,
     start_after,
     start_before,
     stored_message,
@@ -209,17 +214,18 @@ class Timeline:
         self, cid: str, message: Message, absorbed: bytes
     ) -> Appended | None:
         """The message as stored before a merge on a customer `cid` absorbed, if it was:
-        one HGET per absorbed customer (one round trip), whatever their histories' length."""
+        one HMGET per absorbed customer (one round trip), whatever their histories' length."""
         assert message.channel_message_id is not None
         owners = absorbed_ids(absorbed)
-        field = dedupe_field(message.channel, message.channel_message_id)
+        dedupe = dedupe_fields(message.channel, message.channel_message_id)
         batch = scripts.Batch()
         for owner in owners:
-            batch.command("hget", keys.message_ids(owner), field)
-        for owner, entry in zip(owners, await self.pipeliner.run(batch), strict=True):
+            batch.command("hmget", keys.message_ids(owner), *dedupe)
+        for owner, held in zip(owners, await self.pipeliner.run(batch), strict=True):
+            entry = next((as_bytes(f) for f in held if f is not None), None)
             if entry is None:
                 continue
-            entry_id = as_bytes(entry).decode()
+            entry_id = index_entry(entry)
             found = await self.redis.xrange(keys.timeline(owner), entry_id, entry_id)
             if not found:
                 continue
@@ -260,6 +266,7 @@ class Timeline:
             # omni's own words to the customer (a survey) belong to the conversation
             # they follow: they neither open one nor move it on.
             "1" if message.author.kind == "system" else "0",
+            legacy_dedupe_field(message.channel, message.channel_message_id),
         ]
         if self.acks is not None:  # answered once replicas hold it (omni.replica_acks)
             confirmed: list[Any] = await self.acks.append(self._append, script_keys, script_args)
@@ -434,10 +441,11 @@ class Timeline:
 
     async def entry_of(self, cid: str, channel: str, channel_message_id: str) -> str | None:
         """The timeline entry of a message, by the channel's id for it."""
-        found = await self.redis.hget(
-            keys.message_ids(cid), dedupe_field(channel, channel_message_id)
+        found = await self.redis.hmget(
+            keys.message_ids(cid), dedupe_fields(channel, channel_message_id)
         )
-        return as_text(found)
+        entry = next((as_bytes(f) for f in found if f is not None), None)
+        return index_entry(entry) if entry is not None else None
 
     async def link_channel_message(
         self, cid: str, channel: str, channel_message_id: str, entry: str
@@ -445,7 +453,7 @@ class Timeline:
         """Let the channel's id for a message we sent find it, so the channel's echo of
         our own send de-duplicates against it instead of storing it twice."""
         await self.redis.hsetnx(
-            keys.message_ids(cid), dedupe_field(channel, channel_message_id), entry
+            keys.message_ids(cid), dedupe_field(channel, channel_message_id), packed_entry(entry)
         )
 
     async def expect_echo(self, cid: str, channel: str, fingerprint: str, entry: str) -> None:
