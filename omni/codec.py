@@ -6,10 +6,12 @@ without a migration stopping the world; anything that does not decode becomes
 
 Records are written with msgpack and read with msgspec's msgpack decoder, which builds
 the typed structs straight from the bytes (no dict in between). Messages are stored by
-position (schema 3: the direction a bool, the author an array) and without what the
-timeline entry already says (the customer, the conversation number, the time received),
-which keeps a stored message small; messages written by position with the API's spelling
-of direction and author (schema 2) and as maps (schema 1) still read.
+position (schema 4: the direction a bool, the author an array or, a customer's without
+a name, its id; the message id without its "msg_") and without what the timeline entry
+already says (the customer, the conversation number, the time received), which keeps a
+stored message small; messages written with the author always an array and the whole
+id (schema 3), by position with the API's spelling of direction and author (schema 2)
+and as maps (schema 1) still read.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from omni.model import (
 )
 
 SCHEMA = 1  # a msgpack map of the record's fields
-# A message as a msgpack array in `_StoredMessage3`'s field order, its direction a bool
-# and its author an array (`_StoredAuthor`): 3 since issue 16, 23 bytes a message less
-# than 2 (`_StoredMessage`: direction and author as the API spells them), which still
-# reads. A version of omni before 3 cannot read what 3 writes: upgrade every process of
-# a deployment before the first message is stored by the new one.
-MESSAGE_SCHEMA = 3
+# A message as a msgpack array in `_StoredMessage4`'s field order: 4 since issue 16's
+# memory target, 6 bytes a message less than 3 (`_StoredMessage3`: the whole id, the
+# author always an array), which still reads and is still written for a message whose
+# id omni did not make (without the "msg_" a 4 leaves out). 3 was 23 bytes less than 2
+# (`_StoredMessage`: direction and author as the API spells them), which reads too.
+# A version of omni before 4 cannot read what 4 writes: upgrade every process of a
+# deployment before the first message is stored by the new one.
+MESSAGE_SCHEMA = 4
 _HEADER = bytes([SCHEMA])
 _MESSAGE_HEADER = bytes([MESSAGE_SCHEMA])
+_MESSAGE_HEADER_3 = bytes([3])
 _MESSAGE_HEADER_2 = bytes([2])
+_ID_PREFIX = "msg_"  # every message id omni makes (omni.ids.new_message_id) starts so
 # Author kinds by their stored number: only ever appended to.
 _AUTHOR_KINDS: tuple[AuthorKind, ...] = ("customer", "bot", "agent", "system")
 _AUTHOR_CODES = {kind: code for code, kind in enumerate(_AUTHOR_KINDS)}
@@ -100,8 +106,30 @@ class _StoredMessage3(msgspec.Struct, frozen=True, array_like=True):
     metadata: dict[str, MetaValue] = {}
 
 
+class _StoredMessage4(msgspec.Struct, frozen=True, array_like=True):
+    """Schema 4: `_StoredMessage3` with the id after its "msg_", and a customer's author
+    without a name as its id alone (the common case: who wrote an inbound message).
+    The same rules: fields only ever added at the end, with a default."""
+
+    id: str
+    channel: str
+    inbound: bool
+    author: str | _StoredAuthor
+    channel_message_id: str | None = None
+    sent_at: str | None = None
+    text: str | None = None
+    attachments: list[Attachment] = []
+    quick_reply: Payload | None = None
+    postback: Payload | None = None
+    quick_replies: list[Payload] = []
+    voice: Voice | None = None
+    reply_to: str | None = None
+    metadata: dict[str, MetaValue] = {}
+
+
 _MESSAGE_2 = msgspec.msgpack.Decoder(_StoredMessage)
-_MESSAGE = msgspec.msgpack.Decoder(_StoredMessage3)
+_MESSAGE_3 = msgspec.msgpack.Decoder(_StoredMessage3)
+_MESSAGE = msgspec.msgpack.Decoder(_StoredMessage4)
 _MESSAGE_REQUIRED = 4
 _DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -141,11 +169,16 @@ def decode_value(blob: bytes) -> Any:
 
 def encode_message(message: Message) -> bytes:
     author = message.author
-    stored_author: list[Any] = [_AUTHOR_CODES[author.kind], author.id, author.name]
+    stored_author: Any = [_AUTHOR_CODES[author.kind], author.id, author.name]
     while stored_author[-1] is None:
         stored_author.pop()
+    message_id, header = message.id, _MESSAGE_HEADER_3
+    if message_id.startswith(_ID_PREFIX):
+        message_id, header = message_id[len(_ID_PREFIX) :], _MESSAGE_HEADER
+        if len(stored_author) == 2 and author.kind == "customer":
+            stored_author = author.id
     fields = [
-        message.id,
+        message_id,
         message.channel,
         message.direction == "inbound",
         stored_author,
@@ -166,7 +199,7 @@ def encode_message(message: Message) -> bytes:
     ]
     while len(fields) > _MESSAGE_REQUIRED and fields[-1] in (None, [], {}):
         fields.pop()  # decoding gives a missing trailing field its default
-    return _pack(fields, _MESSAGE_HEADER)
+    return _pack(fields, header)
 
 
 def decode_message(
@@ -191,14 +224,38 @@ def decode_message(
             two.quick_reply, two.postback, two.quick_replies, two.voice, two.reply_to,
             two.metadata,
         )  # fmt: skip
+    if blob[:1] == _MESSAGE_HEADER_3:
+        return _message_3(blob, customer_id, conversation_id, received_at)
     _body(blob, _MESSAGE_HEADER)  # an unknown schema byte is a CorruptRecord
     return message_at(blob, customer_id, conversation_id, received_at)
+
+
+def _author(stored: _StoredAuthor) -> Author:
+    if not 0 <= stored.kind < len(_AUTHOR_KINDS):
+        raise CorruptRecord(f"a stored message has an unknown author kind {stored.kind}")
+    return Author(_AUTHOR_KINDS[stored.kind], stored.id, stored.name)
+
+
+def _message_3(blob: bytes, customer_id: str, conversation_id: str, received_at: str) -> Message:
+    try:
+        three = _MESSAGE_3.decode(memoryview(blob)[1:])
+    except msgspec.DecodeError as exc:
+        raise CorruptRecord(f"a stored message does not decode: {exc}") from None
+    return Message(
+        three.id, customer_id, conversation_id, three.channel,
+        "inbound" if three.inbound else "outbound", _author(three.author), received_at,
+        three.channel_message_id, three.sent_at, three.text, three.attachments,
+        three.quick_reply, three.postback, three.quick_replies, three.voice, three.reply_to,
+        three.metadata,
+    )  # fmt: skip
 
 
 def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at: str) -> Message:
     """`decode_message` with its arguments by position: a page of messages calls it once
     per entry, and this is the path a history page and a context read spend most on."""
     if blob[:1] != _MESSAGE_HEADER:
+        if blob[:1] == _MESSAGE_HEADER_3:  # most messages stored before 4
+            return _message_3(blob, customer_id, conversation_id, received_at)
         return decode_message(
             blob, customer_id=customer_id, conversation_id=conversation_id,
             received_at=received_at,
@@ -208,17 +265,15 @@ def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at:
     except msgspec.DecodeError as exc:
         raise CorruptRecord(f"a stored message does not decode: {exc}") from None
     author = stored.author
-    if not 0 <= author.kind < len(_AUTHOR_KINDS):
-        raise CorruptRecord(f"a stored message has an unknown author kind {author.kind}")
     # Positional: keyword construction of a 17-field struct costs a microsecond more a
     # message (tests/test_codec.py pins Message's field order this relies on).
     return Message(
-        stored.id,
+        _ID_PREFIX + stored.id,
         customer_id,
         conversation_id,
         stored.channel,
         "inbound" if stored.inbound else "outbound",
-        Author(_AUTHOR_KINDS[author.kind], author.id, author.name),
+        Author("customer", author, None) if isinstance(author, str) else _author(author),
         received_at,
         stored.channel_message_id,
         stored.sent_at,

@@ -1,6 +1,7 @@
-"""Stored records: messages by position (schema 2), records as maps (schema 1), both
-plain msgpack behind a schema byte; messages written as maps before still read, and
-bytes that do not decode are a CorruptRecord, never a stray exception."""
+"""Stored records: messages by position (schema 4), records as maps (schema 1), both
+plain msgpack behind a schema byte; messages written by position as schemas 3 and 2
+and as maps before still read, and bytes that do not decode are a CorruptRecord, never
+a stray exception."""
 
 from __future__ import annotations
 
@@ -58,13 +59,43 @@ def test_a_stored_message_is_plain_msgpack_without_field_names_or_derived_fields
                                     reply_to=None, metadata={}, sent_at=None)  # fmt: skip
     stored = msgpack.unpackb(codec.encode_message(plain)[1:])
     assert stored == [
-        "msg_01", "instagram", True, [0, "1784", "Ada"], "mid.1", None,
+        "01", "instagram", True, [0, "1784", "Ada"], "mid.1", None,
         "Où est ma commande 4417 ?",
     ]  # fmt: skip
     assert codec.decode_message(codec.encode_message(plain), **DERIVED) == plain
     bot = msgspec.structs.replace(plain, direction="outbound", author=Author(kind="bot"))
     assert msgpack.unpackb(codec.encode_message(bot)[1:])[2:4] == [False, [1]]
     assert codec.decode_message(codec.encode_message(bot), **DERIVED) == bot
+    # Who writes most messages, a customer known by their id alone, is that id.
+    customer = msgspec.structs.replace(plain, author=Author(kind="customer", id="1784"))
+    assert msgpack.unpackb(codec.encode_message(customer)[1:])[3] == "1784"
+    assert codec.decode_message(codec.encode_message(customer), **DERIVED) == customer
+
+
+def test_a_message_whose_id_omni_did_not_make_is_stored_whole_as_schema_3() -> None:
+    imported = msgspec.structs.replace(FULL, id="legacy-7", author=Author(kind="customer", id="1"))
+    blob = codec.encode_message(imported)
+    assert blob[0] == 3
+    assert msgpack.unpackb(blob[1:])[:4] == ["legacy-7", "instagram", True, [0, "1"]]
+    assert codec.decode_message(blob, **DERIVED) == imported
+
+
+def test_a_message_stored_as_schema_3_still_reads() -> None:
+    # Schema 3 (before issue 16's memory target): the whole id, the author an array.
+    three = [
+        "msg_01", "instagram", True, [0, "1784", "Ada"], "mid.1", "2026-11-23T09:59:59.000Z",
+        "Où est ma commande 4417 ?", [{"type": "image", "url": "https://cdn.example/x.jpg"}],
+        {"payload": "YES", "title": "Yes"}, None, [],
+        {"call_id": "CA1", "transcript": "hello", "confidence": 0.9}, "msg_00",
+        {"standby": False, "n": 3, "ratio": 0.5, "none": None},
+    ]  # fmt: skip
+    blob = b"\x03" + msgpack.packb(three)
+    assert codec.decode_message(blob, **DERIVED) == FULL
+    assert codec.message_at(blob, *DERIVED.values()) == FULL
+    alone = [*three[:3], [0, "1784"], *three[4:]]
+    assert codec.decode_message(b"\x03" + msgpack.packb(alone), **DERIVED).author == Author(
+        kind="customer", id="1784"
+    )
 
 
 def test_a_message_stored_by_position_with_the_apis_spelling_still_reads() -> None:
@@ -99,6 +130,10 @@ def test_a_message_stored_as_a_map_before_still_reads() -> None:
         b"\x03\xc1",
         b"\x03\x94\xa1m\xa1w\xc3\x91\x09",
         b"\x03\x94\xa1m\xa1w\xa1x\x91\x00",
+        b"\x03\x94\xa1m\xa1w\xc3\xa1x",
+        b"\x04\xc1",
+        b"\x04\x94\xa1m\xa1w\xc3\x91\x09",
+        b"\x04\x94\xa1m\xa1w\xc3\x05",
     ],
     ids=[
         "empty",
@@ -109,6 +144,10 @@ def test_a_message_stored_as_a_map_before_still_reads() -> None:
         "3: not msgpack",
         "3: unknown author kind",
         "3: direction not a bool",
+        "3: the author its id alone",
+        "4: not msgpack",
+        "4: unknown author kind",
+        "4: author neither an id nor an array",
     ],
 )
 def test_bytes_that_do_not_decode_are_a_corrupt_record(blob: bytes) -> None:

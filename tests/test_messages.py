@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
@@ -117,3 +118,31 @@ async def test_a_message_stored_before_the_index_held_digests_is_still_a_repeat(
     await ingest(client, channel_message_id=f"{cmid}-next", text="next")
     history = await client.get(f"/v1/customers/{first['customer_id']}/history", headers=BOT)
     assert [m["text"] for m in (await history.json())["messages"]] == ["next", "first"]
+
+
+async def test_a_customer_stored_in_the_layout_before_reads_and_repeats_as_before(
+    client: TestClient, redis: Redis
+) -> None:
+    """Its message as schema 3 wrote it (the whole id, the author an array) and indexed
+    as before the digests: history, context and a repeat answer as they did."""
+    first = await ingest(client, channel_message_id="old-1", text="first", author_name="Ana")
+    cid = first["customer_id"]
+    ((entry, fields),) = await redis.xrange(keys.timeline(cid))
+    three = [first["id"], "web", True, [0, "visitor-1", "Ana"], "old-1", None, "first"]
+    await redis.delete(keys.timeline(cid))
+    await redis.xadd(keys.timeline(cid), {"m": b"\x03" + msgpack.packb(three),
+                                          "v": fields[b"v"]}, id=entry)  # fmt: skip
+    await _indexed_as_before_digests(redis, cid, "web", "old-1")
+    again = await client.post(
+        "/v1/messages",
+        json={"channel": "web", "external_id": "visitor-1", "channel_message_id": "old-1",
+              "text": "changed on retry"},
+        headers=BOT,
+    )  # fmt: skip
+    assert again.status == 200
+    assert await again.json() == first
+    second = await ingest(client, channel_message_id="new-1", text="second")
+    history = await client.get(f"/v1/customers/{cid}/history", headers=BOT)
+    assert (await history.json())["messages"] == [second, first]
+    context = await client.get(f"/v1/customers/{cid}/context", headers=BOT)
+    assert (await context.json())["recent_messages"] == [first, second]  # oldest first
