@@ -15,6 +15,7 @@
        single, Redis work per request, sizing, 2 processes vs 1, replica_acks
        (bench/cluster.py; `--only cluster` runs it alone)
     7. memory: INFO used_memory and MEMORY USAGE deltas per message and per customer
+       (`--only memory` runs it alone, on a fresh Valkey, in seconds)
     8. fsync: ingest with Valkey's appendfsync "always" against "everysec" (bench/trust.py)
     9. soak: one fresh `omni serve`, its RSS after warm-up and after 200,000 requests
    10. the table, and bench/results/latest.json
@@ -666,7 +667,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["cluster"],
+        choices=["cluster", "memory"],
         help="one section alone: its entries replace theirs in --out, the rest is kept",
     )
     return parser
@@ -700,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     if args.soak_requests is not None:
         config = dataclasses.replace(config, soak_requests=args.soak_requests)
-    if wrk.wrk_binary() is None:
+    if wrk.wrk_binary() is None and args.only != "memory":
         print(f"bench: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
     started = time.monotonic()
@@ -709,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         bench = Bench(config, work, server)
         try:
-            out = run_cluster(bench) if args.only == "cluster" else run(bench)
+            sections = {"cluster": run_cluster, "memory": run_memory}
+            out = sections.get(args.only or "", run)(bench)
         finally:
             for process in list(bench.servers):
                 process.stop()
@@ -744,6 +746,14 @@ def run_cluster(bench: Bench) -> dict[str, Any]:
     omni_config(bench.work / "omni.toml", bench.redis.url)
     asyncio.run(seed(bench, growth=False))
     cluster.section(bench, lambda cids: scenarios(bench, cids), out)
+    return out
+
+
+def run_memory(bench: Bench) -> dict[str, Any]:
+    """`--only memory`: the memory section alone, on the fresh server (nothing seeded:
+    the per-message and per-customer figures are deltas, as in a whole run)."""
+    out: dict[str, Any] = {}
+    asyncio.run(memory(bench, out))
     return out
 
 

@@ -377,6 +377,7 @@ def test_the_cluster_entries_sizing_and_their_lines(tmp_path: Path) -> None:
 
 def test_the_cluster_section_runs_alone_with_only_cluster() -> None:
     assert _parser().parse_args(["--only", "cluster", "--quick"]).only == "cluster"
+    assert _parser().parse_args(["--only", "memory"]).only == "memory"
     with pytest.raises(SystemExit):
         _parser().parse_args(["--only", "nothing"])
 
