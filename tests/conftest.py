@@ -22,11 +22,13 @@ from aiohttp import web_app
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis, RedisCluster
 
+from omni import codec, keys
 from omni.app import create_app
 from omni.redis_client import close, connect
 from omni.redis_cluster import LocalCluster, free_ports
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
+from omni.store.entries import dedupe_field, legacy_dedupe_field
 from tests.smtp_server import Mailbox
 
 BOT = {"Authorization": "Bearer test-bot-key-0001"}
@@ -167,6 +169,23 @@ async def ingest(client: TestClient, **fields: Any) -> dict[str, Any]:
     assert response.status in (200, 201), await response.text()
     data: dict[str, Any] = await response.json()
     return data
+
+
+async def index_as_before_digests(redis: Redis, cid: str) -> None:
+    """Rewrite customer `cid`'s message-id index as omni wrote it before it held digests
+    (omni.store.entries): each message's field `channel:id` (or `channel#` and a hex
+    digest of a long id), its entry id as text, and no `tl_channels` naming the
+    channels the timeline has an index for."""
+    index = keys.message_ids(cid)
+    for entry, fields in await redis.xrange(keys.timeline(cid)):
+        message = codec.decode_message(fields[b"m"], customer_id=cid, conversation_id="",
+                                       received_at="")  # fmt: skip
+        assert message.channel_message_id is not None
+        digest = dedupe_field(message.channel, message.channel_message_id)
+        if await redis.hdel(index, digest):  # type: ignore[misc]
+            legacy = legacy_dedupe_field(message.channel, message.channel_message_id)
+            await redis.hset(index, legacy, entry)  # type: ignore[misc]
+    await redis.hdel(keys.customer(cid), "tl_channels")  # type: ignore[misc]
 
 
 async def snapshot(redis: Redis) -> dict[bytes, Any]:

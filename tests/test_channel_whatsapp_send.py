@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from omni import keys
 from omni.app import create_app
 from omni.clock import iso, now_ms
+from omni.store.entries import dedupe_field, legacy_dedupe_field
 from tests.conftest import AGENT, BOT, ingest, make_settings
 from tests.test_bots import BotReceiver, ServerFactory, serve
 from tests.test_channel_whatsapp import WHATSAPP, accepted, context_of
@@ -369,9 +370,13 @@ async def test_graph_refusals_fail_with_their_reason_and_are_not_retried(
 # -- statuses --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("before_digests", [False, True])
 async def test_statuses_are_the_reply_s_delivery_status_and_never_go_back(
-    aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str]
-) -> None:
+    aiohttp_client: Any, redis_url: str, redis: Redis, graph: tuple[Graph, str],
+    before_digests: bool,
+) -> None:  # fmt: skip
+    """`before_digests`: the reply's WhatsApp id indexed as omni did before the index
+    held digests (omni.store.entries), which is found as it was."""
     graph[0].answers.append(
         (200, {"messaging_product": "whatsapp", "messages": [{"id": WAMID_OURS}]})
     )
@@ -379,6 +384,11 @@ async def test_statuses_are_the_reply_s_delivery_status_and_never_go_back(
     cid = await customer(client)
     await reply(client, cid, text="It shipped today")
     assert (await settled(client, cid, 2))["status"]["channel_message_id"] == WAMID_OURS
+    if before_digests:
+        index = keys.message_ids(cid)
+        entry = (await redis.xrevrange(keys.timeline(cid), count=1))[0][0]
+        assert await redis.hdel(index, dedupe_field("whatsapp", WAMID_OURS))  # type: ignore[misc]
+        await redis.hset(index, legacy_dedupe_field("whatsapp", WAMID_OURS), entry)  # type: ignore[misc]
 
     # Read at once: "delivered" was never reported, and read implies it.
     assert (await accepted(client, "whatsapp_status_read.json"))["messages"] == 0

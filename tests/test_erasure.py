@@ -26,10 +26,17 @@ from omni.outbox import Job
 from omni.presence import present
 from omni.settings import Settings
 from omni.state import REDIS, SERVICES, STORE
-from omni.store.entries import dedupe_field, legacy_dedupe_field
 from omni.worker import Worker
 from tests.adapters.test_instagram import ACCOUNT
-from tests.conftest import ADMIN, AGENT, BOT, ingest, make_settings, snapshot
+from tests.conftest import (
+    ADMIN,
+    AGENT,
+    BOT,
+    index_as_before_digests,
+    ingest,
+    make_settings,
+    snapshot,
+)
 from tests.test_channel_instagram import INSTAGRAM, accepted, cid_of, one_event
 from tests.test_channel_mobile import IOS, MOBILE, USER, app_user_with, fixture
 from tests.test_events import open_stream
@@ -385,11 +392,7 @@ async def test_the_index_of_a_channel_nothing_else_names_goes_too(
     await _ok(await client.post(f"/v1/customers/{cid}/resolve", json={}, headers=AGENT))
     await ingest(client, channel="web", external_id=VISITOR, channel_message_id="w-2")
     if before_digests:
-        index = keys.message_ids(cid)
-        entry = (await redis.xrevrange(keys.channel_timeline(cid, "fax"), count=1))[0][0]
-        await redis.hdel(index, dedupe_field("fax", "fax-1"))  # type: ignore[misc]
-        await redis.hset(index, legacy_dedupe_field("fax", "fax-1"), entry)  # type: ignore[misc]
-        await redis.hdel(keys.customer(cid), "tl_channels")  # type: ignore[misc]
+        await index_as_before_digests(redis, cid)
     assert await redis.exists(keys.channel_timeline(cid, "fax"))
 
     await _ok(await client.delete(f"/v1/customers/{cid}", headers=ADMIN), 204)

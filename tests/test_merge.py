@@ -9,13 +9,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni.merge import STEPS, Merge, merge_customers
 from omni.model import InboundMessage
 from omni.store import Store
-from tests.conftest import ADMIN, AGENT, BOT, ingest, snapshot
+from tests.conftest import ADMIN, AGENT, BOT, index_as_before_digests, ingest, snapshot
 from tests.test_flat_cost import _measure, _seed
 
 
@@ -310,13 +311,19 @@ async def test_a_remembered_customer_that_is_gone_is_not_brought_back(
     assert (await found.json())["customer"]["id"] == again["customer_id"]
 
 
+@pytest.mark.parametrize("before_digests", [False, True])
 async def test_a_redelivery_of_a_message_stored_before_a_merge_is_not_stored_again(
-    client: TestClient, redis: Redis
+    client: TestClient, redis: Redis, before_digests: bool
 ) -> None:
+    """`before_digests`: the customers' message-id indexes as omni wrote them before
+    they held digests (omni.store.entries), which are read as they were."""
     web, ig = await _two_customers(client)
     third = (
         await ingest(client, channel="voice", external_id="+14155550123", channel_message_id="v0")
     )["customer_id"]
+    if before_digests:
+        for cid in (web, ig, third):
+            await index_as_before_digests(redis, cid)
     await _merge(client, web, third)  # web absorbed voice; then ig absorbs web (and voice)
     await _merge(client, ig, web)
     before = await _texts(client, ig)

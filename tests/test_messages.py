@@ -8,8 +8,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from omni import keys
-from omni.store.entries import dedupe_field, legacy_dedupe_field
-from tests.conftest import BOT, ingest
+from tests.conftest import BOT, index_as_before_digests, ingest
 
 
 async def test_first_message_creates_customer_and_conversation(client: TestClient) -> None:
@@ -91,22 +90,12 @@ async def test_every_canonical_field_round_trips(client: TestClient) -> None:
         assert read[key] == body[key], key
 
 
-async def _indexed_as_before_digests(redis: Redis, cid: str, channel: str, cmid: str) -> None:
-    """The message-id index entry of a stored message rewritten as omni wrote it before
-    the index held digests: the field `channel:id` (or `channel#` and a hex digest of a
-    long id) and the entry id as text."""
-    index = keys.message_ids(cid)
-    entry = (await redis.xrevrange(keys.timeline(cid), count=1))[0][0]
-    assert await redis.hdel(index, dedupe_field(channel, cmid)) == 1  # type: ignore[misc]
-    await redis.hset(index, legacy_dedupe_field(channel, cmid), entry)  # type: ignore[misc]
-
-
 @pytest.mark.parametrize("cmid", ["old-1", "o" * 80])  # the second's field was a hex digest
 async def test_a_message_stored_before_the_index_held_digests_is_still_a_repeat(
     client: TestClient, redis: Redis, cmid: str
 ) -> None:
     first = await ingest(client, channel_message_id=cmid, text="first")
-    await _indexed_as_before_digests(redis, first["customer_id"], "web", cmid)
+    await index_as_before_digests(redis, first["customer_id"])
     again = await client.post(
         "/v1/messages",
         json={"channel": "web", "external_id": "visitor-1", "channel_message_id": cmid,
@@ -132,7 +121,7 @@ async def test_a_customer_stored_in_the_layout_before_reads_and_repeats_as_befor
     await redis.delete(keys.timeline(cid))
     await redis.xadd(keys.timeline(cid), {"m": b"\x03" + msgpack.packb(three),
                                           "v": fields[b"v"]}, id=entry)  # fmt: skip
-    await _indexed_as_before_digests(redis, cid, "web", "old-1")
+    await index_as_before_digests(redis, cid)
     again = await client.post(
         "/v1/messages",
         json={"channel": "web", "external_id": "visitor-1", "channel_message_id": "old-1",
