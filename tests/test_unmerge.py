@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from omni import keys
 from omni.merge import merge_customers
 from omni.model import InboundMessage
 from omni.store import Store
+from omni.store.entries import dedupe_fields
 from omni.unmerge import STEPS, Unmerge, undo_merge
-from tests.conftest import ADMIN, AGENT, BOT, ingest, snapshot
+from tests.conftest import ADMIN, AGENT, BOT, index_as_before_digests, ingest, snapshot
 from tests.test_flat_cost import _measure, _seed
 from tests.test_merge import _texts, _two_customers
 
@@ -177,9 +180,12 @@ async def test_a_link_token_is_audited_as_such(client: TestClient, redis: Redis)
     assert entry["actor"]["role"] == "bot"
 
 
+@pytest.mark.parametrize("before_digests", [False, True])
 async def test_an_undo_leaves_both_customers_as_before_plus_what_arrived_meanwhile(
-    client: TestClient, redis: Redis
+    client: TestClient, redis: Redis, before_digests: bool
 ) -> None:
+    """`before_digests`: both message-id indexes as omni wrote them before they held
+    digests (omni.store.entries) when the undo runs."""
     web, ig = await _wrongly_alike(client)
     was = {ig: await _record(client, ig), web: await _record(client, web)}
     merged = await _merge(client, ig, web)
@@ -202,6 +208,9 @@ async def test_an_undo_leaves_both_customers_as_before_plus_what_arrived_meanwhi
     assert reply.status == 202, await reply.text()
     reply_id = (await reply.json())["id"]
     await _facts(client, ig, {"vip": True})
+    if before_digests:
+        for cid in (ig, web):
+            await index_as_before_digests(redis, cid)
     response = await client.post(f"/v1/merges/{merged['merge_id']}/undo", headers=AGENT)
     assert response.status == 200, await response.text()
     result = await response.json()
@@ -233,6 +242,9 @@ async def test_an_undo_leaves_both_customers_as_before_plus_what_arrived_meanwhi
         headers=BOT,
     )  # fmt: skip
     assert repeat.status == 200
+    # The survivor's index lets go of the moved message, in either layout.
+    held = await redis.hmget(keys.message_ids(ig), dedupe_fields("web", "w-late"))
+    assert held == [None, None]
     # Both timelines say what happened.
     for cid in (ig, web):
         events = [t for t in await _texts(client, cid) if t.startswith("Merge undone")]
