@@ -21,7 +21,12 @@
 -- is asked to send again, and once the erasure is done the message makes a new customer;
 -- {-6, absorbed} when the id is not in this customer's index and it absorbed others
 -- whose indexes the caller has not looked in (see below).
-local held = redis.call('HMGET', KEYS[1], 'merged_into', 'erasing', 'absorbed')
+-- Everything the script reads of the customer, in one call: each call from Lua costs
+-- the server more than the fields it reads (ho, cv_assignee, iw, ix and rp are not
+-- written here, so reading them first answers as reading them last would).
+local held = redis.call('HMGET', KEYS[1], 'merged_into', 'erasing', 'absorbed', ARGV[4],
+  'cv_n', 'cv_status', 'cv_channels', 'last_channel', 'tl_channels', 'created', 'rev',
+  'ho', 'cv_assignee', 'iw', 'ix', 'rp')
 if held[1] then
   return {-3, held[1]}
 end
@@ -32,7 +37,7 @@ end
 -- identity key; a customer that is not there (erased) must not be recreated by it, nor
 -- one the identity left since (an undone merge, omni.unmerge): the cache is right only
 -- while the customer holds the identity (its first message stored it there).
-if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
+if ARGV[9] == '1' and not held[4] then
   return {-4}
 end
 -- The message-id index holds an entry id packed in 8 bytes (6 of milliseconds, 2 of
@@ -74,16 +79,22 @@ if held[3] and held[3] ~= '' and held[3] ~= ARGV[10] then
 end
 
 local channel = ARGV[3]
-local state = redis.call('HMGET', KEYS[1], 'cv_n', 'cv_status', 'cv_channels', 'last_channel',
-  'tl_channels')
-local conv = tonumber(state[1])
-local status = state[2]
+local conv = tonumber(held[5])
+local status = held[6]
+-- The customer hash's writes, made in one HSET at the end.
+local sets = {}
+local function set(field, value)
+  sets[#sets + 1] = field
+  sets[#sets + 1] = value
+end
 -- The timeline's own events (channel 'system': cart changes, merges) belong to no
 -- conversation: they neither open one nor count as a channel the customer used.
 local system = channel == 'system' or ARGV[11] == '1'
 if (not system) and ((not conv) or status == 'resolved') then
-  conv = redis.call('HINCRBY', KEYS[1], 'cv_n', 1)
-  redis.call('HSET', KEYS[1], 'cv_status', 'open', 'cv_channels', channel)
+  conv = (conv or 0) + 1
+  set('cv_n', conv)
+  set('cv_status', 'open')
+  set('cv_channels', channel)
   redis.call('HDEL', KEYS[1], 'cv_switched', 'cv_topic', 'cv_rq')
   status = 'new'
 end
@@ -95,9 +106,9 @@ redis.call('XADD', KEYS[3], id, 'v', conv)
 redis.call('HSET', KEYS[4], ARGV[1], packed(id))
 -- 'tl_channels': every channel the timeline has an index for (KEYS[3]), which an
 -- erasure deletes (the index's digests do not name them).
-local indexed = state[5] or ''
+local indexed = held[9] or ''
 if not string.find(',' .. indexed .. ',', ',' .. channel .. ',', 1, true) then
-  redis.call('HSET', KEYS[1], 'tl_channels', indexed == '' and channel or indexed .. ',' .. channel)
+  set('tl_channels', indexed == '' and channel or indexed .. ',' .. channel)
 end
 
 local ms = string.match(id, '^(%d+)')
@@ -105,45 +116,55 @@ local journey = ''
 if system then
   -- nothing: see above
 elseif status == 'new' then
-  redis.call('HSET', KEYS[1], 'cv_started', ms)
+  set('cv_started', ms)
   journey = 'n'
 else
-  local channels = state[3] or ''
+  local channels = held[7] or ''
   if not string.find(',' .. channels .. ',', ',' .. channel .. ',', 1, true) then
-    redis.call('HSET', KEYS[1], 'cv_channels', channels .. ',' .. channel)
+    set('cv_channels', channels .. ',' .. channel)
   end
-  if state[4] and state[4] ~= channel then
-    redis.call('HSET', KEYS[1], 'cv_switched', ms)
+  if held[8] and held[8] ~= channel then
+    set('cv_switched', ms)
     if ARGV[7] == 'inbound' then
       journey = 's'
     end
   end
 end
-if redis.call('HSETNX', KEYS[1], 'created', ms) == 1 then
-  redis.call('HSET', KEYS[1], 'first_seen', ms)
+if not held[10] then
+  set('created', ms)
+  set('first_seen', ms)
 end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[5], 's:' .. id, ARGV[8])
 end
+local last_channel = held[8]
 if ARGV[7] == 'inbound' then
   -- 'in:<channel>' is when the customer last wrote there (Instagram's reply window).
-  redis.call('HSET', KEYS[1], 'last_seen', ms, 'last_channel', channel, 'in:' .. channel, ms)
-  redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
+  set('last_seen', ms)
+  set('last_channel', channel)
+  set('in:' .. channel, ms)
+  last_channel = channel
+  if not held[4] then
+    set(ARGV[4], ARGV[5])
+  end
 end
 local profile_set = 0
 if ARGV[6] ~= '' then
   profile_set = redis.call('HSETNX', KEYS[1], 'p', ARGV[6])
 end
-local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+local rev = (tonumber(held[11]) or 0) + 1
+set('rev', rev)
 if profile_set == 1 then
   -- The profile changed: an If-Match read before this is stale for profile writes.
-  redis.call('HSET', KEYS[1], 'profile_rev', rev)
+  set('profile_rev', rev)
 end
-local after = redis.call('HMGET', KEYS[1], 'ho', 'cv_assignee', 'cv_status', 'last_channel',
-  'iw', 'ix', 'rp')
+redis.call('HSET', KEYS[1], unpack(sets))
+if status == 'new' then
+  status = 'open'
+end
 local resolved = ''
 if journey == 'n' then
-  resolved = after[7] or ''
+  resolved = held[16] or ''
 end
-return {1, id, conv, profile_set, after[1], after[2], after[3], after[4], after[5], after[6],
+return {1, id, conv, profile_set, held[12], held[13], status, last_channel, held[14], held[15],
   journey, resolved}
