@@ -7,7 +7,7 @@ persistence), one customer with 60 messages; it reports the least CPU per reques
 five batches of 16 requests at once, the loops alternating three times (client and
 server together, so a change shows as a difference between two runs, not as an
 absolute), for a history page of 50 and a context read, and the CPU of reading back a
-51-entry page (`stored_messages`) alone, the first time and again (its messages kept).
+51-entry page alone (`decode_page` and `page_messages` on what read_page.lua answered).
 
     python -m bench.micro                  # both loops, and uvloop's gain
     python -m bench.micro --loop asyncio   # one loop
@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
-from omni import codec
+from omni import codec, keys, scripts
 from omni.app import create_app
 from omni.eventloop import EVENT_LOOPS, EventLoop, loop_name, new_event_loop
 from omni.logs import configure
 from omni.model import Author, Message
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
-from omni.store.entries import Built, stored_messages
+from omni.store.entries import page_messages
 
 KEY = "bench-micro-key-0001"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -86,27 +87,32 @@ async def _get(client: TestClient[Any, Any], path: str) -> None:
     await (await client.get(path, headers=HEADERS)).read()
 
 
-def page_decode(kept: bool = False) -> float:
-    """CPU microseconds to read back a 51-entry page of 100-character messages: read
-    for the first time, or (`kept`) again, its messages kept from the read before."""
-    cid = "cus_01JD6W3Q4M8X2K7N5P9R1T3V5X"
-    entries: list[Any] = []
-    for i in range(51):
-        message = Message(
-            id=f"msg_01JD6W3Q4M8X2K7N5P9R1T{i:04d}", customer_id=cid, conversation_id="",
-            channel="web", direction="inbound", author=Author(kind="customer", id="v-1"),
-            received_at="", channel_message_id=f"m{i}", text=TEXT,
-        )  # fmt: skip
-        entries.append(
-            [f"{1765000000000 + i * 700}-0".encode(), codec.encode_message(message), b"1"]
-        )
+async def _stored_page(redis_url: str, cid: str) -> bytes:
+    """A 51-entry page of 100-character messages as read_page.lua answers it."""
+    redis = Redis.from_url(redis_url)
+    try:
+        for i in range(51):
+            message = Message(
+                id=f"msg_01JD6W3Q4M8X2K7N5P9R1T{i:04d}", customer_id=cid, conversation_id="",
+                channel="web", direction="inbound", author=Author(kind="customer", id="v-1"),
+                received_at="", channel_message_id=f"m{i}", text=TEXT,
+            )  # fmt: skip
+            entry = f"{1765000000000 + i * 700}-0"
+            await redis.xadd(keys.timeline(cid), {"m": codec.encode_message(message), "v": 1},
+                             id=entry)  # fmt: skip
+        read = scripts.load(redis, "read_page", "store")
+        timeline, notes = keys.timeline(cid), keys.notes(cid)
+        _, page = await read([keys.customer(cid), timeline, timeline, notes], ["+", 51, "0"])
+        return bytes(page)
+    finally:
+        await redis.aclose()
 
-    built = Built()
+
+def page_decode(page: bytes, cid: str) -> float:
+    """CPU microseconds to read back a 51-entry page of 100-character messages."""
 
     def read() -> None:
-        if not kept:
-            built.forget()
-        stored_messages(cid, entries, [], built)
+        page_messages(cid, codec.decode_page(page))
 
     timer = timeit.Timer(read, timer=time.thread_time)
     return min(timer.repeat(number=500, repeat=9)) / 500 * 1e6
@@ -118,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1500)
     args = parser.parse_args(argv)
     configure(settings("").log)  # the request lines would be most of the CPU measured
-    print(
-        f"page of 51 read back (stored_messages): {page_decode():.0f} us CPU the first time, "
-        f"{page_decode(kept=True):.0f} us again"
-    )
     loops: list[EventLoop] = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
     found: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="omni-micro-") as work:
         server = EmbeddedRedis(Path(work), persist=False)
         server.start()
         try:
+            cid = "cus_01JD6W3Q4M8X2K7N5P9R1T3V5X"
+            page = asyncio.run(_stored_page(server.url, cid))
+            print(f"page of 51 read back (decode_page, page_messages): "
+                  f"{page_decode(page, cid):.0f} us CPU")  # fmt: skip
             # Alternating, three times, the least of each: the machine's other work
             # moves between runs.
             for _ in range(3):

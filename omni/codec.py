@@ -16,11 +16,13 @@ and as maps (schema 1) still read.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import msgpack
 import msgspec
 
+from omni.clock import entry_iso
 from omni.errors import CorruptRecord
 from omni.model import (
     Attachment,
@@ -127,9 +129,22 @@ class _StoredMessage4(msgspec.Struct, frozen=True, array_like=True):
     metadata: dict[str, MetaValue] = {}
 
 
+class PageRow(msgspec.Struct, frozen=True, array_like=True):
+    """One entry of a page as read_page.lua answers it: its entry id and conversation
+    number, the stored message (schema 4 already decoded; any other stored bytes as
+    they are, for `message_at`; None when the entry has none), and its four annotations
+    as stored (status, deleted at, reaction, read at) when it has any."""
+
+    entry: str
+    conv: str
+    message: _StoredMessage4 | bytes | None
+    notes: tuple[bytes | None, bytes | None, bytes | None, bytes | None] | None = None
+
+
 _MESSAGE_2 = msgspec.msgpack.Decoder(_StoredMessage)
 _MESSAGE_3 = msgspec.msgpack.Decoder(_StoredMessage3)
 _MESSAGE = msgspec.msgpack.Decoder(_StoredMessage4)
+_PAGE = msgspec.msgpack.Decoder(list[PageRow])
 _MESSAGE_REQUIRED = 4
 _DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -286,3 +301,62 @@ def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at:
         stored.reply_to,
         stored.metadata,
     )
+
+
+def decode_page(page: bytes) -> list[PageRow]:
+    """A page as read_page.lua writes it, every stored message of it in one call."""
+    try:
+        return _PAGE.decode(page)
+    except msgspec.DecodeError as exc:
+        raise CorruptRecord(f"a page of stored messages does not decode: {exc}") from None
+
+
+def page_messages(
+    rows: list[PageRow],
+    customer_id: str,
+    conversation_of: Callable[[str], str],
+    annotate: Callable[[Message, Sequence[bytes | None]], Message],
+) -> list[Message]:
+    """The messages of a page's rows as the API shows them: `conversation_of` gives a
+    conversation number's id (asked once a page per number), the entry id the time
+    received, and `annotate` applies a row's annotations (called only for a row that
+    has any). The hot loop of a history page and a context read: a schema-4 row's
+    message is built by position from what `decode_page` decoded, nothing decoded or
+    looked up again (tests/test_page_encoding.py holds it to `decode_message`)."""
+    conversations: dict[str, str] = {}
+    out = []
+    for row in rows:
+        conversation = conversations.get(row.conv)
+        if conversation is None:
+            conversation = conversations[row.conv] = conversation_of(row.conv)
+        stamp = entry_iso(row.entry)
+        stored = row.message
+        if type(stored) is _StoredMessage4:
+            author = stored.author
+            message = Message(
+                _ID_PREFIX + stored.id,
+                customer_id,
+                conversation,
+                stored.channel,
+                "inbound" if stored.inbound else "outbound",
+                Author("customer", author, None) if isinstance(author, str) else _author(author),
+                stamp,
+                stored.channel_message_id,
+                stored.sent_at,
+                stored.text,
+                stored.attachments,
+                stored.quick_reply,
+                stored.postback,
+                stored.quick_replies,
+                stored.voice,
+                stored.reply_to,
+                stored.metadata,
+            )
+        elif isinstance(stored, bytes):
+            message = message_at(stored, customer_id, conversation, stamp)
+        else:
+            raise CorruptRecord(f"timeline entry {row.entry} holds no message")
+        if row.notes is not None:
+            message = annotate(message, row.notes)
+        out.append(message)
+    return out

@@ -276,7 +276,6 @@ async def erase_customer(
     erasure = Erasure(store=store, outbox=outbox, live=live, cid=cid, channels=channels)
     for step in STEPS:
         await step(erasure)
-    store.timeline.built.forget()  # no erased words kept in this process's memory
     log.info("customer erased", customer_id=cid, absorbed=len(erasure.absorbed))
     return erasure.person
 

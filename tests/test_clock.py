@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from omni.clock import entry_ms, iso
+from omni.clock import entry_iso, entry_ms, iso
 
 
 @pytest.mark.parametrize(
@@ -21,3 +21,12 @@ def test_iso_matches_the_standard_library(ms: int) -> None:
 def test_nothing_is_no_time() -> None:
     assert iso(None) is None and iso("") is None and iso(b"") is None
     assert entry_ms("1767225600123-4") == 1_767_225_600_123
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["0-0", "1-0", "999-3", "1000-0", "1700000000000-0", "1767225600123-4", "9999999999999-0",
+     "10000000000000-7", "1767225600000-18446744073709551615"],
+)  # fmt: skip
+def test_an_entry_id_reads_as_the_time_of_its_milliseconds(entry: str) -> None:
+    assert entry_iso(entry) == iso(entry_ms(entry))

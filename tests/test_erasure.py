@@ -238,20 +238,6 @@ async def test_their_next_message_on_any_channel_makes_a_new_customer(
     assert context["customer"]["profile"]["email"] is None
 
 
-async def test_the_process_keeps_none_of_their_messages_in_memory(
-    client: TestClient, redis: Redis
-) -> None:
-    """Messages read back are kept built, per process (omni.store.entries.Built): an
-    erasure empties them, so an erased person's words leave this process's memory too."""
-    said = await ingest(client, channel="web", external_id=VISITOR, channel_message_id="w-1")
-    web = said["customer_id"]
-    await _ok(await client.get(f"/v1/customers/{web}/history", headers=AGENT))
-    kept = client.app[STORE].timeline.built.messages
-    assert any(cid == web for cid, *_ in kept)
-    await _ok(await client.delete(f"/v1/customers/{web}", headers=ADMIN), 204)
-    assert not any(cid == web for cid, *_ in kept)
-
-
 async def test_a_repeated_erasure_is_404_and_sweeps_what_landed_after_it(
     client: TestClient, redis: Redis
 ) -> None:

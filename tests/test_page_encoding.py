@@ -1,7 +1,7 @@
-"""A page of stored messages (history, a context's recent messages) is decoded by
-`stored_messages`, the hot loop that makes conversation ids and timestamps once a page:
-its JSON must be byte for byte what the messages as written encode to, for every kind
-of message, annotation and stored schema."""
+"""A page of stored messages (history, a context's recent messages) is written by
+read_page.lua as one msgpack document and read back by `page_messages`, the hot loop
+that makes conversation ids once a page: its JSON must be byte for byte what the
+messages as written encode to, for every kind of message, annotation and stored schema."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import random
 
 import msgpack
 import msgspec
+from redis.asyncio import Redis
 
-from omni import codec
+from omni import codec, keys
 from omni.clock import iso
 from omni.model import Attachment, Author, Message, MessageStatus, Payload, Product, Voice
-from omni.store.entries import annotated, conversation_id, stored_messages
+from omni.store import Store
+from omni.store.entries import annotated, conversation_id, page_messages
 
 CID = "cus_01JD6W3Q4M8X2K7N5P9R1T3V5X"
 JSON = msgspec.json.Encoder()
@@ -74,7 +76,9 @@ def _stored_as_map(message: Message) -> bytes:
     return bytes([codec.SCHEMA]) + msgpack.packb(fields)
 
 
-Page = tuple[list[list[bytes]], list[bytes | None], list[Message], set[str]]
+# A page as written (entry id, blob, conversation number, four annotations), oldest
+# first, the messages it must read back as, newest first, and the cases it holds.
+Page = tuple[list[tuple[str, bytes, int, list[bytes | None]]], list[Message], set[str]]
 
 
 def _stored_by_position_2(message: Message) -> bytes:
@@ -111,25 +115,26 @@ def _stored_by_position_3(message: Message) -> bytes:
 
 
 def _page(seed: int) -> Page:
-    """A page as read_page.lua answers it and the messages it must read back as."""
+    """A page of entries and the messages they must read back as."""
     rng = random.Random(seed)
-    entries, notes, expected, cases = [], [], [], set()
-    ms = 1764000000000 + rng.randrange(10**9)
+    written, expected, cases = [], [], set()
+    ms, seq = 1764000000000 + rng.randrange(10**9), 0
     for _ in range(rng.randrange(1, 60)):
-        ms -= rng.choice([0, 1, 7, 999, 1000, 86_400_000])
-        entry = f"{ms}-{rng.randrange(3)}"
+        # Stream entry ids only grow: the same millisecond again takes the next sequence.
+        step = rng.choice([0, 1, 7, 999, 1000, 86_400_000])
+        seq = seq + 1 if step == 0 and written else 0
+        ms += step
+        entry = f"{ms}-{seq}"
         conv = rng.randrange(1, 4)
-        written = msgspec.structs.replace(rng.choice(KINDS), id=f"msg_{rng.randrange(10**9)}")
+        message = msgspec.structs.replace(rng.choice(KINDS), id=f"msg_{rng.randrange(10**9)}")
         schema = rng.choice([1, 2, 3, 3, 4, 4, 4, 4])
         writer = {1: _stored_as_map, 2: _stored_by_position_2, 3: _stored_by_position_3,
                   4: codec.encode_message}[schema]  # fmt: skip
-        blob = writer(written)
         cases.add(f"schema {schema}")
         mine = _notes(rng) if rng.random() < 0.5 else [None] * 4
-        entries.append([entry.encode(), blob, str(conv).encode()])
-        notes += mine
+        written.append((entry, writer(message), conv, mine))
         message = msgspec.structs.replace(
-            written,
+            message,
             customer_id=CID,
             conversation_id=conversation_id(CID, conv),
             received_at=iso(ms) or "",
@@ -139,14 +144,31 @@ def _page(seed: int) -> Page:
         expected.append(annotated(message, mine) if any(mine) else message)
         named = ["status", "unsent", "reaction", "read"]
         cases |= {name for name, note in zip(named, mine, strict=True) if note} or {"plain"}
-    return entries, notes if any(notes) else [], expected, cases
+    expected.reverse()  # a page is newest first
+    return written, expected, cases
 
 
-def test_every_kind_of_message_reads_back_as_the_json_it_was_written_as() -> None:
+async def _store(redis: Redis, written: list[tuple[str, bytes, int, list[bytes | None]]]) -> None:
+    """The entries as append.lua and the annotation writers leave them."""
+    await redis.delete(keys.timeline(CID), keys.notes(CID))
+    await redis.hset(keys.customer(CID), "rev", 1)  # type: ignore[misc]
+    for entry, blob, conv, notes in written:
+        await redis.xadd(keys.timeline(CID), {"m": blob, "v": conv}, id=entry)
+        for name, note in zip(["s", "d", "r", "rd"], notes, strict=True):
+            if note is not None:
+                await redis.hset(keys.notes(CID), f"{name}:{entry}", note)  # type: ignore[misc]
+
+
+async def test_every_kind_of_message_reads_back_as_the_json_it_was_written_as(
+    redis: Redis,
+) -> None:
+    timeline = Store(redis).timeline
     seen: set[str] = set()
     for seed in range(300):
-        entries, notes, expected, cases = _page(seed)
-        assert JSON.encode(stored_messages(CID, entries, notes)) == JSON.encode(expected), seed
+        written, expected, cases = _page(seed)
+        await _store(redis, written)
+        _, rows = await timeline.page(CID, start="+", count=60, channel=None, state=False)
+        assert JSON.encode(page_messages(CID, rows)) == JSON.encode(expected), seed
         seen |= cases
     # The generated pages did hold every case the loop treats apart.
     assert seen == {

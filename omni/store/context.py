@@ -27,7 +27,7 @@ from omni.model import (
     Pending,
     Profile,
 )
-from omni.store.entries import conversation_id, stored_messages
+from omni.store.entries import conversation_id, page_messages
 from omni.store.reply import absorbed_ids, as_bytes, as_text
 from omni.store.timeline import Timeline
 
@@ -50,7 +50,7 @@ class Contexts:
         or raises Moved."""
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
-        flat, found, notes = await self.timeline.page(
+        flat, found = await self.timeline.page(
             cid, start="+", count=RECENT_MESSAGES, channel=None, state=True
         )
         if not flat:
@@ -65,11 +65,11 @@ class Contexts:
         if absorbed:
             # The survivor's own recent entries are in hand: only the absorbed are read.
             rows = await self.timeline.interleaved(
-                cid, found, notes, absorbed, None, RECENT_MESSAGES, channel=None
+                cid, found, absorbed, None, RECENT_MESSAGES, channel=None
             )
             recent = [message for _, message in rows[:RECENT_MESSAGES]]
         else:
-            recent = stored_messages(cid, found, notes, self.timeline.built)
+            recent = page_messages(cid, found)
         recent.reverse()
         facts = {
             name[2:]: codec.decode(value, Fact)

@@ -4,12 +4,13 @@ functions over what the timeline scripts return (no Redis here)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from omni import codec
-from omni.clock import MILLIS, entry_ms, iso, iso_second
+from omni.clock import entry_ms, iso
 from omni.ids import Cursor
 from omni.model import Message, MessageStatus, Voice
 from omni.store.reply import as_bytes, as_text
@@ -112,64 +113,13 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
-class Built:
-    """The messages a process built last, by entry.
-
-    A stored message read back is a pure function of the entry (its id, bytes and
-    conversation number) and the customer, and a Message is immutable: the same entries
-    are read again and again (a bot reads the context's 20 recent messages every turn, an
-    agent pages the same history), so the messages built last are kept rather than
-    decoded and built on every read. Bounded (emptied when full), owned by the store's
-    timeline room, and emptied when a customer is erased: an erased person's words do
-    not stay in this process's memory."""
-
-    def __init__(self, size: int = 4096) -> None:  # a few MB: a page of 50 for 80 customers
-        self.size = size
-        self.messages: dict[tuple[str, Any, Any, Any], Message] = {}
-
-    def forget(self) -> None:
-        self.messages.clear()
+def page_messages(cid: str, rows: list[codec.PageRow]) -> list[Message]:
+    """Messages from a page's rows (`codec.decode_page`), shown as customer `cid`'s."""
+    return codec.page_messages(rows, cid, lambda number: conversation_id(cid, int(number)),
+                               annotated)  # fmt: skip
 
 
-def stored_messages(
-    cid: str, entries: list[Any], notes: list[Any], kept: Built | None = None
-) -> list[Message]:
-    """Messages from the read script's entries ([entry id, blob, conversation number])
-    and their annotations (four per entry, or none at all).
-
-    The hot loop of a history page and a context read: a page spans few conversations
-    and few seconds, so their ids and timestamps are made once a page, not once an
-    entry (tests/test_page_encoding.py holds it to `stored_message`'s answers). `kept`:
-    the messages built before, looked up first and added to."""
-    prefix = f"cnv_{cid[4:]}-"
-    conversations: dict[bytes, str] = {}
-    seconds: dict[int, str] = {}
-    message_at = codec.message_at
-    built = kept.messages if kept is not None else {}
-    size = kept.size if kept is not None else len(entries) + 1
-    out = []
-    for index, (entry_id, blob, conv) in enumerate(entries):
-        key = (cid, entry_id, blob, conv)
-        found = built.get(key)
-        if found is None:
-            conversation = conversations.get(conv)
-            if conversation is None:
-                conversation = conversations[conv] = prefix + str(int(conv))
-            second, millis = divmod(entry_ms(entry_id), 1000)
-            stamp = seconds.get(second)
-            if stamp is None:
-                stamp = seconds[second] = iso_second(second)
-            found = message_at(as_bytes(blob), cid, conversation, stamp + MILLIS[millis])
-            if len(built) >= size:
-                built.clear()
-            built[key] = found
-        if notes and any(mine := notes[4 * index : 4 * index + 4]):
-            found = annotated(found, mine)
-        out.append(found)
-    return out
-
-
-def annotated(message: Message, notes: list[Any]) -> Message:
+def annotated(message: Message, notes: Sequence[Any]) -> Message:
     """The message with what happened to it since (its four annotations). A message the
     customer unsent keeps its place on the timeline and loses its content in every read:
     they took it back, and an agent or a bot must not act on it."""

@@ -51,7 +51,7 @@ from omni.model import (
 from omni.replica_acks import ReplicaAcks
 from omni.store.customers import Customers
 from omni.store.entries import (
-    Built,
+    annotated,
     conversation_id,
     dedupe_field,
     dedupe_fields,
@@ -60,10 +60,10 @@ from omni.store.entries import (
     index_entry,
     legacy_dedupe_field,
     packed_entry,
+    page_messages,
     start_after,
     start_before,
     stored_message,
-    stored_messages,
 )
 from omni.store.reply import absorbed_ids, as_bytes, as_text
 from omni.store.search import Search
@@ -122,7 +122,6 @@ class Timeline:
         # longer holds the identity (an undone merge) is refused (-4).
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._known_max = identity_cache
-        self.built = Built()  # messages read back, kept (omni.store.entries.Built)
         self._append = scripts.load(redis, "append", "store")
         self._read = scripts.load(redis, "read_page", "store")
 
@@ -298,16 +297,16 @@ class Timeline:
 
     async def page(
         self, cid: str, *, start: str, count: int, channel: str | None, state: bool
-    ) -> tuple[list[Any], list[Any], list[Any]]:
+    ) -> tuple[list[Any], list[codec.PageRow]]:
         """One read_page.lua run: with `state`, the customer hash's fields; without, its
         existence, merged_into and absorbed; and `count` entries from `start` back."""
         index = keys.channel_timeline(cid, channel) if channel else keys.timeline(cid)
-        found, page, notes = await self.pipeliner.script(
+        found, page = await self.pipeliner.script(
             self._read,
             [keys.customer(cid), keys.timeline(cid), index, keys.notes(cid)],
             [start, count, "1" if state else "0"],
         )
-        return found, page, notes
+        return found, codec.decode_page(as_bytes(page))
 
     async def history(
         self,
@@ -326,7 +325,7 @@ class Timeline:
         survivor's history; without, it raises Moved.
         """
         start = start_before(before, cid)
-        exists, found, notes = await self.page(
+        exists, found = await self.page(
             cid, start=start, count=limit + 1, channel=channel, state=False
         )
         if not exists or not int(exists[0]):
@@ -338,11 +337,10 @@ class Timeline:
             return await self.history(moved, limit=limit, before=before, channel=channel)
         absorbed = absorbed_ids(exists[2])
         if not absorbed:  # one timeline: its page as read, positions need no owner
-            messages = stored_messages(cid, found, notes, self.built)
-            more = len(messages) > limit
-            cursor = encode_cursor(as_bytes(found[limit - 1][0]).decode(), None) if more else None
-            return HistoryPage(messages=messages[:limit], next_cursor=cursor)
-        rows = await self.interleaved(cid, found, notes, absorbed, before, limit + 1, channel)
+            messages = page_messages(cid, found[:limit])
+            cursor = encode_cursor(found[limit - 1].entry, None) if len(found) > limit else None
+            return HistoryPage(messages=messages, next_cursor=cursor)
+        rows = await self.interleaved(cid, found, absorbed, before, limit + 1, channel)
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = None
@@ -354,8 +352,7 @@ class Timeline:
     async def interleaved(
         self,
         cid: str,
-        found: list[Any],
-        notes: list[Any],
+        found: list[codec.PageRow],
         absorbed: list[str],
         before: Cursor | None,
         count: int,
@@ -363,7 +360,7 @@ class Timeline:
     ) -> list[Row]:
         """`cid`'s own page (already read) with the same page of each customer it
         absorbed, newest first by (entry id, owner)."""
-        rows = _rows(cid, cid, found, notes)
+        rows = _rows(cid, cid, found)
         if not absorbed:
             return rows
         pages = await asyncio.gather(
@@ -378,8 +375,8 @@ class Timeline:
                 for owner in absorbed
             )
         )
-        for owner, (_, their_entries, their_notes) in zip(absorbed, pages, strict=True):
-            rows += _rows(cid, owner, their_entries, their_notes)
+        for owner, (_, theirs) in zip(absorbed, pages, strict=True):
+            rows += _rows(cid, owner, theirs)
         rows.sort(key=lambda row: row[0], reverse=True)
         return rows
 
@@ -424,18 +421,18 @@ class Timeline:
             if not stored:
                 raise StoreError("a channel index names a timeline entry that is not there")
             entry_id, fields = stored[0]
-            row = (entry_id, fields.get(b"m"), fields.get(b"v", b"0"))
-            message = stored_messages(cid, [row], notes, self.built)[0]
+            blob, conv = as_bytes(fields.get(b"m")), int(fields.get(b"v", b"0"))
+            message = stored_message(cid, as_bytes(entry_id).decode(), blob, conv)
+            if any(notes):
+                message = annotated(message, notes)
             page.append(((f"{ms}-{seq}", owner if len(owners) > 1 else None), message))
         return page, more
 
     async def message_at(self, cid: str, entry: str) -> Message | None:
-        _exists, found, notes = await self.page(
-            cid, start=entry, count=1, channel=None, state=False
-        )
-        if not found or as_text(found[0][0]) != entry:
+        _exists, found = await self.page(cid, start=entry, count=1, channel=None, state=False)
+        if not found or found[0].entry != entry:
             return None
-        return stored_messages(cid, found, notes, self.built)[0]
+        return page_messages(cid, found)[0]
 
     # -- the message-id index and annotations -----------------------------------------
 
@@ -520,11 +517,11 @@ class Timeline:
             await pipe.execute()
 
 
-def _rows(cid: str, owner: str, found: list[Any], notes: list[Any]) -> list[Row]:
+def _rows(cid: str, owner: str, found: list[codec.PageRow]) -> list[Row]:
     """(sort key, message) for entries of `owner`'s timeline shown as `cid`'s."""
-    messages = stored_messages(cid, found, notes)
+    messages = page_messages(cid, found)
     rows = []
-    for (entry_id, *_), message in zip(found, messages, strict=True):
-        ms, _, seq = (as_text(entry_id) or "0-0").partition("-")
+    for row, message in zip(found, messages, strict=True):
+        ms, _, seq = row.entry.partition("-")
         rows.append(((int(ms), int(seq), owner), message))
     return rows
