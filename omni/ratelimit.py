@@ -14,7 +14,8 @@ Two kinds, each a fixed window of `[limits] window_s` seconds:
 Over the limit: `TooManyRequests` (429 problem, `Retry-After`: the seconds to the next
 window), counted in `/metrics` as omni_rate_limited_total{kind}. The cost on the hot
 path is no round trip of its own: INCR and PEXPIRE NX go through the store's pipeliner,
-in the pipeline of the event-loop turn that also carries the requests' appends and reads.
+in the pipeline of the event-loop turn that also carries the requests' appends and reads,
+the turn's hits on one key as one INCRBY (`Pipeliner.count`).
 0 switches a limit off.
 """
 
@@ -35,7 +36,7 @@ from redis.asyncio import Redis
 
 from omni import keys, metrics
 from omni.errors import TooManyRequests
-from omni.scripts import Batch, Pipeliner
+from omni.scripts import Pipeliner
 from omni.settings import LimitSettings
 
 log = structlog.get_logger("omni.ratelimit")
@@ -44,7 +45,7 @@ Kind = Literal["key", "identity"]
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A staged hit: its replies (INCR's count, PEXPIRE's) come in `replies`."""
+    """A staged hit: its replies (its count, PEXPIRE's) come in `replies`."""
 
     kind: Kind
     digest: str
@@ -93,10 +94,7 @@ class RateLimiter:
         window = int(now // window_s)
         digest = _digest(who)
         name = keys.rate(kind, digest, window)
-        batch = Batch()
-        batch.command("incr", name)
-        batch.command("pexpire", name, window_s * 2000, nx=True)
-        return Hit(kind, digest, limit, now, window, self.pipeliner.submit(batch))
+        return Hit(kind, digest, limit, now, window, self.pipeliner.count(name, window_s * 2000))
 
     async def settle(self, hit: Hit | None) -> None:
         """Raises TooManyRequests when the staged hit went over its limit."""

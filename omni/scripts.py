@@ -164,6 +164,7 @@ class Pipeliner:
         self.timeout_s = timeout_s
         self._waiting: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._counts: dict[str, _Count] = {}  # this turn's `count` hits, by counter
 
     async def run(self, batch: Batch) -> list[Any]:
         return await self.submit(batch)
@@ -183,7 +184,25 @@ class Pipeliner:
         batch.script(script, keys, args)
         return (await self.run(batch))[0]
 
+    def count(self, key: str, expire_ms: int) -> asyncio.Future[list[Any]]:
+        """INCR `key` and PEXPIRE it (NX) in this turn's pipeline; the future gets
+        [the count after this increment, PEXPIRE's reply]. The hits of one turn on one
+        key go as one INCRBY and one PEXPIRE, each answered with the count it would have
+        had as an INCR of its own, in the order staged: under load a turn holds many
+        requests of the same API key, and two commands each cost a read a tenth of its
+        CPU in redis-py."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        pending = self._counts.get(key)
+        if pending is None:
+            pending = self._counts[key] = _Count(key, expire_ms)
+            self.submit(pending.batch).add_done_callback(pending.answer)
+        pending.hits.append(future)
+        return future
+
     def _flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for pending in counts.values():
+            pending.close()
         waiting, self._waiting = self._waiting, []
         task = asyncio.create_task(self._send(waiting))
         self._sending.add(task)
@@ -215,3 +234,36 @@ class Pipeliner:
             else:
                 if not future.done():
                     future.set_result(settled)
+
+
+class _Count:
+    """One turn's hits on one counter (`Pipeliner.count`): a batch whose INCRBY says how
+    many once the turn is over, and the hits' futures."""
+
+    def __init__(self, key: str, expire_ms: int) -> None:
+        self.key = key
+        self.expire_ms = expire_ms
+        self.batch = Batch()
+        self.hits: list[asyncio.Future[list[Any]]] = []
+
+    def close(self) -> None:
+        """The turn is over: the batch's commands, for as many hits as it had."""
+        self.batch.command("incrby", self.key, len(self.hits))
+        self.batch.command("pexpire", self.key, self.expire_ms, nx=True)
+
+    def answer(self, replies: asyncio.Future[list[Any]]) -> None:
+        if replies.cancelled():
+            for hit in self.hits:
+                hit.cancel()
+            return
+        failure = replies.exception()
+        if failure is not None:
+            for hit in self.hits:
+                if not hit.done():
+                    hit.set_exception(failure)
+            return
+        total, expired = replies.result()
+        first = int(total) - len(self.hits) + 1
+        for at, hit in enumerate(self.hits):
+            if not hit.done():  # a hit whose request was cancelled
+                hit.set_result([first + at, expired])

@@ -94,6 +94,24 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
     assert await redis.get("one") == b"1"  # sent all the same: it was on its way
 
 
+async def test_the_hits_of_one_turn_on_a_counter_are_counted_as_if_each_were_sent(
+    redis: Redis,
+) -> None:
+    """`Pipeliner.count`: one INCRBY a turn and counter, each hit answered with the
+    count its own INCR would have had, in the order staged; a hit given up on leaves
+    the others theirs, and is counted all the same."""
+    pipeliner = Pipeliner(redis)
+    first = [pipeliner.count("{c}:a", 60_000) for _ in range(3)]
+    other = pipeliner.count("{c}:b", 60_000)
+    first[1].cancel()
+    assert [await first[0], await first[2], await other] == [[1, 1], [3, 1], [1, 1]]
+    again = await asyncio.gather(*(pipeliner.count("{c}:a", 60_000) for _ in range(2)))
+    assert [count for count, _ in again] == [4, 5]
+    assert again[0][1] == 0  # the expiry was set by the first turn (NX)
+    assert await redis.get("{c}:a") == b"5"
+    assert 0 < await redis.pttl("{c}:a") <= 60_000
+
+
 async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
     aiohttp_client: Any, redis: Redis, redis_url: str
 ) -> None:
