@@ -22,6 +22,7 @@ from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
 from omni.scripts import Batch, Pipeliner
 from omni.state import SERVICES
 from tests.conftest import BOT, make_settings, primaries
+from tests.test_worker import until
 
 
 async def test_a_batch_reloads_forgotten_scripts_and_runs_plain_commands_once(
@@ -172,3 +173,25 @@ async def test_a_pipeline_redis_does_not_answer_fails_by_its_deadline_then_work_
             for server in servers:
                 await server.execute_command("CLIENT", "UNPAUSE")
             await close(untimed)
+
+
+async def test_a_then_command_is_sent_after_the_rest_even_when_nothing_follows(
+    redis: Redis,
+) -> None:
+    # On a cluster the pipeliner sends a batch's `then` commands at the head of its next
+    # pipeline, which starts once this one is answered; with no other work coming, one
+    # of their own. Keys of two slots: on a cluster, two nodes.
+    pipeliner = Pipeliner(redis)
+    first, second = "omni:test:{then-a}", "omni:test:{then-b}"
+    batch = Batch()
+    batch.command("set", first, "1")
+    batch.then("set", second, "2")
+    replies = await pipeliner.run(batch)
+    assert replies[0] is True
+    assert replies[1] in (True, None)  # None: sent later, and nothing waits for it
+
+    async def sent() -> bool:
+        return bool(await redis.exists(second))
+
+    await until(sent, timeout_s=5)
+    assert await redis.get(first) == b"1" and await redis.get(second) == b"2"
