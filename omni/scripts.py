@@ -262,6 +262,11 @@ class Pipeliner:
             else:
                 if not future.done():
                     future.set_result(settled)
+        if self._later:
+            # Scheduled after the answers: the requests they wake run first, and what
+            # they submit next carries the doorbells; with nothing submitted, the
+            # doorbells go alone.
+            self._schedule(asyncio.get_running_loop())
 
     async def _pipelined_later(self, batches: list[Batch], later: list[Command]) -> list[Any]:
         """`_pipelined` on a cluster: the earlier pipelines' `then` commands first, the
@@ -283,8 +288,6 @@ class Pipeliner:
             results += [None] * len(batch.then_commands)
             at += len(batch.commands)
             self._later += batch.then_commands
-        if self._later:
-            self._schedule(asyncio.get_running_loop())
         return results
 
 
