@@ -279,6 +279,12 @@ def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at:
         stored = _MESSAGE.decode(memoryview(blob)[1:])
     except msgspec.DecodeError as exc:
         raise CorruptRecord(f"a stored message does not decode: {exc}") from None
+    return _message_4(stored, customer_id, conversation_id, received_at)
+
+
+def _message_4(
+    stored: _StoredMessage4, customer_id: str, conversation_id: str, received_at: str
+) -> Message:
     author = stored.author
     # Positional: keyword construction of a 17-field struct costs a microsecond more a
     # message (tests/test_codec.py pins Message's field order this relies on).
@@ -332,26 +338,7 @@ def page_messages(
         stamp = entry_iso(row.entry)
         stored = row.message
         if type(stored) is _StoredMessage4:
-            author = stored.author
-            message = Message(
-                _ID_PREFIX + stored.id,
-                customer_id,
-                conversation,
-                stored.channel,
-                "inbound" if stored.inbound else "outbound",
-                Author("customer", author, None) if isinstance(author, str) else _author(author),
-                stamp,
-                stored.channel_message_id,
-                stored.sent_at,
-                stored.text,
-                stored.attachments,
-                stored.quick_reply,
-                stored.postback,
-                stored.quick_replies,
-                stored.voice,
-                stored.reply_to,
-                stored.metadata,
-            )
+            message = _message_4(stored, customer_id, conversation, stamp)
         elif isinstance(stored, bytes):
             message = message_at(stored, customer_id, conversation, stamp)
         else:

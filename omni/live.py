@@ -181,9 +181,7 @@ class Live:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc  # as in _listen: stay stoppable
+                _still_wanted()  # as in _listen: stay stoppable
                 log.warning("live feed interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
                 feed.ring()  # what was rung and not read may be anywhere now
@@ -259,19 +257,18 @@ class Live:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # redis-py can turn a cancellation mid-read into a ConnectionError;
-                    # carrying on would make this task impossible to stop.
-                    raise asyncio.CancelledError from exc
+                # redis-py can turn a cancellation mid-read into a ConnectionError;
+                # carrying on would make this task impossible to stop.
+                _still_wanted()
                 log.warning("live events interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1)
 
 
 def _still_wanted() -> None:
     """Raise CancelledError if this task was cancelled: redis-py can lose a cancellation
-    that comes while it connects or subscribes, and the task would then wait for
-    doorbells until cancelled again (an app's shutdown held up by seconds)."""
+    that comes while it connects, subscribes or reads (turning it into a
+    ConnectionError), and the task would then wait for doorbells, or retry, until
+    cancelled again (an app's shutdown held up by seconds)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

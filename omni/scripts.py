@@ -103,12 +103,9 @@ class Batch:
     def stage(self, pipe: Pipeline, *, then: bool = True) -> None:
         """The batch's commands into `pipe` (and the `then` ones after them, unless
         they go in a pipeline of their own)."""
-        for name, args, kwargs in self.commands + (self.then_commands if then else []):
-            getattr(pipe, name)(*args, **kwargs)
-
-    def stage_then(self, pipe: Pipeline) -> None:
-        for name, args, kwargs in self.then_commands:
-            getattr(pipe, name)(*args, **kwargs)
+        _stage(pipe, self.commands)
+        if then:
+            _stage(pipe, self.then_commands)
 
     async def settle(self, results: list[Any]) -> list[Any]:
         """The batch's replies from the pipeline's (its own slice, in order): forgotten
@@ -125,6 +122,27 @@ class Batch:
         return await self.settle(await _pipelined(redis, [self]))
 
 
+def _stage(pipe: Pipeline, commands: Sequence[Command]) -> None:
+    for name, args, kwargs in commands:
+        getattr(pipe, name)(*args, **kwargs)
+
+
+def _replies(
+    batches: Sequence[Batch], replies: list[Any], at: int, then: list[Any] | None
+) -> list[Any]:
+    """Each batch's replies in turn, from a pipeline of their own commands (from `at`)
+    and one of their `then` commands (None: not sent yet, a None for each)."""
+    merged: list[Any] = []
+    then_at = 0
+    for batch in batches:
+        merged += replies[at : at + len(batch.commands)]
+        at += len(batch.commands)
+        count = len(batch.then_commands)
+        merged += then[then_at : then_at + count] if then is not None else [None] * count
+        then_at += count
+    return merged
+
+
 async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
     """The batches' commands as one pipeline: every reply, errors as values, each
     batch's together (its `then` commands' last). On a cluster, the `then` commands
@@ -138,16 +156,9 @@ async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
         return results
     async with redis.pipeline(transaction=False) as pipe:
         for batch in batches:
-            batch.stage_then(pipe)
+            _stage(pipe, batch.then_commands)
         later: list[Any] = await pipe.execute(raise_on_error=False)
-    merged: list[Any] = []
-    at = then_at = 0
-    for batch in batches:
-        merged += results[at : at + len(batch.commands)]
-        merged += later[then_at : then_at + len(batch.then_commands)]
-        at += len(batch.commands)
-        then_at += len(batch.then_commands)
-    return merged
+    return _replies(batches, results, 0, later)
 
 
 class Pipeliner:
@@ -273,22 +284,16 @@ class Pipeliner:
         batches' own commands, and their `then` commands kept for the next pipeline (a
         None in their place in each batch's replies)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for name, args, kwargs in later:
-                getattr(pipe, name)(*args, **kwargs)
+            _stage(pipe, later)
             for batch in batches:
                 batch.stage(pipe, then=False)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         failed = [r for r in replies[: len(later)] if isinstance(r, Exception)]
         if failed:
             log.warning("doorbells not sent", count=len(failed), error=type(failed[0]).__name__)
-        results: list[Any] = []
-        at = len(later)
         for batch in batches:
-            results += replies[at : at + len(batch.commands)]
-            results += [None] * len(batch.then_commands)
-            at += len(batch.commands)
             self._later += batch.then_commands
-        return results
+        return _replies(batches, replies, len(later), None)
 
 
 class _Count:

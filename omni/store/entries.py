@@ -72,6 +72,13 @@ def index_entry(value: bytes) -> str:
     return value.decode()
 
 
+def found_entry(held: Sequence[Any]) -> str | None:
+    """The entry id of the first of a message's index fields (`dedupe_fields`, read in
+    that order) that holds one, or None."""
+    value = next((as_bytes(field) for field in held if field is not None), None)
+    return index_entry(value) if value is not None else None
+
+
 def echo_field(channel: str, fingerprint: str) -> str:
     # In the message-id index, beside the channel's ids; '#' keeps the channel first, as
     # a hashed id's field does, and "echo:" keeps it apart from those.

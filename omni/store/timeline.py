@@ -57,7 +57,7 @@ from omni.store.entries import (
     dedupe_fields,
     echo_field,
     entry_order,
-    index_entry,
+    found_entry,
     legacy_dedupe_field,
     packed_entry,
     page_messages,
@@ -221,10 +221,9 @@ class Timeline:
         for owner in owners:
             batch.command("hmget", keys.message_ids(owner), *dedupe)
         for owner, held in zip(owners, await self.pipeliner.run(batch), strict=True):
-            entry = next((as_bytes(f) for f in held if f is not None), None)
-            if entry is None:
+            entry_id = found_entry(held)
+            if entry_id is None:
                 continue
-            entry_id = index_entry(entry)
             found = await self.redis.xrange(keys.timeline(owner), entry_id, entry_id)
             if not found:
                 continue
@@ -441,8 +440,7 @@ class Timeline:
         found = await self.redis.hmget(
             keys.message_ids(cid), dedupe_fields(channel, channel_message_id)
         )
-        entry = next((as_bytes(f) for f in found if f is not None), None)
-        return index_entry(entry) if entry is not None else None
+        return found_entry(found)
 
     async def link_channel_message(
         self, cid: str, channel: str, channel_message_id: str, entry: str
