@@ -24,6 +24,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: from a quick bot answer to an agent who answers the next day.
 BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 14400, 86400)
 _SEP = "|"
+# Every (to, by) a handoff can be counted under (omni.handoff's targets by a bot or an
+# agent, and the overdue reply's move to the queue), shown from the start.
+_HANDOFFS = [(to, by) for to in ("agent", "bot", "queue") for by in ("agent", "bot")]
+_HANDOFFS.append(("queue", "timeout"))
 
 
 def _field(*parts: str) -> str:
@@ -105,13 +109,23 @@ def _first_response(fields: Mapping[str, int]) -> list[str]:
 
 
 def _counter(
-    fields: Mapping[str, int], prefix: str, name: str, help: str, labels: tuple[str, str]
+    fields: Mapping[str, int],
+    prefix: str,
+    name: str,
+    help: str,
+    labels: tuple[str, str],
+    known: Iterable[tuple[str, str]] = (),
 ) -> list[str]:
-    lines = _family(name, "counter", help)
-    for field, value in sorted(fields.items()):
+    """A counter's series, each label pair in `known` at 0 until counted: an alert on
+    rate() needs the series before its first increment, or it never fires on it."""
+    counts = {pair: 0 for pair in known}
+    for field, value in fields.items():
         parts = field.split(_SEP)
         if parts[0] == prefix and len(parts) == 3:
-            lines.append(f"{name}{_labels(**dict(zip(labels, parts[1:], strict=True)))} {value}")
+            counts[(parts[1], parts[2])] = value
+    lines = _family(name, "counter", help)
+    for pair, value in sorted(counts.items()):
+        lines.append(f"{name}{_labels(**dict(zip(labels, pair, strict=True)))} {value}")
     return lines
 
 
@@ -167,6 +181,7 @@ async def render(
         "Conversations handed over, by where to (agent, queue, bot) and by whom "
         "(bot, agent, or timeout: an agent's reply was overdue); service-wide.",
         ("to", "by"),
+        known=_HANDOFFS,
     )
     lines += _family(
         "omni_rate_limited_total",

@@ -84,6 +84,11 @@ async def test_an_idle_service_exposes_its_families(client: TestClient) -> None:
     samples = await scrape(client)
     assert value(samples, "omni_live_listeners") == 0
     assert value(samples, "omni_live_listeners_dropped_total") == 0
+    # Every handoff series is there at 0 before the first handoff, so an alert on its
+    # rate has something to watch from the start.
+    handoffs = samples["omni_handoffs_total"]
+    assert ((("by", "timeout"), ("to", "queue")), 0.0) in handoffs.items()
+    assert len(handoffs) == 7 and set(handoffs.values()) == {0.0}
 
 
 async def test_the_delivery_backlog_says_whether_there_are_workers_enough(
