@@ -23,12 +23,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis, RedisCluster
 
 from bench import baseline, processes, traffic, wrk
+from bench.protocols import Bench
 from bench.redis_work import Backend
 from bench.results import Summary, scenario_result
 from bench.seed import Seeder
@@ -37,37 +38,6 @@ from omni.redis_cluster import LocalCluster, free_ports
 INGESTS = ("messages_ingest", "instagram_ingest")
 SIZED = ("messages_ingest", "instagram_ingest", "context_read")
 SIDES = ("single", "cluster", "baseline")
-
-
-class Sizes(Protocol):
-    @property
-    def customers(self) -> int: ...
-    @property
-    def history(self) -> int: ...
-    @property
-    def rounds(self) -> int: ...
-    @property
-    def side_rounds(self) -> int: ...
-    @property
-    def warmup(self) -> float: ...
-
-
-class Scenario(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def fresh(self) -> bool: ...
-
-
-class Bench(processes.Bench, Protocol):
-    """What this section uses of bench.run.Bench (which imports this module)."""
-
-    @property
-    def config(self) -> Sizes: ...
-    @property
-    def work(self) -> Path: ...
-    def request_file(self, name: str, requests: Any) -> Path: ...
-    def scenario_file(self, scenario: Any, round_: int, side: str = "") -> Path: ...
 
 
 # -- the cluster -------------------------------------------------------------------------
@@ -211,7 +181,7 @@ def _rounds(
             runs[side].append(run)
             if side != "baseline" and chosen.fresh:
                 chosen.expected_rps = max(chosen.expected_rps, run.rps)
-            bench._progress(chosen.name, f"{side}", run)
+            bench.progress(chosen.name, f"{side}", run)
     return runs
 
 
@@ -297,7 +267,7 @@ def replica_acks(bench: Bench, scenarios: Sequence[Any], backend: Backend) -> di
                 for scenario in picked:
                     run = bench.load(url, bench.scenario_file(scenario, round_))
                     runs.setdefault((scenario.name, acks), []).append(run)
-                    bench._progress(scenario.name, f"replica_acks {acks}", run)
+                    bench.progress(scenario.name, f"replica_acks {acks}", run)
             finally:
                 bench.stop(group)
     table: dict[str, Any] = {}

@@ -8,45 +8,14 @@ one would still take CPU from the group being measured.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bench import wrk
+from bench.protocols import Bench, Named
 from bench.redis_work import Backend
 from bench.results import Summary
 
 PICKED = ("context_read", "messages_ingest")
-
-
-class Rounds(Protocol):
-    @property
-    def side_rounds(self) -> int: ...
-    @property
-    def warmup(self) -> float: ...
-
-
-class Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class Bench(Protocol):
-    """What this section uses of bench.run.Bench (which imports this module)."""
-
-    @property
-    def config(self) -> Rounds: ...
-    def start_omni(
-        self, processes: int = 1, backend: Backend | None = None, env: dict[str, str] | None = None
-    ) -> tuple[str, list[Any]]: ...
-    def start_baseline(
-        self, processes: int = 1, backend: Backend | None = None
-    ) -> tuple[str, list[Any]]: ...
-    def stop(self, servers: list[Any]) -> None: ...
-    def scenario_file(self, scenario: Any, round_: int) -> Path: ...
-    def load(
-        self, url: str, requests: Path, seconds: float | None = None, start: int = 0
-    ) -> wrk.Run: ...
-    def _progress(self, name: str, who: str, run: wrk.Run) -> None: ...
 
 
 def one_vs_two(
@@ -67,13 +36,13 @@ def one_vs_two(
                     for scenario in picked:
                         run = bench.load(url, bench.scenario_file(scenario, round_))
                         runs.setdefault((scenario.name, processes), []).append(run)
-                        bench._progress(scenario.name, f"{label}omni x{processes}", run)
+                        bench.progress(scenario.name, f"{label}omni x{processes}", run)
                 finally:
                     bench.stop(group)
             for scenario in picked:
                 run = bench.load(base_url, bench.scenario_file(scenario, round_))
                 runs.setdefault((scenario.name, 0), []).append(run)
-                bench._progress(scenario.name, f"{label}baseline x2", run)
+                bench.progress(scenario.name, f"{label}baseline x2", run)
     finally:
         bench.stop(base)
     table: dict[str, Any] = {}

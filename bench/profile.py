@@ -11,10 +11,11 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from bench import wrk
+from bench.protocols import Bench, Named
 
 RESULTS = Path(__file__).parent / "results"
 TOP = 25
@@ -29,42 +30,13 @@ _AREAS = (
 )
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class _Timed(Protocol):
-    @property
-    def seconds(self) -> float: ...
-
-
-ScenarioT = TypeVar("ScenarioT", bound=_Named)
-ScenarioIn = TypeVar("ScenarioIn", bound=_Named, contravariant=True)
-
-
-class Runner(Protocol[ScenarioIn]):
-    """What profiling needs of the bench (`bench.run.Bench`), said here rather than
-    imported, so that run imports profile and not the other way round as well."""
-
-    work: Path
-    notes: list[str]
-
-    @property
-    def config(self) -> _Timed: ...
-
-    def load(self, url: str, requests: Path, seconds: float | None = None) -> wrk.Run: ...
-
-    def scenario_file(self, scenario: ScenarioIn, round_: int) -> Path: ...
-
-
 def py_spy() -> str | None:
     here = Path(sys.executable).with_name("py-spy")
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
 def scenarios(
-    bench: Runner[ScenarioT], missed: list[ScenarioT], url: str, pid: int, out: dict[str, Any]
+    bench: Bench, missed: Sequence[Named], url: str, pid: int, out: dict[str, Any]
 ) -> None:
     binary = py_spy()
     if not missed or binary is None:

@@ -365,10 +365,10 @@ class Bench:
                     scenario.expected_rps = max(scenario.expected_rps, run.rps)
                     if run.wrapped:
                         self.notes.append(f"{scenario.name}: omni re-sent message ids")
-                self._progress(scenario.name, who, run)
+                self.progress(scenario.name, who, run)
         return Summary.of(omni_runs), Summary.of(base_runs)
 
-    def _progress(self, name: str, who: str, run: wrk.Run) -> None:
+    def progress(self, name: str, who: str, run: wrk.Run) -> None:
         errors = f", {run.errors + run.non_2xx} errors" if run.errors + run.non_2xx else ""
         cpu = " ".join(f"{k} {v:.2f}" for k, v in run.cpu.items() if v >= 0.01)
         print(
@@ -507,13 +507,13 @@ def growth(bench: Bench, omni_url: str, out: dict[str, Any]) -> None:
             run = bench.load(omni_url, path)
             expected = max(expected, run.rps)
             runs.setdefault(f"ingest/{size}", []).append(run)
-            bench._progress(f"ingest at {size}", "omni", run)
+            bench.progress(f"ingest at {size}", "omni", run)
             run = bench.load(omni_url, reads[size])
             runs.setdefault(f"context/{size}", []).append(run)
-            bench._progress(f"context at {size}", "omni", run)
+            bench.progress(f"context at {size}", "omni", run)
         run = bench.load(omni_url, reads["full"])
         runs.setdefault("context/full", []).append(run)
-        bench._progress("context at 100", "omni", run)
+        bench.progress("context at 100", "omni", run)
     out["growth_ratio"] = {}
     out["growth"] = {}
     for kind in ("ingest", "context"):

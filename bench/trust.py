@@ -13,52 +13,18 @@ are sent, and VmRSS read again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from bench import traffic, wrk
+from bench.protocols import Bench, Named
 from bench.results import Summary
-from omni.redis_server import EmbeddedRedis
 
 Fsync = Literal["always", "everysec"]
-
-
-# What these sections use of bench.run's Bench, Config and Scenario (which import this
-# module: a Protocol rather than an import cycle).
-class Sizes(Protocol):
-    @property
-    def customers(self) -> int: ...
-    @property
-    def side_rounds(self) -> int: ...
-    @property
-    def soak_requests(self) -> int: ...
-    @property
-    def soak_warmup(self) -> int: ...
-
-
-class Named(Protocol):
-    name: str
-
-
-class Bench(Protocol):
-    @property
-    def config(self) -> Sizes: ...
-    @property
-    def redis(self) -> EmbeddedRedis: ...
-    @property
-    def cids(self) -> list[str]: ...
-    def start_omni(self, processes: int = 1) -> tuple[str, list[Any]]: ...
-    def stop(self, servers: list[Any]) -> None: ...
-    def request_file(self, name: str, requests: Iterable[bytes]) -> Path: ...
-    def scenario_file(self, scenario: Any, round_: int) -> Path: ...
-    def load(
-        self, url: str, requests: Path, seconds: float | None = None, start: int = 0
-    ) -> wrk.Run: ...
-    def _progress(self, name: str, who: str, run: wrk.Run) -> None: ...
 
 
 FSYNC_SCENARIOS = ("messages_ingest", "instagram_ingest")
@@ -88,7 +54,7 @@ def fsync_cost(bench: Bench, picked: Sequence[Named], omni_url: str, out: dict[s
                 for scenario in picked:
                     run = bench.load(omni_url, bench.scenario_file(scenario, round_))
                     runs.setdefault((scenario.name, mode), []).append(run)
-                    bench._progress(scenario.name, f"fsync {mode}", run)
+                    bench.progress(scenario.name, f"fsync {mode}", run)
     finally:
         asyncio.run(set_fsync(bench.redis.url, "everysec"))
     out["fsync_always"] = fsync_result(
