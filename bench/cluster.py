@@ -170,6 +170,8 @@ def _rounds(
 ) -> dict[str, list[wrk.Run]]:
     runs: dict[str, list[wrk.Run]] = {side: [] for side in SIDES}
     files: dict[str, Path] = {}
+    for side in SIDES:
+        bench.warm(scenario[side], urls[side], side)
     for round_ in range(bench.config.rounds):
         turn = round_ % len(SIDES)
         for side in SIDES[turn:] + SIDES[:turn]:
