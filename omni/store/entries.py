@@ -1,5 +1,5 @@
 """How the timeline's entries read back, and where a page of them starts: pure
-functions over what the timeline scripts return (no Redis here)."""
+functions over what the timeline's scripts and reads return (no Redis here)."""
 
 from __future__ import annotations
 
@@ -120,8 +120,36 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
+def note_fields(entries: Sequence[Any]) -> list[str]:
+    """The annotations hash's fields of entries as XRANGE answers them (raw: [entry id,
+    fields]), four an entry in `page_rows`' order: status, deleted, reaction, read."""
+    fields: list[str] = []
+    for entry in entries:
+        entry_id = entry[0].decode()
+        fields += (f"s:{entry_id}", f"d:{entry_id}", f"r:{entry_id}", f"rd:{entry_id}")
+    return fields
+
+
+def page_rows(entries: Sequence[Any], notes: Sequence[Any] | None) -> list[codec.PageRow]:
+    """A page's rows from timeline entries as XRANGE answers them raw ([entry id, [field,
+    value, ...]], as append.lua writes them: 'm' the stored message, 'v' the
+    conversation number) and, when read, their annotations (HMGET of `note_fields`)."""
+    rows = []
+    for at, (entry_id, fields) in enumerate(entries):
+        if len(fields) == 4 and fields[0] == b"m" and fields[2] == b"v":
+            blob, conv = fields[1], fields[3]
+        else:  # any other layout: by name
+            found = dict(zip(fields[::2], fields[1::2], strict=True))
+            blob, conv = found.get(b"m"), found.get(b"v", b"0")
+        mine = notes[4 * at : 4 * at + 4] if notes else None
+        if mine is not None and mine.count(None) == 4:
+            mine = None
+        rows.append(codec.PageRow(entry_id.decode(), conv, blob, mine))
+    return rows
+
+
 def page_messages(cid: str, rows: list[codec.PageRow]) -> list[Message]:
-    """Messages from a page's rows (`codec.decode_page`), shown as customer `cid`'s."""
+    """Messages from a page's rows (`page_rows`), shown as customer `cid`'s."""
     return codec.page_messages(rows, cid, lambda number: conversation_id(cid, int(number)),
                                annotated)  # fmt: skip
 
