@@ -134,17 +134,20 @@ def page_rows(entries: Sequence[Any], notes: Sequence[Any] | None) -> list[codec
     """A page's rows from timeline entries as XRANGE answers them raw ([entry id, [field,
     value, ...]], as append.lua writes them: 'm' the stored message, 'v' the
     conversation number) and, when read, their annotations (HMGET of `note_fields`)."""
+    row = codec.PageRow
     rows = []
-    for at, (entry_id, fields) in enumerate(entries):
+    for entry_id, fields in entries:
         if len(fields) == 4 and fields[0] == b"m" and fields[2] == b"v":
-            blob, conv = fields[1], fields[3]
+            rows.append(row(entry_id.decode(), fields[3], fields[1]))
         else:  # any other layout: by name
             found = dict(zip(fields[::2], fields[1::2], strict=True))
-            blob, conv = found.get(b"m"), found.get(b"v", b"0")
-        mine = notes[4 * at : 4 * at + 4] if notes else None
-        if mine is not None and mine.count(None) == 4:
-            mine = None
-        rows.append(codec.PageRow(entry_id.decode(), conv, blob, mine))
+            rows.append(row(entry_id.decode(), found.get(b"v", b"0"), found.get(b"m")))
+    if not notes:
+        return rows
+    for at, plain in enumerate(rows):
+        mine = notes[4 * at : 4 * at + 4]
+        if mine.count(None) != 4:
+            rows[at] = row(plain.entry, plain.conv, plain.message, mine)
     return rows
 
 
