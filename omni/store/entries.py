@@ -120,13 +120,14 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
-def note_fields(entries: Sequence[Any]) -> list[str]:
+def note_fields(entries: Sequence[Any]) -> list[bytes]:
     """The annotations hash's fields of entries as XRANGE answers them (raw: [entry id,
-    fields]), four an entry in `page_rows`' order: status, deleted, reaction, read."""
-    fields: list[str] = []
+    fields]), four an entry in `page_rows`' order: status, deleted, reaction, read. As
+    bytes: redis-py passes bytes on as they are, a field of text it encodes first."""
+    fields: list[bytes] = []
     for entry in entries:
-        entry_id = entry[0].decode()
-        fields += (f"s:{entry_id}", f"d:{entry_id}", f"r:{entry_id}", f"rd:{entry_id}")
+        entry_id = entry[0]
+        fields += (b"s:" + entry_id, b"d:" + entry_id, b"r:" + entry_id, b"rd:" + entry_id)
     return fields
 
 
