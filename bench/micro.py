@@ -7,7 +7,8 @@ persistence), one customer with 60 messages; it reports the least CPU per reques
 five batches of 16 requests at once, the loops alternating three times (client and
 server together, so a change shows as a difference between two runs, not as an
 absolute), for a history page of 50 and a context read, and the CPU of reading back a
-51-entry page alone (`decode_page` and `page_messages` on what read_page.lua answered).
+51-entry page alone (`page_rows` and `page_messages` on the XREVRANGE as hiredis
+parses it, without redis-py's response callback, as `Timeline.page` reads it).
 
     python -m bench.micro                  # both loops, and uvloop's gain
     python -m bench.micro --loop asyncio   # one loop
@@ -26,14 +27,14 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from omni import codec, keys, scripts
+from omni import codec, keys
 from omni.app import create_app
 from omni.eventloop import EVENT_LOOPS, EventLoop, loop_name, new_event_loop
 from omni.logs import configure
 from omni.model import Author, Message
 from omni.redis_server import EmbeddedRedis
 from omni.settings import Settings
-from omni.store.entries import page_messages
+from omni.store.entries import page_messages, page_rows
 
 KEY = "bench-micro-key-0001"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -87,8 +88,8 @@ async def _get(client: TestClient[Any, Any], path: str) -> None:
     await (await client.get(path, headers=HEADERS)).read()
 
 
-async def _stored_page(redis_url: str, cid: str) -> bytes:
-    """A 51-entry page of 100-character messages as read_page.lua answers it."""
+async def _stored_page(redis_url: str, cid: str) -> list[Any]:
+    """A 51-entry page of 100-character messages as XREVRANGE answers it (raw)."""
     redis = Redis.from_url(redis_url)
     try:
         for i in range(51):
@@ -100,19 +101,18 @@ async def _stored_page(redis_url: str, cid: str) -> bytes:
             entry = f"{1765000000000 + i * 700}-0"
             await redis.xadd(keys.timeline(cid), {"m": codec.encode_message(message), "v": 1},
                              id=entry)  # fmt: skip
-        read = scripts.load(redis, "read_page", "store")
-        timeline, notes = keys.timeline(cid), keys.notes(cid)
-        _, page = await read([keys.customer(cid), timeline, timeline, notes], ["+", 51, "0"])
-        return bytes(page)
+        redis.response_callbacks.pop("XREVRANGE")
+        page = await redis.xrevrange(keys.timeline(cid), "+", "-", count=51)
+        return list(page or [])
     finally:
         await redis.aclose()
 
 
-def page_decode(page: bytes, cid: str) -> float:
+def page_decode(page: list[Any], cid: str) -> float:
     """CPU microseconds to read back a 51-entry page of 100-character messages."""
 
     def read() -> None:
-        page_messages(cid, codec.decode_page(page))
+        page_messages(cid, page_rows(page, None))
 
     timer = timeit.Timer(read, timer=time.thread_time)
     return min(timer.repeat(number=500, repeat=9)) / 500 * 1e6
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cid = "cus_01JD6W3Q4M8X2K7N5P9R1T3V5X"
             page = asyncio.run(_stored_page(server.url, cid))
-            print(f"page of 51 read back (decode_page, page_messages): "
+            print(f"page of 51 read back (page_rows, page_messages): "
                   f"{page_decode(page, cid):.0f} us CPU")  # fmt: skip
             # Alternating, three times, the least of each: the machine's other work
             # moves between runs.

@@ -46,6 +46,7 @@ class _Capture:
 
     def __init__(self) -> None:
         self.cid = ""
+        self.response_callbacks: dict[str, Any] = {}  # the pipeliner's (scripts.answer_raw)
 
     async def set(self, *_: Any, **__: Any) -> bytes:
         """The identity lookup (SET NX GET): the identity already belongs to `cid`."""

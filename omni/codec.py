@@ -129,22 +129,23 @@ class _StoredMessage4(msgspec.Struct, frozen=True, array_like=True):
     metadata: dict[str, MetaValue] = {}
 
 
-class PageRow(msgspec.Struct, frozen=True, array_like=True):
-    """One entry of a page as read_page.lua answers it: its entry id and conversation
-    number, the stored message (schema 4 already decoded; any other stored bytes as
-    they are, for `message_at`; None when the entry has none), and its four annotations
-    as stored (status, deleted at, reaction, read at) when it has any."""
+class PageRow(msgspec.Struct, frozen=True, gc=False):
+    """One timeline entry of a page as read (omni.store.entries.page_rows): its entry id
+    and conversation number, the stored message as stored (None when the entry has
+    none), and its four annotations as stored (status, deleted at, reaction, read at)
+    when it has any. A Struct untracked by the collector: built 51 times a history page,
+    holding only bytes, text and lists of bytes."""
 
     entry: str
-    conv: str
-    message: _StoredMessage4 | bytes | None
-    notes: tuple[bytes | None, bytes | None, bytes | None, bytes | None] | None = None
+    conv: bytes
+    message: bytes | None
+    notes: Sequence[bytes | None] | None = None
 
 
 _MESSAGE_2 = msgspec.msgpack.Decoder(_StoredMessage)
 _MESSAGE_3 = msgspec.msgpack.Decoder(_StoredMessage3)
 _MESSAGE = msgspec.msgpack.Decoder(_StoredMessage4)
-_PAGE = msgspec.msgpack.Decoder(list[PageRow])
+_MESSAGES = msgspec.msgpack.Decoder(list[_StoredMessage4])
 _MESSAGE_REQUIRED = 4
 _DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -309,10 +310,14 @@ def _message_4(
     )
 
 
-def decode_page(page: bytes) -> list[PageRow]:
-    """A page as read_page.lua writes it, every stored message of it in one call."""
+def _fours(rows: list[PageRow]) -> list[_StoredMessage4]:
+    """The schema-4 messages of a page's rows, in order, decoded in one call: their
+    bodies (after the schema byte) joined as one msgpack array."""
+    bodies = [row.message[1:] for row in rows if row.message and row.message[0] == MESSAGE_SCHEMA]
+    count = len(bodies)
+    head = bytes([0x90 + count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big")
     try:
-        return _PAGE.decode(page)
+        return _MESSAGES.decode(head + b"".join(bodies))
     except msgspec.DecodeError as exc:
         raise CorruptRecord(f"a page of stored messages does not decode: {exc}") from None
 
@@ -320,16 +325,17 @@ def decode_page(page: bytes) -> list[PageRow]:
 def page_messages(
     rows: list[PageRow],
     customer_id: str,
-    conversation_of: Callable[[str], str],
+    conversation_of: Callable[[bytes], str],
     annotate: Callable[[Message, Sequence[bytes | None]], Message],
 ) -> list[Message]:
     """The messages of a page's rows as the API shows them: `conversation_of` gives a
     conversation number's id (asked once a page per number), the entry id the time
     received, and `annotate` applies a row's annotations (called only for a row that
-    has any). The hot loop of a history page and a context read: a schema-4 row's
-    message is built by position from what `decode_page` decoded, nothing decoded or
-    looked up again (tests/test_page_encoding.py holds it to `decode_message`)."""
-    conversations: dict[str, str] = {}
+    has any). The hot loop of a history page and a context read: the page's schema-4
+    messages are decoded in one call and built by position, any other stored schema
+    through `message_at` (tests/test_page_encoding.py holds it to `decode_message`)."""
+    fours = iter(_fours(rows))
+    conversations: dict[bytes, str] = {}
     out = []
     for row in rows:
         conversation = conversations.get(row.conv)
@@ -337,12 +343,12 @@ def page_messages(
             conversation = conversations[row.conv] = conversation_of(row.conv)
         stamp = entry_iso(row.entry)
         stored = row.message
-        if type(stored) is _StoredMessage4:
-            message = _message_4(stored, customer_id, conversation, stamp)
-        elif isinstance(stored, bytes):
-            message = message_at(stored, customer_id, conversation, stamp)
-        else:
+        if not stored:
             raise CorruptRecord(f"timeline entry {row.entry} holds no message")
+        if stored[0] == MESSAGE_SCHEMA:
+            message = _message_4(next(fours), customer_id, conversation, stamp)
+        else:
+            message = message_at(stored, customer_id, conversation, stamp)
         if row.notes is not None:
             message = annotate(message, row.notes)
         out.append(message)

@@ -1,8 +1,8 @@
 """omni's Lua scripts: loaded by name, run alone or in a `Batch`.
 
 A script sits beside the code that calls it: the store's rooms' in omni/store/ (append,
-read_page, write_field), the other modules' (outbox, delivery, handoff, merge, erasure;
-each file named after its module) in omni/lua/.
+write_field), the other modules' (outbox, delivery, handoff, merge, erasure; each file
+named after its module) in omni/lua/.
 """
 
 from __future__ import annotations
@@ -57,6 +57,35 @@ def _source(folder: str, name: str) -> str:
 
 # A redis-py pipeline method's name and its arguments.
 Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+# The commands `Batch.raw` may stage, and the option that asks their response callback
+# (`answer_raw`) for the reply as the server sent it.
+RAW_COMMANDS = ("XRANGE", "XREVRANGE")
+_RAW = "omni_raw"
+
+
+def answer_raw(redis: Redis) -> None:
+    """Let `Batch.raw`'s commands skip `redis`'s response callback: redis-py's turns an
+    XREVRANGE's every entry into a tuple and a dict of its fields, ~30 µs of a history
+    page of 51 entries, which the timeline reads by position (omni.store.entries) from
+    the nested lists hiredis gives. Every other use of the client is unchanged: the
+    callbacks answer as before unless a command carries the option. Idempotent."""
+    callbacks = redis.response_callbacks
+    for name in RAW_COMMANDS:
+        parse = callbacks.get(name)
+        if parse is not None and not isinstance(parse, _UnlessRaw):
+            callbacks[name] = _UnlessRaw(parse)
+
+
+class _UnlessRaw:
+    """A response callback that hands the reply back as it is to a `Batch.raw` command."""
+
+    def __init__(self, parse: Any) -> None:
+        self.parse = parse
+
+    def __call__(self, response: Any, **options: Any) -> Any:
+        if options.pop(_RAW, False):
+            return response
+        return self.parse(response, **options)
 
 
 class Batch:
@@ -85,6 +114,13 @@ class Batch:
 
     def command(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.commands.append((name, args, kwargs))
+
+    def raw(self, name: str, *args: Any) -> None:
+        """A command (one of RAW_COMMANDS, with its arguments as Redis spells them) whose
+        reply comes as the server sent it, nested lists of bytes, without redis-py's
+        response callback; through a Pipeliner, or a client given to `answer_raw`."""
+        assert name in RAW_COMMANDS, name
+        self.commands.append(("execute_command", (name, *args), {_RAW: True}))
 
     def then(self, name: str, *args: Any, **kwargs: Any) -> None:
         """A command run only once every other command of the batch has run; its reply
@@ -177,6 +213,7 @@ class Pipeliner:
     def __init__(self, redis: Redis, timeout_s: float = 10.0) -> None:
         self.redis = redis
         self.timeout_s = timeout_s
+        answer_raw(redis)
         self._waiting: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._counts: dict[str, _Count] = {}  # this turn's `count` hits, by counter

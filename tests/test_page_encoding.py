@@ -1,7 +1,9 @@
-"""A page of stored messages (history, a context's recent messages) is written by
-read_page.lua as one msgpack document and read back by `page_messages`, the hot loop
-that makes conversation ids once a page: its JSON must be byte for byte what the
-messages as written encode to, for every kind of message, annotation and stored schema."""
+"""A page of stored messages (history, a context's recent messages) is read with plain
+commands (`Timeline.page`: XREVRANGE, and the annotations' HMGET) and built by
+`page_messages`, the hot loop that decodes a page's schema-4 messages in one call and
+makes conversation ids once a page: its JSON must be byte for byte what the messages as
+written encode to, for every kind of message, annotation and stored schema, and for a
+channel's page (its index, then the timeline's entries) as for the whole timeline."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import random
 
 import msgpack
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from omni import codec, keys
 from omni.clock import iso
+from omni.errors import CorruptRecord
 from omni.model import Attachment, Author, Message, MessageStatus, Payload, Product, Voice
 from omni.store import Store
 from omni.store.entries import annotated, conversation_id, page_messages
@@ -149,11 +153,13 @@ def _page(seed: int) -> Page:
 
 
 async def _store(redis: Redis, written: list[tuple[str, bytes, int, list[bytes | None]]]) -> None:
-    """The entries as append.lua and the annotation writers leave them."""
-    await redis.delete(keys.timeline(CID), keys.notes(CID))
+    """The entries as append.lua and the annotation writers leave them (every message
+    indexed under the channel "any" too, for a channel's page)."""
+    await redis.delete(keys.timeline(CID), keys.notes(CID), keys.channel_timeline(CID, "any"))
     await redis.hset(keys.customer(CID), "rev", 1)  # type: ignore[misc]
     for entry, blob, conv, notes in written:
         await redis.xadd(keys.timeline(CID), {"m": blob, "v": conv}, id=entry)
+        await redis.xadd(keys.channel_timeline(CID, "any"), {"v": conv}, id=entry)
         for name, note in zip(["s", "d", "r", "rd"], notes, strict=True):
             if note is not None:
                 await redis.hset(keys.notes(CID), f"{name}:{entry}", note)  # type: ignore[misc]
@@ -167,8 +173,9 @@ async def test_every_kind_of_message_reads_back_as_the_json_it_was_written_as(
     for seed in range(300):
         written, expected, cases = _page(seed)
         await _store(redis, written)
-        _, rows = await timeline.page(CID, start="+", count=60, channel=None, state=False)
-        assert JSON.encode(page_messages(CID, rows)) == JSON.encode(expected), seed
+        for channel in (None, "any"):
+            _, rows = await timeline.page(CID, start="+", count=60, channel=channel, state=False)
+            assert JSON.encode(page_messages(CID, rows)) == JSON.encode(expected), seed
         seen |= cases
     # The generated pages did hold every case the loop treats apart.
     assert seen == {
@@ -182,3 +189,21 @@ async def test_every_kind_of_message_reads_back_as_the_json_it_was_written_as(
         "schema 3",
         "schema 4",
     }
+
+
+async def test_a_page_with_a_damaged_message_is_a_corrupt_record_and_a_lost_entry_is_left_out(
+    redis: Redis,
+) -> None:
+    timeline = Store(redis).timeline
+    written, expected, _ = _page(7)
+    await _store(redis, written)
+    # A channel's index entry whose timeline entry is gone (an erasure between the two
+    # reads) is left out of the channel's page.
+    gone = written[-1][0]
+    await redis.xdel(keys.timeline(CID), gone)
+    _, rows = await timeline.page(CID, start="+", count=60, channel="any", state=False)
+    assert JSON.encode(page_messages(CID, rows)) == JSON.encode(expected[1:])
+    await redis.xadd(keys.timeline(CID), {"m": b"\x04\x93garbage", "v": 1}, id="*")
+    _, rows = await timeline.page(CID, start="+", count=60, channel=None, state=False)
+    with pytest.raises(CorruptRecord):
+        page_messages(CID, rows)

@@ -195,3 +195,19 @@ async def test_a_then_command_is_sent_after_the_rest_even_when_nothing_follows(
 
     await until(sent, timeout_s=5)
     assert await redis.get(first) == b"1" and await redis.get(second) == b"2"
+
+
+async def test_a_raw_command_is_answered_as_the_server_sent_it_and_others_as_before(
+    redis: Redis,
+) -> None:
+    await redis.xadd("{s}:tl", {"m": b"x", "v": 1}, id="1-1")
+    pipeliner = Pipeliner(redis)
+    batch = Batch()
+    batch.raw("XREVRANGE", "{s}:tl", "+", "-", "COUNT", 5)
+    batch.command("xrevrange", "{s}:tl", "+", "-", count=5)
+    raw, parsed = await pipeliner.run(batch)
+    assert raw == [[b"1-1", [b"m", b"x", b"v", b"1"]]]
+    assert parsed == [(b"1-1", {b"m": b"x", b"v": b"1"})]
+    # The client's own commands still get redis-py's callback; wrapping it is idempotent.
+    Pipeliner(redis)
+    assert await redis.xrange("{s}:tl") == parsed

@@ -4,7 +4,7 @@
     room                    module                     keys it owns (omni.keys)
     store.timeline          omni/store/timeline.py     timeline (tl), channel_timeline
                                                        (tl:<ch>), message_ids (mid),
-                                                       notes (ann); append.lua, read_page.lua
+                                                       notes (ann); append.lua
     store.customers         omni/store/customers.py    identity (ident:*); in customer (c):
                                                        i:*, p, created, first_seen
     store.parts             omni/store/parts.py        in customer (c): f:*, cart, cv_pending,
@@ -14,7 +14,7 @@
     store.inbox             omni/store/inbox.py        inbox (the team inbox's shards);
                                                        in customer (c): ix, iw;
                                                        inbox_mark.lua
-    store.contexts          omni/store/context.py      none: reads c + tl in one script
+    store.contexts          omni/store/context.py      none: reads c + tl in one round trip
     (shared)                omni/store/versioned.py    write_field.lua: If-Match writes of c
                             omni/store/entries.py      pure: entries decoded, page starts
                             omni/store/reply.py        pure: Redis replies as str / bytes
@@ -37,9 +37,10 @@ Hot paths are one round trip each. An ingest walks straight down, never back up:
 identity's customer (the timeline's cache, else `customers.resolve`: one SET NX GET in
 the identity's slot), then append.lua in the customer's slot (de-duplicate, append,
 update the customer), then, for a new customer with a name only, the search index. A
-context read is one read_page.lua (HGETALL + XREVRANGE COUNT). Neither ranges over the
-whole timeline, so their cost does not grow with the history (tests/test_flat_cost.py
-counts the commands).
+context read is one pipelined HGETALL + XREVRANGE COUNT (+ EXISTS of the annotations;
+their HMGET a second round trip when there are any). Neither ranges over the whole
+timeline, so their cost does not grow with the history (tests/test_flat_cost.py counts
+the commands).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The context read (`store.contexts`): a customer's whole context in one round trip.
 
-It is one read_page.lua run through the timeline room (the customer hash's fields and the
-recent entries together), decoded here: the hash's fields as the customers and parts
-rooms write them (profile, identities, conversation, facts, cart). It writes nothing.
+It is one page read through the timeline room (the customer hash's fields and the
+recent entries in one round trip, `Timeline.page`), decoded here: the hash's fields as
+the customers and parts rooms write them (profile, identities, conversation, facts,
+cart). It writes nothing.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ class Contexts:
         or raises Moved."""
         if not is_customer_id(cid):
             raise NotFound(f"no customer {cid}")
-        flat, found = await self.timeline.page(
+        held, found = await self.timeline.page(
             cid, start="+", count=RECENT_MESSAGES, channel=None, state=True
         )
-        if not flat:
+        if not held:
             raise NotFound(f"no customer {cid}")
-        fields = {as_bytes(k).decode(): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        fields = {as_bytes(k).decode(): v for k, v in held.items()}
         moved = as_text(fields.get("merged_into"))
         if moved:
             if not follow:

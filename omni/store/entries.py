@@ -1,5 +1,5 @@
 """How the timeline's entries read back, and where a page of them starts: pure
-functions over what the timeline scripts return (no Redis here)."""
+functions over what the timeline's scripts and reads return (no Redis here)."""
 
 from __future__ import annotations
 
@@ -120,8 +120,40 @@ def stored_message(cid: str, entry: str, blob: bytes, conv: int) -> Message:
     )
 
 
+def note_fields(entries: Sequence[Any]) -> list[bytes]:
+    """The annotations hash's fields of entries as XRANGE answers them (raw: [entry id,
+    fields]), four an entry in `page_rows`' order: status, deleted, reaction, read. As
+    bytes: redis-py passes bytes on as they are, a field of text it encodes first."""
+    fields: list[bytes] = []
+    for entry in entries:
+        entry_id = entry[0]
+        fields += (b"s:" + entry_id, b"d:" + entry_id, b"r:" + entry_id, b"rd:" + entry_id)
+    return fields
+
+
+def page_rows(entries: Sequence[Any], notes: Sequence[Any] | None) -> list[codec.PageRow]:
+    """A page's rows from timeline entries as XRANGE answers them raw ([entry id, [field,
+    value, ...]], as append.lua writes them: 'm' the stored message, 'v' the
+    conversation number) and, when read, their annotations (HMGET of `note_fields`)."""
+    row = codec.PageRow
+    rows = []
+    for entry_id, fields in entries:
+        if len(fields) == 4 and fields[0] == b"m" and fields[2] == b"v":
+            rows.append(row(entry_id.decode(), fields[3], fields[1]))
+        else:  # any other layout: by name
+            found = dict(zip(fields[::2], fields[1::2], strict=True))
+            rows.append(row(entry_id.decode(), found.get(b"v", b"0"), found.get(b"m")))
+    if not notes:
+        return rows
+    for at, plain in enumerate(rows):
+        mine = notes[4 * at : 4 * at + 4]
+        if mine.count(None) != 4:
+            rows[at] = row(plain.entry, plain.conv, plain.message, mine)
+    return rows
+
+
 def page_messages(cid: str, rows: list[codec.PageRow]) -> list[Message]:
-    """Messages from a page's rows (`codec.decode_page`), shown as customer `cid`'s."""
+    """Messages from a page's rows (`page_rows`), shown as customer `cid`'s."""
     return codec.page_messages(rows, cid, lambda number: conversation_id(cid, int(number)),
                                annotated)  # fmt: skip
 
