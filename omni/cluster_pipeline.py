@@ -21,9 +21,10 @@ Anything out of the ordinary is redis-py's to handle, as it always was:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import Connection
 from redis.commands import AsyncRedisClusterCommands
@@ -51,7 +52,7 @@ _KEY_AT = {
     **dict.fromkeys(
         ("XADD", "XREVRANGE", "XLEN", "HMGET", "HGET", "HSET", "HINCRBY", "GET", "SET"), 1
     ),
-    **dict.fromkeys(("INCR", "INCRBY", "PEXPIRE", "EXPIRE", "ZADD", "SPUBLISH"), 1),
+    **dict.fromkeys(("INCR", "INCRBY", "PEXPIRE", "EXPIRE", "ZADD", "ZREM", "SPUBLISH"), 1),
 }
 
 # What redis-py resends (RedisCluster.ERRORS_ALLOW_RETRY and the redirects).
@@ -77,6 +78,38 @@ class Commands(AsyncRedisClusterCommands):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.queue.append((args, options))
         return self
+
+
+class NodePipeline(Commands):
+    """`redis.pipeline(transaction=False)` for a cluster, sent by `execute` below."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+
+    async def __aenter__(self) -> NodePipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.queue = []
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        queue, self.queue = self.queue, []
+        replies = await execute(self.cluster, queue)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
+def pipeline(redis: Redis) -> Pipeline:
+    """A pipeline of `redis`, not a transaction: redis-py's on one server, a
+    NodePipeline on a cluster (typed as redis-py's: its command methods are the same,
+    but redis-py types them for its own client classes only)."""
+    if isinstance(redis, RedisCluster):
+        return cast(Pipeline, NodePipeline(redis))
+    return redis.pipeline(transaction=False)
 
 
 async def execute(cluster: RedisCluster, queue: list[Queued]) -> list[Any]:
