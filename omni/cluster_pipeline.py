@@ -160,26 +160,29 @@ def _route(
 
 async def _send(groups: Groups, queue: list[Queued]) -> list[Any]:
     replies: list[Any] = [None] * len(queue)
-    # The connections written to whose replies are still to be read: dropped when this
-    # is cancelled (the pipeliner's deadline), their replies unread.
+    # The connections taken whose replies are still to be read: dropped when this is
+    # cancelled (the pipeliner's deadline) while they are written to or read from.
     unread: list[tuple[ClusterNode, Connection, list[int]]] = []
     try:
         for node, positions in groups:
-            connection = None
             try:
                 connection = node.acquire_connection()
-                if connection.should_reconnect():  # type: ignore[no-untyped-call]
-                    await node.disconnect_if_needed(connection)
-                packed = connection.pack_commands([queue[at][0] for at in positions])
-                await connection.send_packed_command(packed)
-            except Exception as exc:
-                node._mark_free_connections_for_reconnect_on_error(exc)
-                if connection is not None:
-                    node.release(connection)
+            except Exception as exc:  # the pool is exhausted
                 for at in positions:
                     replies[at] = exc
                 continue
             unread.append((node, connection, positions))
+            try:
+                if connection.should_reconnect():  # type: ignore[no-untyped-call]
+                    await node.disconnect_if_needed(connection)
+                packed = connection.pack_commands([queue[at][0] for at in positions])
+                await connection.send_packed_command(packed)
+            except Exception as exc:  # nothing of it to read
+                unread.pop()
+                node._mark_free_connections_for_reconnect_on_error(exc)
+                node.release(connection)
+                for at in positions:
+                    replies[at] = exc
         while unread:
             node, connection, positions = unread[0]
             for index, at in enumerate(positions):

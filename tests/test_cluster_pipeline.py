@@ -6,6 +6,8 @@ the same, through redis-py, and the commands already answered are not sent again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import cast
 
 import pytest
@@ -75,3 +77,31 @@ async def test_the_pipeline_of_the_index_and_the_counters_raises_the_first_error
         pipe.incr("omni:test:{a}")
         pipe.hincrby("omni:test:{c}", "f", 2)
         assert await pipe.execute() == [2, 2]
+
+
+async def test_a_pipeline_given_up_on_leaves_no_connection_taken_nor_replies_behind(
+    redis: Redis,
+) -> None:
+    cluster = cast(RedisCluster, redis)
+    commands = cluster_pipeline.Commands()
+    for i in range(12):
+        commands.incr(f"omni:test:{{g{i}}}")
+    for steps in range(16):  # cancelled while connecting, writing, reading
+        if steps % 2:  # the connections to make again: a write then waits for one
+            for node in cluster.get_primaries():
+                await node.disconnect()
+        task = asyncio.create_task(cluster_pipeline.execute(cluster, commands.queue))
+        for _ in range(steps // 2):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await asyncio.sleep(0.2)  # a connection dropped is closed in the background
+    for node in cluster.get_primaries():
+        assert len(node._free) == len(node._connections)
+    probe = cluster_pipeline.Commands()
+    for i in range(12):
+        probe.set(f"omni:test:{{p{i}}}", f"v{i}")
+        probe.get(f"omni:test:{{p{i}}}")
+    replies = await cluster_pipeline.execute(cluster, probe.queue)
+    assert replies == [value for i in range(12) for value in (True, f"v{i}".encode())]
