@@ -14,9 +14,10 @@ Anything out of the ordinary is redis-py's to handle, as it always was:
 - the whole pipeline, when a command is not one this module routes, a refresh of the
   slot map is due, or a slot has no node;
 - the commands whose reply is a redirect (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or whose
-  node failed (a connection error, a timeout: the command may not have run), sent again
-  through ClusterPipeline, which follows redirects, refreshes the slot map and retries
-  or raises. A command that was answered is never sent again.
+  node failed before they were answered (a connection error, a timeout; they may have
+  run, and redis-py sends those again too), sent again through ClusterPipeline, which
+  follows redirects, refreshes the slot map and retries or raises. A command that was
+  answered is never sent again.
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ _KEY_AT = {
     ),
     **dict.fromkeys(("INCR", "INCRBY", "PEXPIRE", "EXPIRE", "ZADD", "ZREM", "SPUBLISH"), 1),
 }
+
+# The parts of redis-py's cluster client this module uses, some of them private: with a
+# redis-py that lacks one, every pipeline goes through ClusterPipeline (slower, and as right).
+_USABLE = all(
+    hasattr(owner, name)
+    for owner, names in (
+        (RedisCluster, "_initialize_due read_from_replicas load_balancing_strategy"),
+        (ClusterNode, "acquire_connection release parse_response disconnect_if_needed"),
+        (ClusterNode, "_mark_free_connections_for_reconnect_on_error"),
+        (Connection, "should_reconnect mark_for_reconnect pack_commands"),
+    )
+    for name in names.split()
+)
 
 # What redis-py resends (RedisCluster.ERRORS_ALLOW_RETRY and the redirects).
 _AGAIN = (
@@ -132,7 +146,7 @@ def _route(
     cluster: RedisCluster, queue: list[Queued]
 ) -> list[tuple[ClusterNode, list[int]]] | None:
     """The commands' positions by the node of their slot; None when redis-py must route."""
-    if cluster._initialize_due() or cluster.read_from_replicas:
+    if not _USABLE or cluster._initialize_due() or cluster.read_from_replicas:
         return None
     if cluster.load_balancing_strategy is not None:
         return None
