@@ -16,6 +16,11 @@ least CPU per request over the rounds is printed per scenario and tree.
 
     python -m bench.serve_cpu --tree before=../main --tree after=.
     python -m bench.serve_cpu --scenario history_page_50 --baseline --profile /tmp/p
+
+`--cluster` serves on a local 3x2 cluster (omni.redis_cluster) instead, omni in cluster
+mode; Valkey's CPU is then the six nodes' summed.
+
+    python -m bench.serve_cpu --cluster --scenario messages_ingest --scenario instagram_ingest
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from bench import profile, traffic, wrk
 from bench.run import Server, _clean_env, free_port, omni_config, wait_ready
 from bench.seed import Seeder
+from omni.redis_cluster import LocalCluster, free_ports
 from omni.redis_server import EmbeddedRedis
 
 CUSTOMERS = 1000
@@ -41,18 +47,20 @@ HISTORY = 55
 
 
 def _scenarios(cids: list[str], web: list[str]) -> dict[str, Callable[[str], Iterable[bytes]]]:
+    senders = [traffic.sender_id(i) for i in range(CUSTOMERS)]
     return {
         "context_read": lambda _: traffic.context_reads(cids),
         "history_page_50": lambda _: traffic.history_reads(cids),
         "messages_ingest": lambda tag: traffic.messages_ingest(web, tag, 40_000),
+        "instagram_ingest": lambda tag: traffic.instagram_ingest(senders, tag, 40_000),
         # The fixed cost of a read (a page of one), and of answering at all.
         "history_page_1": lambda _: (traffic.history_get(cid, 1) for cid in cids),
         "healthz": lambda _: [traffic.raw("GET", "/healthz")],
     }
 
 
-async def _seed(url: str) -> tuple[list[str], list[str]]:
-    redis = Redis.from_url(url)
+async def _seed(url: str, cluster: bool) -> tuple[list[str], list[str]]:
+    redis: Redis = RedisCluster.from_url(url) if cluster else Redis.from_url(url)  # type: ignore[assignment]
     try:
         seeder = Seeder(redis)
         ig = [("instagram", traffic.sender_id(i)) for i in range(CUSTOMERS)]
@@ -98,15 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", default="auto")
     parser.add_argument("--baseline", action="store_true", help="bench.baseline's too")
     parser.add_argument("--profile", type=Path, help="py-spy each scenario and tree into DIR")
+    parser.add_argument("--cluster", action="store_true", help="on a local 3x2 cluster")
     args = parser.parse_args(argv)
     trees = dict(tree.split("=", 1) for tree in args.tree) or {"here": "."}
     with tempfile.TemporaryDirectory(prefix="omni-serve-cpu-") as tmp:
         work = Path(tmp)
-        valkey = EmbeddedRedis(work / "valkey", persist=False)
+        valkey: EmbeddedRedis | LocalCluster
+        if args.cluster:
+            valkey = LocalCluster(work / "cluster", free_ports(6))
+        else:
+            valkey = EmbeddedRedis(work / "valkey", persist=False)
         valkey.start()
+        valkey_pids = valkey.pids if isinstance(valkey, LocalCluster) else [valkey.pid or 0]
         servers: dict[str, Server] = {}
         try:
-            cids, web = asyncio.run(_seed(valkey.url))
+            cids, web = asyncio.run(_seed(valkey.url, args.cluster))
             scenarios = _scenarios(cids, web)
             chosen = args.scenario or list(scenarios)
             omni_config(work / "omni.toml", valkey.url)
@@ -117,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                     "OMNI_CONFIG": str(work / "omni.toml"),
                     "OMNI_SERVER_EVENT_LOOP": args.loop,
                     "PYTHONPATH": str(Path(path).resolve()),
+                    "OMNI_REDIS_CLUSTER": "true" if args.cluster else "false",
                 }
                 # -P: the tree on PYTHONPATH, not the working directory's omni, is served.
                 command = [sys.executable, "-P", "-m", "omni.cli", "serve", "--port", str(port)]
                 servers[name] = Server(name, command, work / f"{name}.log", env)
                 urls[name] = f"http://127.0.0.1:{port}"
-            if args.baseline:
+            if args.baseline and not args.cluster:
                 port = free_port()
                 command = [sys.executable, "-m", "bench.baseline", "--port", str(port),
                            "--redis", valkey.url, "--loop", args.loop]  # fmt: skip
@@ -141,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                         traffic.write_requests(requests, scenarios[scenario](tag))
                         pid = servers[name].pid
                         user, system = _times(pid)
-                        redis_before = sum(_times(valkey.pid or 0))
+                        redis_before = sum(sum(_times(p)) for p in valkey_pids)
                         run = wrk.run(urls[name], requests, seconds=args.seconds,
                                       connections=args.connections)  # fmt: skip
                         user_after, system_after = _times(pid)
-                        redis_spent = sum(_times(valkey.pid or 0)) - redis_before
+                        redis_spent = sum(sum(_times(p)) for p in valkey_pids) - redis_before
                         per = 1e6 / max(1, run.requests)
                         user, system = (user_after - user) * per, (system_after - system) * per
                         key = (scenario, name)

@@ -2,7 +2,8 @@
 
 With `[redis] cluster = true`, `[redis] url` names any one node and redis-py's asyncio
 `RedisCluster` discovers the others, routes each command by its key's slot, and sends a
-pipeline as one pipeline per node, in parallel (omni.scripts' batching stays per node).
+pipeline as one pipeline per node, in parallel (omni.scripts' batching stays per node; the
+hot paths' pipelines go node by node through omni.cluster_pipeline, cheaper per command).
 The cluster client speaks the same commands, so the rest of omni takes it as a `Redis`:
 every script and transaction keeps to one slot (omni.keys), which is what it needs.
 """

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from omni import keys, scripts
+from omni import cluster_pipeline, keys, scripts
 from omni.settings import Settings, read_int
 
 SEP = "|"
@@ -92,7 +92,7 @@ class Reports:
 
     async def _count(self, cid: str, day: str, counts: Iterable[Count]) -> None:
         key = keys.report_day(self.shard(cid), day)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with cluster_pipeline.pipeline(self.redis) as pipe:
             for figure, channel, agent, by in counts:
                 pipe.hincrby(key, field(figure, channel, agent), by)
             pipe.expire(key, self.config.retention_days * 86400)

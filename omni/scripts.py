@@ -12,13 +12,15 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from omni import cluster_pipeline
 
 log = structlog.get_logger("omni.scripts")
 
@@ -136,7 +138,7 @@ class Batch:
         self._scripts.append((len(self.commands), script, keys, args))
         self.command("evalsha", script.sha, len(keys), *keys, *args)
 
-    def stage(self, pipe: Pipeline, *, then: bool = True) -> None:
+    def stage(self, pipe: Pipeline | cluster_pipeline.Commands, *, then: bool = True) -> None:
         """The batch's commands into `pipe` (and the `then` ones after them, unless
         they go in a pipeline of their own)."""
         _stage(pipe, self.commands)
@@ -158,7 +160,7 @@ class Batch:
         return await self.settle(await _pipelined(redis, [self]))
 
 
-def _stage(pipe: Pipeline, commands: Sequence[Command]) -> None:
+def _stage(pipe: Pipeline | cluster_pipeline.Commands, commands: Sequence[Command]) -> None:
     for name, args, kwargs in commands:
         getattr(pipe, name)(*args, **kwargs)
 
@@ -320,11 +322,11 @@ class Pipeliner:
         """`_pipelined` on a cluster: the earlier pipelines' `then` commands first, the
         batches' own commands, and their `then` commands kept for the next pipeline (a
         None in their place in each batch's replies)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            _stage(pipe, later)
-            for batch in batches:
-                batch.stage(pipe, then=False)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        pipe = cluster_pipeline.Commands()
+        _stage(pipe, later)
+        for batch in batches:
+            batch.stage(pipe, then=False)
+        replies = await cluster_pipeline.execute(cast(RedisCluster, self.redis), pipe.queue)
         failed = [r for r in replies[: len(later)] if isinstance(r, Exception)]
         if failed:
             log.warning("doorbells not sent", count=len(failed), error=type(failed[0]).__name__)

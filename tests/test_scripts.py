@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from omni import keys, scripts
+from omni import cluster_pipeline, keys, scripts
 from omni.app import create_app
 from omni.outbox import delivery_id
-from omni.redis_client import close, connect
+from omni.redis_client import close, connect, is_cluster
 from omni.redis_server import STREAM_NODE_MAX_BYTES, EmbeddedRedis
 from omni.scripts import Batch, Pipeliner
 from omni.state import SERVICES
@@ -44,14 +44,17 @@ async def test_batches_of_one_turn_share_one_pipeline_and_each_gets_its_own_repl
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipelines = 0
-    make = redis.pipeline
+    # On a cluster a pipeline goes node by node (omni.cluster_pipeline), through
+    # redis-py's ClusterPipeline only for what that does not route.
+    owner, name = (cluster_pipeline, "execute") if is_cluster(redis) else (redis, "pipeline")
+    make = getattr(owner, name)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal pipelines
         pipelines += 1
         return make(*args, **kwargs)
 
-    monkeypatch.setattr(redis, "pipeline", counted)
+    monkeypatch.setattr(owner, name, counted)
     pipeliner = Pipeliner(redis)
 
     async def count_to(key: str, n: int) -> list[Any]:

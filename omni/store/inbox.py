@@ -35,7 +35,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from omni import codec, keys, scripts
+from omni import cluster_pipeline, codec, keys, scripts
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest
 from omni.model import Assignee, Message, Profile
@@ -168,7 +168,7 @@ class ConversationIndex:
 
     async def _move(self, cid: str, old: Place | None, new: Place | None, wait: int | None) -> None:
         shard = self.shard(cid)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with cluster_pipeline.pipeline(self.redis) as pipe:
             if old is not None:
                 for key in _keys(shard, old):
                     pipe.zrem(key, cid)
