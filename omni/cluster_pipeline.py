@@ -95,6 +95,28 @@ class Commands(AsyncRedisClusterCommands):
         self.queue.append((args, options))
         return self
 
+    # redis-py's cluster client splits these by slot and runs them at once (a coroutine
+    # of their own, which recorded here would never run: the command lost, the replies
+    # after it out of place). In a pipeline they are one command, their keys of one slot
+    # (or a CROSSSLOT error reply, in its place), as in redis-py's own pipeline.
+    def exists(self, *keys: Any) -> Any:
+        return self.execute_command("EXISTS", *keys)
+
+    def delete(self, *keys: Any) -> Any:
+        return self.execute_command("DEL", *keys)
+
+    def touch(self, *keys: Any) -> Any:
+        return self.execute_command("TOUCH", *keys)
+
+    def unlink(self, *keys: Any) -> Any:
+        return self.execute_command("UNLINK", *keys)
+
+    def mget_nonatomic(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("mget_nonatomic cannot be pipelined: use MGET of one slot's keys")
+
+    def mset_nonatomic(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("mset_nonatomic cannot be pipelined: use MSET of one slot's keys")
+
 
 class NodePipeline(Commands):
     """`redis.pipeline(transaction=False)` for a cluster, sent by `execute` below."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
@@ -16,7 +16,8 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from omni import cluster_pipeline
-from tests.conftest import CLUSTER
+from omni.app import create_app
+from tests.conftest import BOT, CLUSTER, ingest, make_settings
 
 pytestmark = pytest.mark.skipif(not CLUSTER, reason="on a cluster only (make test-cluster)")
 
@@ -105,3 +106,32 @@ async def test_a_pipeline_given_up_on_leaves_no_connection_taken_nor_replies_beh
         probe.get(f"omni:test:{{p{i}}}")
     replies = await cluster_pipeline.execute(cluster, probe.queue)
     assert replies == [value for i in range(12) for value in (True, f"v{i}".encode())]
+
+
+async def test_the_hot_paths_go_node_by_node(
+    aiohttp_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ingest that wakes a bot, a context read, a history page (of the whole timeline
+    and of one channel, annotations included): every pipeline they send is routed here,
+    none handed whole to redis-py's slower ClusterPipeline because a command is missing
+    from the routing table (the client's first pipeline is, as it learns the slot map)."""
+    routed: list[bool] = []
+    route = cluster_pipeline._route
+
+    def watched(cluster: RedisCluster, queue: list[Any]) -> Any:
+        groups = route(cluster, queue)
+        routed.append(groups is not None)
+        return groups
+
+    monkeypatch.setattr(cluster_pipeline, "_route", watched)
+    bots = {"web": {"url": "http://127.0.0.1:9/bot", "secret": "s" * 32}}
+    client = await aiohttp_client(create_app(make_settings(redis_url, bots=bots)))
+    cid = (await ingest(client))["customer_id"]
+    routed.clear()
+    reply = {"channel": "web", "text": "Hello!"}
+    assert (await client.post(f"/v1/customers/{cid}/messages", json=reply, headers=BOT)).ok
+    await ingest(client, channel_message_id="m-2", text="and again")
+    for path in ("context", "history", "history?channel=web"):
+        response = await client.get(f"/v1/customers/{cid}/{path}", headers=BOT)
+        assert response.status == 200, path
+    assert len(routed) >= 6 and all(routed), routed
