@@ -47,19 +47,28 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "single_server(reason): about one Redis server itself; left out of the cluster run",
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster_only(reason): about the cluster itself; left out of the single-server run",
+    )
+
+
+# The marker that leaves a test out of this run, and how the summary says so.
+_LEFT_OUT = (
+    ("single_server", "not on the cluster") if CLUSTER else ("cluster_only", "only on a cluster")
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not CLUSTER:
-        return
+    name = _LEFT_OUT[0]
     kept, left_out = [], []
     for item in items:
-        marker = item.get_closest_marker("single_server")
+        marker = item.get_closest_marker(name)
         if marker is None:
             kept.append(item)
             continue
         if not marker.args or not str(marker.args[0]).strip():
-            raise pytest.UsageError(f"{item.nodeid}: single_server needs a reason")
+            raise pytest.UsageError(f"{item.nodeid}: {name} needs a reason")
         left_out.append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
@@ -67,12 +76,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not CLUSTER:
-        return
+    name, said = _LEFT_OUT
     for item in terminalreporter.stats.get("deselected", []):
-        marker = item.get_closest_marker("single_server")
+        marker = item.get_closest_marker(name)
         if marker is not None:
-            terminalreporter.write_line(f"not on the cluster: {item.nodeid}: {marker.args[0]}")
+            terminalreporter.write_line(f"{said}: {item.nodeid}: {marker.args[0]}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

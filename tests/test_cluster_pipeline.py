@@ -17,9 +17,11 @@ from redis.exceptions import ResponseError
 
 from omni import cluster_pipeline
 from omni.app import create_app
-from tests.conftest import BOT, CLUSTER, ingest, make_settings
+from tests.conftest import BOT, ingest, make_settings
 
-pytestmark = pytest.mark.skipif(not CLUSTER, reason="on a cluster only (make test-cluster)")
+pytestmark = pytest.mark.cluster_only(
+    "pipelines sent node by node: there are no nodes on one server"
+)
 
 
 async def test_replies_come_in_order_from_every_node(redis: Redis) -> None:
