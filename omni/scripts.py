@@ -12,7 +12,7 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
@@ -138,7 +138,7 @@ class Batch:
         self._scripts.append((len(self.commands), script, keys, args))
         self.command("evalsha", script.sha, len(keys), *keys, *args)
 
-    def stage(self, pipe: Pipeline | cluster_pipeline.Commands, *, then: bool = True) -> None:
+    def stage(self, pipe: Pipeline, *, then: bool = True) -> None:
         """The batch's commands into `pipe` (and the `then` ones after them, unless
         they go in a pipeline of their own)."""
         _stage(pipe, self.commands)
@@ -160,7 +160,7 @@ class Batch:
         return await self.settle(await _pipelined(redis, [self]))
 
 
-def _stage(pipe: Pipeline | cluster_pipeline.Commands, commands: Sequence[Command]) -> None:
+def _stage(pipe: Pipeline, commands: Sequence[Command]) -> None:
     for name, args, kwargs in commands:
         getattr(pipe, name)(*args, **kwargs)
 
@@ -184,15 +184,16 @@ def _replies(
 async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
     """The batches' commands as one pipeline: every reply, errors as values, each
     batch's together (its `then` commands' last). On a cluster, the `then` commands
-    go in a second pipeline, once the first has been answered by every node."""
+    go in a second pipeline, once the first has been answered by every node; each
+    pipeline node by node (omni.cluster_pipeline), as the Pipeliner's."""
     split = isinstance(redis, RedisCluster) and any(b.then_commands for b in batches)
-    async with redis.pipeline(transaction=False) as pipe:
+    async with cluster_pipeline.pipeline(redis) as pipe:
         for batch in batches:
             batch.stage(pipe, then=not split)
         results: list[Any] = await pipe.execute(raise_on_error=False)
     if not split:
         return results
-    async with redis.pipeline(transaction=False) as pipe:
+    async with cluster_pipeline.pipeline(redis) as pipe:
         for batch in batches:
             _stage(pipe, batch.then_commands)
         later: list[Any] = await pipe.execute(raise_on_error=False)
@@ -322,11 +323,11 @@ class Pipeliner:
         """`_pipelined` on a cluster: the earlier pipelines' `then` commands first, the
         batches' own commands, and their `then` commands kept for the next pipeline (a
         None in their place in each batch's replies)."""
-        pipe = cluster_pipeline.Commands()
-        _stage(pipe, later)
-        for batch in batches:
-            batch.stage(pipe, then=False)
-        replies = await cluster_pipeline.execute(cast(RedisCluster, self.redis), pipe.queue)
+        async with cluster_pipeline.pipeline(self.redis) as pipe:
+            _stage(pipe, later)
+            for batch in batches:
+                batch.stage(pipe, then=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         failed = [r for r in replies[: len(later)] if isinstance(r, Exception)]
         if failed:
             log.warning("doorbells not sent", count=len(failed), error=type(failed[0]).__name__)
