@@ -1,11 +1,12 @@
 """`python -m bench.flush_cpu [INGESTS]`: the client CPU of one pipeliner flush on a
 cluster, in-process, three ways: through redis-py's ClusterPipeline, node by node
-(omni.cluster_pipeline) and, for scale, as one pipeline to one server.
+(omni.cluster_pipeline) and, for scale, as one pipeline to one server: redis-py's, and
+over the pipeliner's own connections (omni.server_pipeline).
 
 A flush holds INGESTS (default 8) ingests' commands as the pipeliner sends them: the
 append script in the customer's slot, the live event's and the delivery's XADDs in
 their shard parts, the de-duplication HMGET, the doorbell, and one turn's rate-limit
-INCRBY and PEXPIRE. The three take turns for 12 rounds of 200 flushes each on a local
+INCRBY and PEXPIRE. The four take turns for 12 rounds of 200 flushes each on a local
 3x2 cluster and an embedded Valkey; the least and the median CPU per flush are printed.
 Process time, not wall time: on a shared machine it moves less.
 """
@@ -25,7 +26,7 @@ from typing import Any, cast
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 
-from omni import cluster_pipeline
+from omni import cluster_pipeline, server_pipeline
 from omni.redis_cluster import LocalCluster, free_ports
 from omni.redis_server import EmbeddedRedis
 
@@ -75,12 +76,20 @@ async def measure(ingests: int, work: Path) -> None:
                     pipe.execute_command(*args, **options)
                 return await pipe.execute(raise_on_error=False)
 
+        lanes = server_pipeline.Lanes(one)
+
+        async def own_connections(queue: list[cluster_pipeline.Queued]) -> list[Any]:
+            return await lanes.execute(queue)
+
         ways: dict[str, Callable[[list[cluster_pipeline.Queued]], Awaitable[list[Any]]]] = {
             "ClusterPipeline": redis_py,
             "node by node": node_by_node,
             "one server": one_server,
+            "one server, own": own_connections,
         }
         mine, theirs = await node_by_node(queue), await redis_py(queue)
+        assert [type(r) for r in mine] == [type(r) for r in theirs], (mine, theirs)
+        mine, theirs = await own_connections(queue), await one_server(queue)
         assert [type(r) for r in mine] == [type(r) for r in theirs], (mine, theirs)
         spent: dict[str, list[float]] = {name: [] for name in ways}
         for round_ in range(12):

@@ -12,7 +12,7 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from redis.asyncio import Redis, RedisCluster
@@ -20,7 +20,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from omni import cluster_pipeline
+from omni import cluster_pipeline, server_pipeline
 
 log = structlog.get_logger("omni.scripts")
 
@@ -181,6 +181,15 @@ def _replies(
     return merged
 
 
+def _queued(batches: Sequence[Batch]) -> list[server_pipeline.Queued]:
+    """The batches' commands (each batch's `then` ones after its own), as redis-py
+    queues them."""
+    commands = server_pipeline.Commands()
+    for batch in batches:
+        batch.stage(cast(Pipeline, commands))
+    return commands.queue
+
+
 async def _pipelined(redis: Redis, batches: Sequence[Batch]) -> list[Any]:
     """The batches' commands as one pipeline: every reply, errors as values, each
     batch's together (its `then` commands' last). On a cluster, the `then` commands
@@ -211,6 +220,10 @@ class Pipeliner:
     redis's TimeoutError (and its connection is dropped). That one deadline per pipeline
     can stand in for the client's per-reply socket timeout, which costs a timer for each
     reply of the pipeline: `omni.app` gives the pipeliner a client without one.
+
+    On one server the pipelines go over connections of the pipeliner's own
+    (omni.server_pipeline), answered as redis-py would; through redis-py's pipeline
+    when that cannot speak to the client's server (SSL) or has no connection to spare.
     """
 
     def __init__(self, redis: Redis, timeout_s: float = 10.0) -> None:
@@ -226,6 +239,7 @@ class Pipeliner:
         # pipeline as a task a node: under load a second one a flush cost an ingest
         # about a third more CPU). Nothing waits for their replies.
         self._cluster = isinstance(redis, RedisCluster)
+        self._lanes = server_pipeline.Lanes(redis) if server_pipeline.usable(redis) else None
         self._later: list[Command] = []
         self._scheduled = False
 
@@ -287,6 +301,8 @@ class Pipeliner:
             async with asyncio.timeout(self.timeout_s):
                 if self._cluster:
                     results = await self._pipelined_later(batches, later)
+                elif self._lanes is not None and self._lanes.available():
+                    results = await self._lanes.execute(_queued(batches))
                 else:
                     results = await _pipelined(self.redis, batches)
         except BaseException as exc:

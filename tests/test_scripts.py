@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from omni import cluster_pipeline, keys, scripts
+from omni import cluster_pipeline, keys, scripts, server_pipeline
 from omni.app import create_app
 from omni.outbox import delivery_id
 from omni.redis_client import close, connect, is_cluster
@@ -45,8 +45,10 @@ async def test_batches_of_one_turn_share_one_pipeline_and_each_gets_its_own_repl
 ) -> None:
     pipelines = 0
     # On a cluster a pipeline goes node by node (omni.cluster_pipeline), through
-    # redis-py's ClusterPipeline only for what that does not route.
-    owner, name = (cluster_pipeline, "execute") if is_cluster(redis) else (redis, "pipeline")
+    # redis-py's ClusterPipeline only for what that does not route; on one server over
+    # the pipeliner's own connections (omni.server_pipeline).
+    owner: Any = cluster_pipeline if is_cluster(redis) else server_pipeline.Lanes
+    name = "execute"
     make = getattr(owner, name)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
