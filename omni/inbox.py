@@ -114,13 +114,17 @@ class Inbox:
         held = await self.handoffs.on_inbound(message, handoff) if self.handoffs else None
         data = msgspec.to_builtins(message)
         batch = Batch()
+        # The customer's own keys first: a cluster's pipeline is written node by node in
+        # the order its nodes first appear, and the bot's delivery record (the customer's
+        # slot) must be on its way before its queue entry (another slot), which a worker
+        # reads and then looks for the record.
+        if not appended.told:  # else append.lua wrote it with the message
+            self.live.stage(batch, message.customer_id, "message", data)
         if appended.journey is not None and self.reports is not None:
             step, conv, resolved = appended.journey
             self.reports.stage_journey(
                 batch, message.customer_id, message.channel, step, conv, resolved, now_ms()
             )
-        if not appended.told:  # else append.lua wrote it with the message
-            self.live.stage(batch, message.customer_id, "message", data)
         if notify_bot and message.channel in self.bots:
             payload = {"bot": message.channel, "message": data}
             if held is not None:
