@@ -56,6 +56,7 @@ _KEY_AT = {
     ),
     **dict.fromkeys(("GET", "SET", "EXISTS"), 1),
     **dict.fromkeys(("INCR", "INCRBY", "PEXPIRE", "EXPIRE", "ZADD", "ZREM", "SPUBLISH"), 1),
+    "PFADD": 1,  # a returning customer's new conversation, in the ingest's batch
 }
 
 # The parts of redis-py's cluster client this module uses, some of them private: with a

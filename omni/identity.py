@@ -112,10 +112,10 @@ def typed_contacts(text: str, region: str | None = None) -> dict[str, str]:
 
 
 async def note_typed_contacts(
-    store: Store, message: Message, region: str | None = None
+    store: Store, message: Message, contacts: dict[str, str]
 ) -> list[str]:
-    """Keep what the customer typed as unverified facts, unless already known."""
-    contacts = typed_contacts(message.text or "", region)
+    """Keep what the customer typed (`typed_contacts` of its text) as unverified facts,
+    unless already known."""
     if not contacts:
         return []
     source = FactSource(channel=message.channel, message_id=message.id)

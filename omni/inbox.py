@@ -11,10 +11,10 @@ import structlog
 
 from omni.channel import ChannelEvent, Marked, Received
 from omni.clock import iso, now_ms
-from omni.handoff import HandoffFields, Handoffs
-from omni.identity import claim_verified_phone, note_typed_contacts
+from omni.handoff import Handoffs
+from omni.identity import claim_verified_phone, note_typed_contacts, typed_contacts
 from omni.ids import new_message_id
-from omni.live import Live
+from omni.live import Live, ScriptedEvent
 from omni.model import (
     Author,
     DeliveryState,
@@ -31,7 +31,7 @@ from omni.receipts import hold_early
 from omni.reports import Reports
 from omni.scripts import Batch
 from omni.settings import BotSettings
-from omni.store import Store
+from omni.store import Appended, Store
 from omni.surveys import Surveys
 
 log = structlog.get_logger("omni.inbox")
@@ -73,18 +73,21 @@ class Inbox:
             # wakes no bot and opens no conversation (omni.surveys).
             return answered
         await claim_verified_phone(self.store, inbound.channel, inbound.external_id)
-        appended = await self.store.timeline.ingest(inbound)
-        message, created, handoff = appended.message, appended.created, appended.handoff
-        if created and appended.journey is not None and self.reports is not None:
-            step, conv, resolved = appended.journey
-            await self.reports.journey(
-                message.customer_id, message.channel, step, conv, resolved, now_ms()
-            )
+        contacts = typed_contacts(inbound.text, self.phone_region) if inbound.text else {}
+        # The live event goes with the append (one round trip less) unless other writes
+        # come before it: the contacts typed, the bot's outbox record (`_tell`).
+        bot = notify_bot and inbound.channel in self.bots
+        event = None if contacts or bot else self._event
+        appended = await self.store.timeline.ingest(inbound, event=event)
+        message, created = appended.message, appended.created
         if created:
-            if message.text:
-                await note_typed_contacts(self.store, message, self.phone_region)
-            await self._tell(message, handoff, notify_bot=notify_bot)
+            await note_typed_contacts(self.store, message, contacts)
+            await self._tell(message, appended, notify_bot=notify_bot)
         return message, created
+
+    def _event(self, message: Message) -> ScriptedEvent | None:
+        """A new message's live event, as append.lua writes it (`_tell` stages it)."""
+        return self.live.scripted(message.customer_id, "message", msgspec.to_builtins(message))
 
     async def receive(self, channel: str, events: Sequence[ChannelEvent]) -> list[Message]:
         """Apply a channel request's events in order; returns the messages stored (or
@@ -103,14 +106,25 @@ class Inbox:
                 log.info("channel event skipped", channel=channel, reason=event.reason)
         return stored
 
-    async def _tell(
-        self, message: Message, handoff: HandoffFields, *, notify_bot: bool = True
-    ) -> None:
-        """Listeners and the bot hear of a new message, in one round trip to Redis."""
+    async def _tell(self, message: Message, appended: Appended, *, notify_bot: bool = True) -> None:
+        """Listeners and the bot hear of a new message, in one round trip to Redis, with
+        what else the message changed: the service report's journey counters and the
+        customer's place in the team inbox (from the fields the append returned)."""
+        handoff = appended.handoff
         held = await self.handoffs.on_inbound(message, handoff) if self.handoffs else None
         data = msgspec.to_builtins(message)
         batch = Batch()
-        self.live.stage(batch, message.customer_id, "message", data)
+        # The customer's own keys first: a cluster's pipeline is written node by node in
+        # the order its nodes first appear, and the bot's delivery record (the customer's
+        # slot) must be on its way before its queue entry (another slot), which a worker
+        # reads and then looks for the record.
+        if not appended.told:  # else append.lua wrote it with the message
+            self.live.stage(batch, message.customer_id, "message", data)
+        if appended.journey is not None and self.reports is not None:
+            step, conv, resolved = appended.journey
+            self.reports.stage_journey(
+                batch, message.customer_id, message.channel, step, conv, resolved, now_ms()
+            )
         if notify_bot and message.channel in self.bots:
             payload = {"bot": message.channel, "message": data}
             if held is not None:
@@ -125,8 +139,13 @@ class Inbox:
                 idempotency_key=f"bot:{message.id}",  # a new message: a new delivery
                 customer_id=message.customer_id,
             )
-        await self.store.pipeliner.run(batch)
-        await self.store.inbox.sync(message.customer_id, "inbound", handoff)
+        known = handoff if handoff is not None and len(handoff) >= 6 else None
+        if known is not None:
+            self.store.inbox.stage_sync(batch, message.customer_id, "inbound", known)
+        if batch.size:
+            await self.store.pipeliner.run(batch)
+        if known is None:  # not what append.lua returns for a new message: read, then move
+            await self.store.inbox.sync(message.customer_id, "inbound")
 
     async def _echo(self, inbound: InboundMessage) -> Message:
         """The channel's copy of a message sent from our side. Ours de-duplicates against

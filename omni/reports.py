@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from omni import cluster_pipeline, keys, scripts
+from omni import keys, scripts
 from omni.settings import Settings, read_int
 
 SEP = "|"
@@ -91,12 +91,17 @@ class Reports:
         return keys.shard_of(cid, self.config.shards)
 
     async def _count(self, cid: str, day: str, counts: Iterable[Count]) -> None:
+        batch = scripts.Batch()
+        self._stage_count(batch, cid, day, counts)
+        await batch.execute(self.redis)
+
+    def _stage_count(
+        self, batch: scripts.Batch, cid: str, day: str, counts: Iterable[Count]
+    ) -> None:
         key = keys.report_day(self.shard(cid), day)
-        async with cluster_pipeline.pipeline(self.redis) as pipe:
-            for figure, channel, agent, by in counts:
-                pipe.hincrby(key, field(figure, channel, agent), by)
-            pipe.expire(key, self.config.retention_days * 86400)
-            await pipe.execute()
+        for figure, channel, agent, by in counts:
+            batch.command("hincrby", key, field(figure, channel, agent), by)
+        batch.command("expire", key, self.config.retention_days * 86400)
 
     async def _duration(
         self, cid: str, figure: str, day: str, channel: str, agent: str, conv: int, ms: int
@@ -111,31 +116,39 @@ class Reports:
 
     # -- what happened ----------------------------------------------------------------
 
-    async def journey(
-        self, cid: str, channel: str, step: str, conv: int, last_resolution: bytes, at_ms: int
+    def stage_journey(
+        self,
+        batch: scripts.Batch,
+        cid: str,
+        channel: str,
+        step: str,
+        conv: int,
+        last_resolution: bytes,
+        at_ms: int,
     ) -> None:
         """A new inbound message moved the journey (`Appended.journey`): it opened
-        conversation `conv` ('n') or switched channel ('s')."""
+        conversation `conv` ('n') or switched channel ('s'). Staged in the caller's batch
+        (the ingest's live event's), not a round trip of its own: the counters depend on
+        nothing the batch writes."""
         if step not in ("n", "s"):
             return  # most messages: neither (and the day is not worth making)
         day = day_of(at_ms)
         if step == "s":
-            await self._count(cid, day, [("switch", channel, "", 1)])
+            self._stage_count(batch, cid, day, [("switch", channel, "", 1)])
             return
-        await self._count(cid, day, [("conv", channel, "", 1)])
+        self._stage_count(batch, cid, day, [("conv", channel, "", 1)])
         if conv > 1:  # had a conversation before: a returning customer
             shard = self.shard(cid)
             ttl = self.config.retention_days * 86400
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for where in (channel, "*"):
-                    pipe.pfadd(keys.report_returning(shard, day, where), cid)
-                    pipe.expire(keys.report_returning(shard, day, where), ttl)
-                await pipe.execute()
+            for where in (channel, "*"):
+                batch.command("pfadd", keys.report_returning(shard, day, where), cid)
+                batch.command("expire", keys.report_returning(shard, day, where), ttl)
         parts = last_resolution.decode(errors="replace").split(SEP)
         if len(parts) == 4 and parts[0].isdigit():
             resolved_ms, resolved_day, resolved_channel, agent = parts
             if at_ms - int(resolved_ms) <= self.config.reopen_window_s * 1000:
-                await self._count(cid, resolved_day, [("reopen", resolved_channel, agent, 1)])
+                counts: list[Count] = [("reopen", resolved_channel, agent, 1)]
+                self._stage_count(batch, cid, resolved_day, counts)
 
     async def first_response(
         self, cid: str, channel: str, agent: str, conv: int, took_ms: int, at_ms: int

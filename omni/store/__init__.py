@@ -36,7 +36,8 @@ socket channels), calls (voice).
 Hot paths are one round trip each. An ingest walks straight down, never back up: the
 identity's customer (the timeline's cache, else `customers.resolve`: one SET NX GET in
 the identity's slot), then append.lua in the customer's slot (de-duplicate, append,
-update the customer), then, for a new customer with a name only, the search index. A
+update the customer; on one server, the message's live event too when nothing must come
+before it: omni.inbox), then, for a new customer with a name only, the search index. A
 context read is one pipelined HGETALL + XREVRANGE COUNT (+ EXISTS of the annotations;
 their HMGET a second round trip when there are any). Neither ranges over the whole
 timeline, so their cost does not grow with the history (tests/test_flat_cost.py counts

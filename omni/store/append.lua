@@ -1,6 +1,7 @@
 -- Append one message to a customer's timeline, exactly once, and update the customer.
 -- KEYS: 1 customer hash, 2 timeline, 3 channel timeline, 4 message-id index,
---       5 annotations
+--       5 annotations; for the new message's live event (see the end), 6 the
+--       customer's event stream, 7 its part of the service-wide one
 -- ARGV: 1 dedupe field, 2 message blob, 3 channel, 4 identity field, 5 identity blob,
 --       6 profile blob ('' when none), 7 direction, 8 delivery status blob ('' = none),
 --       9 '1' when the customer id came from a cache (see below),
@@ -9,13 +10,17 @@
 --          question): like the timeline's events, it opens no conversation,
 --       12 the dedupe field of the layout before digests (omni.store.entries), looked
 --          up when the first is not there: messages stored before are indexed by it
+--       13-15 with KEYS 6-7: the live event's body (omni.live) cut where the conversation
+--          number and the message's time (RFC 3339, ms) go, 16 and 17 the streams'
+--          MAXLENs, 18 the doorbell's channel, 19 its message (the customer id)
 -- Returns {0, entry id, conversation number, blob of the stored message} for a repeat;
 -- {1, entry id, conversation number, profile set (0/1), 'ho', 'cv_assignee', 'cv_status',
--- 'last_channel', 'iw', 'ix', journey, last resolution} for a new message (the handoff
--- fields say who answers it, the next four where the team inbox shows it, so the caller
--- need not read them; journey is 'n' when the message opened a conversation, 's' when an
--- inbound one switched channel, else ''; last resolution is the 'rp' field, for the
--- service report's reopen count, when it opened one);
+-- 'last_channel', 'iw', 'ix', journey, last resolution, told} for a new message (the
+-- handoff fields say who answers it, the next four where the team inbox shows it, so the
+-- caller need not read them; journey is 'n' when the message opened a conversation, 's'
+-- when an inbound one switched channel, else ''; last resolution is the 'rp' field, for
+-- the service report's reopen count, when it opened one; told is 1 when the script wrote
+-- the live event, else 0);
 -- {-3, survivor id} when this customer was merged into another (the caller retries there);
 -- {-5} while the customer is being erased (omni.erasure): nothing is stored, the sender
 -- is asked to send again, and once the erasure is done the message makes a new customer;
@@ -166,5 +171,39 @@ local resolved = ''
 if journey == 'n' then
   resolved = held[16] or ''
 end
+
+-- An epoch time in ms as omni.clock.iso writes it (civil from days: H. Hinnant's).
+local function iso(ms)
+  local seconds = math.floor(ms / 1000)
+  local days = math.floor(seconds / 86400)
+  local second = seconds - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
+    math.floor(second / 3600), math.floor(second % 3600 / 60), second % 60, ms % 1000)
+end
+
+-- The live event, written with the message when the caller asked (one round trip for
+-- both; a listener still hears of the message only once it is stored), as omni.live
+-- stages it. Not when the caller has work that comes before the event: an agent's or
+-- the queue's conversation (omni.handoff), a journey step (the service report).
+local told = 0
+if KEYS[6] and not system and journey == '' and held[12] ~= 'agent'
+    and held[12] ~= 'queue' then
+  local body = ARGV[13] .. string.format('%d', conv) .. ARGV[14] .. iso(tonumber(ms))
+    .. ARGV[15]
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[16], '*', 'e', body)
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[17], '*', 'e', body)
+  redis.call('PUBLISH', ARGV[18], ARGV[19])
+  told = 1
+end
 return {1, id, conv, profile_set, held[12], held[13], status, last_channel, held[14], held[15],
-  journey, resolved}
+  journey, resolved, told}

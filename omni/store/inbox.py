@@ -6,7 +6,8 @@ The customer's hash is the truth (its `cv_status`, `ho`, `cv_assignee`, `last_ch
 the index is where to look. `sync` is called by every path that changes what the index
 shows — a customer message (it starts the wait), a bot's or agent's reply (it ends it),
 a handoff, a resolution, a merge, an undo, an erasure (`drop`) — and costs one HMGET,
-plus one pipelined batch when the customer's place in the index moved.
+plus one pipelined batch when the customer's place in the index moved (an ingest's
+goes in the batch that tells of its message: `stage_sync`).
 
 Cluster-friendly: the index is `[inbox] shards` sorted sets per status (default 16),
 each under its own hash tag, a customer in the shard its id hashes to, so the writes
@@ -33,9 +34,8 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from omni import cluster_pipeline, codec, keys, scripts
+from omni import codec, keys, scripts
 from omni.clock import iso, now_ms
 from omni.errors import BadRequest
 from omni.model import Assignee, Message, Profile
@@ -133,10 +133,28 @@ class ConversationIndex:
         the wait (when none was running), a reply ends it. `known`: the fields append.lua
         returned with the message it stored (then nothing is read, and an ingest whose
         customer already waits costs no command here)."""
+        batch = scripts.Batch()
         if known is not None and len(known) >= 6:
-            values = [*known[:6], None, b"1"]  # stored just now: not merged, in a conversation
+            self.stage_sync(batch, cid, event, known)
         else:
             values = await self.redis.hmget(keys.customer(cid), _FIELDS)
+            self._stage_place(batch, cid, event, values)
+        if batch.size:
+            await batch.execute(self.redis)
+
+    def stage_sync(
+        self, batch: scripts.Batch, cid: str, event: Event, known: Sequence[Any]
+    ) -> None:
+        """`sync` within the caller's batch, from the fields append.lua returned with the
+        message it stored (`Appended.handoff`): an ingest's move goes in the round trip
+        that tells of its message instead of one of its own. Stages nothing when the
+        customer's place holds."""
+        # Stored just now: not merged, in a conversation.
+        self._stage_place(batch, cid, event, [*known[:6], None, b"1"])
+
+    def _stage_place(
+        self, batch: scripts.Batch, cid: str, event: Event, values: Sequence[Any]
+    ) -> None:
         state: dict[str, Any] = dict(zip(_FIELDS, values, strict=True))
         old = msgspec.msgpack.decode(state["ix"], type=Place) if state["ix"] else None
         wait = int(state["iw"]) if state["iw"] else None
@@ -158,32 +176,35 @@ class ConversationIndex:
         same_wait = (as_text(state["iw"]) or None) == (str(wait) if wait is not None else None)
         if place == old and same_wait:
             return
-        await self._move(cid, old, place, wait)
+        self._stage_move(batch, cid, old, place, wait)
 
     async def drop(self, cid: str) -> None:
         """Take `cid` out of the index (merged away, erased)."""
         blob = await self.redis.hget(keys.customer(cid), "ix")
         old = msgspec.msgpack.decode(as_bytes(blob), type=Place) if blob else None
-        await self._move(cid, old, None, None)
+        batch = scripts.Batch()
+        self._stage_move(batch, cid, old, None, None)
+        await batch.execute(self.redis)
 
-    async def _move(self, cid: str, old: Place | None, new: Place | None, wait: int | None) -> None:
+    def _stage_move(
+        self,
+        batch: scripts.Batch,
+        cid: str,
+        old: Place | None,
+        new: Place | None,
+        wait: int | None,
+    ) -> None:
         shard = self.shard(cid)
-        async with cluster_pipeline.pipeline(self.redis) as pipe:
-            if old is not None:
-                for key in _keys(shard, old):
-                    pipe.zrem(key, cid)
-            if new is not None:
-                for key in _keys(shard, new):
-                    pipe.zadd(key, {cid: new.score})
-            # Written only into a customer that is there: an erased one is not recreated.
-            ix = msgspec.msgpack.encode(new) if new is not None else b""
-            pipe.evalsha(
-                self._mark.sha, 1, keys.customer(cid), ix, "" if wait is None else str(wait)
-            )
-            try:
-                await pipe.execute()
-            except NoScriptError:  # the server does not know the script yet: once more
-                await self._mark(keys=[keys.customer(cid)], args=[ix, wait or ""])
+        if old is not None:
+            for key in _keys(shard, old):
+                batch.command("zrem", key, cid)
+        if new is not None:
+            for key in _keys(shard, new):
+                batch.command("zadd", key, {cid: new.score})
+        # Written only into a customer that is there: an erased one is not recreated.
+        # Idempotent, as a batch's scripts must be (run again if the server forgot it).
+        ix = msgspec.msgpack.encode(new) if new is not None else b""
+        batch.script(self._mark, [keys.customer(cid)], [ix, "" if wait is None else str(wait)])
 
     async def page(
         self,

@@ -10,10 +10,12 @@ An ingest is a straight descent. An inbound Instagram message: the channel's han
 -> omni.inbox.Inbox.ingest -> `ingest` here, which takes the customer from the identity
 cache or asks `store.customers.resolve` once (SET NX GET), runs append.lua once through
 the pipeliner (it de-duplicates, appends and updates the customer in the customer's
-slot) and, for a new customer with a name only, indexes it (`store.search`); back in the
-inbox, typed contacts go to `store.parts.add_absent_facts` and the live event and bot
-delivery to one pipelined batch. Each room is entered once, downwards: none calls back
-up, and nothing on the path reaches into the store's client or keys. (Before the
+slot; and, asked by the inbox when nothing else comes first, the message's live event)
+and, for a new customer with a name only, indexes it (`store.search`); back in the inbox,
+typed contacts go to `store.parts.add_absent_facts` and the live event (unless written),
+bot delivery, report counters and team inbox move to one pipelined batch. Each room is
+entered once, downwards: none calls back up, and nothing on the path reaches into the
+store's client or keys. (Before the
 rooms, that path left and re-entered store.py eight times: ingest, resolve, append, a
 late import of omni.search handed the store's client, omni.identity reading the facts
 with the store's client, patch_facts, _write_part, the pipeliner.)
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -82,6 +85,14 @@ IDENTITY_CACHE = 100_000  # identities per process whose customer is remembered
 
 # A timeline row: its sort key (entry ms, entry seq, owner) and the message.
 Row = tuple[tuple[int, int, str], Message]
+# A new message's live event as append.lua writes it (omni.live.Live.scripted): the
+# keys of its two streams, its body, and the capping, doorbell and customer arguments.
+EventOf = Callable[[Message], tuple[list[str], bytes, list[Any]] | None]
+# Where the event's body is cut for the script to put what it knows once the message is
+# stored: its conversation id and its time. Words JSON writes as they are, each found
+# once in a body or the script is not asked to write it (a text quoting one).
+_CONVERSATION_MARK = "omni-append-conversation-id"
+_RECEIVED_MARK = "omni-append-received-at"
 
 
 class Appended(NamedTuple):
@@ -96,6 +107,8 @@ class Appended(NamedTuple):
     # journey ('n' opened conversation `conversation`, 's' switched channel, '') and,
     # when it opened one, the customer's last resolution ('rp', b"" when none).
     journey: tuple[str, int, bytes] | None = None
+    # The script wrote the new message's live event (`ingest`'s `event`).
+    told: bool = False
 
 
 class _Gone(Exception):
@@ -128,19 +141,24 @@ class Timeline:
 
     # -- appending --------------------------------------------------------------------
 
-    async def ingest(self, inbound: InboundMessage) -> Appended:
-        """Store an inbound message once; a repeat returns the stored one, created=False."""
+    async def ingest(self, inbound: InboundMessage, *, event: EventOf | None = None) -> Appended:
+        """Store an inbound message once; a repeat returns the stored one, created=False.
+        `event`: the new message's live event, which the script may write with it
+        (`Appended.told` says whether it did; not with replica acknowledgements, where
+        the event waits for the replicas)."""
         key = (inbound.channel, inbound.external_id)
         cached = self._known.get(key)
         if cached is not None:
             try:
-                return await self._ingest(cached, inbound, cached=True)
+                return await self._ingest(cached, inbound, cached=True, event=event)
             except _Gone:
                 self._known.pop(key, None)
         cid, _ = await self.customers.resolve(inbound.channel, inbound.external_id)
-        return await self._ingest(cid, inbound, cached=False)
+        return await self._ingest(cid, inbound, cached=False, event=event)
 
-    async def _ingest(self, cid: str, inbound: InboundMessage, *, cached: bool) -> Appended:
+    async def _ingest(
+        self, cid: str, inbound: InboundMessage, *, cached: bool, event: EventOf | None
+    ) -> Appended:
         author = Author(kind="customer", id=inbound.external_id, name=inbound.author_name)
         message = message_from(
             inbound, id=new_message_id(), customer_id=cid, direction="inbound", author=author
@@ -150,7 +168,7 @@ class Timeline:
         )
         profile = codec.encode(Profile(name=inbound.author_name)) if inbound.author_name else b""
         appended = await self.append(
-            cid, message, identity=identity, profile=profile, cached=cached
+            cid, message, identity=identity, profile=profile, cached=cached, event=event
         )
         key = (inbound.channel, inbound.external_id)
         self._known[key] = appended.message.customer_id  # the survivor, after a merge
@@ -168,15 +186,17 @@ class Timeline:
         profile: bytes = b"",
         status: MessageStatus | None = None,
         cached: bool = False,
+        event: EventOf | None = None,
     ) -> Appended:
         """Append once; returns the stored message, its timeline entry id and whether it
         is new. `status` starts an outbound message's delivery status. `cached`: `cid`
-        came from the identity cache (a customer that is gone raises _Gone)."""
+        came from the identity cache (a customer that is gone raises _Gone). `event`: as
+        `ingest`'s."""
         assert message.channel_message_id is not None
         looked = b""  # the absorbed customers whose indexes were looked in
         for _ in range(_MERGE_HOPS):
             result = await self._append_once(
-                cid, message, identity, profile, status, cached, looked
+                cid, message, identity, profile, status, cached, looked, event
             )
             if int(result[0]) == -6:
                 looked = as_bytes(result[1])
@@ -208,7 +228,8 @@ class Timeline:
             status=status,
         )
         journey = (as_text(result[10]) or "", conv, as_bytes(result[11]) or b"")
-        return Appended(stored, entry, True, tuple(result[4:10]), journey)
+        told = int(result[12]) == 1
+        return Appended(stored, entry, True, tuple(result[4:10]), journey, told)
 
     async def _absorbed_repeat(
         self, cid: str, message: Message, absorbed: bytes
@@ -242,6 +263,7 @@ class Timeline:
         status: MessageStatus | None,
         cached: bool = False,
         looked: bytes = b"",
+        event: EventOf | None = None,
     ) -> list[Any]:
         assert message.channel_message_id is not None
         script_keys = [
@@ -267,6 +289,11 @@ class Timeline:
             "1" if message.author.kind == "system" else "0",
             legacy_dedupe_field(message.channel, message.channel_message_id),
         ]
+        # With replica acknowledgements the event waits for the replicas: not here.
+        scripted = _scripted(cid, message, event) if event and self.acks is None else None
+        if scripted is not None:
+            script_keys += scripted[0]
+            script_args += scripted[1]
         if self.acks is not None:  # answered once replicas hold it (omni.replica_acks)
             confirmed: list[Any] = await self.acks.append(self._append, script_keys, script_args)
             return confirmed
@@ -562,3 +589,25 @@ def _rows(cid: str, owner: str, found: list[codec.PageRow]) -> list[Row]:
         ms, _, seq = row.entry.partition("-")
         rows.append(((int(ms), int(seq), owner), message))
     return rows
+
+
+def _scripted(cid: str, message: Message, event: EventOf) -> tuple[list[str], list[Any]] | None:
+    """append.lua's keys and arguments (KEYS 6-7, ARGV 13-19) for `message`'s live event:
+    its body cut in three where the conversation id's number and the time go."""
+    marked = msgspec.structs.replace(
+        message, conversation_id=_CONVERSATION_MARK, received_at=_RECEIVED_MARK
+    )
+    found = event(marked)
+    if found is None:
+        return None
+    event_keys, body, args = found
+    conversation, received = _CONVERSATION_MARK.encode(), _RECEIVED_MARK.encode()
+    if body.count(conversation) != 1 or body.count(received) != 1:
+        return None
+    head, _, rest = body.partition(conversation)
+    middle, _, tail = rest.partition(received)
+    if received in head:  # not the order Message's fields have
+        return None
+    # The conversation id but its number, which the script knows (entries.conversation_id).
+    prefix = conversation_id(cid, 0).removesuffix("0").encode()
+    return event_keys, [head + prefix, middle, tail, *args]
