@@ -28,6 +28,12 @@ def iso_second(seconds: int) -> str:
 
 
 _MILLIS_TEXT = {f"{n:03d}": text for n, text in enumerate(MILLIS)}
+# An entry id's second (its first 10 digits) as RFC 3339: a plain dict rather than an
+# lru_cache, whose bookkeeping cost more than the lookup itself (50 a history page).
+# Emptied when full rather than kept in use order: the seconds of one page are
+# mostly its own, so an LRU's order would keep little that is read again.
+_SECONDS: dict[str, str] = {}
+_SECONDS_MAX = 8192
 
 
 def entry_iso(entry_id: str) -> str:
@@ -35,13 +41,19 @@ def entry_iso(entry_id: str) -> str:
     message of every page read, so without arithmetic for the ids of the next 260 years
     (13 digits of milliseconds): the second's text, cached, and the milliseconds'."""
     if entry_id[13:14] == "-":
-        return _second_text(entry_id[:10]) + _MILLIS_TEXT[entry_id[10:13]]
+        second = entry_id[:10]
+        text = _SECONDS.get(second)
+        if text is None:
+            text = _second_text(second)
+        return text + _MILLIS_TEXT[entry_id[10:13]]
     return iso(entry_ms(entry_id)) or ""
 
 
-@lru_cache(maxsize=8192)
-def _second_text(seconds: str) -> str:
-    return iso_second(int(seconds))
+def _second_text(second: str) -> str:
+    if len(_SECONDS) >= _SECONDS_MAX:
+        _SECONDS.clear()
+    text = _SECONDS[second] = iso_second(int(second))
+    return text
 
 
 def entry_ms(entry_id: str | bytes) -> int:

@@ -280,13 +280,23 @@ def message_at(blob: bytes, customer_id: str, conversation_id: str, received_at:
         stored = _MESSAGE.decode(memoryview(blob)[1:])
     except msgspec.DecodeError as exc:
         raise CorruptRecord(f"a stored message does not decode: {exc}") from None
-    return _message_4(stored, customer_id, conversation_id, received_at)
+    return _message_4(stored, customer_id, conversation_id, received_at, _author_4(stored.author))
+
+
+def _author_4(stored: str | _StoredAuthor) -> Author:
+    # A customer's author without a name is stored as its id alone.
+    return Author("customer", stored, None) if isinstance(stored, str) else _author(stored)
 
 
 def _message_4(
-    stored: _StoredMessage4, customer_id: str, conversation_id: str, received_at: str
+    stored: _StoredMessage4,
+    customer_id: str,
+    conversation_id: str,
+    received_at: str,
+    author: Author,
 ) -> Message:
-    author = stored.author
+    """A schema-4 message as the API shows it, `author` its stored author's
+    (`_author_4`)."""
     # Positional: keyword construction of a 17-field struct costs a microsecond more a
     # message (tests/test_codec.py pins Message's field order this relies on).
     return Message(
@@ -295,7 +305,7 @@ def _message_4(
         conversation_id,
         stored.channel,
         "inbound" if stored.inbound else "outbound",
-        Author("customer", author, None) if isinstance(author, str) else _author(author),
+        author,
         received_at,
         stored.channel_message_id,
         stored.sent_at,
@@ -336,6 +346,9 @@ def page_messages(
     through `message_at` (tests/test_page_encoding.py holds it to `decode_message`)."""
     fours = iter(_fours(rows))
     conversations: dict[bytes, str] = {}
+    # A page's messages mostly share a few authors (the customer's, by one id): one
+    # Author each (frozen, so shared safely), not one a message.
+    authors: dict[str | _StoredAuthor, Author] = {}
     out = []
     for row in rows:
         conversation = conversations.get(row.conv)
@@ -346,7 +359,11 @@ def page_messages(
         if not stored:
             raise CorruptRecord(f"timeline entry {row.entry} holds no message")
         if stored[0] == MESSAGE_SCHEMA:
-            message = _message_4(next(fours), customer_id, conversation, stamp)
+            four = next(fours)
+            author = authors.get(four.author)
+            if author is None:
+                author = authors[four.author] = _author_4(four.author)
+            message = _message_4(four, customer_id, conversation, stamp, author)
         else:
             message = message_at(stored, customer_id, conversation, stamp)
         if row.notes is not None:

@@ -23,6 +23,7 @@ from omni.ids import is_customer_id
 
 T = TypeVar("T")
 _ETAG = re.compile(r'^"(\d{1,19})"$')
+_WHOLE = re.compile(r"\d{1,9}")
 
 _encoder = msgspec.json.Encoder()
 
@@ -65,7 +66,7 @@ def query_int(request: web.Request, name: str, *, default: int, low: int, high: 
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,9}", raw):
+    if not _WHOLE.fullmatch(raw):
         raise BadRequest(f"{name} must be a whole number from {low} to {high}", field=name)
     value = int(raw)
     if not low <= value <= high:
@@ -114,6 +115,8 @@ def if_match(request: web.Request) -> str | None:
 
 def not_modified(request: web.Request, tag: str) -> bool:
     """If-None-Match names this version (weak comparison, RFC 9110 13.1.2) or is `*`."""
-    wanted = request.headers.get("If-None-Match", "")
+    wanted = request.headers.get("If-None-Match")
+    if wanted is None:  # most reads: no list of tags to make
+        return False
     tags = [t.strip().removeprefix("W/") for t in wanted.split(",")]
     return "*" in tags or tag in tags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -30,3 +31,12 @@ def test_nothing_is_no_time() -> None:
 )  # fmt: skip
 def test_an_entry_id_reads_as_the_time_of_its_milliseconds(entry: str) -> None:
     assert entry_iso(entry) == iso(entry_ms(entry))
+
+
+def test_entry_ids_of_more_seconds_than_are_cached_read_as_their_times() -> None:
+    # Twice over ids of 20,000 distinct seconds (the cache holds 8,192 and is emptied
+    # when full): every reading, first or cached, is the time of its milliseconds.
+    rng = random.Random(16)
+    entries = [f"{rng.randrange(10**12, 10**13)}-{rng.randrange(3)}" for _ in range(20_000)]
+    for entry in entries + entries:
+        assert entry_iso(entry) == iso(entry_ms(entry)), entry

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import random
+import re
 
 import structlog
 from aiohttp.test_utils import TestClient
 
-from omni.logs import TurnWriter, configure
+from omni.logs import _OWN_KEYS, _SENSITIVE_KEYS, TurnWriter, _scrub, configure, redact
+from omni.middleware import _new_request_id
 from omni.settings import LogSettings
 from tests.conftest import BOT
 
@@ -111,3 +115,45 @@ async def test_a_server_configuration_logs_through_the_turn_writer() -> None:
         assert line["timestamp"].endswith("Z")
     finally:
         configure(LogSettings(format="json", level="info"))
+
+
+def _redacted_key_by_key(event: dict[str, object]) -> dict[str, object]:
+    """What `redact` did before it skipped omni's own keys by a set difference: every
+    key in turn, a sensitive one replaced, any other but omni's own scrubbed."""
+    out = dict(event)
+    for key, value in out.items():
+        if key in _SENSITIVE_KEYS:
+            out[key] = "[redacted]"
+        elif key not in _OWN_KEYS:
+            out[key] = _scrub(value)
+    return out
+
+
+def test_redaction_of_generated_events_is_key_by_key_redaction() -> None:
+    rng = random.Random(16)
+    keys = [*_SENSITIVE_KEYS, *_OWN_KEYS, "url", "detail", "reason", "error", "channel"]
+    values: list[object] = ["ana@example.com", "+33 6 12 34 56 78", "order 4417", 3, None,
+                            2.5, {"email": "x@y.io", "note": "bob@corp.example"},
+                            ["call 14155550100", {"text": "secret"}], "plain"]  # fmt: skip
+    for _ in range(2000):
+        event = {rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(12))}
+        expected = _redacted_key_by_key(event)
+        result = redact(None, "info", dict(event))
+        assert json.dumps(result) == json.dumps(expected), event
+
+
+def test_request_ids_made_ahead_are_distinct_and_a_forked_process_makes_its_own() -> None:
+    ids = [_new_request_id() for _ in range(3 * 256)]  # three batches
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, which must not be the parent's next
+        os.write(write, _new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child != _new_request_id() and child not in ids
