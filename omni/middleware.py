@@ -99,20 +99,6 @@ def _location(problem: Moved, request: web.Request) -> str:
     return location
 
 
-# Request ids made ahead, from one read of the system's randomness for 256 of them
-# rather than one a request; a forked process makes its own, never its parent's.
-_ID_BATCH = 256
-_fresh_ids: list[str] = []
-os.register_at_fork(after_in_child=_fresh_ids.clear)
-
-
-def _new_request_id() -> str:
-    if not _fresh_ids:
-        pool = os.urandom(16 * _ID_BATCH).hex()
-        _fresh_ids.extend([pool[at : at + 32] for at in range(0, len(pool), 32)])
-    return _fresh_ids.pop()
-
-
 def _route(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -120,11 +106,8 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    supplied = request.headers.get("X-Request-Id")
-    if supplied is not None and _REQUEST_ID.match(supplied):
-        request_id = supplied
-    else:
-        request_id = _new_request_id()
+    supplied = request.headers.get("X-Request-Id", "")
+    request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import random
-import re
 
 import structlog
 from aiohttp.test_utils import TestClient
 
 from omni.logs import _OWN_KEYS, _SENSITIVE_KEYS, TurnWriter, _scrub, configure, redact
-from omni.middleware import _new_request_id
 from omni.settings import LogSettings
 from tests.conftest import BOT
 
@@ -140,20 +137,3 @@ def test_redaction_of_generated_events_is_key_by_key_redaction() -> None:
         expected = _redacted_key_by_key(event)
         result = redact(None, "info", dict(event))
         assert json.dumps(result) == json.dumps(expected), event
-
-
-def test_request_ids_made_ahead_are_distinct_and_a_forked_process_makes_its_own() -> None:
-    ids = [_new_request_id() for _ in range(3 * 256)]  # three batches
-    assert len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its first id, which must not be the parent's next
-        os.write(write, _new_request_id().encode())
-        os._exit(0)
-    os.waitpid(pid, 0)
-    child = os.read(read, 64).decode()
-    os.close(read)
-    os.close(write)
-    assert re.fullmatch(r"[0-9a-f]{32}", child)
-    assert child != _new_request_id() and child not in ids
