@@ -37,14 +37,18 @@ from redis.exceptions import RedisError, ResponseError
 
 from omni import codec
 from omni.channel import Delivery
-from omni.clock import now_ms
+from omni.clock import entry_ms, now_ms
 from omni.errors import CorruptRecord
-from omni.outbox import Job, Outbox, OutboxConfig, Ref, backoff_ms
+from omni.outbox import Begun, Job, Outbox, OutboxConfig, Ref, backoff_ms
 
 Handler = Callable[[Job], Awaitable[Delivery]]
 
 log = structlog.get_logger("omni.worker")
 _IDLE_BACKOFF_S = (0.1, 5.0)
+# How long a queue entry's missing record is looked for again before the delivery counts
+# as erased, and how often (see Worker._begin).
+_RECORD_GRACE_MS = 1000
+_RECORD_POLL_S = 0.02
 
 
 def consumer_name() -> str:
@@ -155,7 +159,7 @@ class Worker:
 
     async def _process(self, ref: Ref) -> None:
         bound = log.bind(delivery_id=ref.delivery_id)
-        begun = await self.outbox.begin(ref)
+        begun = await self._begin(ref)
         if begun.verdict in ("gone", "done"):
             # Erased, or finished by a worker that died before its ack.
             await self.outbox.ack(ref)
@@ -187,6 +191,19 @@ class Worker:
             reason = f"{reason} (after {begun.attempts} attempts)"
         await self.outbox.fail(ref, begun.kind, reason)
         bound.warning("delivery failed", reason=reason)
+
+    async def _begin(self, ref: Ref) -> Begun:
+        """`Outbox.begin`, a missing record of a young entry looked for again. On a
+        cluster a new delivery's record (its customer's slot) and its queue entry (the
+        queue's) go to two nodes in one pipeline, and a worker may read the entry before
+        the record's node has written it: "gone" then is not yet an erasure."""
+        begun = await self.outbox.begin(ref)
+        for _ in range(int(_RECORD_GRACE_MS / 1000 / _RECORD_POLL_S)):
+            if begun.verdict != "gone" or now_ms() - entry_ms(ref.entry_id) > _RECORD_GRACE_MS:
+                break
+            await asyncio.sleep(_RECORD_POLL_S)
+            begun = await self.outbox.begin(ref)
+        return begun
 
     async def _attempt(
         self, ref: Ref, kind: str, blob: bytes, attempt: int, bound: Any

@@ -318,3 +318,40 @@ async def test_workers_share_a_queue_and_stop_gracefully(
     # Stopped cleanly, with nothing pending, each worker left the group.
     assert await redis.xinfo_consumers(outbox.queues[0].stream, FAST.group) == []
     assert await redis.exists(keys.deliveries(CID))
+
+
+async def test_a_queue_entry_read_before_its_record_is_written_is_still_delivered(
+    redis: Redis, aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    # On a cluster a new delivery's record and its queue entry are on two nodes, written
+    # in one pipeline: a worker can read the entry first. Here the record is held back
+    # (renamed within its slot) while the worker takes the entry, and put back 0.2 s later.
+    receiver, dispatcher = await bot_setup(aiohttp_server, session)
+    outbox = Outbox(redis, FAST)
+    did = await enqueue_bot(outbox)
+    record = keys.delivery(CID, did)
+    await redis.rename(record, f"{record}:held")
+    worker = Worker(redis, {"bot": dispatcher}, config=FAST)
+
+    async def put_back() -> None:
+        await asyncio.sleep(0.2)
+        await redis.rename(f"{record}:held", record)
+
+    restore = asyncio.create_task(put_back())
+    assert await worker.run_once() == 1
+    await restore
+    assert list(receiver.delivered) == [did]
+    assert await state_of(outbox, did) == "delivered"
+
+
+async def test_a_queue_entry_whose_record_never_comes_is_skipped_as_erased(
+    redis: Redis, aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    receiver, dispatcher = await bot_setup(aiohttp_server, session)
+    outbox = Outbox(redis, FAST)
+    did = await enqueue_bot(outbox)
+    await redis.delete(keys.delivery(CID, did))  # erased with its customer
+    worker = Worker(redis, {"bot": dispatcher}, config=FAST)
+    assert await worker.run_once() == 1
+    assert receiver.delivered == {}
+    assert (await redis.xpending(outbox.queues[0].stream, FAST.group))["pending"] == 0
