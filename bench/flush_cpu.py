@@ -34,7 +34,7 @@ SCRIPT = "return redis.call('hset', KEYS[1], ARGV[1], ARGV[2])"
 SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
-def flush(ingests: int) -> list[cluster_pipeline.Queued]:
+def flush(ingests: int) -> list[server_pipeline.Queued]:
     recorded = cluster_pipeline.Commands()
     commands = cast(Pipeline, recorded)  # redis-py types its methods for its own classes
     for i in range(ingests):
@@ -61,16 +61,16 @@ async def measure(ingests: int, work: Path) -> None:
         await one.script_load(SCRIPT)
         queue = flush(ingests)
 
-        async def redis_py(queue: list[cluster_pipeline.Queued]) -> list[Any]:
+        async def redis_py(queue: list[server_pipeline.Queued]) -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
                 for args, options in queue:
                     pipe.execute_command(*args, **options)
                 return await pipe.execute(raise_on_error=False)
 
-        async def node_by_node(queue: list[cluster_pipeline.Queued]) -> list[Any]:
+        async def node_by_node(queue: list[server_pipeline.Queued]) -> list[Any]:
             return await cluster_pipeline.execute(client, queue)
 
-        async def one_server(queue: list[cluster_pipeline.Queued]) -> list[Any]:
+        async def one_server(queue: list[server_pipeline.Queued]) -> list[Any]:
             async with one.pipeline(transaction=False) as pipe:
                 for args, options in queue:
                     pipe.execute_command(*args, **options)
@@ -78,10 +78,10 @@ async def measure(ingests: int, work: Path) -> None:
 
         lanes = server_pipeline.Lanes(one)
 
-        async def own_connections(queue: list[cluster_pipeline.Queued]) -> list[Any]:
+        async def own_connections(queue: list[server_pipeline.Queued]) -> list[Any]:
             return await lanes.execute(queue)
 
-        ways: dict[str, Callable[[list[cluster_pipeline.Queued]], Awaitable[list[Any]]]] = {
+        ways: dict[str, Callable[[list[server_pipeline.Queued]], Awaitable[list[Any]]]] = {
             "ClusterPipeline": redis_py,
             "node by node": node_by_node,
             "one server": one_server,

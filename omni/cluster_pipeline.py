@@ -41,8 +41,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-# A command's arguments as redis-py builds them, and its options for the reply.
-Queued = tuple[tuple[Any, ...], dict[str, Any]]
+from omni.server_pipeline import Queued, Recorder
+
 # A node and the positions of its commands in the pipeline.
 Groups = list[tuple[ClusterNode, list[int]]]
 
@@ -84,17 +84,8 @@ _AGAIN = (
 )
 
 
-class Commands(AsyncRedisClusterCommands):
-    """redis-py's command methods, recording each command instead of sending it."""
-
-    _event_dispatcher: Any = None  # redis-py's typing asks every command holder for one
-
-    def __init__(self) -> None:
-        self.queue: list[Queued] = []
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.queue.append((args, options))
-        return self
+class Commands(Recorder, AsyncRedisClusterCommands):  # type: ignore[misc]
+    """redis-py's cluster command methods, recorded (`Recorder`)."""
 
     # redis-py's cluster client splits these by slot and runs them at once (a coroutine
     # of their own, which recorded here would never run: the command lost, the replies

@@ -48,12 +48,9 @@ _READ_SIZE = 65536
 _PLAIN = (Connection, UnixDomainSocketConnection)
 
 
-# As redis-py's own Redis class mixes them (its typing of command_info differs by mixin).
-class Commands(  # type: ignore[misc]
-    AsyncRedisModuleCommands, AsyncCoreCommands, AsyncSentinelCommands
-):
-    """redis-py's command methods of a single-server client, recording each command
-    (as redis-py's Pipeline queues it) instead of sending it."""
+class Recorder:
+    """What a class of redis-py's command methods needs to record each command (as
+    redis-py's Pipeline queues it) instead of sending it; mixed in before them."""
 
     _event_dispatcher: Any = None  # redis-py's typing asks every command holder for one
 
@@ -63,6 +60,13 @@ class Commands(  # type: ignore[misc]
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.queue.append((args, options))
         return self
+
+
+# As redis-py's own Redis class mixes them (its typing of command_info differs by mixin).
+class Commands(  # type: ignore[misc]
+    Recorder, AsyncRedisModuleCommands, AsyncCoreCommands, AsyncSentinelCommands
+):
+    """redis-py's command methods of a single-server client, recorded (`Recorder`)."""
 
 
 def usable(redis: Redis) -> bool:
