@@ -112,7 +112,10 @@ class Inbox:
         customer's place in the team inbox (from the fields the append returned)."""
         handoff = appended.handoff
         held = await self.handoffs.on_inbound(message, handoff) if self.handoffs else None
-        data = msgspec.to_builtins(message)
+        bot = notify_bot and message.channel in self.bots
+        # The message as JSON builtins, for the event and the bot: neither, when the
+        # script wrote the event and no bot is told (most web ingests).
+        data = msgspec.to_builtins(message) if bot or not appended.told else None
         batch = Batch()
         # The customer's own keys first: a cluster's pipeline is written node by node in
         # the order its nodes first appear, and the bot's delivery record (the customer's
@@ -125,7 +128,7 @@ class Inbox:
             self.reports.stage_journey(
                 batch, message.customer_id, message.channel, step, conv, resolved, now_ms()
             )
-        if notify_bot and message.channel in self.bots:
+        if bot:
             payload = {"bot": message.channel, "message": data}
             if held is not None:
                 # An agent answers this customer: the bot hears of the message, not to
