@@ -11,7 +11,7 @@ its own pieces: the client's response callbacks with the command's options, its 
 error classes (a NoScriptError is one, for `Batch.settle`), its Connection's connect and
 handshake (AUTH, HELLO, SELECT, CLIENT SETNAME, all from the pool's connection kwargs).
 
-A connection (a `_Lane`) is taken from the client's pool the first time no lane is idle,
+A connection (a `Lane`) is taken from the client's pool the first time no lane is idle,
 and kept: the pool still counts it, so the client's bound and the client's close hold
 (closing the pool closes it). One pipeline at a time on a lane, so pipelines in flight
 at once each have their own and a deadline or a cancellation drops only its own lane
@@ -84,7 +84,7 @@ def usable(redis: Redis) -> bool:
     )
 
 
-class _Lane:
+class Lane:
     """One connection of the pool's, held by `Lanes`, with the reader of its replies."""
 
     __slots__ = ("connection", "parse")
@@ -112,6 +112,12 @@ class _Lane:
             await self.connection.disconnect(nowait=True)
         await self.connection.connect()  # type: ignore[no-untyped-call]
         self.parse = _reader(self.connection)
+
+    def write(self, packed: bytes) -> None:
+        """A pipeline's commands, written whole (no drain: its replies are read next)."""
+        writer = self.connection._writer
+        assert writer is not None  # ready()
+        writer.write(packed)
 
     def drop(self) -> None:
         """Close the connection now, its replies unread (it connects again when next used)."""
@@ -147,7 +153,7 @@ class Lanes:
             ("utf-8", "strict"),
             ("utf8", "strict"),
         )
-        self._idle: list[_Lane] = []
+        self._idle: list[Lane] = []
         self._lanes = 0
         # One connection of the pool's is never a lane (see the module's docstring).
         self._most = self.pool.max_connections - 1
@@ -165,7 +171,32 @@ class Lanes:
         try:
             if not lane.ready():
                 await lane.connect()
-            raw = await self._exchange(lane, packed, queue)
+            lane.write(packed)
+        except BaseException:
+            lane.drop()
+            self._idle.append(lane)
+            raise
+        return await self.finish(lane, queue)
+
+    def start(self, queue: list[Queued]) -> Lane | None:
+        """`execute`'s sending half, done now when a lane is idle and connected: the
+        pipeline is on its way before the caller's turn of the event loop ends, and
+        `finish` reads its replies. None when it cannot be (no such lane, or a command
+        that does not pack): `execute` does it all then, and says why if it fails."""
+        if not self._idle or not self._idle[-1].ready():
+            return None
+        try:
+            packed = self.pack(queue)
+        except DataError:
+            return None
+        lane = self._idle.pop()
+        lane.write(packed)
+        return lane
+
+    async def finish(self, lane: Lane, queue: list[Queued]) -> list[Any]:
+        """The replies of the pipeline written on `lane` (`start`), as `execute`'s."""
+        try:
+            raw = await self._read(lane, queue)
         except BaseException:
             # Replies may be on their way: the next pipeline must not read them.
             lane.drop()
@@ -174,14 +205,14 @@ class Lanes:
         self._idle.append(lane)
         return await self._answer(lane.connection, raw, queue)
 
-    async def _take(self) -> _Lane:
+    async def _take(self) -> Lane:
         if self._idle:
             return self._idle.pop()
         self._lanes += 1
         try:
             # Connected, handshake done; kept checked out for good (the pool's close
             # closes it).
-            return _Lane(await self.pool.get_connection())  # type: ignore[no-untyped-call]
+            return Lane(await self.pool.get_connection())  # type: ignore[no-untyped-call]
         except BaseException:
             self._lanes -= 1
             raise
@@ -210,13 +241,10 @@ class Lanes:
                 raise DataError(exc) from exc
         return b"".join(packed)
 
-    async def _exchange(self, lane: _Lane, packed: bytes, queue: list[Queued]) -> list[Any]:
+    async def _read(self, lane: Lane, queue: list[Queued]) -> list[Any]:
         connection = lane.connection
-        stream, writer = connection._reader, connection._writer
-        assert stream is not None and writer is not None  # lane.ready()
-        # No drain: the pipeline is written whole either way, and its replies are
-        # awaited next.
-        writer.write(packed)
+        stream = connection._reader
+        assert stream is not None  # lane.ready()
         parse = lane.parse
         gets = parse.gets
         raw: list[Any] = []

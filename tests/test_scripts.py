@@ -47,8 +47,8 @@ async def test_batches_of_one_turn_share_one_pipeline_and_each_gets_its_own_repl
     # On a cluster a pipeline goes node by node (omni.cluster_pipeline), through
     # redis-py's ClusterPipeline only for what that does not route; on one server over
     # the pipeliner's own connections (omni.server_pipeline).
-    owner: Any = cluster_pipeline if is_cluster(redis) else server_pipeline.Lanes
-    name = "execute"
+    owner: Any = cluster_pipeline if is_cluster(redis) else server_pipeline.Lane
+    name = "execute" if is_cluster(redis) else "write"
     make = getattr(owner, name)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
@@ -116,6 +116,54 @@ async def test_the_hits_of_one_turn_on_a_counter_are_counted_as_if_each_were_sen
     assert again[0][1] == 0  # the expiry was set by the first turn (NX)
     assert await redis.get("{c}:a") == b"5"
     assert 0 < await redis.pttl("{c}:a") <= 60_000
+
+
+@pytest.mark.single_server("a cluster's pipelines go node by node through redis-py's")
+async def test_a_turn_of_many_scripts_is_sent_in_parts_the_first_before_the_turn_ends(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis answers a pipeline once all of it has run: a turn's scripts go out twelve
+    batches at a time, written as the twelfth is submitted, so Redis works on them
+    while the turn goes on. Every batch keeps its own replies, in order, and the turn's
+    counter hits are counted as before, whichever part carried them."""
+    writes = 0
+    write = server_pipeline.Lane.write
+
+    def counted(lane: server_pipeline.Lane, packed: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        write(lane, packed)
+
+    monkeypatch.setattr(server_pipeline.Lane, "write", counted)
+    pipeliner = Pipeliner(redis)
+    push = scripts.load(redis, "outbox_push")
+
+    def pushed(n: int, stream: str = "{q}:stream") -> asyncio.Future[list[Any]]:
+        batch = Batch()
+        batch.command("incr", "{q}:plain")
+        batch.script(push, [stream, f"{stream}:guard:{n}"], [f"dlv_{n}", "cus_1", 60_000])
+        return pipeliner.submit(batch)
+
+    # A first such turn: its parts each take a connection, idle again once answered.
+    await asyncio.gather(*(pushed(n, "{q}:warm") for n in range(30)))
+    await redis.delete("{q}:plain")
+    writes = 0
+
+    hits = [pipeliner.count("{c}:hits", 60_000) for _ in range(2)]
+    turn = [pushed(n) for n in range(11)]
+    assert writes == 0  # eleven scripts: the turn's pipeline waits for the turn's end
+    turn.append(pushed(11))
+    assert writes == 1  # the twelfth: written at once, the hits staged before it with it
+    hits += [pipeliner.count("{c}:hits", 60_000) for _ in range(2)]
+    turn += [pushed(n) for n in range(12, 30)]
+    assert writes == 2
+    replies = await asyncio.gather(*turn)
+    assert writes == 3  # the last six, with the last two hits, at the turn's end
+    assert [plain for plain, _ in replies] == list(range(1, 31))
+    entries = [entry for _, entry in await redis.xrange("{q}:stream")]
+    assert [fields[b"d"] for fields in entries] == [f"dlv_{n}".encode() for n in range(30)]
+    assert all(entry for _, entry in replies)
+    assert [count for count, _ in await asyncio.gather(*hits)] == [1, 2, 3, 4]
 
 
 async def test_an_ingest_after_redis_forgot_its_scripts_tells_everyone_once(
