@@ -254,10 +254,15 @@ class Bench:
     # processes
 
     def start_omni(
-        self, processes: int = 1, backend: Backend | None = None, env: dict[str, str] | None = None
+        self,
+        processes: int = 1,
+        backend: Backend | None = None,
+        env: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> tuple[str, list[Server]]:
         """`omni serve` (x processes, sharing a port) on the single Valkey or `backend`;
-        `env` adds settings (OMNI_REDIS_REPLICA_ACKS, say)."""
+        `env` adds settings (OMNI_REDIS_REPLICA_ACKS, say); `tree` serves that source
+        tree's omni (bench.ab) rather than the installed one."""
         port = free_port()
         backend = backend or self.single
         env = (
@@ -271,6 +276,10 @@ class Bench:
             | (env or {})
         )
         args = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port)]
+        if tree is not None:
+            # -P: without it `-m` puts the working directory first, and its omni is served.
+            env["PYTHONPATH"] = str(tree.resolve())
+            args.insert(1, "-P")
         if processes > 1:
             args.append("--reuse-port")
         started = [
