@@ -63,16 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rounds(bench: run.Bench, scenario: run.Scenario, urls: dict[str, str]) -> None:
-    rates: dict[str, list[float]] = {name: [] for name in urls}
-    for url in urls.values():
-        bench.warm(scenario, url)
-    reads = None if scenario.fresh else bench.scenario_file(scenario, 0)
-    for round_ in range(bench.config.rounds):
-        order = list(urls.items())
-        for name, url in order if round_ % 2 == 0 else reversed(order):
-            load = bench.load(url, reads or bench.scenario_file(scenario, round_, name))
-            rates[name].append(load.rps)
-            bench.progress(scenario.name, name, load)
+    runs = bench.rounds(scenario, urls)
+    rates = {name: [load.rps for load in loads] for name, loads in runs.items()}
     base = statistics.median(rates["baseline"])
     for name, rps in rates.items():
         median = statistics.median(rps)

@@ -370,23 +370,29 @@ class Bench:
 
     def compare(self, scenario: Scenario, omni_url: str, base_url: str) -> tuple[Summary, Summary]:
         """Rounds of omni and the baseline, alternating which goes first."""
-        omni_runs: list[wrk.Run] = []
-        base_runs: list[wrk.Run] = []
+        runs = self.rounds(scenario, {"omni": omni_url, "baseline": base_url})
+        return Summary.of(runs["omni"]), Summary.of(runs["baseline"])
+
+    def rounds(self, scenario: Scenario, urls: dict[str, str]) -> dict[str, list[wrk.Run]]:
+        """Rounds of every server in `urls` (a name each; the baseline's is "baseline"),
+        the order reversed every other round. An ingest's rounds give each server
+        requests of its own: two omni on one Valkey (bench.ab) would see each other's
+        message ids as repeats."""
+        runs: dict[str, list[wrk.Run]] = {name: [] for name in urls}
         reads = None if scenario.fresh else self.scenario_file(scenario, 0)
-        for url in (omni_url, base_url):
+        for url in urls.values():
             self.warm(scenario, url)
         for round_ in range(self.config.rounds):
-            path = reads or self.scenario_file(scenario, round_)
-            order = [("omni", omni_url), ("baseline", base_url)]
+            order = list(urls.items())
             for who, url in order if round_ % 2 == 0 else reversed(order):
-                run = self.load(url, path)
-                (omni_runs if who == "omni" else base_runs).append(run)
-                if who == "omni" and scenario.fresh:
+                run = self.load(url, reads or self.scenario_file(scenario, round_, who))
+                runs[who].append(run)
+                if who != "baseline" and scenario.fresh:
                     scenario.expected_rps = max(scenario.expected_rps, run.rps)
                     if run.wrapped:
-                        self.notes.append(f"{scenario.name}: omni re-sent message ids")
+                        self.notes.append(f"{scenario.name}: {who} re-sent message ids")
                 self.progress(scenario.name, who, run)
-        return Summary.of(omni_runs), Summary.of(base_runs)
+        return runs
 
     def progress(self, name: str, who: str, run: wrk.Run) -> None:
         errors = f", {run.errors + run.non_2xx} errors" if run.errors + run.non_2xx else ""
