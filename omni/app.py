@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 from aiohttp import web
 
+from omni import logs
 from omni.auth import API_KEYS
 from omni.channel import Channel, load, validate
 from omni.middleware import ParserLog, request_middleware
@@ -126,15 +127,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(*(t for t in background if t.done()), return_exceptions=True)
 
 
-def create_app(settings: Settings, channels: Sequence[Channel] | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    channels: Sequence[Channel] | None = None,
+    *,
+    request_line: logs.RequestLine = logs.request_line,
+) -> web.Application:
     """`channels`: the channel registry; without it, the default one loaded by name
-    (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here."""
+    (`omni.channel.REGISTRY`). A bad channel setting raises `ConfigError` here.
+    `request_line`: how each request's line is written (`omni.logs.configure`'s)."""
     listed: tuple[Channel, ...] = load() if channels is None else tuple(channels)
     validate(settings, listed)
     survey_settings(settings), report_settings(settings)  # a bad one stops here, named
     load_now = Load(settings.limits.max_in_flight)
     app = web.Application(
-        middlewares=[request_middleware, in_flight_limit(load_now)],
+        middlewares=[request_middleware(request_line), in_flight_limit(load_now)],
         client_max_size=settings.limits.body_max,
         handler_args={"logger": ParserLog("aiohttp.server")},
     )

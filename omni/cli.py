@@ -25,7 +25,7 @@ from omni.demo import DemoError, play
 from omni.devkeys import refusal
 from omni.errors import ConfigError
 from omni.eventloop import loop_name, new_event_loop
-from omni.logs import configure
+from omni.logs import RequestLine, configure
 from omni.migrations import PhoneMigration, migrate_phones
 from omni.processes import serve_processes, supervised
 from omni.redis_client import close, connect
@@ -293,6 +293,7 @@ def _serve(
     env: Mapping[str, str],
     settings: Settings,
     channels: tuple[Channel, ...],
+    request_line: RequestLine,
 ) -> int:
     if args.processes < 1:
         print("omni: --processes: must be 1 or more", file=sys.stderr)
@@ -328,7 +329,7 @@ def _serve(
         return 2
     if announce is None:
         log.info("omni serving", url=f"http://{host}:{port}", redis=redis, loop=loop_name(loop))
-    app = create_app(settings, channels)
+    app = create_app(settings, channels, request_line=request_line)
     app.on_startup.append(_freeze_heap)  # last: after every start-up step has loaded
     try:
         web.run_app(
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure(settings.log, cache=True)
+    line = configure(settings.log, cache=True)
     try:
         if args.command == "worker":
             return _worker(settings, channels)
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(settings, args.url, args.port)
         if args.command == "migrate":
             return _migrate(settings)
-        return _serve(args, env, settings, channels)
+        return _serve(args, env, settings, channels, line)
     except ConfigError as exc:
         print(f"omni: configuration error: {exc}", file=sys.stderr)
         return 2

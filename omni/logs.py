@@ -104,14 +104,53 @@ class TurnWriter:
     debug = info = warning = warn = error = err = critical = exception = fatal = failure = msg
 
 
-def configure(settings: LogSettings, stream: TextIO | None = None, *, cache: bool = False) -> None:
+RequestLine = Callable[[str, str, int, float], None]
+"""Writes the line every HTTP request ends with: its method, route, status and duration
+in milliseconds (`omni.middleware`), the request's context (its id) merged in."""
+
+_http = structlog.get_logger("omni.http")
+
+
+def request_line(method: str, route: str, status: int, duration_ms: float) -> None:
+    """The request line through structlog, as any other line: whatever configure() was
+    last called with (a test's capture, the console renderer), when it was called."""
+    _http.info("request", method=method, route=route, status=status, duration_ms=duration_ms)
+
+
+def _json_request_line(writer: TurnWriter) -> RequestLine:
+    """`request_line` as configure() sets it up for JSON at level info or below: the same
+    line (the same keys, in the same order, redacted alike; tests/test_logs.py compares
+    them), without structlog's logger and its processor chain around it. Every request
+    writes one, and structlog's way cost a server ~40 µs a request, a tenth of an ingest
+    (bench.serve_cpu); this costs about a third of it."""
+    encode = _JSON.encode
+    write = writer.msg
+
+    def line(method: str, route: str, status: int, duration_ms: float) -> None:
+        event = {
+            "method": method, "route": route, "status": status, "duration_ms": duration_ms,
+            "event": "request",
+        }  # fmt: skip
+        structlog.contextvars.merge_contextvars(None, "info", event)
+        event["level"] = "info"
+        event["timestamp"] = iso(now_ms())
+        write(encode(redact(None, "info", event)).decode())
+
+    return line
+
+
+def configure(
+    settings: LogSettings, stream: TextIO | None = None, *, cache: bool = False
+) -> RequestLine:
     """`cache`: a process that configures logging once, before logging anything (`omni
     serve`, `omni worker`): loggers resolve this configuration on first use, and lines
-    are written once per event-loop turn (TurnWriter)."""
+    are written once per event-loop turn (TurnWriter). Returns how a server writes its
+    request lines: for `cache` and JSON, a writer of its own (`_json_request_line`)."""
     out = stream or sys.stderr
     as_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
     renderer: Any = _render_json if as_json else structlog.dev.ConsoleRenderer()
     level = logging.getLevelNamesMapping()[settings.level.upper()]
+    writer = TurnWriter(out) if cache else None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -122,8 +161,11 @@ def configure(settings: LogSettings, stream: TextIO | None = None, *, cache: boo
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=_shared(TurnWriter(out)) if cache else structlog.WriteLoggerFactory(out),
+        logger_factory=_shared(writer) if writer else structlog.WriteLoggerFactory(out),
         # Uncached by default: module-level loggers must follow a later configure()
         # (tests do); a server caches, for a cheaper log line.
         cache_logger_on_first_use=cache,
     )
+    if writer is None or not as_json or level > logging.INFO:
+        return request_line  # (above info, structlog's filter drops it for nothing)
+    return _json_request_line(writer)

@@ -15,6 +15,7 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 
 from omni.auth import Handler
 from omni.errors import (
@@ -26,6 +27,7 @@ from omni.errors import (
     ProblemError,
     Unavailable,
 )
+from omni.logs import RequestLine, request_line
 
 log = structlog.get_logger("omni.http")
 _REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
@@ -104,51 +106,55 @@ def _route(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    supplied = request.headers.get("X-Request-Id", "")
-    request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    response: web.StreamResponse
-    try:
-        response = await handler(request)
-    except ProblemError as problem:
-        response = problem_response(problem, request_id)
-        if isinstance(problem, Moved):
-            response.headers["Location"] = _location(problem, request)
-    except web.HTTPException as exc:
-        mapped = _mapped(exc)
-        if mapped is None:
-            raise
-        response = problem_response(mapped, request_id)
-        if "Allow" in exc.headers:  # a 405 names the methods the route takes (RFC 9110)
-            response.headers["Allow"] = exc.headers["Allow"]
-    except Exception as exc:
-        mapped = _mapped(exc)
-        if isinstance(exc, ConnectionResetError) and _client_gone(request):
-            # The client went away before its request was read (its body cut short): no
-            # error of ours, and no one to answer. The request line says so; no traceback.
-            mapped = BadRequest("the client closed the connection before its request was read")
-        elif mapped is None:
-            log.exception("unhandled error", route=_route(request), method=request.method)
-            mapped = ProblemError("an unexpected error; quote the request id when reporting it")
-        elif isinstance(mapped, Unavailable):
-            # Which failure it was (a timeout, a refused connection, a cluster without a
-            # primary) is what an operator needs; the client only needs to retry.
-            log.warning("store unavailable", error=type(exc).__name__, reason=str(exc)[:200])
-        response = problem_response(mapped, request_id)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    log.info(
-        "request",
-        method=request.method,
-        route=_route(request),
-        status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-    return response
+def request_middleware(line: RequestLine = request_line) -> Middleware:
+    """The middleware, its request lines written by `line` (`omni.logs.configure`'s)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        supplied = request.headers.get("X-Request-Id", "")
+        request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except ProblemError as problem:
+            response = problem_response(problem, request_id)
+            if isinstance(problem, Moved):
+                response.headers["Location"] = _location(problem, request)
+        except web.HTTPException as exc:
+            mapped = _mapped(exc)
+            if mapped is None:
+                raise
+            response = problem_response(mapped, request_id)
+            if "Allow" in exc.headers:  # a 405 names the methods the route takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+        except Exception as exc:
+            mapped = _mapped(exc)
+            if isinstance(exc, ConnectionResetError) and _client_gone(request):
+                # The client went away before its request was read (its body cut short): no
+                # error of ours, and no one to answer. The request line says so; no traceback.
+                mapped = BadRequest("the client closed the connection before its request was read")
+            elif mapped is None:
+                log.exception("unhandled error", route=_route(request), method=request.method)
+                mapped = ProblemError("an unexpected error; quote the request id when reporting it")
+            elif isinstance(mapped, Unavailable):
+                # Which failure it was (a timeout, a refused connection, a cluster without a
+                # primary) is what an operator needs; the client only needs to retry.
+                log.warning("store unavailable", error=type(exc).__name__, reason=str(exc)[:200])
+            response = problem_response(mapped, request_id)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        line(
+            request.method,
+            _route(request),
+            response.status,
+            round((time.perf_counter() - started) * 1000, 2),
+        )
+        return response
+
+    return middleware
 
 
 class ParserLog(logging.Logger):

@@ -8,11 +8,15 @@ import json
 import random
 
 import structlog
-from aiohttp.test_utils import TestClient
+from typing import Any
 
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from omni.app import create_app
 from omni.logs import _OWN_KEYS, _SENSITIVE_KEYS, TurnWriter, _scrub, configure, redact
 from omni.settings import LogSettings
-from tests.conftest import BOT
+from tests.conftest import BOT, make_settings
 
 
 async def test_request_lines_carry_id_route_status_and_no_personal_data(
@@ -112,6 +116,51 @@ async def test_a_server_configuration_logs_through_the_turn_writer() -> None:
         assert line["timestamp"].endswith("Z")
     finally:
         configure(LogSettings(format="json", level="info"))
+
+
+async def test_a_server_writes_its_request_lines_as_structlog_would(
+    aiohttp_client: Any, redis_url: str, redis: Redis
+) -> None:
+    """`omni serve` writes its request lines without structlog's chain (configure's own
+    writer): line for line what structlog writes for the same requests, key order
+    included, the request's context (its id, a channel's name) merged in and redacted."""
+    served, logged = io.StringIO(), io.StringIO()
+    settings = make_settings(redis_url, instagram={"app_secret": "s" * 32, "verify_token": "t"})
+    own = configure(LogSettings(format="json", level="info"), stream=served, cache=True)
+    configure(LogSettings(format="json", level="info"), stream=logged)
+    try:
+        clients = [
+            await aiohttp_client(create_app(settings, request_line=own)),
+            await aiohttp_client(create_app(settings)),
+        ]
+        for n, client in enumerate(clients):
+            body = {"channel": "web", "external_id": f"ana-{n}@example.com",
+                    "channel_message_id": "m-1", "text": "hi"}  # fmt: skip
+            asked = [
+                client.post("/v1/messages", json=body, headers={**BOT, "X-Request-Id": "r-1"}),
+                client.get("/v1/nowhere", headers={"X-Request-Id": "r-2"}),
+                client.post(  # a channel's handler binds its name: merged in, as structlog does
+                    "/channels/instagram/webhook", data=b"{}", headers={"X-Request-Id": "r-3"}
+                ),
+            ]
+            assert [(await answer).status for answer in asked] == [201, 404, 401]
+        await asyncio.sleep(0)  # the turn writer's lines are written once the turn ends
+    finally:
+        configure(LogSettings(format="json", level="info"))
+
+    def requests(out: io.StringIO) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        return [line for line in lines if line["event"] == "request"]
+
+    ours, theirs = requests(served), requests(logged)
+    assert [line["request_id"] for line in ours] == ["r-1", "r-2", "r-3"]
+    assert ours[2]["channel"] == "instagram"
+    assert [list(line) for line in ours] == [list(line) for line in theirs]
+    for mine, its in zip(ours, theirs, strict=True):
+        assert mine["timestamp"].endswith("Z") and isinstance(mine["duration_ms"], float)
+        for varies in ("timestamp", "duration_ms"):
+            del mine[varies], its[varies]
+    assert ours == theirs
 
 
 def _redacted_key_by_key(event: dict[str, object]) -> dict[str, object]:
