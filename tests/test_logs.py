@@ -6,10 +6,9 @@ import asyncio
 import io
 import json
 import random
-
-import structlog
 from typing import Any
 
+import structlog
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
