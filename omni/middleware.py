@@ -27,7 +27,7 @@ from omni.errors import (
     ProblemError,
     Unavailable,
 )
-from omni.logs import RequestLine, request_line
+from omni.logs import RequestLine
 
 log = structlog.get_logger("omni.http")
 _REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
@@ -106,7 +106,7 @@ def _route(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
-def request_middleware(line: RequestLine = request_line) -> Middleware:
+def request_middleware(line: RequestLine) -> Middleware:
     """The middleware, its request lines written by `line` (`omni.logs.configure`'s)."""
 
     @web.middleware
